@@ -1,0 +1,43 @@
+"""Arroyo: move data from instruments through processing steps, zero-copy over ZeroMQ."""
+
+from .components import FunctionOperator, Listener, Operator, Publisher
+from .errors import ArroyoError, ConfigError, DecodeError, EncodeError
+from .message import Event, Message, Start, Stop
+from .operators import Downsample, PassThrough, Reduce, Threshold
+from .queues import MessageQueue
+from .runtime import Runtime
+from .sinks import CollectingSink, HDF5Sink, StatsSink
+from .sources import MemoryListener, SimulatedDetector
+from .transports.zmq_link import ZmqListener, ZmqPublisher
+from .wire import Limits, decode, encode
+
+__all__ = [
+    "ArroyoError",
+    "CollectingSink",
+    "ConfigError",
+    "DecodeError",
+    "Downsample",
+    "EncodeError",
+    "Event",
+    "FunctionOperator",
+    "HDF5Sink",
+    "Limits",
+    "Listener",
+    "MemoryListener",
+    "Message",
+    "MessageQueue",
+    "Operator",
+    "PassThrough",
+    "Publisher",
+    "Reduce",
+    "Runtime",
+    "SimulatedDetector",
+    "Start",
+    "StatsSink",
+    "Stop",
+    "Threshold",
+    "ZmqListener",
+    "ZmqPublisher",
+    "decode",
+    "encode",
+]

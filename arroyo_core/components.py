@@ -1,0 +1,140 @@
+"""The three plug-in points: Listener, Operator and Publisher.
+
+A runtime calls ``open()`` on every component before it reports ready (so a bad address
+fails the service at start), then runs the listener in its own thread, and calls
+``close()`` after the stream has drained. ``close`` is not guaranteed to run if the
+process is killed.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any, Union
+
+from .message import Event, Message, Start, Stop
+
+Deliver = Callable[[Message], None]
+Results = Union[Message, Iterable[Message], None]
+
+
+class Listener(ABC):
+    """Receives from the outside world and hands each Message to ``deliver``."""
+
+    _stop_requested: threading.Event | None = None
+
+    @property
+    def stop_requested(self) -> threading.Event:
+        """Set by :meth:`stop`; ``start`` loops watch it (created per instance, lazily)."""
+        if self._stop_requested is None:
+            self._stop_requested = threading.Event()
+        return self._stop_requested
+
+    def open(self) -> None:
+        """Bind, connect or open what the listener reads from."""
+
+    @abstractmethod
+    def start(self, deliver: Deliver) -> None:
+        """Receive until the source ends or :meth:`stop` is called; runs in its own thread."""
+
+    def stop(self) -> None:
+        """Ask :meth:`start` to return soon; safe to call from any thread."""
+        self.stop_requested.set()
+
+    def close(self) -> None:
+        """Release what :meth:`open` acquired."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the loss ledger."""
+        return {}
+
+
+class Publisher(ABC):
+    """Sends Messages to the outside world."""
+
+    def open(self) -> None:
+        """Bind, connect or open what the publisher writes to."""
+
+    @abstractmethod
+    def publish(self, message: Message) -> None:
+        """Send one message; called from the runtime's processing thread only."""
+
+    def abandon(self) -> None:
+        """Give up on sends still waiting for a peer (the runtime's drain time ran out)."""
+
+    def close(self) -> None:
+        """Flush and release what :meth:`open` acquired."""
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the loss ledger."""
+        return {}
+
+
+class Operator:
+    """Processes Messages and publishes what it produces.
+
+    ``process`` routes each message to ``on_start``, ``on_event`` or ``on_stop``, which by
+    default pass it on unchanged; override the one you need. Each may return a Message,
+    None (nothing to publish) or an iterable of Messages. A plain object with a
+    ``process`` method works as well: the runtime wraps it in :class:`FunctionOperator`.
+    """
+
+    def __init__(self) -> None:
+        self.publishers: list[Publisher] = []
+
+    def add_publisher(self, publisher: Publisher) -> None:
+        self.publishers.append(publisher)
+
+    def remove_publisher(self, publisher: Publisher) -> None:
+        self.publishers.remove(publisher)
+
+    def process(self, message: Message) -> Results:
+        if isinstance(message, Event):
+            return self.on_event(message)
+        if isinstance(message, Start):
+            return self.on_start(message)
+        if isinstance(message, Stop):
+            return self.on_stop(message)
+        return message
+
+    def on_start(self, start: Start) -> Results:
+        return start
+
+    def on_event(self, event: Event) -> Results:
+        return event
+
+    def on_stop(self, stop: Stop) -> Results:
+        return stop
+
+    def publish(self, message: Message) -> None:
+        for publisher in self.publishers:
+            publisher.publish(message)
+
+
+class FunctionOperator(Operator):
+    """Adapts any ``process(message)`` callable to the Operator interface."""
+
+    def __init__(self, process: Callable[[Message], Results]) -> None:
+        super().__init__()
+        self.process = process  # type: ignore[method-assign]
+
+
+def as_operator(obj: Any) -> Operator:
+    """Return ``obj`` if it is an Operator, else wrap its ``process`` method."""
+    if isinstance(obj, Operator):
+        if not hasattr(obj, "publishers"):
+            obj.publishers = []  # a subclass that skipped Operator.__init__
+        return obj
+    if callable(getattr(obj, "process", None)):
+        return FunctionOperator(obj.process)
+    raise TypeError(f"{obj!r} has no process(message) method")
+
+
+def iter_results(results: Results) -> Iterable[Message]:
+    """Normalise what ``process`` returned into an iterable of Messages."""
+    if results is None:
+        return ()
+    if isinstance(results, Message):
+        return (results,)
+    return results

@@ -1,0 +1,34 @@
+"""Arroyo's exceptions.
+
+::
+
+    ArroyoError
+    ├── ConfigError     a service or plug-in was described wrongly (names the section)
+    ├── DecodeError     bytes from the network are not a valid Arroyo message (has a .reason)
+    └── EncodeError     a message cannot be put on the wire (e.g. object dtype, bad metadata)
+"""
+
+
+class ArroyoError(Exception):
+    """Base of every error Arroyo raises on purpose."""
+
+
+class ConfigError(ArroyoError):
+    """A configuration names something that does not exist or does not fit."""
+
+
+class EncodeError(ArroyoError):
+    """A message cannot be encoded to the wire format."""
+
+
+class DecodeError(ArroyoError):
+    """Received frames are not a valid Arroyo message.
+
+    ``reason`` is a short stable word (``"msgpack"``, ``"version"``, ``"size"`` ...) that
+    services count by, so a user can see *why* messages were rejected.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

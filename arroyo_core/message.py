@@ -1,0 +1,47 @@
+"""The three kinds of message a run is made of: Start, then Events, then Stop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+Payload = Union[np.ndarray, bytes, bytearray, memoryview]
+
+
+@dataclass(eq=False)
+class Message:
+    """Base of every Arroyo message; ``meta`` is a msgpack-serialisable dict."""
+
+    meta: dict[str, Any] = field(default_factory=dict)
+    kind = "message"
+
+
+@dataclass(eq=False)
+class Start(Message):
+    """Opens a run; ``meta`` carries the run's metadata (shape, dtype, sample ...)."""
+
+    kind = "start"
+
+
+@dataclass(eq=False)
+class Event(Message):
+    """One datum of a run: metadata plus named numpy arrays or raw bytes.
+
+    Arrays that arrive from the network are read-only views on the received frames
+    (zero-copy); copy one before changing it in place.
+    """
+
+    payload: dict[str, Payload] = field(default_factory=dict)
+    kind = "event"
+
+
+@dataclass(eq=False)
+class Stop(Message):
+    """Closes a run; ``meta`` carries the run's summary (e.g. frames sent)."""
+
+    kind = "stop"
+
+
+KINDS: dict[str, type[Message]] = {cls.kind: cls for cls in (Start, Event, Stop)}

@@ -1,0 +1,96 @@
+"""A bounded message queue with an overflow policy, measured in messages and bytes.
+
+The bound is what keeps memory flat when a stage falls behind: 1000 queued 16 MiB
+frames would be 16 GiB, so the queue counts payload bytes as well as messages.
+Start and Stop are never dropped by a policy: losing them would corrupt a run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any
+
+from .errors import ConfigError
+from .ledger import OutputLedger
+from .message import Event, Message
+
+POLICIES = ("block", "drop-newest", "drop-oldest", "keep-latest")
+
+
+def message_nbytes(message: Message) -> int:
+    """Payload bytes a message holds (headers are small and not counted)."""
+    if not isinstance(message, Event):
+        return 0
+    return sum(memoryview(v).nbytes if not hasattr(v, "nbytes") else v.nbytes
+               for v in message.payload.values())
+
+
+class MessageQueue:
+    """Thread-safe FIFO between a receiving thread and a processing thread.
+
+    ``policy`` decides what ``put`` does when the queue is full: ``block`` waits (back-
+    pressure), ``drop-newest`` discards the new event, ``drop-oldest`` discards the oldest
+    queued event, ``keep-latest`` keeps only the newest event. Drops are counted in
+    ``ledger``.
+    """
+
+    def __init__(self, max_items: int = 64, max_bytes: int = 2**30, policy: str = "block",
+                 name: str = "queue") -> None:
+        if policy not in POLICIES:
+            raise ConfigError(f"queue policy {policy!r} is not one of {', '.join(POLICIES)}")
+        if max_items < 1 or max_bytes < 1:
+            raise ConfigError("queue bounds must be positive")
+        self.max_items = 1 if policy == "keep-latest" else max_items
+        self.max_bytes = max_bytes
+        self.policy = policy
+        self.ledger = OutputLedger(name)
+        self._items: deque[tuple[Any, int]] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+
+    def _full(self, incoming: int) -> bool:
+        # One message larger than the byte budget still passes alone, or it never would.
+        return bool(self._items) and (len(self._items) >= self.max_items
+                                      or self._bytes + incoming > self.max_bytes)
+
+    def _drop_oldest_event(self) -> bool:
+        for index, (item, size) in enumerate(self._items):
+            if isinstance(item, Event):
+                del self._items[index]
+                self._bytes -= size
+                self.ledger.drop(f"{self.policy}: queue full")
+                return True
+        return False
+
+    def put(self, item: Any) -> None:
+        size = message_nbytes(item) if isinstance(item, Message) else 0
+        with self._cond:
+            droppable = isinstance(item, Event)
+            while self._full(size) and droppable:
+                if self.policy == "block":
+                    self._cond.wait()
+                elif self.policy == "drop-newest" or not self._drop_oldest_event():
+                    self.ledger.drop(f"{self.policy}: queue full")
+                    return
+            self._items.append((item, size))
+            self._bytes += size
+            self.ledger.sent += 1
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Return the oldest item; raise TimeoutError if none came within ``timeout``."""
+        with self._cond:
+            if not self._items and not self._cond.wait_for(lambda: self._items, timeout):
+                raise TimeoutError
+            item, size = self._items.popleft()
+            self._bytes -= size
+            self._cond.notify_all()
+            return item
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.ledger.stats(), "depth": len(self._items), "bytes": self._bytes,
+                "policy": self.policy}

@@ -1,0 +1,131 @@
+"""Runs one Listener -> Operator -> Publishers group: a receiving thread, a bounded
+queue, and a processing loop, so numpy work in ``process`` never stalls receiving.
+
+Every service (listener, operator, publisher) is this runtime with different parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from .components import Listener, Operator, Publisher, as_operator, iter_results
+from .message import Message
+from .queues import MessageQueue
+
+log = logging.getLogger(__name__)
+
+_END = object()  # put by the receiving thread when its listener has returned
+
+
+class Runtime:
+    """Connects a listener, an operator and publishers, and runs them until the stream ends.
+
+    Parameters
+    ----------
+    listener, operator, publishers
+        The parts; ``operator`` may be any object with a ``process(message)`` method.
+    queue
+        The bounded queue between receiving and processing (default: 64 messages, 1 GiB).
+    drain_timeout
+        Seconds :meth:`stop` allows for queued messages to be processed and sent before
+        publishers give up on peers that do not take them.
+    """
+
+    def __init__(self, listener: Listener, operator: Any, publishers: Iterable[Publisher] = (),
+                 *, queue: MessageQueue | None = None, drain_timeout: float = 10.0) -> None:
+        self.listener = listener
+        self.operator: Operator = as_operator(operator)
+        for publisher in publishers:
+            self.operator.add_publisher(publisher)
+        self.queue = queue or MessageQueue(name="input queue")
+        self.drain_timeout = drain_timeout
+        self.ready = threading.Event()
+        self.processed = 0
+        self.errors: Counter[str] = Counter()
+        self.listener_error: BaseException | None = None
+        self._opened: list[Any] = []
+        self._started = time.monotonic()
+
+    def open(self) -> None:
+        """Open publishers, then the listener; on failure close what was opened and raise."""
+        try:
+            for part in [*self.operator.publishers, self.listener]:
+                part.open()
+                self._opened.append(part)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        while self._opened:
+            part = self._opened.pop()
+            try:
+                part.close()
+            except Exception:
+                log.exception("closing %r failed", part)
+
+    def run(self) -> None:
+        """Open (if not yet), process until the listener ends, drain, and close."""
+        if not self._opened:
+            self.open()
+        receiver = threading.Thread(target=self._receive, name="arroyo-receive", daemon=True)
+        receiver.start()
+        self.ready.set()
+        try:
+            while (item := self.queue.get()) is not _END:
+                self._handle(item)
+        finally:
+            receiver.join(timeout=self.drain_timeout)
+            self.close()
+
+    def stop(self) -> None:
+        """Stop receiving; what is queued is still processed and sent (see drain_timeout)."""
+        self.listener.stop()
+        timer = threading.Timer(self.drain_timeout, self._abandon)
+        timer.daemon = True
+        timer.start()
+
+    def _abandon(self) -> None:
+        log.warning("drain time of %.1f s ran out; abandoning sends still waiting for a peer",
+                    self.drain_timeout)
+        for publisher in self.operator.publishers:
+            publisher.abandon()
+
+    def _receive(self) -> None:
+        try:
+            self.listener.start(self.queue.put)
+        except BaseException as exc:
+            self.listener_error = exc
+            log.exception("listener %s failed", type(self.listener).__name__)
+        finally:
+            self.queue.put(_END)
+
+    def _handle(self, message: Message) -> None:
+        try:
+            for result in iter_results(self.operator.process(message)):
+                self.operator.publish(result)
+        except Exception as exc:
+            name = type(exc).__name__
+            self.errors[name] += 1
+            if self.errors[name] == 1:
+                log.exception("operator failed on a %s message; the stream goes on, further "
+                              "%s errors are counted", message.kind, name)
+            return
+        self.processed += 1
+
+    def stats(self) -> dict[str, Any]:
+        """The service's ledger: every link's counters, the queue and the operator."""
+        return {
+            "uptime": time.monotonic() - self._started,
+            "ready": self.ready.is_set(),
+            "input": self.listener.stats(),
+            "queue": self.queue.stats(),
+            "operator": {"type": type(self.operator).__name__, "processed": self.processed,
+                         "errors": dict(self.errors)},
+            "outputs": [p.stats() for p in self.operator.publishers],
+        }

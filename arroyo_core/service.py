@@ -1,0 +1,101 @@
+"""A service is one Runtime in one of three roles, described by plain config data.
+
+================  ======================  ================  =====================
+role              listener                operator          publishers
+================  ======================  ================  =====================
+``listener``      the ``source`` plug-in  pass-through      ZeroMQ ``out``
+``operator``      ZeroMQ ``in``           ``operator``      ZeroMQ ``out``
+``publisher``     ZeroMQ ``in``           pass-through      the ``sink`` plug-in
+================  ======================  ================  =====================
+
+The keys are the command-line options' long names with ``_`` for ``-``, so a TOML or
+YAML file and the command line say the same things.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import registry
+from .errors import ConfigError
+from .queues import MessageQueue
+from .runtime import Runtime
+from .transports.zmq_link import ZmqListener, ZmqPublisher
+
+
+@dataclass(frozen=True)
+class Role:
+    plugin_key: str  # which key names the role's own plug-in
+    plugin_kind: str
+    default_plugin: str | None
+    has_input: bool
+    has_output: bool
+
+
+ROLES = {
+    "listener": Role("source", "listener", None, False, True),
+    "operator": Role("operator", "operator", "passthrough", True, True),
+    "publisher": Role("sink", "publisher", "stats", True, False),
+}
+
+KEYS = {"name", "source", "operator", "sink", "options", "in", "in_pattern", "in_options",
+        "out", "out_pattern", "out_options", "stats", "queue_size", "queue_bytes",
+        "queue_policy", "drain_timeout"}
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a service config from a ``.toml``, ``.yaml`` or ``.yml`` file."""
+    path = Path(path)
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(path.read_text())
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            return yaml.safe_load(path.read_text()) or {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    raise ConfigError(f"{path}: config files end in .toml, .yaml or .yml")
+
+
+def build_runtime(role: str, config: dict[str, Any]) -> Runtime:
+    """Build (but do not open) the Runtime that ``config`` describes for ``role``."""
+    if role not in ROLES:
+        raise ConfigError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    unknown = set(config) - KEYS
+    if unknown:
+        raise ConfigError(f"[{role}] unknown keys {sorted(unknown)}; known: {sorted(KEYS)}")
+    spec = ROLES[role]
+    section = config.get("name") or role
+    plugin = config.get(spec.plugin_key) or spec.default_plugin
+    if plugin is None:
+        raise ConfigError(f"[{section}] needs '{spec.plugin_key}'")
+    main = registry.build(spec.plugin_kind, plugin, dict(config.get("options") or {}), section)
+
+    def link(key: str, endpoint: Any, cls: type, pattern_default: str) -> Any:
+        if not endpoint:
+            raise ConfigError(f"[{section}] needs '{key}' (a ZeroMQ endpoint)")
+        options = {"pattern": config.get(f"{key}_pattern") or pattern_default,
+                   **(config.get(f"{key}_options") or {})}
+        try:
+            return cls(endpoint, **options)
+        except (TypeError, ConfigError) as exc:
+            raise ConfigError(f"[{section}] {key}: {exc}") from None
+
+    listener = link("in", config.get("in"), ZmqListener, "pull") if spec.has_input else main
+    operator = main if spec.plugin_kind == "operator" else registry.build(
+        "operator", "passthrough", {}, section)
+    if spec.has_output:
+        outs = config.get("out")
+        outs = outs if isinstance(outs, list) else [outs]
+        publishers = [link("out", out, ZmqPublisher, "push") for out in outs]
+    else:
+        publishers = [main]
+    queue = MessageQueue(max_items=int(config.get("queue_size", 64)),
+                         max_bytes=int(config.get("queue_bytes", 2**30)),
+                         policy=config.get("queue_policy", "block"), name="input queue")
+    return Runtime(listener, operator, publishers, queue=queue,
+                   drain_timeout=float(config.get("drain_timeout", 10.0)))

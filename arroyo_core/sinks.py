@@ -1,0 +1,177 @@
+"""Built-in sinks: publishers that end a chain."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .components import Publisher
+from .message import Event, Message, Start, Stop
+from .queues import message_nbytes
+
+log = logging.getLogger(__name__)
+
+
+class RunTally:
+    """Frames, bytes and losses of one run, from the ``frame`` index the source stamps."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.frames = 0
+        self.bytes = 0
+        self.missing = 0
+        self.duplicates = 0
+        self.next_frame = 0
+        self.began = time.monotonic()
+        self.ended: float | None = None
+        self.frames_sent: int | None = None
+
+    def count(self, event: Event) -> None:
+        self.frames += 1
+        self.bytes += message_nbytes(event)
+        frame = event.meta.get("frame")
+        if isinstance(frame, int):
+            if frame > self.next_frame:
+                self.missing += frame - self.next_frame
+            elif frame < self.next_frame:
+                self.duplicates += 1
+            self.next_frame = max(self.next_frame, frame + 1)
+
+    def finish(self, stop: Stop) -> None:
+        self.ended = time.monotonic()
+        sent = stop.meta.get("frames_sent")
+        self.frames_sent = sent if isinstance(sent, int) else None
+
+    def summary(self) -> dict[str, Any]:
+        seconds = max((self.ended or time.monotonic()) - self.began, 1e-9)
+        lost = self.missing
+        if self.frames_sent is not None:  # also counts frames lost after the last received
+            lost = self.frames_sent - (self.frames - self.duplicates)
+        return {"run": self.run, "frames": self.frames, "bytes": self.bytes,
+                "frames_sent": self.frames_sent, "lost": lost, "duplicates": self.duplicates,
+                "seconds": seconds, "frames_per_s": self.frames / seconds,
+                "mb_per_s": self.bytes / seconds / 1e6, "complete": self.ended is not None}
+
+
+class StatsSink(Publisher):
+    """Counts frames, bytes, rate and lost frames per run, and logs progress.
+
+    Parameters
+    ----------
+    interval
+        Seconds between progress lines (0: only the summary at each Stop).
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.runs: list[RunTally] = []
+        self.current: RunTally | None = None
+        self._last_log = time.monotonic()
+        self._lock = threading.Lock()  # stats() is read from the status thread
+
+    def publish(self, message: Message) -> None:
+        with self._lock:
+            if isinstance(message, Start):
+                self.current = RunTally(message.meta.get("run"))
+                self.runs.append(self.current)
+            elif self.current is None:
+                self.current = RunTally(None)  # joined mid-run
+                self.runs.append(self.current)
+            if isinstance(message, Event):
+                self.current.count(message)
+            elif isinstance(message, Stop):
+                self.current.finish(message)
+                log.info("run summary: %s", _line(self.current.summary()))
+        if self.interval and time.monotonic() - self._last_log >= self.interval:
+            self._last_log = time.monotonic()
+            if self.current is not None:
+                log.info("progress: %s", _line(self.current.summary()))
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {"link": "stats sink", "runs": [r.summary() for r in self.runs]}
+
+
+def _line(summary: dict[str, Any]) -> str:
+    return (f"{summary['frames']} frames, {summary['frames_per_s']:.0f} frames/s, "
+            f"{summary['mb_per_s']:.1f} MB/s, lost {summary['lost']}")
+
+
+class HDF5Sink(Publisher):
+    """Writes each run to ``{directory}/{run}.h5``: one growing dataset per payload array,
+    Start metadata as file attributes and Stop metadata as attributes of ``/stop``."""
+
+    def __init__(self, directory: str = ".", compression: str | None = None) -> None:
+        self.directory = Path(directory)
+        self.compression = compression
+        self.file: Any = None
+        self.written = 0
+
+    def open(self) -> None:
+        import h5py  # only this sink needs it
+
+        self._h5py = h5py
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def publish(self, message: Message) -> None:
+        if isinstance(message, Start):
+            self._close_file()
+            run = message.meta.get("run") or time.strftime("%Y%m%d-%H%M%S")
+            self.file = self._h5py.File(self.directory / f"{run}.h5", "w")
+            _set_attrs(self.file.attrs, message.meta)
+        elif isinstance(message, Event) and self.file is not None:
+            for name, value in message.payload.items():
+                self._append(name, np.asarray(value))
+            self.written += 1
+        elif isinstance(message, Stop) and self.file is not None:
+            _set_attrs(self.file.require_group("stop").attrs, message.meta)
+            self._close_file()
+
+    def _append(self, name: str, array: np.ndarray) -> None:
+        if array.dtype.kind in "mM":
+            array = array.view(np.int64)  # HDF5 has no datetime type
+        dataset = self.file.get(name)
+        if dataset is None:
+            dataset = self.file.create_dataset(
+                name, shape=(0, *array.shape), maxshape=(None, *array.shape),
+                dtype=array.dtype, chunks=(1, *array.shape) if array.size else None,
+                compression=self.compression)
+        dataset.resize(dataset.shape[0] + 1, axis=0)
+        dataset[-1] = array
+
+    def _close_file(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def close(self) -> None:
+        self._close_file()
+
+    def stats(self) -> dict[str, Any]:
+        return {"link": f"hdf5 {self.directory}", "sent": self.written}
+
+
+def _set_attrs(attrs: Any, meta: dict[str, Any]) -> None:
+    for key, value in meta.items():
+        try:
+            attrs[key] = value
+        except (TypeError, ValueError):
+            attrs[key] = repr(value)  # nested metadata: keep it readable rather than lose it
+
+
+class CollectingSink(Publisher):
+    """Keeps every message it is given in ``messages``: the testing sink for your operators."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    def publish(self, message: Message) -> None:
+        self.messages.append(message)
+
+    def stats(self) -> dict[str, Any]:
+        return {"link": "collecting sink", "sent": len(self.messages)}

@@ -1,0 +1,88 @@
+"""Built-in sources: listeners that make data instead of receiving it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from .components import Deliver, Listener
+from .message import Event, Message, Start, Stop
+
+
+class SimulatedDetector(Listener):
+    """Emits one run of detector frames: Start, ``frames`` Events, Stop.
+
+    Frames are drawn from a small ring of pre-made arrays so that the source, like a real
+    detector's DMA buffers, does not allocate (and page-fault) per frame. Each Event's
+    metadata holds ``frame`` (its index in the run); Stop holds ``frames_sent``.
+
+    Parameters
+    ----------
+    shape, dtype
+        Of each frame.
+    frames
+        How many frames in the run.
+    rate
+        Frames per second; 0 sends as fast as the chain takes them.
+    runs
+        How many runs to emit one after the other.
+    """
+
+    def __init__(self, shape: Iterable[int] = (512, 512), dtype: str = "uint16",
+                 frames: int = 100, rate: float = 10.0, runs: int = 1, ring: int = 4,
+                 seed: int = 0) -> None:
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.frames = int(frames)
+        self.rate = float(rate)
+        self.runs = int(runs)
+        rng = np.random.default_rng(seed)
+        high = 1000 if self.dtype.kind in "iu" else 1.0
+        self.ring = [(rng.random(self.shape) * high).astype(self.dtype) for _ in range(ring)]
+        self.sent = 0
+
+    def start(self, deliver: Deliver) -> None:
+        for _ in range(self.runs):
+            if self.stop_requested.is_set():
+                break
+            self._run(deliver)
+
+    def _run(self, deliver: Deliver) -> None:
+        run_id = uuid.uuid4().hex
+        deliver(Start({"run": run_id, "shape": list(self.shape), "dtype": self.dtype.str,
+                       "frames": self.frames, "rate": self.rate, "source": "simulated"}))
+        period = 1.0 / self.rate if self.rate > 0 else 0.0
+        began = time.monotonic()
+        index = 0
+        while index < self.frames and not self.stop_requested.is_set():
+            if period:
+                delay = began + index * period - time.monotonic()
+                if delay > 0 and self.stop_requested.wait(delay):
+                    break
+            deliver(Event({"run": run_id, "frame": index},
+                          {"image": self.ring[index % len(self.ring)]}))
+            index += 1
+        self.sent += index
+        deliver(Stop({"run": run_id, "frames_sent": index,
+                      "aborted": index < self.frames,
+                      "seconds": time.monotonic() - began}))
+
+    def stats(self) -> dict[str, Any]:
+        return {"link": "simulated detector", "sent": self.sent}
+
+
+class MemoryListener(Listener):
+    """Delivers a given list of messages, then ends: the in-memory twin for tests."""
+
+    def __init__(self, messages: Iterable[Message]) -> None:
+        self.messages = list(messages)
+
+    def start(self, deliver: Deliver) -> None:
+        for message in self.messages:
+            if self.stop_requested.is_set():
+                return
+            deliver(message)

@@ -1,0 +1,1 @@
+"""Transports carry encoded messages between processes; the codec lives in ``wire``."""

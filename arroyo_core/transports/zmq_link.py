@@ -1,0 +1,273 @@
+"""ZeroMQ links: a Publisher that sends Arroyo messages on a PUSH or PUB socket, and a
+Listener that receives them on a PULL or SUB socket.
+
+An endpoint with a leading ``@`` binds and one with ``>`` connects (the CZMQ convention);
+without either, outputs bind and inputs connect. On PUB/SUB the first frame is the topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from ..components import Deliver, Listener, Publisher
+from ..errors import ConfigError, DecodeError
+from ..ledger import InputLedger, OutputLedger
+from ..message import Message
+from ..wire import DEFAULT_LIMITS, Limits, decode, encode
+
+log = logging.getLogger(__name__)
+
+# PUB is an XPUB so that subscriptions are seen (no slow-joiner loss) and so that, with
+# XPUB_NODROP, a full subscriber makes send fail instead of dropping the message unseen.
+OUTPUT_TYPES = {"push": zmq.PUSH, "pub": zmq.XPUB}
+OVERFLOW = ("block", "drop")
+INPUT_TYPES = {"pull": zmq.PULL, "sub": zmq.SUB}
+POLL_MS = 100  # how often blocked loops look at their stop flag
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A ZeroMQ address and whether this side binds or connects to it."""
+
+    address: str
+    bind: bool
+
+    @classmethod
+    def parse(cls, text: str, bind_by_default: bool) -> Endpoint:
+        if text.startswith("@"):
+            return cls(text[1:], True)
+        if text.startswith(">"):
+            return cls(text[1:], False)
+        return cls(text, bind_by_default)
+
+    def __str__(self) -> str:
+        return ("@" if self.bind else ">") + self.address
+
+
+def new_sender_id() -> str:
+    """A sender id that differs across restarts, so a restarted sender starts a new sequence."""
+    return f"{os.getpid():x}-{uuid.uuid4().hex[:8]}"
+
+
+def open_socket(kind: int, endpoint: Endpoint, options: dict[int, Any], role: str) -> zmq.Socket:
+    """Create, configure and bind/connect a socket; raise ConfigError naming the endpoint."""
+    socket = zmq.Context.instance().socket(kind)
+    try:
+        for option, value in options.items():
+            socket.setsockopt(option, value)
+        if endpoint.bind:
+            socket.bind(endpoint.address)
+        else:
+            socket.connect(endpoint.address)
+    except zmq.ZMQError as exc:
+        socket.close(linger=0)
+        verb = "bind" if endpoint.bind else "connect"
+        raise ConfigError(f"{role}: cannot {verb} {endpoint.address}: {exc}") from None
+    log.info("%s %s %s", role, "bound to" if endpoint.bind else "connecting to", endpoint.address)
+    return socket
+
+
+def _link_options(hwm_option: int, hwm: int, linger_ms: int, heartbeat_ms: int) -> dict[int, Any]:
+    options = {
+        hwm_option: hwm,
+        zmq.LINGER: linger_ms,
+        zmq.RECONNECT_IVL: 100,
+        zmq.RECONNECT_IVL_MAX: 2000,
+    }
+    if heartbeat_ms:
+        options.update({zmq.HEARTBEAT_IVL: heartbeat_ms,
+                        zmq.HEARTBEAT_TIMEOUT: 3 * heartbeat_ms,
+                        zmq.HEARTBEAT_TTL: 3 * heartbeat_ms})
+    return options
+
+
+class ZmqPublisher(Publisher):
+    """Sends Arroyo messages on a PUSH (default) or PUB socket.
+
+    Parameters
+    ----------
+    endpoint
+        ``@tcp://*:5555`` to bind (the default for outputs), ``>tcp://host:5555`` to connect.
+    pattern
+        ``push`` (each message to one puller) or ``pub`` (every subscriber gets it).
+    topic
+        First frame of every message on ``pub``.
+    hwm
+        Messages queued per peer before the overflow policy applies.
+    overflow
+        ``block`` waits for the peer (back-pressure), ``drop`` discards the message and
+        counts it. Either way nothing is lost unseen.
+    subscribers
+        On ``pub``: how many subscribers must have subscribed before a run starts, so
+        a late joiner does not miss the first messages.
+    peer_timeout
+        Seconds to wait for those subscribers before starting anyway (0: wait forever).
+    linger_ms
+        How long ``close`` waits for queued messages to leave.
+    """
+
+    def __init__(self, endpoint: str, pattern: str = "push", topic: str = "arroyo",
+                 hwm: int = 100, overflow: str = "block", subscribers: int = 1,
+                 peer_timeout: float = 30.0, linger_ms: int = 2000,
+                 heartbeat_ms: int = 1000) -> None:
+        if pattern not in OUTPUT_TYPES:
+            raise ConfigError(f"output pattern {pattern!r} is not one of {sorted(OUTPUT_TYPES)}")
+        if overflow not in OVERFLOW:
+            raise ConfigError(f"overflow {overflow!r} is not one of {OVERFLOW}")
+        self.endpoint = Endpoint.parse(endpoint, bind_by_default=True)
+        self.pattern = pattern
+        self.topic = topic.encode()
+        self.overflow = overflow
+        self.expected_subscribers = subscribers if pattern == "pub" else 0
+        self.peer_timeout = peer_timeout
+        self.options = _link_options(zmq.SNDHWM, hwm, linger_ms, heartbeat_ms)
+        if pattern == "pub":
+            self.options.update({zmq.XPUB_NODROP: 1, zmq.XPUB_VERBOSE: 1, zmq.XPUB_VERBOSER: 1})
+        self.src = new_sender_id()
+        self.seq = 0
+        self.subscribers = 0
+        self.ledger = OutputLedger(f"output {self.pattern} {self.endpoint}")
+        self.socket: zmq.Socket | None = None
+        self._abandoned = False
+
+    def open(self) -> None:
+        self.socket = open_socket(OUTPUT_TYPES[self.pattern], self.endpoint, self.options,
+                                  f"{self.pattern} output")
+
+    def publish(self, message: Message) -> None:
+        if self.expected_subscribers:
+            self._read_subscriptions()
+            if message.kind == "start" and self.subscribers < self.expected_subscribers:
+                self._wait_for_subscribers()
+        frames = encode(message, src=self.src, seq=self.seq)
+        if self.pattern == "pub":
+            frames.insert(0, self.topic)
+        if self._send(frames):
+            self.seq += 1
+            self.ledger.sent += 1
+
+    def _read_subscriptions(self) -> None:
+        """Count (un)subscriptions to our topic that the XPUB socket has queued."""
+        assert self.socket is not None
+        while True:
+            try:
+                note = self.socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if note[1:] and not self.topic.startswith(note[1:]):
+                continue  # a subscription that does not match our messages
+            change = 1 if note[:1] == b"\x01" else -1
+            self.subscribers = max(0, self.subscribers + change)
+            log.info("%s: subscriber %s, now %d", self.ledger.link,
+                     "joined" if change > 0 else "left", self.subscribers)
+
+    def _wait_for_subscribers(self) -> None:
+        assert self.socket is not None
+        log.info("%s: waiting for %d subscriber(s) before starting the run",
+                 self.ledger.link, self.expected_subscribers)
+        deadline = time.monotonic() + self.peer_timeout if self.peer_timeout else None
+        while self.subscribers < self.expected_subscribers and not self._abandoned:
+            if deadline is not None and time.monotonic() > deadline:
+                log.warning("%s: only %d of %d subscriber(s) after %.0f s; starting anyway",
+                            self.ledger.link, self.subscribers, self.expected_subscribers,
+                            self.peer_timeout)
+                return
+            if self.socket.poll(POLL_MS, zmq.POLLIN):
+                self._read_subscriptions()
+
+    def _send(self, frames: list[Any]) -> bool:
+        assert self.socket is not None, "publish() before open()"
+        try:
+            self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            if self.overflow == "drop":
+                self.ledger.drop("peer's queue full")
+                return False
+        log.debug("%s: no peer is taking messages; waiting", self.ledger.link)
+        while not self._abandoned:
+            if self.socket.poll(POLL_MS, zmq.POLLOUT):
+                try:
+                    self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                    return True
+                except zmq.Again:
+                    continue
+            if self.expected_subscribers:
+                self._read_subscriptions()
+        self.ledger.drop("no peer took it before shutdown")
+        return False
+
+    def abandon(self) -> None:
+        self._abandoned = True
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close(linger=0 if self._abandoned else None)
+            self.socket = None
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.ledger.stats(), "src": self.src, "subscribers": self.subscribers}
+
+
+class ZmqListener(Listener):
+    """Receives Arroyo messages on a PULL (default) or SUB socket.
+
+    Malformed messages are counted by reason and logged once; valid ones around them
+    still arrive. Arrays are views on the received frames (no copy).
+    """
+
+    def __init__(self, endpoint: str, pattern: str = "pull", topic: str = "arroyo",
+                 hwm: int = 100, heartbeat_ms: int = 1000,
+                 max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes) -> None:
+        if pattern not in INPUT_TYPES:
+            raise ConfigError(f"input pattern {pattern!r} is not one of {sorted(INPUT_TYPES)}")
+        self.endpoint = Endpoint.parse(endpoint, bind_by_default=False)
+        self.pattern = pattern
+        self.topic = topic.encode()
+        self.limits = Limits(max_message_bytes=max_message_bytes)
+        self.options = _link_options(zmq.RCVHWM, hwm, 0, heartbeat_ms)
+        self.options[zmq.MAXMSGSIZE] = max_message_bytes
+        if pattern == "sub":
+            self.options[zmq.SUBSCRIBE] = self.topic
+        self.ledger = InputLedger(f"input {self.pattern} {self.endpoint}")
+        self.socket: zmq.Socket | None = None
+
+    def open(self) -> None:
+        self.socket = open_socket(INPUT_TYPES[self.pattern], self.endpoint, self.options,
+                                  f"{self.pattern} input")
+
+    def start(self, deliver: Deliver) -> None:
+        socket = self.socket
+        assert socket is not None, "start() before open()"
+        stop_requested = self.stop_requested
+        has_topic = self.pattern == "sub"
+        while not stop_requested.is_set():
+            try:
+                frames = socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                socket.poll(POLL_MS)
+                continue
+            if has_topic:
+                frames = frames[1:]
+            try:
+                message, envelope = decode(frames, self.limits)
+            except DecodeError as exc:
+                self.ledger.reject(exc.reason, str(exc))
+                continue
+            if self.ledger.observe(envelope.src, envelope.seq):
+                deliver(message)
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close(linger=0)
+            self.socket = None
+
+    def stats(self) -> dict[str, Any]:
+        return self.ledger.stats()

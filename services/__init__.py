@@ -1,0 +1,1 @@
+"""Arroyo's runnable services: the ``arroyo`` command and process wiring."""

@@ -1,0 +1,76 @@
+"""Start services as child processes and know when they are ready."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the kernel picks it)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class ServiceProcess:
+    """One ``arroyo ROLE ...`` child process whose output is kept (last lines) and echoed
+    to ``echo`` if given.
+
+    ``wait_ready`` returns once the service printed ``READY`` (its sockets are open).
+    """
+
+    def __init__(self, role: str, args: Sequence[str], name: str | None = None,
+                 echo: bool = False, env: dict[str, str] | None = None) -> None:
+        self.name = name or role
+        command = [sys.executable, "-m", "services", role, "--name", self.name, *args]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            env={**os.environ, **(env or {})})
+        self.lines: deque[str] = deque(maxlen=2000)
+        self._ready = threading.Event()
+        self._echo = echo
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            if line.startswith("READY"):
+                self._ready.set()
+            if self._echo:
+                print(f"  [{self.name}] {line}", flush=True)
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.05):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(list(self.lines)[-20:])
+                raise RuntimeError(f"{self.name} did not become ready "
+                                   f"(exit code {self.process.poll()}):\n{tail}")
+
+    def output(self) -> str:
+        self._reader.join(timeout=2) if self.process.poll() is not None else None
+        return "\n".join(self.lines)
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; return the exit code."""
+        self.signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()

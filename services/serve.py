@@ -1,0 +1,55 @@
+"""Runs one service process: build, open, report ready, run until SIGTERM/SIGINT, drain."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Any
+
+from arroyo_core.errors import ConfigError
+from arroyo_core.service import build_runtime
+from arroyo_core.transports.status import StatusServer
+
+log = logging.getLogger("arroyo.service")
+
+EXIT_CONFIG = 2  # misconfigured: supervisor should not keep restarting it
+EXIT_FAILED = 1
+
+
+def setup_logging(level: str, name: str) -> None:
+    logging.basicConfig(
+        stream=sys.stdout, level=level.upper(), force=True,
+        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+
+
+def serve(role: str, config: dict[str, Any], check: bool = False) -> int:
+    """Run the service ``config`` describes; return the process exit code."""
+    name = config.get("name") or role
+    try:
+        runtime = build_runtime(role, config)
+        if check:
+            print(f"config ok: {name} ({role})", flush=True)
+            return 0
+        runtime.open()
+        status = StatusServer(config["stats"], runtime.stats, name) if config.get("stats") else None
+    except ConfigError as exc:
+        log.error("%s cannot start: %s", name, exc)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("%s received %s; draining and stopping", name, signal.Signals(signum).name)
+        runtime.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"READY {name}", flush=True)
+    log.info("%s ready", name)
+    try:
+        runtime.run()
+    finally:
+        if status is not None:
+            status.close()
+    log.info("%s stopped; ledger: %s", name, runtime.stats())
+    return EXIT_FAILED if runtime.listener_error else 0
