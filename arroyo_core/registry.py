@@ -37,7 +37,10 @@ def resolve(kind: str, spec: str) -> Any:
 
 def build(kind: str, spec: str, options: dict[str, Any], section: str) -> Any:
     """Instantiate the plug-in ``spec`` with ``options`` as keyword arguments."""
-    factory = resolve(kind, spec)
+    try:
+        factory = resolve(kind, spec)
+    except ConfigError as exc:
+        raise ConfigError(f"[{section}] {exc}") from None
     try:
         return factory(**options)
     except (TypeError, ValueError, ConfigError) as exc:

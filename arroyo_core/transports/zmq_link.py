@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ OUTPUT_TYPES = {"push": zmq.PUSH, "pub": zmq.XPUB}
 OVERFLOW = ("block", "drop")
 INPUT_TYPES = {"pull": zmq.PULL, "sub": zmq.SUB}
 POLL_MS = 100  # how often blocked loops look at their stop flag
+FRAME_CEILING = 16  # libzmq's MAXMSGSIZE, in multiples of a listener's max_message_bytes
+
+
+_ADDRESS = re.compile(r"^(tcp|ipc|inproc|pgm|epgm|norm|tipc|vmci|ws|wss|udp)://\S+$")
+_TCP_PORT = re.compile(r":([0-9]{1,5}|\*)$")  # '*' binds an ephemeral port
 
 
 @dataclass(frozen=True)
@@ -41,11 +47,19 @@ class Endpoint:
 
     @classmethod
     def parse(cls, text: str, bind_by_default: bool) -> Endpoint:
+        """Read ``[@|>]transport://address``; raise ConfigError for what ZeroMQ cannot use,
+        so ``--check`` catches a bad address without opening a socket."""
         if text.startswith("@"):
-            return cls(text[1:], True)
-        if text.startswith(">"):
-            return cls(text[1:], False)
-        return cls(text, bind_by_default)
+            endpoint = cls(text[1:], True)
+        elif text.startswith(">"):
+            endpoint = cls(text[1:], False)
+        else:
+            endpoint = cls(text, bind_by_default)
+        if not _ADDRESS.match(endpoint.address) or (
+                endpoint.address.startswith("tcp://") and not _TCP_PORT.search(endpoint.address)):
+            raise ConfigError(f"endpoint {text!r} is not a ZeroMQ address such as "
+                              "tcp://host:port, ipc:///path or inproc://name")
+        return endpoint
 
     def __str__(self) -> str:
         return ("@" if self.bind else ">") + self.address
@@ -220,7 +234,10 @@ class ZmqListener(Listener):
     """Receives Arroyo messages on a PULL (default) or SUB socket.
 
     Malformed messages are counted by reason and logged once; valid ones around them
-    still arrive. Arrays are views on the received frames (no copy).
+    still arrive, also around a message over ``max_message_bytes`` (counted as ``size``).
+    Arrays are views on the received frames (no copy). Only a frame over
+    ``FRAME_CEILING * max_message_bytes`` makes libzmq close its connection (losing what
+    was in flight on it, which the ledger shows as missing).
     """
 
     def __init__(self, endpoint: str, pattern: str = "pull", topic: str = "arroyo",
@@ -233,7 +250,11 @@ class ZmqListener(Listener):
         self.topic = topic.encode()
         self.limits = Limits(max_message_bytes=max_message_bytes)
         self.options = _link_options(zmq.RCVHWM, hwm, 0, heartbeat_ms)
-        self.options[zmq.MAXMSGSIZE] = max_message_bytes
+        # The decoder rejects and counts a message over max_message_bytes and the stream
+        # goes on; libzmq instead drops the connection (and what is in flight on it) for a
+        # frame over MAXMSGSIZE, so that is only a ceiling against absurd allocations.
+        frame_ceiling = FRAME_CEILING * max_message_bytes
+        self.options[zmq.MAXMSGSIZE] = frame_ceiling
         if pattern == "sub":
             self.options[zmq.SUBSCRIBE] = self.topic
         self.ledger = InputLedger(f"input {self.pattern} {self.endpoint}")

@@ -1,0 +1,42 @@
+"""Fixtures for the integration tests: in-process senders and receivers on real sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from harness import Receiver
+
+from arroyo_core.transports.zmq_link import ZmqPublisher
+
+
+@pytest.fixture
+def receiver() -> Iterator[Callable[..., Receiver]]:
+    """Factory of threaded ZmqListeners (``Receiver``), stopped and closed at teardown."""
+    made: list[Receiver] = []
+
+    def make(endpoint: str, pattern: str = "pull", **options: Any) -> Receiver:
+        made.append(Receiver(endpoint, pattern, **options))
+        return made[-1]
+
+    yield make
+    for item in made:
+        item.close()
+
+
+@pytest.fixture
+def sender() -> Iterator[Callable[..., ZmqPublisher]]:
+    """Factory of opened ZmqPublishers, closed without waiting at teardown."""
+    made: list[ZmqPublisher] = []
+
+    def make(endpoint: str, pattern: str = "push", **options: Any) -> ZmqPublisher:
+        publisher = ZmqPublisher(endpoint, pattern=pattern, **options)
+        publisher.open()
+        made.append(publisher)
+        return publisher
+
+    yield make
+    for publisher in made:
+        publisher.abandon()
+        publisher.close()
