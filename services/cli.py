@@ -142,3 +142,7 @@ def status(endpoints: tuple[str, ...], timeout: float) -> None:
 from .demo import demo  # noqa: E402  (registers itself on main)
 
 main.add_command(demo)
+
+from .keys_cli import keys  # noqa: E402
+
+main.add_command(keys)

@@ -22,6 +22,8 @@ from ..errors import ConfigError, DecodeError
 from ..ledger import InputLedger, OutputLedger
 from ..message import Message
 from ..wire import DEFAULT_LIMITS, Limits, decode, encode
+from .curve import CurveLink
+from .socket_monitor import SocketMonitor
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +72,32 @@ def new_sender_id() -> str:
     return f"{os.getpid():x}-{uuid.uuid4().hex[:8]}"
 
 
-def open_socket(kind: int, endpoint: Endpoint, options: dict[int, Any], role: str) -> zmq.Socket:
-    """Create, configure and bind/connect a socket; raise ConfigError naming the endpoint."""
+def open_socket(kind: int, endpoint: Endpoint, options: dict[int, Any], role: str, *,
+                curve: CurveLink | None = None,
+                monitor: SocketMonitor | None = None) -> zmq.Socket:
+    """Create, configure and bind/connect a socket; raise ConfigError naming the endpoint.
+
+    ``curve`` secures it and ``monitor`` watches its connections, both from before the
+    first peer can connect.
+    """
     socket = zmq.Context.instance().socket(kind)
     try:
         for option, value in options.items():
             socket.setsockopt(option, value)
+        if curve is not None:
+            curve.secure(socket)
+        if monitor is not None:
+            monitor.start(socket)
         if endpoint.bind:
             socket.bind(endpoint.address)
         else:
             socket.connect(endpoint.address)
-    except zmq.ZMQError as exc:
+    except (zmq.ZMQError, ConfigError) as exc:
+        if monitor is not None:
+            monitor.stop(socket)
         socket.close(linger=0)
+        if curve is not None:
+            curve.release()
         verb = "bind" if endpoint.bind else "connect"
         raise ConfigError(f"{role}: cannot {verb} {endpoint.address}: {exc}") from None
     log.info("%s %s %s", role, "bound to" if endpoint.bind else "connecting to", endpoint.address)
@@ -125,12 +141,15 @@ class ZmqPublisher(Publisher):
         Seconds to wait for those subscribers before starting anyway (0: wait forever).
     linger_ms
         How long ``close`` waits for queued messages to leave.
+    curve_secret_key_file, curve_allow, curve_server_key_file
+        CURVE encryption and client allow-list; see :mod:`arroyo_core.transports.curve`.
     """
 
     def __init__(self, endpoint: str, pattern: str = "push", topic: str = "arroyo",
                  hwm: int = 100, overflow: str = "block", subscribers: int = 1,
                  peer_timeout: float = 30.0, linger_ms: int = 2000,
-                 heartbeat_ms: int = 1000) -> None:
+                 heartbeat_ms: int = 1000, curve_secret_key_file: str | None = None,
+                 curve_allow: Any = None, curve_server_key_file: str | None = None) -> None:
         if pattern not in OUTPUT_TYPES:
             raise ConfigError(f"output pattern {pattern!r} is not one of {sorted(OUTPUT_TYPES)}")
         if overflow not in OVERFLOW:
@@ -148,12 +167,17 @@ class ZmqPublisher(Publisher):
         self.seq = 0
         self.subscribers = 0
         self.ledger = OutputLedger(f"output {self.pattern} {self.endpoint}")
+        self.curve = CurveLink.from_options(self.ledger.link, self.endpoint.address,
+                                            self.endpoint.bind, curve_secret_key_file,
+                                            curve_server_key_file, curve_allow)
+        self.monitor = SocketMonitor(self.ledger.link)
         self.socket: zmq.Socket | None = None
         self._abandoned = False
 
     def open(self) -> None:
         self.socket = open_socket(OUTPUT_TYPES[self.pattern], self.endpoint, self.options,
-                                  f"{self.pattern} output")
+                                  f"{self.pattern} output", curve=self.curve,
+                                  monitor=self.monitor)
 
     def publish(self, message: Message) -> None:
         if self.expected_subscribers:
@@ -223,11 +247,15 @@ class ZmqPublisher(Publisher):
 
     def close(self) -> None:
         if self.socket is not None:
+            self.monitor.stop(self.socket)
             self.socket.close(linger=0 if self._abandoned else None)
             self.socket = None
+            if self.curve is not None:
+                self.curve.release()
 
     def stats(self) -> dict[str, Any]:
-        return {**self.ledger.stats(), "src": self.src, "subscribers": self.subscribers}
+        return {**self.ledger.stats(), **self.monitor.stats(), "src": self.src,
+                "subscribers": self.subscribers}
 
 
 class ZmqListener(Listener):
@@ -237,12 +265,16 @@ class ZmqListener(Listener):
     still arrive, also around a message over ``max_message_bytes`` (counted as ``size``).
     Arrays are views on the received frames (no copy). Only a frame over
     ``FRAME_CEILING * max_message_bytes`` makes libzmq close its connection (losing what
-    was in flight on it, which the ledger shows as missing).
+    was in flight on it, which the ledger shows as missing); a connecting listener then
+    connects again.
+    ``curve_*`` options: see :mod:`arroyo_core.transports.curve`.
     """
 
     def __init__(self, endpoint: str, pattern: str = "pull", topic: str = "arroyo",
                  hwm: int = 100, heartbeat_ms: int = 1000,
-                 max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes) -> None:
+                 max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes,
+                 curve_secret_key_file: str | None = None, curve_allow: Any = None,
+                 curve_server_key_file: str | None = None) -> None:
         if pattern not in INPUT_TYPES:
             raise ConfigError(f"input pattern {pattern!r} is not one of {sorted(INPUT_TYPES)}")
         self.endpoint = Endpoint.parse(endpoint, bind_by_default=False)
@@ -258,11 +290,16 @@ class ZmqListener(Listener):
         if pattern == "sub":
             self.options[zmq.SUBSCRIBE] = self.topic
         self.ledger = InputLedger(f"input {self.pattern} {self.endpoint}")
+        self.curve = CurveLink.from_options(self.ledger.link, self.endpoint.address,
+                                            self.endpoint.bind, curve_secret_key_file,
+                                            curve_server_key_file, curve_allow)
+        self.monitor = SocketMonitor(self.ledger.link, frame_ceiling)
         self.socket: zmq.Socket | None = None
 
     def open(self) -> None:
         self.socket = open_socket(INPUT_TYPES[self.pattern], self.endpoint, self.options,
-                                  f"{self.pattern} input")
+                                  f"{self.pattern} input", curve=self.curve,
+                                  monitor=self.monitor)
 
     def start(self, deliver: Deliver) -> None:
         socket = self.socket
@@ -274,6 +311,7 @@ class ZmqListener(Listener):
                 frames = socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 socket.poll(POLL_MS)
+                self.monitor.reconnect_dropped(socket, self.endpoint.address)
                 continue
             if has_topic:
                 frames = frames[1:]
@@ -287,8 +325,11 @@ class ZmqListener(Listener):
 
     def close(self) -> None:
         if self.socket is not None:
+            self.monitor.stop(self.socket)
             self.socket.close(linger=0)
             self.socket = None
+            if self.curve is not None:
+                self.curve.release()
 
     def stats(self) -> dict[str, Any]:
-        return self.ledger.stats()
+        return {**self.ledger.stats(), **self.monitor.stats()}

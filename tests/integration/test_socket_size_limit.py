@@ -1,0 +1,90 @@
+"""A frame over the socket's MAXMSGSIZE: what libzmq really does, and what the ledger says.
+
+libzmq reads a frame's size before the frame and, over MAXMSGSIZE, closes the connection
+(a protocol error): the frame is never allocated, and whatever else was in flight on that
+connection is lost with it. On the *connecting* side (an input ``>tcp://...``, Arroyo's
+default) libzmq does not reconnect after a protocol error, so the listener connects again
+itself. The service must stay up, count the dropped connection, and account for every
+message that did not arrive as missing.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from arroyo_core.message import Event, Start, Stop
+from arroyo_core.transports.status import query_status
+from arroyo_core.wire import encode
+
+pytestmark = pytest.mark.integration
+
+LIMIT = 16 * 1024  # the listener's max_message_bytes
+OVERSIZED = 64 * LIMIT  # over MAXMSGSIZE, which is a multiple of max_message_bytes
+
+
+def wait_until(condition, what: str, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def test_a_frame_over_maxmsgsize_drops_one_connection_not_the_service(service, tcp, zmq_socket,
+                                                                        tmp_path):
+    endpoint, stats = tcp(), tcp()
+    upstream = zmq_socket(zmq.PUSH)
+    upstream.sndtimeo = 10_000  # a send that cannot go fails the test instead of hanging
+    upstream.bind(endpoint)
+    config = tmp_path / "sink.toml"
+    config.write_text(f'sink = "stats"\nin = ">{endpoint}"\nstats = "{stats}"\n'
+                      f"[in_options]\nmax_message_bytes = {LIMIT}\n")
+    sink = service("publisher", "-c", str(config), name="sink")
+    seq = 0
+
+    def send(message):
+        nonlocal seq
+        upstream.send_multipart(encode(message, src="upstream", seq=seq), copy=False)
+        seq += 1
+
+    def event(frame, nbytes=256):
+        return Event({"run": "r", "frame": frame}, {"image": np.zeros(nbytes, np.uint8)})
+
+    def link():
+        return query_status(stats)["input"]
+
+    send(Start({"run": "r"}))
+    for frame in range(10):
+        send(event(frame))
+    wait_until(lambda: link()["received"] == 11, "the first 10 frames")
+
+    send(event(10, OVERSIZED))  # seq 11
+    for frame in range(11, 16):  # in flight behind it, on the connection libzmq drops
+        send(event(frame))
+    wait_until(lambda: link()["connections"]["dropped"] == 1, "the listener to reconnect")
+    for frame in range(16, 26):
+        send(event(frame))
+    send(Stop({"run": "r", "frames_sent": 26}))
+
+    def complete_run():
+        runs = query_status(stats)["outputs"][0]["runs"]
+        return runs and runs[-1]["complete"] and runs[-1]
+    run = wait_until(complete_run, "the run's Stop")
+
+    assert sink.process.poll() is None, "the service died"
+    ledger = link()
+    sender = ledger["senders"]["upstream"]
+    assert ledger["connections"]["dropped"] == 1
+    assert sender["next_seq"] == seq == 28
+    # every message either arrived or is reported missing, starting with the oversized one
+    assert sender["received"] + sender["missing"] == seq
+    assert sender["missing_ranges"][0][0] == 11 and sender["missing"] >= 1
+    assert sender["received"] >= 1 + 10 + 10 + 1  # Start, before, after, Stop
+    assert run["frames"] == 26 - sender["missing"] and run["lost"] == sender["missing"]
+    assert "libzmq closed the connection" in sink.output()
+    assert "MAXMSGSIZE" in sink.output()
