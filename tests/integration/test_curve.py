@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import zmq
 import zmq.auth
+from harness import wait_for
 
 from arroyo_core.message import Event, Start, Stop
 from arroyo_core.transports.curve import load_secret_key
@@ -29,15 +30,6 @@ from arroyo_core.transports.zmq_link import ZmqListener, ZmqPublisher
 from arroyo_core.wire import encode
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(condition, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def arroyo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -123,9 +115,9 @@ def test_only_the_listed_client_gets_in(service, tcp, tmp_path, keys, zmq_socket
         }.get(kind) or [  # the ZAP handler names the peer and the key it refused
             f"refused CURVE client at 127.0.0.1 with public key {public.decode()}"]
         try:
-            wait_until(lambda b=before: sum(refusals(stats).values()) > b, f"{kind} refused")
-            wait_until(lambda t=logged: any(text in sink.output() for text in t),
-                       f"{kind}'s refusal in the log")
+            wait_for(lambda b=before: sum(refusals(stats).values()) > b, what=f"{kind} refused")
+            wait_for(lambda t=logged: any(text in sink.output() for text in t),
+                     what=f"{kind}'s refusal in the log")
         except AssertionError as exc:
             raise AssertionError(f"{exc}; the service logged:\n{sink.output()[-3000:]}") from None
 
@@ -139,7 +131,7 @@ def test_only_the_listed_client_gets_in(service, tcp, tmp_path, keys, zmq_socket
     def complete_run():
         runs = query_status(stats)["outputs"][0]["runs"]
         return runs and runs[-1]["complete"] and runs[-1]
-    run = wait_until(complete_run, "the listed client's run")
+    run = wait_for(complete_run, what="the listed client's run")
     assert run["frames"] == run["frames_sent"] == 300 and run["lost"] == 0
 
     ledger = query_status(stats)
@@ -171,7 +163,7 @@ def test_a_refused_client_says_so_and_does_not_retry(tcp, keys, caplog):
     thread = threading.Thread(target=client.start, args=(lambda message: None,), daemon=True)
     thread.start()
     try:
-        wait_until(lambda: client.stats()["connections"]["refused"], "the client to be refused")
+        wait_for(lambda: client.stats()["connections"]["refused"], what="a refusal")
         window = time.monotonic() + 3 * RECONNECT_AFTER_S
         while time.monotonic() < window:  # a negative: watch for a while that nothing retries
             assert client.stats()["connections"]["dropped"] == 0

@@ -10,11 +10,10 @@ message that did not arrive as missing.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import zmq
+from harness import wait_for
 
 from arroyo_core.message import Event, Start, Stop
 from arroyo_core.transports.status import query_status
@@ -24,15 +23,6 @@ pytestmark = pytest.mark.integration
 
 LIMIT = 16 * 1024  # the listener's max_message_bytes
 OVERSIZED = 64 * LIMIT  # over MAXMSGSIZE, which is a multiple of max_message_bytes
-
-
-def wait_until(condition, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 def test_a_frame_over_maxmsgsize_drops_one_connection_not_the_service(service, tcp, zmq_socket,
@@ -61,12 +51,12 @@ def test_a_frame_over_maxmsgsize_drops_one_connection_not_the_service(service, t
     send(Start({"run": "r"}))
     for frame in range(10):
         send(event(frame))
-    wait_until(lambda: link()["received"] == 11, "the first 10 frames")
+    wait_for(lambda: link()["received"] == 11, what="the first 10 frames")
 
     send(event(10, OVERSIZED))  # seq 11
     for frame in range(11, 16):  # in flight behind it, on the connection libzmq drops
         send(event(frame))
-    wait_until(lambda: link()["connections"]["dropped"] == 1, "the listener to reconnect")
+    wait_for(lambda: link()["connections"]["dropped"] == 1, what="the listener to reconnect")
     for frame in range(16, 26):
         send(event(frame))
     send(Stop({"run": "r", "frames_sent": 26}))
@@ -74,7 +64,7 @@ def test_a_frame_over_maxmsgsize_drops_one_connection_not_the_service(service, t
     def complete_run():
         runs = query_status(stats)["outputs"][0]["runs"]
         return runs and runs[-1]["complete"] and runs[-1]
-    run = wait_until(complete_run, "the run's Stop")
+    run = wait_for(complete_run, what="the run's Stop")
 
     assert sink.process.poll() is None, "the service died"
     ledger = link()
