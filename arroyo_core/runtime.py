@@ -34,16 +34,25 @@ class Runtime:
     drain_timeout
         Seconds :meth:`stop` allows for queued messages to be processed and sent before
         publishers give up on peers that do not take them.
+    finish_run
+        If true, :meth:`stop` in the middle of a run keeps receiving until that run's Stop
+        has arrived (within ``drain_timeout``). Services fed by another service set it, so
+        stopping every service of a chain at once loses nothing in flight: the source ends
+        its run at once and every service downstream passes the Stop on before it stops.
     """
 
     def __init__(self, listener: Listener, operator: Any, publishers: Iterable[Publisher] = (),
-                 *, queue: MessageQueue | None = None, drain_timeout: float = 10.0) -> None:
+                 *, queue: MessageQueue | None = None, drain_timeout: float = 10.0,
+                 finish_run: bool = False) -> None:
         self.listener = listener
         self.operator: Operator = as_operator(operator)
         for publisher in publishers:
             self.operator.add_publisher(publisher)
         self.queue = queue or MessageQueue(name="input queue")
         self.drain_timeout = drain_timeout
+        self.finish_run = finish_run
+        self._open_runs: set[Any] = set()  # run ids received without their Stop yet
+        self._stopping = False
         self.ready = threading.Event()
         self.processed = 0
         self.errors: Counter[str] = Counter()
@@ -84,8 +93,14 @@ class Runtime:
             self.close()
 
     def stop(self) -> None:
-        """Stop receiving; what is queued is still processed and sent (see drain_timeout)."""
-        self.listener.stop()
+        """Stop receiving (after the current run with ``finish_run``); what is queued is
+        still processed and sent. Everything ends within ``drain_timeout``."""
+        self._stopping = True  # set before reading _open_runs: see _deliver
+        if self.finish_run and self._open_runs:
+            log.info("stopping after the current run's Stop arrives (at most %.1f s)",
+                     self.drain_timeout)
+        else:
+            self.listener.stop()
         timer = threading.Timer(self.drain_timeout, self._abandon)
         timer.daemon = True
         timer.start()
@@ -93,17 +108,33 @@ class Runtime:
     def _abandon(self) -> None:
         log.warning("drain time of %.1f s ran out; abandoning sends still waiting for a peer",
                     self.drain_timeout)
+        self.listener.stop()
         for publisher in self.operator.publishers:
             publisher.abandon()
 
     def _receive(self) -> None:
         try:
-            self.listener.start(self.queue.put)
+            self.listener.start(self._deliver if self.finish_run else self.queue.put)
         except BaseException as exc:
             self.listener_error = exc
             log.exception("listener %s failed", type(self.listener).__name__)
         finally:
             self.queue.put(_END)
+
+    def _deliver(self, message: Message) -> None:
+        """Queue a received message, keeping track of open runs for :meth:`stop`."""
+        kind = message.kind
+        if kind == "stop":
+            run = message.meta.get("run")
+            if run in self._open_runs:
+                self._open_runs.discard(run)
+            else:  # a Stop we cannot match (no run ids): take it as the end of all runs
+                self._open_runs.clear()
+            if self._stopping and not self._open_runs:
+                self.listener.stop()
+        elif kind == "start" or not self._open_runs:  # an Event with none open: joined mid-run
+            self._open_runs.add(message.meta.get("run"))
+        self.queue.put(message)
 
     def _handle(self, message: Message) -> None:
         try:

@@ -98,4 +98,5 @@ def build_runtime(role: str, config: dict[str, Any]) -> Runtime:
                          max_bytes=int(config.get("queue_bytes", 2**30)),
                          policy=config.get("queue_policy", "block"), name="input queue")
     return Runtime(listener, operator, publishers, queue=queue,
-                   drain_timeout=float(config.get("drain_timeout", 10.0)))
+                   drain_timeout=float(config.get("drain_timeout", 10.0)),
+                   finish_run=spec.has_input)

@@ -71,6 +71,9 @@ def _service_command(role: str) -> Callable[..., Any]:
                               "(the default), '@tcp://*:port' binds."),
             click.Option(["--in-pattern"], type=click.Choice(["pull", "sub"]),
                          help="Receiving socket pattern [default: pull]."),
+            click.Option(["--in-option"], multiple=True, metavar="KEY=VALUE",
+                         help="Keyword argument for the receiving link (hwm, heartbeat_ms, "
+                              "...); VALUE is read as YAML. Repeatable."),
         ]
     if spec.has_output:
         params += [
@@ -80,12 +83,20 @@ def _service_command(role: str) -> Callable[..., Any]:
             click.Option(["--out-pattern"], type=click.Choice(["push", "pub"]),
                          help="Sending socket pattern: push blocks when no peer takes messages, "
                               "pub fans out to every subscriber [default: push]."),
+            click.Option(["--out-option"], multiple=True, metavar="KEY=VALUE",
+                         help="Keyword argument for the sending links (hwm, overflow, "
+                              "linger_ms, ...); VALUE is read as YAML. Repeatable."),
         ]
     params += [
         click.Option(["--stats"], metavar="ENDPOINT",
                      help="Bind a status socket here for 'arroyo status' (e.g. tcp://127.0.0.1:6000)."),
         click.Option(["--queue-size"], type=int,
                      help="Messages held between receiving and processing [default: 64]."),
+        click.Option(["--queue-bytes"], type=int,
+                     help="Bytes held between receiving and processing [default: 1 GiB]."),
+        click.Option(["--drain-timeout"], type=float,
+                     help="Seconds a stop may take to finish the run and send what is held "
+                          "[default: 10]."),
         click.Option(["--queue-policy"],
                      type=click.Choice(["block", "drop-newest", "drop-oldest", "keep-latest"]),
                      help="What a full queue does with a new event [default: block]."),
@@ -99,6 +110,9 @@ def _service_command(role: str) -> Callable[..., Any]:
     def callback(**kwargs: Any) -> None:
         if isinstance(kwargs.get("out"), tuple):
             kwargs["out"] = list(kwargs["out"]) or None
+        for link in ("in", "out"):
+            pairs = kwargs.pop(f"{link}_option", ())
+            kwargs[f"{link}_options"] = _parse_options(pairs) if pairs else None
         command(**kwargs)
 
     doc = {
@@ -142,6 +156,11 @@ def status(endpoints: tuple[str, ...], timeout: float) -> None:
 from .demo import demo  # noqa: E402  (registers itself on main)
 
 main.add_command(demo)
+
+from .chain_cli import check, deploy, run  # noqa: E402  (chain files: run, check, deploy)
+
+for _command in (run, check, deploy):
+    main.add_command(_command)
 
 from .keys_cli import keys  # noqa: E402
 

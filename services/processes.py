@@ -25,15 +25,19 @@ class ServiceProcess:
     to ``echo`` if given.
 
     ``wait_ready`` returns once the service printed ``READY`` (its sockets are open).
+    ``prefix`` goes before the command (e.g. ``ip netns exec NS``, which execs it, so
+    signals still reach the service); ``own_session`` keeps a terminal's Ctrl-C from
+    reaching the child, so that the parent decides how it stops.
     """
 
     def __init__(self, role: str, args: Sequence[str], name: str | None = None,
-                 echo: bool = False, env: dict[str, str] | None = None) -> None:
+                 echo: bool = False, env: dict[str, str] | None = None,
+                 prefix: Sequence[str] = (), own_session: bool = False) -> None:
         self.name = name or role
-        command = [sys.executable, "-m", "services", role, "--name", self.name, *args]
+        command = [*prefix, sys.executable, "-m", "services", role, "--name", self.name, *args]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            env={**os.environ, **(env or {})})
+            env={**os.environ, **(env or {})}, start_new_session=own_session)
         self.lines: deque[str] = deque(maxlen=2000)
         self._ready = threading.Event()
         self._echo = echo

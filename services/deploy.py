@@ -1,0 +1,255 @@
+"""Turns a chain into what runs it: each service's ``arroyo`` command line, supervisord
+``[program:x]`` sections, and a docker compose file. Text only; nothing is started here."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from arroyo_core.chain import Chain, Target
+from arroyo_core.service import ROLES
+from arroyo_core.transports.zmq_link import Endpoint
+
+STOP_MARGIN_S = 5  # beyond drain_timeout: sockets flush (linger 2 s) and the interpreter exits
+
+
+def _option_value(value: Any) -> str:
+    """VALUE of ``-o KEY=VALUE``, which the CLI reads back as YAML."""
+    if isinstance(value, str) and value.strip() == value:
+        try:
+            if yaml.safe_load(value) == value:
+                return value
+        except yaml.YAMLError:
+            pass
+    return json.dumps(value, separators=(",", ":"))  # JSON is YAML
+
+
+def service_args(config: Mapping[str, Any], role: str) -> list[str]:
+    """The ``arroyo ROLE`` options (after ``--name``) that say what ``config`` says."""
+    args: list[str] = []
+    plugin_key = ROLES[role].plugin_key
+    if config.get(plugin_key):
+        args += [f"--{plugin_key}", str(config[plugin_key])]
+    for key, value in (config.get("options") or {}).items():
+        args += ["-o", f"{key}={_option_value(value)}"]
+    for link in ("in", "out"):
+        for key, value in (config.get(f"{link}_options") or {}).items():
+            args += [f"--{link}-option", f"{key}={_option_value(value)}"]
+    done = {"name", plugin_key, "options", "in_options", "out_options"}
+    for key, value in config.items():  # every other key is an option of the same name
+        if key in done or value is None:
+            continue
+        for one in value if isinstance(value, list) else [value]:  # 'out' may repeat
+            args += [f"--{key.replace('_', '-')}", str(one)]
+    return args
+
+
+def service_argv(chain: Chain, name: str, target: Target = "hosts") -> list[str]:
+    """``[ROLE, '--name', NAME, ...]``: the arguments of ``arroyo`` that run service ``name``."""
+    service = chain.all_services()[name]
+    return [service.role, "--name", name, *service_args(chain.resolve(name, target),
+                                                         service.role)]
+
+
+def stop_wait(chain: Chain, name: str) -> int:
+    """Seconds a clean stop of ``name`` may take before it should be killed."""
+    return math.ceil(chain.all_services()[name].drain_timeout) + STOP_MARGIN_S
+
+
+def status_endpoint(chain: Chain, name: str) -> str | None:
+    """Where ``arroyo status`` reaches the service from its own host, if it has a status socket."""
+    stats = chain.resolve(name).get("stats")
+    if not stats:
+        return None
+    address = Endpoint.parse(stats, bind_by_default=True).address
+    for anywhere in ("//*:", "//0.0.0.0:"):
+        address = address.replace(anywhere, "//127.0.0.1:")
+    return address
+
+
+# --- supervisord ------------------------------------------------------------------------
+
+# Why each key has the value it has; written above the key in the first program section.
+SUPERVISOR_WHY = {
+    "command": "The service runs in the foreground (it never daemonizes) and logs to stdout.",
+    "priority": "Lower starts first. Services further down the chain get lower numbers, so a "
+                "sink is listening before data is sent to it. Stopping needs no order: "
+                "`supervisorctl stop all` (like supervisord's shutdown) signals a group's "
+                "programs at once, and a service stopped mid-run finishes the run first, so "
+                "nothing in flight is lost (see stopsignal).",
+    "autostart": "Start with supervisord.",
+    "autorestart": "Restart after a crash or kill -9 (an exit code not in exitcodes). A source "
+                   "that finished its run exits 0 and stays EXITED instead of starting another "
+                   "run; `supervisorctl start` runs it again.",
+    "exitcodes": "0 is the only clean end. A service exits 1 when its source failed and 2 when "
+                 "it is misconfigured (bad address, port in use, unknown plug-in). Exit 2 comes "
+                 "before READY, within startsecs, where supervisor ignores exitcodes: such a "
+                 "start counts as failed, and after startretries the program is FATAL.",
+    "startsecs": "supervisor has no readiness protocol: it calls a program RUNNING once it has "
+                 "stayed up startsecs, so startsecs must exceed the time a service takes to "
+                 "open its sockets and print READY: 0.4 s on an idle host, but more than 3 s "
+                 "was seen on a 2-core host at load 10. With 10 s, RUNNING means READY and a "
+                 "misconfigured service never looks RUNNING (were it slower than this, its "
+                 "exit 2 would be taken for a crash and restarted). A source whose run is "
+                 "shorter than startsecs counts as a failed start, too. RUNNING is only a "
+                 "label: data flows from READY on.",
+    "startretries": "Tries before FATAL for a service that exits within startsecs (back-off "
+                    "1, 2, 3 s): FATAL means 'misconfigured or broken: read its log'.",
+    "stopsignal": "SIGTERM drains: a source ends its run (Stop with frames_sent); a service fed "
+                  "by another keeps receiving until that run's Stop has passed, sends what it "
+                  "holds, and exits 0.",
+    "stopwaitsecs": "The service's drain_timeout plus 5 s for sockets to flush (linger 2 s) and "
+                    "Python to exit. Only after this does supervisor send SIGKILL, which loses "
+                    "what the service holds.",
+    "stopasgroup": "Signal the whole process group, in case the command is wrapped in a script.",
+    "killasgroup": "Same for SIGKILL, so no orphan keeps a port bound.",
+    "redirect_stderr": "Error messages ('error: cannot bind ...') land in the same log as the "
+                       "READY and progress lines.",
+    "stdout_logfile": "AUTO: a file in supervisord's childlogdir (see `supervisorctl tail -f "
+                      "GROUP:NAME`); --log-dir names the files instead.",
+    "stdout_logfile_maxbytes": "Rotate the log at this size ...",
+    "stdout_logfile_backups": "... keeping this many old ones.",
+    "environment": "Unbuffered output, so log lines appear as they happen.",
+}
+
+
+def _supervisor_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, Mapping):
+        return ",".join(f'{k}="{v}"' for k, v in value.items())
+    return str(value)
+
+
+def supervisor_program(chain: Chain, name: str, arroyo: str = "arroyo",
+                       log_dir: str | None = None) -> dict[str, Any]:
+    """The ``[program:name]`` keys for one service (the chain file's ``program`` wins)."""
+    service = chain.all_services()[name]
+    command = shlex.join([*shlex.split(arroyo), *service_argv(chain, name)])
+    keys: dict[str, Any] = {
+        "command": command.replace("%", "%%"),  # supervisor expands %(...)s in values
+        "priority": 100 * (chain.depth()[name] + 1),
+        "autostart": True,
+        "autorestart": "unexpected",
+        "exitcodes": "0",
+        "startsecs": 10,
+        "startretries": 3,
+        "stopsignal": "TERM",
+        "stopwaitsecs": stop_wait(chain, name),
+        "stopasgroup": True,
+        "killasgroup": True,
+        "redirect_stderr": True,
+        "stdout_logfile": f"{log_dir.rstrip('/')}/{name}.log" if log_dir else "AUTO",
+        "stdout_logfile_maxbytes": "50MB",
+        "stdout_logfile_backups": 5,
+        "environment": {"PYTHONUNBUFFERED": "1"},
+    }
+    keys.update(service.program)
+    return keys
+
+
+def supervisor_conf(chain: Chain, arroyo: str = "arroyo", log_dir: str | None = None,
+                    source: str | None = None) -> str:
+    """A supervisord include file: a ``[group:CHAIN]`` and one ``[program:x]`` per service.
+
+    It holds no ``[supervisord]`` section, so it drops into any supervisord's ``conf.d/``
+    (deploy/supervisor/supervisord.conf includes ``conf.d/*.conf``).
+    """
+    names = chain.order()
+    lines = [
+        f"; Chain '{chain.name}': {' -> '.join(names)}.",
+        f"; Generated by `arroyo deploy supervisor {source or chain.origin}`: change the chain",
+        "; file and generate again rather than editing this file.",
+        f"; `supervisorctl start|stop|restart {chain.name}:*` acts on the whole chain,",
+        f"; `supervisorctl tail -f {chain.name}:{names[-1]}` follows one service's log.",
+        "",
+        f"[group:{chain.name}]",
+        f"programs={','.join(names)}",
+    ]
+    for index, name in enumerate(names):
+        service = chain.all_services()[name]
+        lines += ["", f"[program:{name}]"]
+        if index:
+            lines.append(f"; The keys are explained in [program:{names[0]}] above.")
+        for key, value in supervisor_program(chain, name, arroyo, log_dir).items():
+            if index == 0:
+                why = SUPERVISOR_WHY.get(key, "")
+                if key in service.program:
+                    why = "Set in the chain file. " + why
+                lines += [f"; {line}" for line in _wrap(why, 90)]
+            elif key in service.program:
+                lines.append("; set in the chain file")
+            lines.append(f"{key}={_supervisor_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
+
+
+# --- docker compose ---------------------------------------------------------------------
+
+def compose_file(chain: Chain, image: str = "arroyo-stream:local", context: str = ".",
+                 dockerfile: str = "deploy/Dockerfile", source: str | None = None) -> str:
+    """A docker compose file: one container per service, built from ``dockerfile``, that
+    reach each other by service name (``{name}`` in the chain's addresses)."""
+    upstream_of: dict[str, set[str]] = {name: set() for name in chain.services}
+    for connect, bound in chain.links("compose"):
+        up, down = ((bound.service, connect.service) if connect.key == "in"
+                    else (connect.service, bound.service))
+        if up in upstream_of and down in chain.services:
+            upstream_of[up].add(down)
+    services: dict[str, Any] = {}
+    for name in chain.services:
+        status = status_endpoint(chain, name)
+        entry: dict[str, Any] = {
+            "image": image,
+            "build": {"context": context, "dockerfile": dockerfile},
+            "command": service_argv(chain, name, "compose"),
+        }
+        bound = [end for end in chain.ends("compose")
+                 if end.service == name and end.endpoint.bind
+                 and end.endpoint.address.startswith("tcp://")]
+        if bound:
+            entry["expose"] = [end.endpoint.address.rpartition(":")[2] for end in bound]
+        if status and status.startswith("tcp://"):
+            port = status.rpartition(":")[2]
+            entry["ports"] = [f"127.0.0.1:{port}:{port}"]
+            entry["healthcheck"] = {
+                "test": ["CMD", "arroyo", "status", "--timeout", "2", status],
+                "interval": "5s", "timeout": "5s", "retries": 3, "start_period": "10s"}
+        entry["stop_signal"] = "SIGTERM"
+        entry["stop_grace_period"] = f"{stop_wait(chain, name)}s"
+        entry["restart"] = "on-failure:3"
+        if upstream_of[name]:
+            entry["depends_on"] = {
+                down: {"condition": "service_healthy" if status_endpoint(chain, down)
+                       else "service_started"} for down in sorted(upstream_of[name])}
+        services[name] = entry
+    header = [
+        f"# Chain '{chain.name}' as containers: {' -> '.join(chain.order())}.",
+        f"# Generated by `arroyo deploy compose {source or chain.origin}`: change the chain",
+        "# file and generate again rather than editing this file.",
+        "#",
+        "# `docker compose up --build` builds the image once (deploy/Dockerfile) and runs one",
+        "# container per service. Services reach each other by service name on the compose",
+        "# network; `expose` lists the ports each binds. Status ports are published on the",
+        "# host's loopback only, so `arroyo status tcp://127.0.0.1:PORT` works from the host and",
+        "# the healthcheck (`arroyo status` inside the container) says healthy only once the",
+        "# service has opened its sockets. depends_on starts a service after the ones it feeds",
+        "# are healthy. stop_grace_period is drain_timeout + 5 s, like supervisor's stopwaitsecs;",
+        "# on-failure restarts a crashed service but not one that ended its run cleanly (0).",
+        "",
+    ]
+    body = yaml.safe_dump({"name": chain.name, "services": services}, sort_keys=False,
+                          default_flow_style=None, width=100)
+    return "\n".join(header) + body

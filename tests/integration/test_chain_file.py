@@ -1,0 +1,108 @@
+"""`arroyo run` and `arroyo check` on a chain file, with real service processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+from deploy_support import chain_toml, sink_frames, wait_for, write
+
+from services.processes import free_port
+
+pytestmark = pytest.mark.integration
+
+
+class Run:
+    """`python -m services run CHAIN` as a child process with its output collected."""
+
+    def __init__(self, chain_file) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "services", "run", str(chain_file)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def finish(self, timeout: float = 30) -> int:
+        code = self.process.wait(timeout)
+        self.reader.join(5)
+        return code
+
+
+@pytest.fixture
+def run_chain():
+    runs: list[Run] = []
+
+    def start(chain_file) -> Run:
+        runs.append(Run(chain_file))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        if run.process.poll() is None:
+            run.process.terminate()
+            try:
+                run.process.wait(20)
+            except subprocess.TimeoutExpired:
+                run.process.kill()
+                run.process.wait()
+
+
+def test_run_streams_and_ctrl_c_stops_every_service_without_loss(tmp_path, run_chain):
+    text, stats = chain_toml(frames=100_000, rate=300)
+    run = run_chain(write(tmp_path / "chain.toml", text))
+    wait_for(lambda: "READY chain t" in run.text(), 30, "the chain to be ready")
+    for name in ("source", "operator", "sink"):
+        assert f"[{name}] READY {name}" in run.text()  # each service's log is shown
+    wait_for(lambda: sink_frames(stats["sink"]) >= 200, 20, "frames at the sink")
+    run.process.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground
+    assert run.finish() == 0, run.text()
+    assert "exit codes source 0, operator 0, sink 0" in run.text()
+    # the sink saw the run end (the source's Stop got through) and nothing went missing
+    summary = [line for line in run.lines if "[sink]" in line and "run summary" in line]
+    assert summary and summary[-1].endswith("lost 0"), run.text()[-3000:]
+
+
+def test_run_ends_when_a_service_fails(tmp_path, run_chain):
+    text, stats = chain_toml(frames=100_000, rate=100)
+    run = run_chain(write(tmp_path / "chain.toml", text))
+    wait_for(lambda: "READY chain t" in run.text(), 30, "the chain to be ready")
+    wait_for(lambda: sink_frames(stats["sink"]) > 0, 20, "frames at the sink")
+    pid = int(run.text().split("operator pid ")[1].split(",")[0])
+    os.kill(pid, signal.SIGKILL)
+    assert run.finish() == 1
+    assert "operator failed; stopping the chain" in run.text()
+    assert "exit codes source 0" in run.text()  # the others were stopped cleanly
+
+
+def test_check_accepts_a_good_chain_and_names_what_is_wrong(tmp_path):
+    text, _ = chain_toml()
+    good = write(tmp_path / "good.toml", text)
+    result = subprocess.run([sys.executable, "-m", "services", "check", str(good)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "links ok: 2 connection(s)" in result.stdout
+    assert result.stdout.count("config ok") == 3
+
+    unbound = free_port()
+    bad_text = re.sub(r'in = ">tcp://\{operator\}:\d+"', f'in = ">tcp://{{operator}}:{unbound}"',
+                      text.replace('operator = "passthrough"', 'operator = "no_such_operator"'))
+    bad = write(tmp_path / "bad.toml", bad_text)
+    result = subprocess.run([sys.executable, "-m", "services", "check", str(bad)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "no operator named 'no_such_operator'" in result.stdout
+    assert f"link: [sink] in >tcp://127.0.0.1:{unbound}: no service" in result.stdout
