@@ -116,3 +116,22 @@ def test_sink_stopped_mid_stream_hands_its_sink_all_it_received(service, tcp, dr
     kill(source)
     assert seconds < FEW_SECONDS, f"the sink took {seconds:.1f} s to stop"
 
+
+def test_whole_chain_stopped_at_once_loses_nothing(service, tcp):
+    """As supervisord stops a group: every service gets SIGTERM at the same moment."""
+    hop1, hop2, sink_stats = tcp(), tcp(), tcp()
+    sink = service("publisher", "--in", ">" + hop2, "--stats", sink_stats, name="sink")
+    operator = service("operator", "--in", ">" + hop1, "--out", "@" + hop2, name="operator")
+    source = service("listener", *SOURCE, "--out", "@" + hop1, name="source")
+    frames_at(sink_stats, 100)
+
+    began = time.monotonic()
+    for process in (sink, operator, source):
+        process.signal(signal.SIGTERM)
+    codes = [exit_within(process, 3 * FEW_SECONDS) for process in (source, operator, sink)]
+    seconds = time.monotonic() - began
+    assert codes == [0, 0, 0]
+    run = final_ledger(sink)["outputs"][0]["runs"][-1]
+    assert run["complete"] and run["frames"] == run["frames_sent"] and run["lost"] == 0
+    assert final_ledger(operator)["outputs"][0]["sent"] == run["frames_sent"] + 2
+    assert seconds < FEW_SECONDS, f"the chain took {seconds:.1f} s to stop"
