@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 import time as _time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,14 @@ from .message import KINDS, Event, Message, Payload
 VERSION = 1
 RAW_BYTES = "bytes"
 ALLOWED_KINDS = frozenset("biufcmMSU")  # never object ("O") or void ("V")
-_DTYPE_STR = re.compile(r"^[<>|][biufcmMSU][0-9]{1,6}(\[[0-9]*[a-zA-Z]+\])?$")
+# A datetime unit's multiplier may not be 0 (numpy accepts "[0s]", then fails on the values).
+_DTYPE_STR = re.compile(r"^[<>|][biufcmMSU][0-9]{1,6}(\[([1-9][0-9]*)?[a-zA-Z]+\])?$")
+
+# Error details show received values through a bounded repr: a header may nest 1000 deep
+# (plain repr raises RecursionError) or hold a megabyte string.
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother = 3, 60, 60
+_show = _repr.repr
 
 
 @dataclass(frozen=True)
@@ -63,11 +71,15 @@ _packer_default = _to_builtin
 def _array_frame(value: Payload) -> tuple[list[Any], Any]:
     """Return (descriptor, buffer) for one payload entry, without copying when contiguous."""
     if isinstance(value, (bytes, bytearray, memoryview)):
-        buffer = value if not isinstance(value, memoryview) else value.cast("B")
+        if isinstance(value, memoryview):
+            value = value.cast("B") if value.c_contiguous else memoryview(value.tobytes())
+        buffer = value
         return [RAW_BYTES, [len(buffer)]], buffer
     array = np.asarray(value)
     if array.dtype.kind not in ALLOWED_KINDS or array.dtype.itemsize == 0:
         raise EncodeError(f"dtype {array.dtype} cannot be sent (allowed kinds: biufcmMSU)")
+    if array.dtype.kind in "SUmM" and not _DTYPE_STR.match(array.dtype.str):
+        raise EncodeError(f"dtype {array.dtype.str} has no wire form (size over 6 digits?)")
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)  # the one copy we cannot avoid
     # A flat uint8 view is accepted by every socket, whatever the dtype (datetime
@@ -80,10 +92,16 @@ def encode(message: Message, *, src: str, seq: int, time: float | None = None) -
 
     Buffers are views on the message's own arrays; send them with ``copy=False``.
     """
+    if not (isinstance(src, str) and isinstance(seq, int) and 0 <= seq < 2**64
+            and isinstance(message.meta, dict)):
+        raise EncodeError(f"{message.kind}: needs a str src, an int seq in [0, 2**64) and a "
+                          f"dict meta, got {src!r}, {seq!r}, {type(message.meta).__name__}")
     descriptors = []
     frames: list[Any] = [b""]
     if isinstance(message, Event):
         for name, value in message.payload.items():
+            if not isinstance(name, str):
+                raise EncodeError(f"payload name {name!r} is not a str")
             descriptor, buffer = _array_frame(value)
             descriptors.append([name, *descriptor])
             frames.append(buffer)
@@ -91,7 +109,7 @@ def encode(message: Message, *, src: str, seq: int, time: float | None = None) -
         "v": VERSION,
         "kind": message.kind,
         "src": src,
-        "seq": seq,
+        "seq": int(seq),
         "time": _time.time() if time is None else float(time),
         "meta": message.meta,
         "arrays": descriptors,
@@ -114,13 +132,16 @@ def _parse_dtype(text: Any) -> np.dtype | None:
     if dtype is not None:
         return dtype
     if not isinstance(text, str) or not _DTYPE_STR.match(text):
-        raise DecodeError("dtype", f"dtype {text!r} is not an allowed numpy dtype string")
+        raise DecodeError("dtype", f"dtype {_show(text)} is not an allowed numpy dtype string")
     try:
         dtype = np.dtype(text)
     except TypeError as exc:
         raise DecodeError("dtype", f"dtype {text!r}: {exc}") from None
     if dtype.itemsize == 0 or dtype.kind not in ALLOWED_KINDS:
         raise DecodeError("dtype", f"dtype {text!r} is not allowed")
+    if dtype.str != text:
+        # Only numpy's own spelling: '|u2' would mean the receiver's native byte order.
+        raise DecodeError("dtype", f"dtype {text!r} is not canonical (numpy writes {dtype.str!r})")
     if len(_dtype_cache) < 1024:
         _dtype_cache[text] = dtype
     return dtype
@@ -128,6 +149,23 @@ def _parse_dtype(text: Any) -> np.dtype | None:
 
 def _reject_ext(code: int, data: bytes) -> Any:
     raise DecodeError("msgpack", f"header holds msgpack extension type {code}")
+
+
+def _holds_timestamp(frame: Any, header: Any) -> bool:
+    """True if msgpack decoded a timestamp (extension -1): it does so without ``ext_hook``."""
+    raw = frame if isinstance(frame, bytes) else bytes(frame)
+    if not (b"\xd6\xff" in raw or b"\xd7\xff" in raw or b"\xc7\x0c\xff" in raw):
+        return False  # none of the three timestamp encodings occurs: the common case
+    stack = [header]
+    while stack:  # a loop, not recursion: msgpack nests deeper than Python recurses
+        item = stack.pop()
+        if isinstance(item, msgpack.Timestamp):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _header(frame: Any, limits: Limits) -> dict[str, Any]:
@@ -139,10 +177,13 @@ def _header(frame: Any, limits: Limits) -> dict[str, Any]:
         raise
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
         raise DecodeError("msgpack", f"header is not valid msgpack ({exc})") from None
+    if _holds_timestamp(frame, header):
+        raise DecodeError("msgpack", "header holds msgpack extension type -1 (timestamp)")
     if not isinstance(header, dict):
         raise DecodeError("header", f"header is a {type(header).__name__}, not a map")
-    if header.get("v") != VERSION:
-        raise DecodeError("version", f"protocol version {header.get('v')!r} is not {VERSION}")
+    version = header.get("v")
+    if type(version) is not int or version != VERSION:
+        raise DecodeError("version", f"protocol version {_show(version)} is not {VERSION}")
     return header
 
 
@@ -161,41 +202,59 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> tuple[Mess
     src, seq, sent = header.get("src"), header.get("seq"), header.get("time")
     cls = KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise DecodeError("header", f"unknown message kind {kind!r}")
+        raise DecodeError("header", f"unknown message kind {_show(kind)}")
     if not (isinstance(meta, dict) and isinstance(arrays, list) and isinstance(src, str)
-            and type(seq) is int and isinstance(sent, float)):
+            and type(seq) is int and seq >= 0 and isinstance(sent, float)):
         raise DecodeError("header", "header fields meta/arrays/src/seq/time missing or mistyped")
     if len(arrays) > limits.max_arrays:
         raise DecodeError("size", f"{len(arrays)} arrays exceed the limit of {limits.max_arrays}")
     if len(arrays) != len(frames) - 1:
-        raise DecodeError("frames", f"header names {len(arrays)} arrays, {len(frames) - 1} frames came")
+        raise DecodeError("frames",
+                          f"header names {len(arrays)} arrays, {len(frames) - 1} frames came")
     if arrays and cls is not Event:
         raise DecodeError("header", f"a {kind} message carries no arrays")
     envelope = Envelope(src, seq, sent)
     if cls is not Event:
         return cls(meta=meta), envelope
     payload: dict[str, Payload] = {}
-    for descriptor, frame in zip(arrays, frames[1:]):
+    for descriptor, frame in zip(arrays, frames[1:], strict=True):
         name, value = _array(descriptor, frame, limits)
         payload[name] = value
+    if len(payload) != len(arrays):
+        raise DecodeError("header", "two arrays have the same name")
     return Event(meta=meta, payload=payload), envelope
 
 
 def _array(descriptor: Any, frame: Any, limits: Limits) -> tuple[str, Payload]:
     if not (isinstance(descriptor, list) and len(descriptor) == 3
             and isinstance(descriptor[0], str) and isinstance(descriptor[2], list)):
-        raise DecodeError("header", f"array descriptor {descriptor!r} is not [name, dtype, shape]")
+        raise DecodeError("header",
+                          f"array descriptor {_show(descriptor)} is not [name, dtype, shape]")
     name, dtype_text, shape = descriptor
     dtype = _parse_dtype(dtype_text)
-    if len(shape) > limits.max_ndim or not all(type(n) is int and n >= 0 for n in shape):
-        raise DecodeError("shape", f"array {name!r}: shape {shape!r} is not a list of sizes")
-    buffer = memoryview(frame)
-    if dtype is None:
-        expected = shape[0] if len(shape) == 1 else -1
-    else:
-        expected = dtype.itemsize * math.prod(shape)
+    if (len(shape) > limits.max_ndim or not all(type(n) is int and n >= 0 for n in shape)
+            or (dtype is None and len(shape) != 1)):
+        raise DecodeError("shape", f"array {_show(name)}: shape {_show(shape)} is not a list "
+                          "of sizes (one size for bytes)")
+    buffer = memoryview(frame).toreadonly()  # zmq Frames are writable; Event promises read-only
+    expected = shape[0] if dtype is None else dtype.itemsize * math.prod(shape)
     if buffer.nbytes != expected:
-        raise DecodeError("length", f"array {name!r}: {dtype_text} {shape} needs {expected} bytes, frame has {buffer.nbytes}")
+        raise DecodeError("length", f"array {_show(name)}: {dtype_text} {_show(shape)} needs "
+                          f"{expected} bytes, frame has {buffer.nbytes}")
     if dtype is None:
         return name, buffer
-    return name, np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    # An empty array may claim no more extent than a full one could have: shape (2**54, 0)
+    # costs no bytes to send, but numpy cannot reshape to 2**63 and iterating it never ends.
+    if expected == 0 and (dtype.itemsize * math.prod(n for n in shape if n)
+                          > min(limits.max_message_bytes, 2**63 - 1)):
+        raise DecodeError("shape", f"array {_show(name)}: empty, but shape {_show(shape)} "
+                          "is larger than a message may be")
+    array = np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    if dtype.kind == "U" and expected and _max_code_point(buffer, dtype) > 0x10FFFF:
+        raise DecodeError("value", f"array {_show(name)}: a character is beyond U+10FFFF")
+    return name, array
+
+
+def _max_code_point(buffer: memoryview, dtype: np.dtype) -> int:
+    """numpy stores 'U' text as UCS-4; a unit beyond U+10FFFF cannot be read back as str."""
+    return int(np.frombuffer(buffer, f"{dtype.byteorder}u4").max())
