@@ -42,6 +42,13 @@ class Listener(ABC):
         """Ask :meth:`start` to return soon; safe to call from any thread."""
         self.stop_requested.set()
 
+    def handled(self, message: Message) -> None:
+        """Called from the processing thread once ``message`` (as delivered) has been through
+        the operator and its results handed to every publisher, or the operator failed on it
+        (counted). Runtimes handle messages in the order they were delivered, so every
+        message delivered before it has been handled or dropped by the queue's policy. A
+        durable source acknowledges here; the default does nothing."""
+
     def close(self) -> None:
         """Release what :meth:`open` acquired."""
 

@@ -88,6 +88,7 @@ class Runtime:
         try:
             while (item := self.queue.get()) is not _END:
                 self._handle(item)
+                self.listener.handled(item)  # a durable source may acknowledge it now
         finally:
             receiver.join(timeout=self.drain_timeout)
             self.close()

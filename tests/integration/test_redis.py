@@ -1,0 +1,609 @@
+"""Redis links against a real redis-server that each test starts on a free port.
+
+The server requires a password and the links use database 3, so every URL here carries
+both. Service tests run real ``arroyo`` processes; the test process is the final sink (a
+ZeroMQ PULL socket that records each frame index it receives).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from arroyo_core.errors import ConfigError
+from arroyo_core.message import Event, Message, Start, Stop
+from arroyo_core.operators import PassThrough
+from arroyo_core.runtime import Runtime
+from arroyo_core.sinks import CollectingSink
+from arroyo_core.transports.status import query_status
+from arroyo_core.transports.zmq_link import ZmqListener, ZmqPublisher
+from arroyo_core.wire import decode
+from services.processes import free_port
+
+redis = pytest.importorskip("redis")
+from arroyo_core.transports.redis_link import (  # noqa: E402  (needs redis-py)
+    RedisPubSubListener,
+    RedisPubSubPublisher,
+    RedisStreamListener,
+    RedisStreamPublisher,
+)
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "s3cret:with@odd/chars"
+DB = 3
+
+
+def _tests_conftest() -> Any:
+    """tests/conftest.py, loaded by path: ``conftest`` in sys.modules is whichever conftest
+    pytest imported last (tests/integration has its own)."""
+    name = "arroyo_tests_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parents[1] / "conftest.py")
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+skip_unless = _tests_conftest().skip_unless
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "it") -> Any:
+    """Poll ``condition`` until it is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+    return value
+
+
+class RedisServer:
+    """A redis-server child process with its data (an append-only file) in ``directory``.
+
+    Graceful restarts keep the data: streams, consumer groups and pending entries survive.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = DB, password: str | None = PASSWORD) -> str:
+        from urllib.parse import quote
+
+        auth = f":{quote(password, safe='')}@" if password is not None else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+
+    def client(self) -> Any:
+        return redis.Redis.from_url(self.url(), protocol=2)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.directory), "--logfile", "redis.log", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "everysec", "--requirepass", PASSWORD],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        probe = self.client()
+
+        def answers() -> bool:
+            assert self.process is not None and self.process.poll() is None, self.log()
+            try:
+                return bool(probe.ping())
+            except redis.RedisError:
+                return False
+
+        wait_for(answers, 10, "redis-server to answer PING")
+        probe.close()
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        path = self.directory / "redis.log"
+        return path.read_text()[-2000:] if path.exists() else ""
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server (password, AOF) on a free port; stopped at teardown.
+
+    Request it before ``service`` so that services stop while Redis is still there.
+    """
+    skip_unless(shutil.which("redis-server") is not None, "redis-server is not installed")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def runtimes() -> Iterator[Callable[..., Running]]:
+    """Factory of in-process runtimes (listener -> pass-through -> CollectingSink)."""
+    started: list[Running] = []
+
+    def start(listener: Any, publishers: list[Any] | None = None) -> Running:
+        started.append(Running(listener, publishers))
+        return started[-1]
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+class Running:
+    """A real Runtime in a thread, so ``Listener.handled`` (and XACK) happen as in a service."""
+
+    def __init__(self, listener: Any, publishers: list[Any] | None) -> None:
+        self.sink = CollectingSink()
+        self.runtime = Runtime(listener, PassThrough(), publishers or [self.sink],
+                               drain_timeout=5)
+        self.runtime.open()
+        self.thread = threading.Thread(target=self.runtime.run, daemon=True)
+        self.thread.start()
+
+    @property
+    def messages(self) -> list[Message]:
+        return self.sink.messages
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[Message]:
+        wait_for(lambda: len(self.messages) >= count, timeout, f"{count} messages")
+        return self.messages
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.runtime.stop()
+            self.thread.join(10)
+
+
+def every_kind() -> list[Message]:
+    """Start, Events of every dtype kind, raw bytes, empty and 0-d arrays, 16 MiB, Stop."""
+    rng = np.random.default_rng(4)
+    return [
+        Start({"run": "r1", "nested": {"shape": [3, 4], "ok": True, "gain": 1.5}, "none": None}),
+        Event({"frame": 0}, {
+            "u16": rng.integers(0, 2**16, (3, 4), dtype=np.uint16),
+            "i64": np.arange(-5, 5, dtype=np.int64),
+            "f32": rng.random(7).astype(np.float32),
+            "f64be": rng.random((2, 2)).astype(">f8"),
+            "c64": (rng.random(3) + 1j).astype(np.complex64),
+            "bool": np.array([True, False, True]),
+            "when": np.array(["2024-01-01T00:00:00.5"], dtype="datetime64[ns]"),
+            "text": np.array(["ab", "cde"], dtype="S3"),
+            "utext": np.array(["ünï"], dtype="U3"),
+            "empty": np.zeros((0, 4), dtype=np.float32),
+            "scalar": np.array(42, dtype=np.int32),
+            "raw": b"\x00raw bytes\xff",
+        }),
+        Event({"frame": 1}, {}),
+        Event({"frame": 2}, {"big": rng.integers(0, 2**16, 8 * 2**20, dtype=np.uint16)}),
+        Stop({"run": "r1", "frames_sent": 3}),
+    ]
+
+
+def assert_identical(received: list[Message], sent: list[Message]) -> None:
+    """Same kinds, metadata, names, dtypes, shapes and bytes: bit-identical."""
+    assert [m.kind for m in received] == [m.kind for m in sent]
+    for got, want in zip(received, sent, strict=True):
+        assert got.meta == want.meta
+        if isinstance(want, Event):
+            assert list(got.payload) == list(want.payload)
+            for name, value in want.payload.items():
+                mine = got.payload[name]
+                if isinstance(value, bytes):
+                    assert bytes(mine) == value
+                    continue
+                assert (mine.dtype.str, mine.shape) == (value.dtype.str, value.shape), name
+                assert np.asarray(mine).tobytes() == np.ascontiguousarray(value).tobytes(), name
+
+
+def test_stream_round_trip_of_every_message_kind_is_bit_identical(redis_server, runtimes):
+    publisher = RedisStreamPublisher(redis_server.url(), stream="frames")
+    publisher.open()
+    sent = every_kind()
+    for message in sent:
+        publisher.publish(message)
+    listener = RedisStreamListener(redis_server.url(), stream="frames", group="g",
+                                   consumer="c1")
+    running = runtimes(listener)
+    received = running.wait_for(len(sent))
+    assert_identical(received, sent)
+    assert received[3].payload["big"].nbytes == 16 * 2**20
+    # Every entry is acknowledged once handled: nothing stays pending.
+    client = redis_server.client()
+    wait_for(lambda: listener.stats()["redis"]["acked"] == len(sent), 5, "acknowledgements")
+    assert client.xpending("frames", "g")["pending"] == 0
+    assert publisher.stats()["sent"] == len(sent)
+    publisher.close()
+
+
+def test_pubsub_round_trip_of_every_message_kind_is_bit_identical(redis_server, runtimes):
+    listener = RedisPubSubListener(redis_server.url(), channel="live")
+    running = runtimes(listener)
+    publisher = RedisPubSubPublisher(redis_server.url(), channel="live", subscribers=1,
+                                     peer_timeout=10)
+    publisher.open()
+    sent = every_kind()
+    for index, message in enumerate(sent):
+        # One at a time: pub/sub keeps nothing, and Redis would disconnect a subscriber
+        # with more than 32 MiB unread (client-output-buffer-limit pubsub).
+        publisher.publish(message)
+        running.wait_for(index + 1)
+    assert_identical(running.messages, sent)
+    assert publisher.stats()["unheard"] == 0
+    assert listener.stats()["missing"] == 0
+    publisher.close()
+
+
+def test_message_received_over_zeromq_and_republished_to_redis_is_bit_identical(
+        redis_server, runtimes, tcp):
+    address = tcp()
+    source = ZmqPublisher("@" + address, linger_ms=0)
+    source.open()
+    # The publisher-service arrangement: ZeroMQ in, Redis stream out.
+    bridge = runtimes(ZmqListener(">" + address),
+                      [RedisStreamPublisher(redis_server.url(), stream="bridged")])
+    reader = runtimes(RedisStreamListener(redis_server.url(), stream="bridged", group="g",
+                                          consumer="c1"))
+    sent = every_kind()
+    for message in sent:
+        source.publish(message)
+    received = reader.wait_for(len(sent))
+    assert_identical(received, sent)
+    assert bridge.runtime.stats()["outputs"][0]["sent"] == len(sent)
+    source.close()
+
+
+class HoldingOperator(PassThrough):
+    """Holds the message whose ``frame`` is ``hold`` until released: a slow operator."""
+
+    def __init__(self, hold: int) -> None:
+        super().__init__()
+        self.hold = hold
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def on_event(self, event: Event) -> Event:
+        if event.meta.get("frame") == self.hold:
+            self.reached.set()
+            self.release.wait(20)
+        return event
+
+
+def test_entries_stay_pending_until_the_runtime_has_handled_them(redis_server):
+    publisher = RedisStreamPublisher(redis_server.url(), stream="frames")
+    publisher.open()
+    for frame in range(20):
+        publisher.publish(Event({"frame": frame}, {"x": np.full(4, frame)}))
+    listener = RedisStreamListener(redis_server.url(), stream="frames", group="g",
+                                   consumer="c1", block_ms=20)
+    operator, sink = HoldingOperator(hold=5), CollectingSink()
+    runtime = Runtime(listener, operator, [sink])
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    try:
+        assert operator.reached.wait(10)
+        client = redis_server.client()
+        # Frames 0-4 are handled and get acknowledged; 5 is in the operator, 6-19 were
+        # delivered (queued) but not handled: those must stay pending.
+        wait_for(lambda: listener.stats()["redis"]["acked"] == 5, 5, "5 acknowledgements")
+        pending = client.xpending_range("frames", "g", "-", "+", 100)
+        assert len(pending) == 15
+        operator.release.set()
+        wait_for(lambda: listener.stats()["redis"]["acked"] == 20, 5, "20 acknowledgements")
+        assert client.xpending("frames", "g")["pending"] == 0
+        assert [m.meta["frame"] for m in sink.messages] == list(range(20))
+    finally:
+        operator.release.set()
+        runtime.stop()
+        thread.join(10)
+        publisher.close()
+
+
+def test_malformed_entries_are_counted_acknowledged_and_skipped(redis_server, runtimes):
+    client = redis_server.client()
+    publisher = RedisStreamPublisher(redis_server.url(), stream="frames")
+    publisher.open()
+    publisher.publish(Start({"run": "r"}))
+    client.xadd("frames", {"json": '{"not": "arroyo"}'})
+    client.xadd("frames", {"v": "1", "h": b"\xc1 not msgpack"})
+    client.xadd("frames", {"v": "1", "h": b"\x81\xa1v\x02"})  # {"v": 2}
+    publisher.publish(Stop({"run": "r"}))
+    listener = RedisStreamListener(redis_server.url(), stream="frames", group="g",
+                                   consumer="c1")
+    running = runtimes(listener)
+    assert [m.kind for m in running.wait_for(2)] == ["start", "stop"]
+    wait_for(lambda: client.xpending("frames", "g")["pending"] == 0, 5,
+             "malformed entries to be acknowledged out of the way")
+    assert listener.stats()["malformed"] == {"carriage": 1, "msgpack": 1, "version": 1}
+
+    channel_listener = RedisPubSubListener(redis_server.url(), channel="live")
+    live = runtimes(channel_listener)
+    wait_for(lambda: dict(client.pubsub_numsub("live"))[b"live"] == 1, 5, "a subscriber")
+    client.publish("live", b"hello, not arroyo")
+    client.publish("live", b"ARF\x01" + bytes(4))
+    pubsub = RedisPubSubPublisher(redis_server.url(), channel="live")
+    pubsub.open()
+    pubsub.publish(Start({"run": "r"}))
+    assert [m.kind for m in live.wait_for(1)] == ["start"]
+    assert channel_listener.stats()["malformed"] == {"carriage": 2}
+    publisher.close()
+    pubsub.close()
+
+
+def test_url_password_and_database_are_used_and_a_wrong_password_fails_at_open(redis_server):
+    publisher = RedisStreamPublisher(redis_server.url(db=5), stream="in-db-5")
+    publisher.open()
+    publisher.publish(Start())
+    assert redis.Redis.from_url(redis_server.url(db=5)).exists("in-db-5")
+    assert not redis.Redis.from_url(redis_server.url(db=0)).exists("in-db-5")
+    assert PASSWORD not in str(publisher.stats()) and "***" in publisher.stats()["link"]
+    publisher.close()
+    for url in (redis_server.url(password="wrong"), redis_server.url(password=None)):
+        listener = RedisStreamListener(url, stream="s", group="g")
+        with pytest.raises(ConfigError, match="credentials|NOAUTH|Authentication"):
+            listener.open()
+    with pytest.raises(ConfigError, match="not a Redis URL"):
+        RedisPubSubPublisher("http://example.org", channel="c")
+
+
+def test_links_started_while_redis_is_down_count_and_then_connect(tmp_path, runtimes):
+    skip_unless(shutil.which("redis-server") is not None, "redis-server is not installed")
+    server = RedisServer(tmp_path)  # a free port with nothing listening yet
+    try:
+        dropping = RedisPubSubPublisher(server.url(), channel="c", max_backoff=0.2)
+        dropping.open()  # no exception: it will keep trying
+        began = time.monotonic()
+        for _ in range(5):
+            dropping.publish(Start())
+        assert time.monotonic() - began < 2
+        assert dropping.stats()["dropped"] == {"redis unavailable": 5}
+        assert dropping.stats()["redis"]["outages"] == 1
+
+        listener = RedisStreamListener(server.url(), stream="s", group="g", consumer="c1",
+                                       max_backoff=0.2)
+        running = runtimes(listener)
+        wait_for(lambda: listener.stats()["redis"]["failed_attempts"] >= 2, 5, "retries")
+        server.start()
+        waiting = RedisStreamPublisher(server.url(), stream="s")
+        waiting.open()
+        waiting.publish(Start({"run": "late"}))
+        assert running.wait_for(1)[0].meta == {"run": "late"}
+        assert listener.stats()["redis"]["connected"] is True
+        dropping.publish(Stop())  # its back-off is over: Redis is reachable again
+        wait_for(lambda: dropping.stats()["sent"] == 1, 5, "the dropping publisher to send")
+        waiting.close()
+        dropping.close()
+    finally:
+        running.stop()
+        server.stop()
+
+
+# --- services: kill -9 of a stream listener, and restarts of redis-server -------------
+
+class FrameSink:
+    """The chain's last hop, in the test process: a PULL socket recording each message."""
+
+    def __init__(self, zmq_socket: Callable[[int], zmq.Socket], address: str,
+                 services: list[Any]) -> None:
+        self.socket = zmq_socket(zmq.PULL)
+        self.socket.bind(address)
+        self.services = services  # whose output a failure shows
+        self.frames: Counter[int] = Counter()
+        self.kinds: Counter[str] = Counter()
+        self.stop_meta: dict[str, Any] | None = None
+
+    def starter(self, service: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap the ``service`` factory so that this sink shows what they logged."""
+        def start(*args: Any, **kwargs: Any) -> Any:
+            self.services.append(service(*args, **kwargs))
+            return self.services[-1]
+        return start
+
+    def pump(self, until: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not until():
+            if time.monotonic() > deadline:
+                tails = "\n".join(f"--- {p.name}:\n" + "\n".join(list(p.lines)[-15:])
+                                  for p in self.services)
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
+                                     f"got {self.kinds}\n{tails}")
+            if self.socket.poll(20):
+                message, _ = decode(self.socket.recv_multipart(copy=False))
+                self.kinds[message.kind] += 1
+                if isinstance(message, Event):
+                    self.frames[message.meta["frame"]] += 1
+                elif isinstance(message, Stop):
+                    self.stop_meta = message.meta
+
+
+def redis_entries(client: Any, stream: str) -> dict[bytes, tuple[str, int | None]]:
+    """Entry id -> (kind, frame) for every entry of ``stream``, read from the headers."""
+    entries = {}
+    for entry_id, fields in client.xrange(stream):
+        message, _ = decode([fields[b"h"]] + [fields[k] for k in fields if k[:1] == b"a"])
+        entries[entry_id] = (message.kind, message.meta.get("frame"))
+    return entries
+
+
+def acknowledged(client: Any, stream: str, group: str) -> set[bytes]:
+    """Entry ids the group has delivered and that were acknowledged."""
+    info = {g["name"]: g for g in client.xinfo_groups(stream)}[group.encode()]
+    last = info["last-delivered-id"]
+    pending = {p["message_id"] for p in client.xpending_range(stream, group, "-", "+", 10**6)}
+    ids = [i for i, _ in client.xrange(stream, "-", last)]
+    return set(ids) - pending
+
+
+class Feeder:
+    """The chain's first hop, in the test process: a ZmqPublisher sending one run (Start,
+    ``frames`` Events stamped with ``frame``, Stop) at ``rate`` from a thread.
+
+    It stays connected until teardown: a source service that exits right after its run
+    can lose the run's tail on its own ZeroMQ hop when the next hop is slow, which is not
+    what these tests are about.
+    """
+
+    def __init__(self, address: str, frames: int, rate: float) -> None:
+        self.publisher = ZmqPublisher("@" + address, linger_ms=0)
+        self.publisher.open()
+        self.halt = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(frames, rate), daemon=True)
+        self.thread.start()
+
+    def _run(self, frames: int, rate: float) -> None:
+        image = np.arange(256, dtype=np.uint16).reshape(16, 16)
+        self.publisher.publish(Start({"run": "r"}))
+        began = time.monotonic()
+        for frame in range(frames):
+            if self.halt.wait(max(0.0, began + frame / rate - time.monotonic())):
+                return  # (the wait paces the run; it is not waiting out a race)
+            self.publisher.publish(Event({"run": "r", "frame": frame}, {"image": image}))
+        self.publisher.publish(Stop({"run": "r", "frames_sent": frames}))
+
+    def close(self) -> None:
+        self.halt.set()
+        self.publisher.abandon()
+        self.thread.join(10)
+        self.publisher.close()
+
+
+@pytest.fixture
+def feeder() -> Iterator[Callable[..., Feeder]]:
+    """Factory of Feeders binding a PUSH socket; halted and closed at teardown."""
+    made: list[Feeder] = []
+
+    def make(address: str, frames: int, rate: float) -> Feeder:
+        made.append(Feeder(address, frames, rate))
+        return made[-1]
+
+    yield make
+    for item in made:
+        item.close()
+
+
+def test_kill_9_of_stream_listener_service_loses_no_acknowledged_message(
+        redis_server, service, feeder, tcp, zmq_socket, tmp_path):
+    frames, url = 1500, redis_server.url()
+    to_bridge, to_sink = tcp(), tcp()
+    sink = FrameSink(zmq_socket, to_sink, [])
+    start = sink.starter(service)
+    config = tmp_path / "redis-listener.toml"  # the listener runs from a config file
+    config.write_text(
+        f'source = "redis-stream"\nout = ">{to_sink}"\n'
+        f'[options]\nurl = "{url}"\nstream = "frames"\ngroup = "g"\nconsumer = "c1"\n'
+        f'max_backoff = 0.5\n')
+    listener = start("listener", "-c", str(config), name="redis-listener")
+    start("publisher", "--in", ">" + to_bridge, "--sink", "redis-stream", "-o", f"url={url}",
+            "-o", "stream=frames", "-o", "maxlen=100000", name="redis-publisher")
+    feeder(to_bridge, frames, rate=1000)
+
+    sink.pump(lambda: sum(sink.frames.values()) >= 300, 20, "300 frames before the kill")
+    listener.signal(signal.SIGKILL)
+    listener.process.wait(5)
+    client = redis_server.client()
+    acked = acknowledged(client, "frames", "g")
+    entries = redis_entries(client, "frames")
+    acked_frames = {entries[i][1] for i in acked if entries[i][0] == "event"}
+    written_at_kill = sum(kind == "event" for kind, _ in entries.values())
+    assert acked_frames and written_at_kill < frames, "the kill did not land mid-run"
+
+    start("listener", "-c", str(config), name="redis-listener-2")
+    sink.pump(lambda: sink.stop_meta is not None, 30, "the run's Stop after the restart")
+    assert sink.stop_meta["frames_sent"] == frames
+    missing = [f for f in range(frames) if sink.frames[f] == 0]
+    twice = sorted(f for f in acked_frames if sink.frames[f] != 1)
+    assert not missing, f"frames never processed: {missing[:20]}"
+    assert not twice, f"acknowledged before the kill, processed other than once: {twice[:20]}"
+    assert sink.kinds["start"] == 1
+    duplicates = sum(sink.frames.values()) - frames  # unacknowledged ones read again
+    print(f"acknowledged before the kill: {len(acked_frames)} frames; "
+          f"delivered twice: {duplicates}")
+    wait_for(lambda: client.xpending("frames", "g")["pending"] == 0, 5, "the last XACKs")
+
+
+def test_redis_restart_mid_run_stream_services_reconnect_and_the_stream_completes(
+        redis_server, service, feeder, tcp, zmq_socket):
+    frames, url = 1200, redis_server.url()
+    to_bridge, to_sink, bridge_stats, listener_stats = tcp(), tcp(), tcp(), tcp()
+    sink = FrameSink(zmq_socket, to_sink, [])
+    start = sink.starter(service)
+    start("listener", "--source", "redis-stream", "-o", f"url={url}", "-o", "stream=frames",
+            "-o", "group=g", "-o", "consumer=c1", "-o", "max_backoff=0.3",
+            "--out", ">" + to_sink, "--stats", listener_stats, name="redis-listener")
+    start("publisher", "--in", ">" + to_bridge, "--sink", "redis-stream", "-o", f"url={url}",
+            "-o", "stream=frames", "-o", "max_backoff=0.3", "--stats", bridge_stats,
+            name="redis-publisher")
+    feeder(to_bridge, frames, rate=600)
+
+    sink.pump(lambda: sum(sink.frames.values()) >= 300, 20, "300 frames before the restart")
+    redis_server.restart()
+    sink.pump(lambda: sink.stop_meta is not None, 30, "the run's Stop after the restart")
+    assert sink.stop_meta["frames_sent"] == frames
+    assert [f for f in range(frames) if sink.frames[f] != 1] == []
+    bridge = query_status(bridge_stats)["outputs"][0]
+    assert bridge["redis"]["outages"] >= 1 and bridge["dropped"] == {}
+    assert bridge["sent"] == frames + 2
+    reader = query_status(listener_stats)["input"]
+    assert reader["redis"]["outages"] >= 1
+    assert reader["missing"] == 0 and reader["malformed"] == {}
+
+
+def test_redis_restart_mid_run_pubsub_losses_are_reported(
+        redis_server, service, feeder, tcp, zmq_socket):
+    frames, url = 1200, redis_server.url()
+    to_bridge, to_sink, bridge_stats, listener_stats = tcp(), tcp(), tcp(), tcp()
+    sink = FrameSink(zmq_socket, to_sink, [])
+    start = sink.starter(service)
+    start("listener", "--source", "redis-pubsub", "-o", f"url={url}", "-o", "channel=live",
+            "-o", "max_backoff=0.2", "--out", ">" + to_sink, "--stats", listener_stats,
+            name="pubsub-listener")
+    start("publisher", "--in", ">" + to_bridge, "--sink", "redis-pubsub", "-o", f"url={url}",
+            "-o", "channel=live", "-o", "subscribers=1", "-o", "max_backoff=0.2",
+            "--stats", bridge_stats, name="pubsub-publisher")
+    feeder(to_bridge, frames, rate=600)
+
+    sink.pump(lambda: sum(sink.frames.values()) >= 300, 20, "300 frames before the restart")
+    redis_server.restart()
+    sink.pump(lambda: sink.stop_meta is not None, 30, "the run's Stop after the restart")
+    received = sum(sink.frames.values())
+    lost = frames - received
+    bridge = query_status(bridge_stats)["outputs"][0]
+    reader = query_status(listener_stats)["input"]
+    print(f"pub/sub outage: {lost} of {frames} frames lost; publisher dropped "
+          f"{bridge['dropped']}, subscriber missing {reader['missing']}")
+    assert lost > 0, "the outage should have cost messages on pub/sub"
+    # The publisher counts what it could not publish; every attempt took a seq number,
+    # so the subscriber's ledger sees every loss (the publisher's and its own) as a gap.
+    assert bridge["dropped"].get("redis unavailable", 0) >= 1
+    assert bridge["sent"] + sum(bridge["dropped"].values()) == bridge["next_seq"] == frames + 2
+    assert reader["missing"] == lost
+    assert reader["received"] + reader["missing"] == bridge["next_seq"]
+    assert reader["missing"] >= sum(bridge["dropped"].values())
+    assert reader["redis"]["outages"] >= 1 and reader["redis"]["subscriptions"] >= 2
