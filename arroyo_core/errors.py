@@ -5,7 +5,8 @@
     ArroyoError
     ├── ConfigError     a service or plug-in was described wrongly (names the section)
     ├── DecodeError     bytes from the network are not a valid Arroyo message (has a .reason)
-    └── EncodeError     a message cannot be put on the wire (e.g. object dtype, bad metadata)
+    ├── EncodeError     a message cannot be put on the wire (e.g. object dtype, bad metadata)
+    └── FallenBehindError  a receiving link fell further behind its sender than allowed
 """
 
 
@@ -32,3 +33,8 @@ class DecodeError(ArroyoError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class FallenBehindError(ArroyoError):
+    """A receiving link is further behind its sender than its ``max_lag`` allows, and was
+    told to disconnect rather than hold the sender back or let memory grow."""

@@ -16,9 +16,10 @@ MAX_RANGES = 32  # missing ranges kept per sender; the count is always exact
 
 
 class _SenderTrack:
-    __slots__ = ("next_seq", "received", "missing", "duplicates", "ranges")
+    __slots__ = ("next_seq", "received", "missing", "duplicates", "ranges", "first_seq")
 
     def __init__(self) -> None:
+        self.first_seq = 0  # > 0: this link joined the sender late (or restarted)
         self.next_seq = 0
         self.received = 0
         self.missing = 0
@@ -40,7 +41,7 @@ class InputLedger:
         track = self.senders.get(src)
         if track is None:
             track = self.senders[src] = _SenderTrack()
-            track.next_seq = seq  # joining mid-stream is not a loss of this link
+            track.next_seq = track.first_seq = seq  # joining mid-stream: not this link's loss
             if seq:
                 log.info("%s: first message from sender %s has seq %d", self.link, src, seq)
         if seq == track.next_seq:
@@ -73,7 +74,8 @@ class InputLedger:
             "missing": sum(t.missing for t in self.senders.values()),
             "duplicates": sum(t.duplicates for t in self.senders.values()),
             "malformed": dict(self.malformed),
-            "senders": {src: {"received": t.received, "next_seq": t.next_seq,
+            "senders": {src: {"received": t.received, "first_seq": t.first_seq,
+                              "next_seq": t.next_seq,
                               "missing": t.missing, "missing_ranges": t.ranges,
                               "duplicates": t.duplicates}
                         for src, t in self.senders.items()},

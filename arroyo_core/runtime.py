@@ -48,11 +48,13 @@ class Runtime:
         self.operator: Operator = as_operator(operator)
         for publisher in publishers:
             self.operator.add_publisher(publisher)
-        self.queue = queue or MessageQueue(name="input queue")
+        # not `queue or ...`: an empty MessageQueue is falsy (it has __len__)
+        self.queue = queue if queue is not None else MessageQueue(name="input queue")
         self.drain_timeout = drain_timeout
         self.finish_run = finish_run
         self._open_runs: set[Any] = set()  # run ids received without their Stop yet
         self._stopping = False
+        self._drain_timer: threading.Timer | None = None  # cancelled once run() returns
         self.ready = threading.Event()
         self.processed = 0
         self.errors: Counter[str] = Counter()
@@ -92,6 +94,8 @@ class Runtime:
         finally:
             receiver.join(timeout=self.drain_timeout)
             self.close()
+            if self._drain_timer is not None:
+                self._drain_timer.cancel()  # a finished run leaves no timer thread behind
 
     def stop(self) -> None:
         """Stop receiving (after the current run with ``finish_run``); what is queued is
@@ -102,7 +106,7 @@ class Runtime:
                      self.drain_timeout)
         else:
             self.listener.stop()
-        timer = threading.Timer(self.drain_timeout, self._abandon)
+        timer = self._drain_timer = threading.Timer(self.drain_timeout, self._abandon)
         timer.daemon = True
         timer.start()
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
+from .budget import split_memory_limit
 from .errors import ConfigError
 from .queues import MessageQueue
 from .runtime import Runtime
@@ -43,7 +44,7 @@ ROLES = {
 
 KEYS = {"name", "source", "operator", "sink", "options", "in", "in_pattern", "in_options",
         "out", "out_pattern", "out_options", "stats", "queue_size", "queue_bytes",
-        "queue_policy", "drain_timeout"}
+        "queue_policy", "drain_timeout", "memory_limit"}
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -68,6 +69,10 @@ def build_runtime(role: str, config: dict[str, Any]) -> Runtime:
     unknown = set(config) - KEYS
     if unknown:
         raise ConfigError(f"[{role}] unknown keys {sorted(unknown)}; known: {sorted(KEYS)}")
+    try:
+        config = split_memory_limit(config)  # memory_limit -> link max_bytes, queue_bytes
+    except ConfigError as exc:
+        raise ConfigError(f"[{config.get('name') or role}] {exc}") from None
     spec = ROLES[role]
     section = config.get("name") or role
     plugin = config.get(spec.plugin_key) or spec.default_plugin

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,11 +31,18 @@ class SimulatedDetector(Listener):
         Frames per second; 0 sends as fast as the chain takes them.
     runs
         How many runs to emit one after the other.
+    checksum
+        Put ``crc32`` (zlib) of each frame's bytes in its metadata, so a checking sink
+        (:class:`~arroyo_core.verify.VerifyingSink`) can prove nothing was corrupted.
+    fresh
+        Hand out a newly allocated copy of each frame instead of a ring buffer, like a
+        detector that does not reuse its buffers; queued frames then really hold memory
+        (for memory-budget tests).
     """
 
     def __init__(self, shape: Iterable[int] = (512, 512), dtype: str = "uint16",
                  frames: int = 100, rate: float = 10.0, runs: int = 1, ring: int = 4,
-                 seed: int = 0) -> None:
+                 seed: int = 0, checksum: bool = False, fresh: bool = False) -> None:
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
         self.frames = int(frames)
@@ -43,6 +51,8 @@ class SimulatedDetector(Listener):
         rng = np.random.default_rng(seed)
         high = 1000 if self.dtype.kind in "iu" else 1.0
         self.ring = [(rng.random(self.shape) * high).astype(self.dtype) for _ in range(ring)]
+        self.crcs = [zlib.crc32(frame) for frame in self.ring] if checksum else None
+        self.fresh = fresh
         self.sent = 0
 
     def start(self, deliver: Deliver) -> None:
@@ -63,8 +73,12 @@ class SimulatedDetector(Listener):
                 delay = began + index * period - time.monotonic()
                 if delay > 0 and self.stop_requested.wait(delay):
                     break
-            deliver(Event({"run": run_id, "frame": index},
-                          {"image": self.ring[index % len(self.ring)]}))
+            slot = index % len(self.ring)
+            meta = {"run": run_id, "frame": index}
+            if self.crcs is not None:
+                meta["crc32"] = self.crcs[slot]
+            image = self.ring[slot].copy() if self.fresh else self.ring[slot]
+            deliver(Event(meta, {"image": image}))
             index += 1
         self.sent += index
         deliver(Stop({"run": run_id, "frames_sent": index,

@@ -97,6 +97,10 @@ def _service_command(role: str) -> Callable[..., Any]:
         click.Option(["--drain-timeout"], type=float,
                      help="Seconds a stop may take to finish the run and send what is held "
                           "[default: 10]."),
+        click.Option(["--memory-limit"], metavar="SIZE",
+                     help="Bytes the service may hold in queues (e.g. 512MiB), shared equally "
+                          "by the input link, the queue and the output links; sets their "
+                          "high-water marks from the message size (docs/reliability.md)."),
         click.Option(["--queue-policy"],
                      type=click.Choice(["block", "drop-newest", "drop-oldest", "keep-latest"]),
                      help="What a full queue does with a new event [default: block]."),
@@ -139,18 +143,30 @@ for _role in ROLES:
 @main.command()
 @click.argument("endpoints", nargs=-1, required=True)
 @click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait per service.")
-def status(endpoints: tuple[str, ...], timeout: float) -> None:
-    """Print the loss ledger of the services whose status sockets are at ENDPOINTS."""
+@click.option("--json", "as_json", is_flag=True, help="Print each ledger as JSON instead of the "
+              "chain table.")
+def status(endpoints: tuple[str, ...], timeout: float, as_json: bool) -> None:
+    """Print the loss ledger of the services whose status sockets are at ENDPOINTS: give
+    every service of a chain to see, per link, what was received, missed (with the missing
+    ranges), duplicated, malformed, sent and dropped, and per hop what went unaccounted."""
     from arroyo_core.transports.status import query_status
 
-    failed = False
+    from .ledger_table import render
+
+    replies, errors = [], []
     for endpoint in endpoints:
         try:
-            click.echo(json.dumps(query_status(endpoint, timeout), indent=2, default=str))
+            reply = query_status(endpoint, timeout)
         except TimeoutError as exc:
             click.echo(f"{endpoint}: {exc}", err=True)
-            failed = True
-    sys.exit(1 if failed else 0)
+            errors.append(f"{endpoint}: {exc}")
+            continue
+        if as_json:
+            click.echo(json.dumps(reply, indent=2, default=str))
+        replies.append(reply)
+    if not as_json:
+        click.echo(render(replies, errors))
+    sys.exit(1 if errors else 0)
 
 
 from .demo import demo  # noqa: E402  (registers itself on main)

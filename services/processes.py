@@ -53,6 +53,7 @@ class ServiceProcess:
                 self._ready.set()
             if self._echo:
                 print(f"  [{self.name}] {line}", flush=True)
+        self.process.stdout.close()  # the child has exited: do not keep its pipe open
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout

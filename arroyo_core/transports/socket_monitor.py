@@ -29,6 +29,8 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from .peers import PeerTracker
+
 log = logging.getLogger(__name__)
 
 RECONNECT_AFTER_S = 0.5  # a dropped connection libzmq has not retried by then stays dropped
@@ -76,6 +78,7 @@ class SocketMonitor:
 
     def __init__(self, link: str, max_frame_bytes: int | None = None) -> None:
         self.link = link
+        self.peers = PeerTracker(link)  # connected peers, disconnects logged
         self.max_frame_bytes = max_frame_bytes
         self.dropped = 0  # connections libzmq closed for a protocol error; each reconnected
         self.refused: Counter[str] = Counter()
@@ -114,6 +117,8 @@ class SocketMonitor:
                     return  # the context is terminating
                 if event["event"] == zmq.EVENT_MONITOR_STOPPED:
                     return
+                self.peers.on_event(event["event"], event["value"],  # peers.py
+                                    event["endpoint"].decode("utf-8", "replace"))
                 self._on_event(event["event"], event["value"],
                                event["endpoint"].decode("utf-8", "replace"))
         finally:
@@ -201,4 +206,5 @@ class SocketMonitor:
         socket.connect(address)
 
     def stats(self) -> dict[str, Any]:
-        return {"connections": {"dropped": self.dropped, "refused": dict(self.refused)}}
+        return {"peers": self.peers.stats(),
+                "connections": {"dropped": self.dropped, "refused": dict(self.refused)}}

@@ -17,12 +17,15 @@ from typing import Any
 
 import zmq
 
+from ..budget import LinkBudget, frames_nbytes
 from ..components import Deliver, Listener, Publisher
 from ..errors import ConfigError, DecodeError
 from ..ledger import InputLedger, OutputLedger
 from ..message import Message
 from ..wire import DEFAULT_LIMITS, Limits, decode, encode
 from .curve import CurveLink
+from .handoff import Handoff
+from .lag import LagWatch
 from .socket_monitor import SocketMonitor
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,7 @@ log = logging.getLogger(__name__)
 # PUB is an XPUB so that subscriptions are seen (no slow-joiner loss) and so that, with
 # XPUB_NODROP, a full subscriber makes send fail instead of dropping the message unseen.
 OUTPUT_TYPES = {"push": zmq.PUSH, "pub": zmq.XPUB}
-OVERFLOW = ("block", "drop")
+OVERFLOW = ("block", "drop-newest", "drop")  # "drop" is the older name of drop-newest
 INPUT_TYPES = {"pull": zmq.PULL, "sub": zmq.SUB}
 POLL_MS = 100  # how often blocked loops look at their stop flag
 FRAME_CEILING = 16  # libzmq's MAXMSGSIZE, in multiples of a listener's max_message_bytes
@@ -104,17 +107,33 @@ def open_socket(kind: int, endpoint: Endpoint, options: dict[int, Any], role: st
     return socket
 
 
-def _link_options(hwm_option: int, hwm: int, linger_ms: int, heartbeat_ms: int) -> dict[int, Any]:
+HEARTBEAT_TIMEOUT_MS = 60_000
+
+
+def _link_options(hwm_option: int, hwm: int, linger_ms: int, heartbeat_ms: int,
+                  heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS) -> dict[int, Any]:
+    # How a dead peer is noticed (docs/reliability.md): one that exits or crashes closes
+    # its connection and the monitor logs it at once; a vanished host or cable is found by
+    # TCP keepalive within about 4 s while the link is idle (the peer's kernel answers
+    # keepalives even when the peer process is paused, so a held-back peer is never cut);
+    # a peer silent for heartbeat_timeout_ms is disconnected by ZeroMQ's heartbeat, and
+    # what was queued for it is lost (counted downstream). That includes a live peer whose
+    # input was held back that long, hence the long default. (TCP_USER_TIMEOUT would cut a
+    # held-back peer after its timeout too: Linux applies it to a zero receive window.)
     options = {
         hwm_option: hwm,
         zmq.LINGER: linger_ms,
         zmq.RECONNECT_IVL: 100,
         zmq.RECONNECT_IVL_MAX: 2000,
+        zmq.TCP_KEEPALIVE: 1,
+        zmq.TCP_KEEPALIVE_IDLE: 1,
+        zmq.TCP_KEEPALIVE_INTVL: 1,
+        zmq.TCP_KEEPALIVE_CNT: 3,
     }
     if heartbeat_ms:
         options.update({zmq.HEARTBEAT_IVL: heartbeat_ms,
-                        zmq.HEARTBEAT_TIMEOUT: 3 * heartbeat_ms,
-                        zmq.HEARTBEAT_TTL: 3 * heartbeat_ms})
+                        zmq.HEARTBEAT_TIMEOUT: heartbeat_timeout_ms,
+                        zmq.HEARTBEAT_TTL: heartbeat_timeout_ms})
     return options
 
 
@@ -132,24 +151,44 @@ class ZmqPublisher(Publisher):
     hwm
         Messages queued per peer before the overflow policy applies.
     overflow
-        ``block`` waits for the peer (back-pressure), ``drop`` discards the message and
-        counts it. Either way nothing is lost unseen.
+        ``block`` waits for the peer (back-pressure), ``drop-newest`` (or ``drop``)
+        discards the event that does not fit and counts it; Start and Stop always wait.
+        Either way nothing is lost unseen. (ZeroMQ cannot take back a queued message, so
+        drop-oldest and keep-latest are receiving-side queue policies.)
     subscribers
         On ``pub``: how many subscribers must have subscribed before a run starts, so
         a late joiner does not miss the first messages.
+    peers
+        How many connected peers a run waits for before its Start is sent (on ``push``,
+        so the first messages are shared among all the pullers, not given to the first
+        one to connect; on ``pub``, in addition to ``subscribers``). 0: do not wait.
     peer_timeout
-        Seconds to wait for those subscribers before starting anyway (0: wait forever).
+        Seconds to wait for those subscribers or peers before starting anyway (0: forever).
     linger_ms
-        How long ``close`` waits for queued messages to leave.
+        How long ``close`` waits for peers to take what was sent: ZeroMQ's queue, then
+        the kernels' buffers (:mod:`arroyo_core.transports.handoff`). It returns as soon
+        as every peer has read everything.
+    heartbeat_ms, heartbeat_timeout_ms
+        ZeroMQ heartbeats: a ping every ``heartbeat_ms``; a peer silent for
+        ``heartbeat_timeout_ms`` is disconnected (and logged). What was queued for it is
+        lost, so keep the timeout above the longest time a healthy peer may be held back
+        (a peer that exits, crashes or whose host vanishes is noticed sooner: see
+        ``_link_options``).
+    max_bytes, message_bytes
+        A byte budget for what this link queues: sets the high-water mark from the
+        (expected or observed) message size; see :mod:`arroyo_core.budget`.
     curve_secret_key_file, curve_allow, curve_server_key_file
         CURVE encryption and client allow-list; see :mod:`arroyo_core.transports.curve`.
     """
 
     def __init__(self, endpoint: str, pattern: str = "push", topic: str = "arroyo",
                  hwm: int = 100, overflow: str = "block", subscribers: int = 1,
-                 peer_timeout: float = 30.0, linger_ms: int = 2000,
+                 peer_timeout: float = 30.0, linger_ms: int = 10_000,
                  heartbeat_ms: int = 1000, curve_secret_key_file: str | None = None,
-                 curve_allow: Any = None, curve_server_key_file: str | None = None) -> None:
+                 curve_allow: Any = None, curve_server_key_file: str | None = None,
+                 peers: int = 0, heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS,
+                 max_bytes: Any = None,
+                 message_bytes: Any = None) -> None:
         if pattern not in OUTPUT_TYPES:
             raise ConfigError(f"output pattern {pattern!r} is not one of {sorted(OUTPUT_TYPES)}")
         if overflow not in OVERFLOW:
@@ -157,10 +196,19 @@ class ZmqPublisher(Publisher):
         self.endpoint = Endpoint.parse(endpoint, bind_by_default=True)
         self.pattern = pattern
         self.topic = topic.encode()
-        self.overflow = overflow
+        self.overflow = "drop-newest" if overflow == "drop" else overflow
         self.expected_subscribers = subscribers if pattern == "pub" else 0
+        self.expected_peers = int(peers)
         self.peer_timeout = peer_timeout
-        self.options = _link_options(zmq.SNDHWM, hwm, linger_ms, heartbeat_ms)
+        self.linger_s = linger_ms / 1000
+        link = f"output {pattern} {self.endpoint}"
+        self.budget = (LinkBudget(max_bytes, message_bytes, max(self.expected_peers,
+                                                                self.expected_subscribers), link)
+                       if max_bytes else None)
+        if self.budget is not None:
+            hwm = self.budget.hwm(hwm)
+        self.options = _link_options(zmq.SNDHWM, hwm, linger_ms, heartbeat_ms,
+                                     heartbeat_timeout_ms)
         if pattern == "pub":
             self.options.update({zmq.XPUB_NODROP: 1, zmq.XPUB_VERBOSE: 1, zmq.XPUB_VERBOSER: 1})
         self.src = new_sender_id()
@@ -184,12 +232,33 @@ class ZmqPublisher(Publisher):
             self._read_subscriptions()
             if message.kind == "start" and self.subscribers < self.expected_subscribers:
                 self._wait_for_subscribers()
+            elif not self.subscribers and message.kind == "event":
+                self.ledger.drop("no subscriber")  # XPUB would discard it, unseen
+                return
+        if self.expected_peers and message.kind == "start":
+            self._wait_for_peers()
         frames = encode(message, src=self.src, seq=self.seq)
+        if self.budget is not None:
+            self._fit_budget(frames)
         if self.pattern == "pub":
             frames.insert(0, self.topic)
-        if self._send(frames):
+        if self._send(frames, message.kind == "event"):
             self.seq += 1
             self.ledger.sent += 1
+
+    def _wait_for_peers(self) -> None:
+        assert self.socket is not None
+        self.monitor.peers.wait_for(self.expected_peers, self.peer_timeout,
+                                    lambda: self._abandoned)
+        # libzmq attaches a new peer's queue when the socket next processes its commands,
+        # which reading EVENTS does at once: the Start then goes to an attached peer.
+        self.socket.getsockopt(zmq.EVENTS)
+
+    def _fit_budget(self, frames: list[Any]) -> None:
+        assert self.socket is not None and self.budget is not None
+        hwm = self.budget.observe(frames_nbytes(frames))
+        if hwm is not None:
+            self.socket.setsockopt(zmq.SNDHWM, hwm)
 
     def _read_subscriptions(self) -> None:
         """Count (un)subscriptions to our topic that the XPUB socket has queued."""
@@ -220,13 +289,13 @@ class ZmqPublisher(Publisher):
             if self.socket.poll(POLL_MS, zmq.POLLIN):
                 self._read_subscriptions()
 
-    def _send(self, frames: list[Any]) -> bool:
+    def _send(self, frames: list[Any], droppable: bool = True) -> bool:
         assert self.socket is not None, "publish() before open()"
         try:
             self.socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
             return True
         except zmq.Again:
-            if self.overflow == "drop":
+            if self.overflow == "drop-newest" and droppable:  # a lost Start or Stop corrupts a run
                 self.ledger.drop("peer's queue full")
                 return False
         log.debug("%s: no peer is taking messages; waiting", self.ledger.link)
@@ -247,15 +316,28 @@ class ZmqPublisher(Publisher):
 
     def close(self) -> None:
         if self.socket is not None:
+            deadline = time.monotonic() + self.linger_s
+            handoff = None
+            if not self._abandoned:  # see handoff.py: peers must read all before we go
+                handoff = Handoff(self.monitor.peers.connections(), self.ledger.link)
+                handoff.wait_sent(deadline, lambda: self._abandoned)
             self.monitor.stop(self.socket)
-            self.socket.close(linger=0 if self._abandoned else None)
+            remaining_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
+            self.socket.close(linger=0 if self._abandoned else remaining_ms)
             self.socket = None
             if self.curve is not None:
                 self.curve.release()
+            if handoff:
+                handoff.finish(deadline, lambda: self._abandoned)
+            elif handoff is not None:
+                handoff.close()
 
     def stats(self) -> dict[str, Any]:
-        return {**self.ledger.stats(), **self.monitor.stats(), "src": self.src,
-                "subscribers": self.subscribers}
+        stats = {**self.ledger.stats(), **self.monitor.stats(), "src": self.src,
+                 "subscribers": self.subscribers, "overflow": self.overflow}
+        if self.budget is not None:
+            stats["budget"] = self.budget.stats()
+        return stats
 
 
 class ZmqListener(Listener):
@@ -268,20 +350,38 @@ class ZmqListener(Listener):
     was in flight on it, which the ledger shows as missing); a connecting listener then
     connects again.
     ``curve_*`` options: see :mod:`arroyo_core.transports.curve`.
+
+    ``max_bytes``/``message_bytes`` bound what the link queues in bytes (see
+    :mod:`arroyo_core.budget`; ``peers`` is how many senders feed it, each with its own
+    queue). ``max_lag`` (seconds, 0: off) reports a link that falls further behind its
+    sender than that, and with ``on_lag="disconnect"`` ends it loudly (the service exits
+    non-zero) instead (see :mod:`arroyo_core.transports.lag`). ``heartbeat_ms`` and
+    ``heartbeat_timeout_ms`` are as on :class:`ZmqPublisher`, but off by default: the
+    sender's heartbeats are answered anyway, and libzmq 4.3.5 aborts a receiving process
+    whose own heartbeat fires after a held-back connection's peer went away
+    (``Assertion failed: !_io_error``).
     """
 
     def __init__(self, endpoint: str, pattern: str = "pull", topic: str = "arroyo",
-                 hwm: int = 100, heartbeat_ms: int = 1000,
+                 hwm: int = 100, heartbeat_ms: int = 0,
                  max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes,
                  curve_secret_key_file: str | None = None, curve_allow: Any = None,
-                 curve_server_key_file: str | None = None) -> None:
+                 curve_server_key_file: str | None = None,
+                 heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS,
+                 max_bytes: Any = None, message_bytes: Any = None, peers: int = 1,
+                 max_lag: float = 0.0, on_lag: str = "warn") -> None:
         if pattern not in INPUT_TYPES:
             raise ConfigError(f"input pattern {pattern!r} is not one of {sorted(INPUT_TYPES)}")
         self.endpoint = Endpoint.parse(endpoint, bind_by_default=False)
         self.pattern = pattern
         self.topic = topic.encode()
         self.limits = Limits(max_message_bytes=max_message_bytes)
-        self.options = _link_options(zmq.RCVHWM, hwm, 0, heartbeat_ms)
+        link = f"input {pattern} {self.endpoint}"
+        self.budget = LinkBudget(max_bytes, message_bytes, peers, link) if max_bytes else None
+        if self.budget is not None:
+            hwm = self.budget.hwm(hwm)
+        self.lag = LagWatch(link, max_lag, on_lag) if max_lag else None
+        self.options = _link_options(zmq.RCVHWM, hwm, 0, heartbeat_ms, heartbeat_timeout_ms)
         # The decoder rejects and counts a message over max_message_bytes and the stream
         # goes on; libzmq instead drops the connection (and what is in flight on it) for a
         # frame over MAXMSGSIZE, so that is only a ceiling against absurd allocations.
@@ -306,6 +406,7 @@ class ZmqListener(Listener):
         assert socket is not None, "start() before open()"
         stop_requested = self.stop_requested
         has_topic = self.pattern == "sub"
+        watched = self.budget is not None or self.lag is not None
         while not stop_requested.is_set():
             try:
                 frames = socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
@@ -320,8 +421,20 @@ class ZmqListener(Listener):
             except DecodeError as exc:
                 self.ledger.reject(exc.reason, str(exc))
                 continue
+            if watched:
+                self._watch(frames, envelope.time)
             if self.ledger.observe(envelope.src, envelope.seq):
                 deliver(message)
+
+    def _watch(self, frames: list[Any], sent_time: float) -> None:
+        """Keep the byte budget and the lag limit (only when one is configured)."""
+        if self.budget is not None:
+            hwm = self.budget.observe(frames_nbytes(frames))
+            if hwm is not None:
+                assert self.socket is not None
+                self.socket.setsockopt(zmq.RCVHWM, hwm)
+        if self.lag is not None:
+            self.lag.observe(sent_time)  # may raise FallenBehindError: the service ends
 
     def close(self) -> None:
         if self.socket is not None:
@@ -332,4 +445,9 @@ class ZmqListener(Listener):
                 self.curve.release()
 
     def stats(self) -> dict[str, Any]:
-        return {**self.ledger.stats(), **self.monitor.stats()}
+        stats = {**self.ledger.stats(), **self.monitor.stats()}
+        if self.budget is not None:
+            stats["budget"] = self.budget.stats()
+        if self.lag is not None:
+            stats.update(self.lag.stats())
+        return stats
