@@ -88,9 +88,16 @@ class Runtime:
         receiver.start()
         self.ready.set()
         try:
-            while (item := self.queue.get()) is not _END:
-                self._handle(item)
-                self.listener.handled(item)  # a durable source may acknowledge it now
+            ended = False
+            while not ended:
+                # A batch per wake-up, not a message: waking this thread costs more than
+                # handling a small event (see MessageQueue.get_many).
+                for item in self.queue.get_many():
+                    if item is _END:
+                        ended = True
+                        break
+                    self._handle(item)
+                    self.listener.handled(item)  # a durable source may acknowledge it now
         finally:
             receiver.join(timeout=self.drain_timeout)
             self.close()

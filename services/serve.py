@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 from typing import Any
 
 from arroyo_core.errors import ConfigError
@@ -21,6 +22,25 @@ def setup_logging(level: str, name: str) -> None:
     logging.basicConfig(
         stream=sys.stdout, level=level.upper(), force=True,
         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+
+
+def _flush_sockets(timeout: float) -> None:
+    """Terminate the ZeroMQ context, so messages still queued on closed sockets leave.
+
+    A socket's close returns at once and libzmq's I/O thread sends what is queued (for up
+    to the socket's linger) only while the context lives; pyzmq does not terminate it at
+    interpreter exit, so without this a source that ends its run loses its last messages.
+    Runs in a daemon thread: a socket some component left open would block term() forever.
+    """
+    import zmq
+
+    terminator = threading.Thread(target=zmq.Context.instance().term, daemon=True,
+                                  name="arroyo-zmq-term")
+    terminator.start()
+    terminator.join(timeout)
+    if terminator.is_alive():
+        log.warning("ZeroMQ sockets still open after %.1f s; exiting without flushing them",
+                    timeout)
 
 
 def serve(role: str, config: dict[str, Any], check: bool = False) -> int:
@@ -51,5 +71,6 @@ def serve(role: str, config: dict[str, Any], check: bool = False) -> int:
     finally:
         if status is not None:
             status.close()
+        _flush_sockets(runtime.drain_timeout)
     log.info("%s stopped; ledger: %s", name, runtime.stats())
     return EXIT_FAILED if runtime.listener_error else 0

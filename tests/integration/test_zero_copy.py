@@ -59,7 +59,7 @@ class Recorder(PassThrough):
 
 
 class SpySocket:
-    """Stands in for a publisher's socket and keeps the frames handed to send_multipart."""
+    """Stands in for a publisher's socket and keeps the frames it is handed to send."""
 
     def __init__(self, socket: zmq.Socket) -> None:
         self.socket = socket
@@ -68,6 +68,23 @@ class SpySocket:
     def send_multipart(self, frames: list[Any], **kwargs: Any) -> Any:
         self.sent.append((list(frames), kwargs))
         return self.socket.send_multipart(frames, **kwargs)
+
+    def send(self, frame: Any, flags: int = 0, **kwargs: Any) -> Any:
+        """Part by part (as zmq_link.send_frames sends): parts join until one without SNDMORE."""
+        if not self._more:  # kept before sending: the test reads it once the sink has it
+            self.sent.append(([], kwargs))
+        self.sent[-1][0].append(frame)
+        try:
+            result = self.socket.send(frame, flags, **kwargs)
+        except zmq.Again:  # nothing was sent
+            self.sent[-1][0].pop()
+            if not self.sent[-1][0]:
+                self.sent.pop()
+            raise
+        self._more = bool(flags & zmq.SNDMORE)
+        return result
+
+    _more = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.socket, name)
