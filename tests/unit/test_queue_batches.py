@@ -67,3 +67,22 @@ def test_get_many_waits_for_the_first_item():
     queue.put(event(7))
     taker.join(5)
     assert numbers(got) == [7]
+
+
+def test_a_blocked_put_resumes_once_the_queue_has_drained_to_half():
+    """Not at every freed slot: that would switch threads once per message."""
+    queue = MessageQueue(max_items=4, policy="block")
+    for n in range(4):
+        queue.put(event(n))
+    done = threading.Event()
+
+    def put_fifth():
+        queue.put(event(4))
+        done.set()
+
+    threading.Thread(target=put_fifth, daemon=True).start()
+    assert numbers([queue.get()]) == [0]  # three left: more than half
+    assert not done.wait(0.2), "put was woken before the queue had drained to half"
+    assert numbers([queue.get()]) == [1]  # two left: half
+    assert done.wait(5), "put stayed blocked after the queue had drained to half"
+    assert numbers(queue.get_many()) == [2, 3, 4]
