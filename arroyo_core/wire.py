@@ -68,6 +68,7 @@ def _to_builtin(obj: Any) -> Any:
 
 _packer_default = _to_builtin
 _packers = threading.local()
+_BYTE = np.dtype(np.uint8)  # a dtype object, not the type: view() converts the type each call
 
 
 def _packer() -> msgpack.Packer:
@@ -96,7 +97,7 @@ def _array_frame(value: Payload) -> tuple[list[Any], Any]:
         array = np.ascontiguousarray(array)  # the one copy we cannot avoid
     # A flat uint8 view is accepted by every socket, whatever the dtype (datetime
     # arrays, for one, do not export the buffer protocol).
-    return [array.dtype.str, list(array.shape)], array.reshape(-1).view(np.uint8)
+    return [array.dtype.str, list(array.shape)], array.ravel().view(_BYTE)
 
 
 def encode(message: Message, *, src: str, seq: int, time: float | None = None) -> list[Any]:
