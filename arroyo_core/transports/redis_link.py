@@ -3,12 +3,13 @@ pub/sub (fire-and-forget fan-out), with the same header and array bytes as on Ze
 
 ::
 
-    RedisPublisher                 numbering, outage policy, counters
-    ├── RedisStreamPublisher       XADD ... MAXLEN ~ maxlen (Redis memory stays bounded)
-    └── RedisPubSubPublisher       PUBLISH: whoever is subscribed now gets it, nobody else
-    RedisListener                  reconnect loop, decoding, loss ledger
-    ├── RedisStreamListener        XREADGROUP, XACK once the runtime has handled a message
-    └── RedisPubSubListener        SUBSCRIBE: may miss messages; misses show as seq gaps
+    RedisLink                          URL, ledger, a RedisConnection from open to close
+    ├── RedisPublisher                 numbering, outage policy, counters
+    │   ├── RedisStreamPublisher       XADD ... MAXLEN ~ maxlen (Redis memory stays bounded)
+    │   └── RedisPubSubPublisher       PUBLISH: whoever is subscribed now gets it, nobody else
+    └── RedisListener                  reconnect loop, decoding, loss ledger
+        ├── RedisStreamListener        XREADGROUP, XACK once the runtime has handled a message
+        └── RedisPubSubListener        SUBSCRIBE: may miss messages; misses show as seq gaps
 
 How the frames sit in a stream entry or a pub/sub value is in ``redis_framing``. When
 Redis goes away, every link retries with exponential back-off (bounded by
@@ -168,6 +169,19 @@ class RedisConnection:
         """Sleep until a command may be tried; False if ``cancel`` was set first."""
         return not cancel.wait(max(0.0, self.retry_at - time.monotonic()))
 
+    def attempt(self, command: Callable[..., Any], *args: Any,
+                errors: type[Exception] | tuple[type[Exception], ...] = OUTAGE_ERRORS) -> bool:
+        """Run ``command(client, *args)`` once and book the outcome: True if it succeeded,
+        False if it raised one of ``errors`` (counted; the back-off starts). Other errors
+        propagate with nothing booked."""
+        try:
+            command(self.client, *args)
+        except errors as exc:
+            self.down(exc)
+            return False
+        self.up()
+        return True
+
     def up(self) -> None:
         """A command succeeded."""
         if self.outage_began is not None:
@@ -214,7 +228,45 @@ def _check_url(url: str, role: str) -> str:
     return redact(url)
 
 
-class RedisPublisher(Publisher):
+class RedisLink:
+    """What every Redis link has: its URL (shown with the password redacted), a ledger
+    named after its ``target`` (set what ``target`` reads before ``__init__``), and a
+    :class:`RedisConnection` from ``open`` to ``close``."""
+
+    kind = "redis"
+
+    def __init__(self, url: str, direction: str, ledger_type: Callable[[str], Any], *,
+                 max_backoff: float, socket_timeout: float, connect_timeout: float) -> None:
+        self.url = url
+        self.shown_url = _check_url(url, f"{self.kind} {direction}")
+        self.max_backoff = float(max_backoff)
+        self.socket_timeout = float(socket_timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.ledger = ledger_type(f"{self.kind} {direction} {self.target} at {self.shown_url}")
+        self.connection: RedisConnection | None = None
+
+    @property
+    def target(self) -> str:
+        """What the link writes to or reads from, e.g. ``stream 'frames'``."""
+        raise NotImplementedError
+
+    def open(self) -> None:
+        self.connection = RedisConnection(
+            self.url, self.ledger.link, socket_timeout=self.socket_timeout,
+            connect_timeout=self.connect_timeout, max_backoff=self.max_backoff)
+        self.connection.check()
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+    def stats(self) -> dict[str, Any]:
+        redis_stats = self.connection.stats() if self.connection is not None else {}
+        return {**self.ledger.stats(), "redis": {"url": self.shown_url, **redis_stats}}
+
+
+class RedisPublisher(RedisLink, Publisher):
     """Base of the Redis publishers: numbering, the outage policy and the counters.
 
     Parameters
@@ -232,34 +284,19 @@ class RedisPublisher(Publisher):
         Seconds before a command or a connection attempt counts as failed.
     """
 
-    kind = "redis"
+    ledger: OutputLedger
 
     def __init__(self, url: str, *, outage: str, max_backoff: float = 2.0,
                  socket_timeout: float = 10.0, connect_timeout: float = 2.0) -> None:
         if outage not in OUTAGE_POLICIES:
             raise ConfigError(f"outage {outage!r} is not one of {OUTAGE_POLICIES}")
-        self.url = url
-        self.shown_url = _check_url(url, f"{self.kind} output")
+        super().__init__(url, "output", OutputLedger, max_backoff=max_backoff,
+                         socket_timeout=socket_timeout, connect_timeout=connect_timeout)
         self.outage = outage
-        self.max_backoff = float(max_backoff)
-        self.socket_timeout = float(socket_timeout)
-        self.connect_timeout = float(connect_timeout)
         self.src = new_sender_id()
         self.seq = 0
-        self.ledger = OutputLedger(f"{self.kind} output {self.target} at {self.shown_url}")
-        self.connection: RedisConnection | None = None
         self._abandoned = threading.Event()
         self._refusals: set[str] = set()
-
-    @property
-    def target(self) -> str:
-        raise NotImplementedError
-
-    def open(self) -> None:
-        self.connection = RedisConnection(
-            self.url, self.ledger.link, socket_timeout=self.socket_timeout,
-            connect_timeout=self.connect_timeout, max_backoff=self.max_backoff)
-        self.connection.check()
 
     def publish(self, message: Message) -> None:
         frames = encode(message, src=self.src, seq=self.seq)
@@ -275,6 +312,7 @@ class RedisPublisher(Publisher):
         raise NotImplementedError
 
     def _send(self, payload: Any) -> bool:
+        """True once ``payload`` is sent; False if it was dropped (and counted)."""
         connection = self.connection
         assert connection is not None, "publish() before open()"
         while True:
@@ -286,10 +324,8 @@ class RedisPublisher(Publisher):
                     self.ledger.drop("redis unavailable until shutdown")
                     return False
             try:
-                self._command(connection.client, payload)
-            except OUTAGE_ERRORS as exc:
-                connection.down(exc)
-                continue
+                if connection.attempt(self._command, payload):
+                    return True
             except redis.ResponseError as exc:  # Redis refused this message: retrying won't help
                 reason = f"refused by redis ({str(exc).split(' ', 1)[0]})"
                 if reason not in self._refusals:
@@ -298,21 +334,12 @@ class RedisPublisher(Publisher):
                               _payload_nbytes(payload), exc)
                 self.ledger.drop(reason)
                 return False
-            connection.up()
-            return True
 
     def abandon(self) -> None:
         self._abandoned.set()
 
-    def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
-
     def stats(self) -> dict[str, Any]:
-        redis_stats = self.connection.stats() if self.connection is not None else {}
-        return {**self.ledger.stats(), "src": self.src, "next_seq": self.seq,
-                "redis": {"url": self.shown_url, **redis_stats}}
+        return {**super().stats(), "src": self.src, "next_seq": self.seq}
 
 
 def _payload_nbytes(payload: Any) -> int:
@@ -448,7 +475,7 @@ class RedisPubSubPublisher(RedisPublisher):
         return {**super().stats(), "unheard": self.unheard}
 
 
-class RedisListener(Listener):
+class RedisListener(RedisLink, Listener):
     """Base of the Redis listeners: the receive loop that survives Redis going away.
 
     Parameters
@@ -463,30 +490,30 @@ class RedisListener(Listener):
         Larger messages are rejected (counted as malformed, reason ``size``).
     """
 
-    kind = "redis"
+    ledger: InputLedger
 
     def __init__(self, url: str, *, block_ms: int = 100, max_backoff: float = 2.0,
                  socket_timeout: float = 10.0, connect_timeout: float = 2.0,
                  max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes) -> None:
-        self.url = url
-        self.shown_url = _check_url(url, f"{self.kind} input")
         self.block_ms = int(block_ms)
-        self.max_backoff = float(max_backoff)
-        self.socket_timeout = max(float(socket_timeout), self.block_ms / 1000 + 1.0)
-        self.connect_timeout = float(connect_timeout)
         self.limits = Limits(max_message_bytes=int(max_message_bytes))
-        self.ledger = InputLedger(f"{self.kind} input {self.target} at {self.shown_url}")
-        self.connection: RedisConnection | None = None
-
-    @property
-    def target(self) -> str:
-        raise NotImplementedError
+        # a read blocks for up to block_ms: the socket must wait longer than that
+        super().__init__(url, "input", InputLedger, max_backoff=max_backoff,
+                         socket_timeout=max(float(socket_timeout), self.block_ms / 1000 + 1.0),
+                         connect_timeout=connect_timeout)
 
     def open(self) -> None:
-        self.connection = RedisConnection(
-            self.url, self.ledger.link, socket_timeout=self.socket_timeout,
-            connect_timeout=self.connect_timeout, max_backoff=self.max_backoff)
-        self.connection.check()
+        super().open()
+        connection = self.connection
+        assert connection is not None
+        if connection.connected:
+            try:
+                self._set_up(connection.client)
+            except redis.ResponseError as exc:  # e.g. WRONGTYPE: the key is not a stream
+                raise ConfigError(f"{self.ledger.link}: {exc}") from None
+            except OUTAGE_ERRORS as exc:
+                connection.down(exc)
+                self._connection_lost()
 
     def start(self, deliver: Deliver) -> None:
         connection = self.connection
@@ -495,13 +522,14 @@ class RedisListener(Listener):
         while not stop_requested.is_set():
             if not connection.due() and not connection.wait(stop_requested):
                 break
-            try:
-                self._receive(connection.client, deliver)
-            except redis.RedisError as exc:  # an outage, or a server that refuses our reads
-                connection.down(exc)
+            # any RedisError: an outage, or a server that refuses our reads
+            if not connection.attempt(self._receive, deliver, errors=redis.RedisError):
                 self._connection_lost()
-                continue
-            connection.up()
+
+    def _set_up(self, client: redis.Redis) -> None:
+        """Create what reading needs (a consumer group, a subscription): on open if Redis
+        is there, else from :meth:`_receive` once it is."""
+        raise NotImplementedError
 
     def _receive(self, client: redis.Redis, deliver: Deliver) -> None:
         """Read once (waiting at most ``block_ms``) and deliver what came."""
@@ -521,15 +549,6 @@ class RedisListener(Listener):
         if not self.ledger.observe(envelope.src, envelope.seq):
             return None  # a duplicate (e.g. an XADD retried after its reply was lost)
         return message
-
-    def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
-
-    def stats(self) -> dict[str, Any]:
-        redis_stats = self.connection.stats() if self.connection is not None else {}
-        return {**self.ledger.stats(), "redis": {"url": self.shown_url, **redis_stats}}
 
 
 class RedisStreamListener(RedisListener):
@@ -604,18 +623,7 @@ class RedisStreamListener(RedisListener):
     def target(self) -> str:
         return f"stream {self.stream!r} group {self.group!r}"
 
-    def open(self) -> None:
-        super().open()
-        assert self.connection is not None
-        if self.connection.connected:
-            try:
-                self._prepare(self.connection.client)
-            except redis.ResponseError as exc:  # e.g. WRONGTYPE: the key is not a stream
-                raise ConfigError(f"{self.ledger.link}: {exc}") from None
-            except OUTAGE_ERRORS as exc:
-                self.connection.down(exc)
-
-    def _prepare(self, client: redis.Redis) -> None:
+    def _set_up(self, client: redis.Redis) -> None:
         try:
             client.xgroup_create(self.stream, self.group, id=self.start_id, mkstream=True)
             log.info("%s: created consumer group at %s", self.ledger.link, self.start_id)
@@ -643,7 +651,7 @@ class RedisStreamListener(RedisListener):
 
     def _receive(self, client: redis.Redis, deliver: Deliver) -> None:
         if not self._prepared:
-            self._prepare(client)
+            self._set_up(client)
         acks = self._take_acks()
         history = self._history
         pipe = client.pipeline(transaction=False)
@@ -771,17 +779,7 @@ class RedisPubSubListener(RedisListener):
     def target(self) -> str:
         return f"channel {self.channel!r}"
 
-    def open(self) -> None:
-        super().open()
-        assert self.connection is not None
-        if self.connection.connected:
-            try:
-                self._subscribe(self.connection.client)
-            except OUTAGE_ERRORS as exc:
-                self.connection.down(exc)
-                self._connection_lost()
-
-    def _subscribe(self, client: redis.Redis) -> None:
+    def _set_up(self, client: redis.Redis) -> None:
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.subscribe(self.channel)
         self.subscriptions += 1
@@ -789,7 +787,7 @@ class RedisPubSubListener(RedisListener):
 
     def _receive(self, client: redis.Redis, deliver: Deliver) -> None:
         if self._pubsub is None:
-            self._subscribe(client)
+            self._set_up(client)
         note = self._pubsub.get_message(timeout=self.block_ms / 1000)
         if note is None or note.get("type") != "message":
             return

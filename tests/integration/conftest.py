@@ -1,11 +1,14 @@
-"""Fixtures for the integration tests: in-process senders and receivers on real sockets."""
+"""Fixtures for the integration tests: in-process senders and receivers on real sockets,
+and real supervisord runs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from deploy_support import Supervisor
 from harness import Receiver
 
 from arroyo_core.transports.zmq_link import ZmqPublisher
@@ -40,3 +43,18 @@ def sender() -> Iterator[Callable[..., ZmqPublisher]]:
     for publisher in made:
         publisher.abandon()
         publisher.close()
+
+
+@pytest.fixture
+def supervisor(tmp_path) -> Iterator[Callable[[Path], Supervisor]]:
+    """Factory of supervisord runs of a chain file (deploy_support.Supervisor), each in its
+    own directory under ``tmp_path``; shut down, children and all, at teardown."""
+    started: list[Supervisor] = []
+
+    def start(chain_file: Path) -> Supervisor:
+        started.append(Supervisor(tmp_path / f"supervisor{len(started)}", chain_file))
+        return started[-1]
+
+    yield start
+    for item in started:
+        item.stop()

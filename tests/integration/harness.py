@@ -1,11 +1,15 @@
 """Helpers the integration tests share: a threaded ZmqListener that collects messages,
-deadline polling, a service's final ledger, and exact comparison of messages."""
+deadline polling, skipping (failing in CI) when a requirement is missing, a service's
+final ledger, and exact comparison of messages."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +45,18 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "c
         time.sleep(interval)
 
 
+def skip_unless(condition: bool, reason: str) -> None:
+    """tests/conftest.py's skip_unless (skips, or fails in CI), loaded by path because
+    ``conftest`` in sys.modules is whichever conftest pytest imported last."""
+    name = "arroyo_tests_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, HERE.parent / "conftest.py")
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    sys.modules[name].skip_unless(condition, reason)
+
+
 def status(endpoint: str) -> dict[str, Any]:
     return query_status(endpoint, timeout=5.0)
 
@@ -52,6 +68,15 @@ def final_ledger(process: ServiceProcess) -> dict[str, Any]:
         if marker:
             return ast.literal_eval(text)
     raise AssertionError(f"{process.name} logged no final ledger:\n{process.output()[-3000:]}")
+
+
+def wait_or_kill(process: subprocess.Popen, timeout: float) -> None:
+    """Give ``process`` ``timeout`` seconds to exit, then kill it; either way, reap it."""
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def exit_within(process: ServiceProcess, seconds: float) -> int:

@@ -5,28 +5,15 @@ mounts over /etc inside the namespace)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import secrets
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+from harness import skip_unless
+
 ETC_NETNS = Path("/etc/netns")
-
-
-def skip_unless(condition: bool, reason: str) -> None:
-    """tests/conftest.py's skip_unless (skips, or fails in CI), loaded by path because
-    ``conftest`` in sys.modules is whichever conftest pytest imported last."""
-    name = "arroyo_tests_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).resolve().parents[1] / "conftest.py")
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    sys.modules[name].skip_unless(condition, reason)
 
 
 def require_root() -> None:

@@ -11,6 +11,7 @@ import threading
 
 import pytest
 from deploy_support import chain_toml, sink_frames, wait_for, write
+from harness import wait_or_kill
 
 from services.processes import free_port
 
@@ -54,11 +55,7 @@ def run_chain():
     for run in runs:
         if run.process.poll() is None:
             run.process.terminate()
-            try:
-                run.process.wait(20)
-            except subprocess.TimeoutExpired:
-                run.process.kill()
-                run.process.wait()
+            wait_or_kill(run.process, 20)
 
 
 def test_run_streams_and_ctrl_c_stops_every_service_without_loss(tmp_path, run_chain):

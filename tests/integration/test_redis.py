@@ -7,11 +7,9 @@ ZeroMQ PULL socket that records each frame index it receives).
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
+from harness import skip_unless, wait_for, wait_or_kill
 
 from arroyo_core.errors import ConfigError
 from arroyo_core.message import Event, Message, Start, Stop
@@ -45,32 +44,6 @@ pytestmark = pytest.mark.integration
 
 PASSWORD = "s3cret:with@odd/chars"
 DB = 3
-
-
-def _tests_conftest() -> Any:
-    """tests/conftest.py, loaded by path: ``conftest`` in sys.modules is whichever conftest
-    pytest imported last (tests/integration has its own)."""
-    name = "arroyo_tests_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).resolve().parents[1] / "conftest.py")
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-skip_unless = _tests_conftest().skip_unless
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "it") -> Any:
-    """Poll ``condition`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
-    return value
 
 
 class RedisServer:
@@ -114,11 +87,7 @@ class RedisServer:
     def stop(self, signum: int = signal.SIGTERM) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signum)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            wait_or_kill(self.process, 10)
         self.process = None
 
     def restart(self) -> None:

@@ -6,14 +6,9 @@ service ends FATAL with a clear message."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
-import subprocess
-import sys
 import time
-import xmlrpc.client
-from pathlib import Path
 
 import pytest
 from deploy_support import chain_toml, logged_ledger, sink_frames, sink_runs, wait_for, write
@@ -22,97 +17,6 @@ from arroyo_core.transports.status import query_status
 from services.processes import free_port
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
-ARROYO = f"{sys.executable} -m services"  # how supervisord starts this checkout's arroyo
-# the supervisor package's own commands, whether or not its scripts are on PATH
-SUPERVISORD = [sys.executable, "-m", "supervisor.supervisord"]
-SUPERVISORCTL = [sys.executable, "-m", "supervisor.supervisorctl"]
-
-
-class Supervisor:
-    """A real supervisord run with deploy/supervisor/supervisord.conf from ``directory``."""
-
-    def __init__(self, directory: Path, chain_file: Path) -> None:
-        directory.mkdir()
-        shutil.copy(ROOT / "deploy/supervisor/supervisord.conf", directory)
-        (directory / "log").mkdir()
-        (directory / "conf.d").mkdir()
-        self.conf = directory / "supervisord.conf"
-        generated = subprocess.run(
-            [sys.executable, "-m", "services", "deploy", "supervisor", str(chain_file),
-             "--arroyo", ARROYO, "-o", str(directory / "conf.d" / "chain.conf")],
-            capture_output=True, text=True, timeout=30)
-        assert generated.returncode == 0, generated.stderr
-        self.output = open(directory / "supervisord.out", "w")  # noqa: SIM115 (closed in stop)
-        self.process = subprocess.Popen([*SUPERVISORD, "-n", "-c", str(self.conf)],
-                                        stdout=self.output, stderr=subprocess.STDOUT)
-        self.socket_url = f"unix://{directory}/supervisor.sock"
-        self.pids: set[int] = set()
-        wait_for(self._up, 15, "supervisord to answer")
-
-    @property
-    def rpc(self):
-        """supervisord's XML-RPC interface (a new connection each time: one that failed
-        cannot be reused)."""
-        from supervisor.xmlrpc import SupervisorTransport
-
-        transport = SupervisorTransport(None, None, self.socket_url)
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
-
-    def _up(self) -> bool:
-        assert self.process.poll() is None, (self.conf.parent / "supervisord.out").read_text()
-        try:
-            return self.rpc.getState()["statename"] == "RUNNING"
-        except OSError:
-            return False
-
-    def info(self, name: str) -> dict:
-        info = self.rpc.getProcessInfo(name)
-        if info["pid"]:
-            self.pids.add(info["pid"])
-        return info
-
-    def state(self, name: str) -> str:
-        return self.info(name)["statename"]
-
-    def log(self, name: str) -> str:
-        return Path(self.info(name)["stdout_logfile"]).read_text()
-
-    def ctl(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*SUPERVISORCTL, "-c", str(self.conf), *args],
-                              capture_output=True, text=True, timeout=60)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                self.rpc.shutdown()
-            except (OSError, xmlrpc.client.Fault):
-                self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for pid in self.pids:  # only if supervisord died without stopping its children
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.output.close()
-
-
-@pytest.fixture
-def supervisor(tmp_path):
-    started: list[Supervisor] = []
-
-    def start(chain_file: Path) -> Supervisor:
-        started.append(Supervisor(tmp_path / f"supervisor{len(started)}", chain_file))
-        return started[-1]
-
-    yield start
-    for item in started:
-        item.stop()
 
 
 @pytest.mark.slow
