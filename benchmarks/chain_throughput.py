@@ -44,12 +44,13 @@ HWM = 100  # Arroyo's default for its links; the bare chain uses the same
 RING = 4  # pre-made source frames, as SimulatedDetector keeps
 RUN_TIMEOUT = 120  # seconds a run may take before the benchmark gives up on it
 
-# name, frame shape (uint16), messages per run (full, quick)
+# name, frame shape (uint16), messages per run (full, quick): a full run lasts 1-4 s, long
+# enough that other work on a shared machine moves it less
 SIZES = [
-    ("1 KiB", (16, 32), 40_000, 10_000),
-    ("64 KiB", (128, 256), 10_000, 3_000),
-    ("1 MiB", (512, 1024), 2_000, 600),
-    ("16 MiB", (2048, 4096), 150, 60),
+    ("1 KiB", (16, 32), 60_000, 10_000),
+    ("64 KiB", (128, 256), 20_000, 3_000),
+    ("1 MiB", (512, 1024), 4_000, 600),
+    ("16 MiB", (2048, 4096), 300, 60),
 ]
 
 
