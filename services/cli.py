@@ -173,11 +173,11 @@ from .demo import demo  # noqa: E402  (registers itself on main)
 
 main.add_command(demo)
 
+from .keys_cli import keys  # noqa: E402
+
+main.add_command(keys)
+
 from .chain_cli import check, deploy, run  # noqa: E402  (chain files: run, check, deploy)
 
 for _command in (run, check, deploy):
     main.add_command(_command)
-
-from .keys_cli import keys  # noqa: E402
-
-main.add_command(keys)

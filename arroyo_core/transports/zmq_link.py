@@ -219,11 +219,13 @@ class ZmqPublisher(Publisher):
         the kernels' buffers (:mod:`arroyo_core.transports.handoff`). It returns as soon
         as every peer has read everything.
     heartbeat_ms, heartbeat_timeout_ms
-        ZeroMQ heartbeats: a ping every ``heartbeat_ms``; a peer silent for
-        ``heartbeat_timeout_ms`` is disconnected (and logged). What was queued for it is
-        lost, so keep the timeout above the longest time a healthy peer may be held back
-        (a peer that exits, crashes or whose host vanishes is noticed sooner: see
-        ``_link_options``).
+        ZeroMQ heartbeats, off by default: a ping every ``heartbeat_ms``; a peer silent
+        for ``heartbeat_timeout_ms`` is disconnected (and logged). What was queued for it
+        is lost, so keep the timeout above the longest time a healthy peer may be held
+        back. A peer that exits or crashes is noticed without them (see
+        ``_link_options``). Off by default because a held-back peer's answers to pings
+        can make the kernel reset the connection when this side closes, losing the
+        run's last frames more often (docs/reliability.md, "Known hole").
     max_bytes, message_bytes
         A byte budget for what this link queues: sets the high-water mark from the
         (expected or observed) message size; see :mod:`arroyo_core.budget`.
@@ -234,7 +236,7 @@ class ZmqPublisher(Publisher):
     def __init__(self, endpoint: str, pattern: str = "push", topic: str = "arroyo",
                  hwm: int = 100, overflow: str = "block", subscribers: int = 1,
                  peer_timeout: float = 30.0, linger_ms: int = 10_000,
-                 heartbeat_ms: int = 1000, curve_secret_key_file: str | None = None,
+                 heartbeat_ms: int = 0, curve_secret_key_file: str | None = None,
                  curve_allow: Any = None, curve_server_key_file: str | None = None,
                  peers: int = 0, heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS,
                  max_bytes: Any = None,
