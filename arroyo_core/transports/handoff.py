@@ -10,36 +10,35 @@ own kernel still held. A source that ends its run and exits while the next stage
 lost its last frames this way.
 
 :class:`Handoff` closes like TCP intends: it keeps a duplicate of each connection's
-descriptor, waits until the kernel has sent everything (so libzmq's queue and buffers are
-empty, and closing the ZeroMQ socket loses nothing), lets the ZeroMQ socket close, then
-half-closes each connection (FIN after the last byte) and reads and discards whatever the
-peer still sends until the peer closes its end. A peer closes its end only after it has
+descriptor, lets the ZeroMQ socket close with its linger, waits until libzmq has let go of
+each connection (libzmq closes its descriptor only once it has written everything queued
+for that peer into the kernel, or its linger ran out), then half-closes each connection
+(FIN after the last byte) and reads and discards whatever the peer still sends until the
+peer closes its end. A peer closes its end only after it has
 read everything before the FIN, so when :meth:`Handoff.finish` returns true every byte
 was taken by every peer. Everything is bounded by a deadline.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import select
 import socket as pysocket
-import struct
-import termios
 import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-SETTLED_CHECKS = 3  # consecutive empty send queues that mean libzmq has nothing more to write
 CHECK_S = 0.01
 
 
-def unsent_bytes(sock: pysocket.socket) -> int:
-    """Bytes of ``sock``'s send queue the peer has not acknowledged (TCP) or read (ipc)."""
-    raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-    return int(struct.unpack("i", raw)[0])
+def _socket_link(fd: int) -> str | None:
+    """What descriptor ``fd`` of this process names now (e.g. ``socket:[1234]``)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
 
 
 class Handoff:
@@ -57,6 +56,7 @@ class Handoff:
     def __init__(self, connections: dict[int, tuple[object, object]], link: str) -> None:
         self.link = link
         self.sockets: list[pysocket.socket] = []
+        self.held: dict[int, str] = {}  # libzmq's descriptor -> the socket it named
         for fd, (local, peer) in connections.items():
             try:
                 sock = pysocket.socket(fileno=os.dup(fd))
@@ -69,25 +69,20 @@ class Handoff:
                 same = False
             if same:
                 self.sockets.append(sock)
+                self.held[fd] = f"socket:[{os.fstat(sock.fileno()).st_ino}]"
             else:
                 sock.close()  # the number was reused for something else: not ours
 
     def __bool__(self) -> bool:
         return bool(self.sockets)
 
-    def wait_sent(self, deadline: float, cancelled: Callable[[], bool] = lambda: False) -> bool:
-        """Wait until no connection has bytes left to send, a few checks in a row."""
-        settled = 0
-        while settled < SETTLED_CHECKS:
+    def wait_released(self, deadline: float,
+                      cancelled: Callable[[], bool] = lambda: False) -> bool:
+        """Wait until libzmq has closed its descriptor of every connection: only then has
+        it written all it queued for the peer, and a half-close cannot cut it short."""
+        while any(_socket_link(fd) == name for fd, name in self.held.items()):
             if time.monotonic() > deadline or cancelled():
                 return False
-            busy = False
-            for sock in self.sockets:
-                try:
-                    busy = busy or unsent_bytes(sock) > 0
-                except OSError:
-                    pass  # a connection that failed has nothing more to send
-            settled = 0 if busy else settled + 1
             time.sleep(CHECK_S)
         return True
 

@@ -219,13 +219,11 @@ class ZmqPublisher(Publisher):
         the kernels' buffers (:mod:`arroyo_core.transports.handoff`). It returns as soon
         as every peer has read everything.
     heartbeat_ms, heartbeat_timeout_ms
-        ZeroMQ heartbeats, off by default: a ping every ``heartbeat_ms``; a peer silent
-        for ``heartbeat_timeout_ms`` is disconnected (and logged). What was queued for it
-        is lost, so keep the timeout above the longest time a healthy peer may be held
-        back. A peer that exits or crashes is noticed without them (see
-        ``_link_options``). Off by default because a held-back peer's answers to pings
-        can make the kernel reset the connection when this side closes, losing the
-        run's last frames more often (docs/reliability.md, "Known hole").
+        ZeroMQ heartbeats: a ping every ``heartbeat_ms``; a peer silent for
+        ``heartbeat_timeout_ms`` is disconnected (and logged). What was queued for it is
+        lost, so keep the timeout above the longest time a healthy peer may be held back
+        (a peer that exits, crashes or whose host vanishes is noticed sooner: see
+        ``_link_options``).
     max_bytes, message_bytes
         A byte budget for what this link queues: sets the high-water mark from the
         (expected or observed) message size; see :mod:`arroyo_core.budget`.
@@ -236,7 +234,7 @@ class ZmqPublisher(Publisher):
     def __init__(self, endpoint: str, pattern: str = "push", topic: str = "arroyo",
                  hwm: int = 100, overflow: str = "block", subscribers: int = 1,
                  peer_timeout: float = 30.0, linger_ms: int = 10_000,
-                 heartbeat_ms: int = 0, curve_secret_key_file: str | None = None,
+                 heartbeat_ms: int = 1000, curve_secret_key_file: str | None = None,
                  curve_allow: Any = None, curve_server_key_file: str | None = None,
                  peers: int = 0, heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS,
                  max_bytes: Any = None,
@@ -380,14 +378,13 @@ class ZmqPublisher(Publisher):
             handoff = None
             if not self._abandoned:  # see handoff.py: peers must read all before we go
                 handoff = Handoff(self.monitor.peers.connections(), self.ledger.link)
-                handoff.wait_sent(deadline, lambda: self._abandoned)
             self.monitor.stop(self.socket)
-            remaining_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
-            self.socket.close(linger=0 if self._abandoned else remaining_ms)
+            self.socket.close(linger=0 if self._abandoned else int(self.linger_s * 1000))
             self.socket = None
             if self.curve is not None:
                 self.curve.release()
             if handoff:
+                handoff.wait_released(deadline, lambda: self._abandoned)
                 handoff.finish(deadline, lambda: self._abandoned)
             elif handoff is not None:
                 handoff.close()
