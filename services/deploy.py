@@ -15,7 +15,7 @@ from arroyo_core.chain import Chain, Target
 from arroyo_core.service import ROLES
 from arroyo_core.transports.zmq_link import Endpoint
 
-STOP_MARGIN_S = 5  # beyond drain_timeout: sockets flush (linger 2 s) and the interpreter exits
+STOP_MARGIN_S = 5  # beyond drain_timeout (when unsent messages are abandoned): closing and exit
 
 
 def _option_value(value: Any) -> str:
@@ -103,8 +103,8 @@ SUPERVISOR_WHY = {
     "stopsignal": "SIGTERM drains: a source ends its run (Stop with frames_sent); a service fed "
                   "by another keeps receiving until that run's Stop has passed, sends what it "
                   "holds, and exits 0.",
-    "stopwaitsecs": "The service's drain_timeout plus 5 s for sockets to flush (linger 2 s) and "
-                    "Python to exit. Only after this does supervisor send SIGKILL, which loses "
+    "stopwaitsecs": "The service's drain_timeout (after which unsent messages are given up, "
+                    "and counted) plus 5 s to close and exit. Only after this does supervisor send SIGKILL, which loses "
                     "what the service holds.",
     "stopasgroup": "Signal the whole process group, in case the command is wrapped in a script.",
     "killasgroup": "Same for SIGKILL, so no orphan keeps a port bound.",
