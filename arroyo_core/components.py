@@ -11,12 +11,12 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from typing import Any, Union
+from typing import Any
 
 from .message import Event, Message, Start, Stop
 
 Deliver = Callable[[Message], None]
-Results = Union[Message, Iterable[Message], None]
+Results = Message | Iterable[Message] | None
 
 
 class Listener(ABC):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
-Payload = Union[np.ndarray, bytes, bytearray, memoryview]
+Payload = np.ndarray | bytes | bytearray | memoryview
 
 
 @dataclass(eq=False)

@@ -44,7 +44,8 @@ class Reduce(Operator):
         super().__init__()
         unknown = set(stats) - set(self.REDUCERS)
         if unknown:
-            raise ConfigError(f"unknown stats {sorted(unknown)}; choose from {sorted(self.REDUCERS)}")
+            raise ConfigError(
+                f"unknown stats {sorted(unknown)}; choose from {sorted(self.REDUCERS)}")
         if roi is not None and len(roi) != 4:
             raise ConfigError(f"roi must be [y0, y1, x0, x1], got {roi!r}")
         self.region = (Ellipsis, slice(roi[0], roi[1]), slice(roi[2], roi[3])) if roi else ...

@@ -19,6 +19,7 @@ from .queues import MessageQueue
 
 log = logging.getLogger(__name__)
 
+FINISH_IDLE_S = 1.0  # with finish_run, how long an idle input is waited on for a Stop
 _END = object()  # put by the receiving thread when its listener has returned
 
 
@@ -36,9 +37,11 @@ class Runtime:
         publishers give up on peers that do not take them.
     finish_run
         If true, :meth:`stop` in the middle of a run keeps receiving until that run's Stop
-        has arrived (within ``drain_timeout``). Services fed by another service set it, so
-        stopping every service of a chain at once loses nothing in flight: the source ends
-        its run at once and every service downstream passes the Stop on before it stops.
+        has arrived: within ``drain_timeout``, and only while messages keep coming (after
+        ``FINISH_IDLE_S`` without one, upstream is not sending that Stop). Services fed by
+        another service set it, so stopping every service of a chain at once loses
+        nothing in flight: the source ends its run at once and every service downstream
+        passes the Stop on before it stops.
     """
 
     def __init__(self, listener: Listener, operator: Any, publishers: Iterable[Publisher] = (),
@@ -54,6 +57,7 @@ class Runtime:
         self.finish_run = finish_run
         self._open_runs: set[Any] = set()  # run ids received without their Stop yet
         self._stopping = False
+        self._last_delivery = time.monotonic()
         self._drain_timer: threading.Timer | None = None  # cancelled once run() returns
         self.ready = threading.Event()
         self.processed = 0
@@ -109,13 +113,22 @@ class Runtime:
         still processed and sent. Everything ends within ``drain_timeout``."""
         self._stopping = True  # set before reading _open_runs: see _deliver
         if self.finish_run and self._open_runs:
-            log.info("stopping after the current run's Stop arrives (at most %.1f s)",
-                     self.drain_timeout)
+            log.info("stopping after the current run's Stop arrives (at most %.1f s, or "
+                     "%.1f s without any message)", self.drain_timeout, FINISH_IDLE_S)
+            threading.Thread(target=self._stop_when_idle, daemon=True).start()
         else:
             self.listener.stop()
         timer = self._drain_timer = threading.Timer(self.drain_timeout, self._abandon)
         timer.daemon = True
         timer.start()
+
+    def _stop_when_idle(self) -> None:
+        """Stop waiting for a run's Stop once nothing arrives: upstream is not sending it."""
+        while not self.listener.stop_requested.wait(0.1):
+            if time.monotonic() - self._last_delivery > FINISH_IDLE_S:
+                log.info("no message for %.1f s; stopping without the run's Stop",
+                         FINISH_IDLE_S)
+                self.listener.stop()
 
     def _abandon(self) -> None:
         log.warning("drain time of %.1f s ran out; abandoning sends still waiting for a peer",
@@ -135,6 +148,7 @@ class Runtime:
 
     def _deliver(self, message: Message) -> None:
         """Queue a received message, keeping track of open runs for :meth:`stop`."""
+        self._last_delivery = time.monotonic()
         kind = message.kind
         if kind == "stop":
             run = message.meta.get("run")

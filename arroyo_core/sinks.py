@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ from .message import Event, Message, Start, Stop
 from .queues import message_nbytes
 
 log = logging.getLogger(__name__)
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 class RunTally:
@@ -120,17 +123,31 @@ class HDF5Sink(Publisher):
 
     def publish(self, message: Message) -> None:
         if isinstance(message, Start):
-            self._close_file()
-            run = message.meta.get("run") or time.strftime("%Y%m%d-%H%M%S")
-            self.file = self._h5py.File(self.directory / f"{run}.h5", "w")
-            _set_attrs(self.file.attrs, message.meta)
-        elif isinstance(message, Event) and self.file is not None:
+            self._open_file(message.meta)
+        elif self.file is None:  # joined mid-run: keep the data in a file of its own
+            log.warning("hdf5 sink: a %s arrived outside a run; writing it to a new file",
+                        message.kind)
+            self._open_file({"run": message.meta.get("run"), "joined_mid_run": True})
+        if isinstance(message, Event):
             for name, value in message.payload.items():
                 self._append(name, np.asarray(value))
             self.written += 1
-        elif isinstance(message, Stop) and self.file is not None:
+        elif isinstance(message, Stop):
             _set_attrs(self.file.require_group("stop").attrs, message.meta)
             self._close_file()
+
+    def _open_file(self, meta: dict[str, Any]) -> None:
+        self._close_file()
+        # The run id comes from the network: keep it from naming a path outside directory.
+        run = _SAFE_NAME.sub("_", str(meta.get("run") or ""))[:100].lstrip(".")
+        name = run or time.strftime("%Y%m%d-%H%M%S")
+        path = self.directory / f"{name}.h5"
+        counter = 1
+        while path.exists():  # never overwrite an earlier run's file
+            path = self.directory / f"{name}-{counter}.h5"
+            counter += 1
+        self.file = self._h5py.File(path, "x")
+        _set_attrs(self.file.attrs, meta)
 
     def _append(self, name: str, array: np.ndarray) -> None:
         if array.dtype.kind in "mM":

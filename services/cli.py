@@ -54,7 +54,8 @@ def _service_command(role: str) -> Callable[..., Any]:
         sys.exit(serve(role, config, check=check))
 
     params: list[click.Parameter] = [
-        click.Option(["-c", "--config", "config_file"], type=click.Path(exists=True, dir_okay=False),
+        click.Option(["-c", "--config", "config_file"],
+                     type=click.Path(exists=True, dir_okay=False),
                      help="TOML or YAML file with the same keys as these options "
                           "(options given here win)."),
         click.Option(["--name"], help="Name used in logs and the ledger [default: the role]."),

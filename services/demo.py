@@ -21,7 +21,8 @@ def _sink_run(stats_endpoint: str) -> dict:
 @click.option("--shape", default="512,512", show_default=True, help="Frame shape, comma-separated.")
 @click.option("--dtype", default="uint16", show_default=True, help="Frame dtype.")
 @click.option("--frames", default=500, show_default=True, help="Frames in the run.")
-@click.option("--rate", default=100.0, show_default=True, help="Frames per second (0: as fast as possible).")
+@click.option("--rate", default=100.0, show_default=True,
+              help="Frames per second (0: as fast as possible).")
 @click.option("--pattern", type=click.Choice(["push", "pub"]), default="push", show_default=True,
               help="Socket pattern of both hops.")
 @click.option("--operator", default="passthrough", show_default=True,

@@ -104,8 +104,8 @@ SUPERVISOR_WHY = {
                   "by another keeps receiving until that run's Stop has passed, sends what it "
                   "holds, and exits 0.",
     "stopwaitsecs": "The service's drain_timeout (after which unsent messages are given up, "
-                    "and counted) plus 5 s to close and exit. Only after this does supervisor send SIGKILL, which loses "
-                    "what the service holds.",
+                    "and counted) plus 5 s to close and exit. Only after this does supervisor "
+                    "send SIGKILL, which loses what the service holds.",
     "stopasgroup": "Signal the whole process group, in case the command is wrapped in a script.",
     "killasgroup": "Same for SIGKILL, so no orphan keeps a port bound.",
     "redirect_stderr": "Error messages ('error: cannot bind ...') land in the same log as the "
