@@ -72,6 +72,7 @@ def demo(shape: str, dtype: str, frames: int, rate: float, pattern: str, operato
 def _follow(sink_status: str, source: ServiceProcess, frames: int) -> dict:
     """Print progress from the sink's ledger until its run completes."""
     run: dict = {}
+    carriage = "\r" if sys.stdout.isatty() else ""
     idle_since = time.monotonic()
     while True:
         time.sleep(0.5)
@@ -82,9 +83,10 @@ def _follow(sink_status: str, source: ServiceProcess, frames: int) -> dict:
         if latest.get("frames") != run.get("frames"):
             idle_since = time.monotonic()
         run = latest or run
-        if run:
-            click.echo(f"\r  {run['frames']:>7}/{frames} frames  {run['frames_per_s']:8.0f} "
-                       f"frames/s  {run['mb_per_s']:8.1f} MB/s  lost {run['lost']}", nl=False)
+        if run:  # one line redrawn on a terminal, a line per update in a log
+            click.echo(f"{carriage}  {run['frames']:>7}/{frames} frames  "
+                       f"{run['frames_per_s']:8.0f} frames/s  {run['mb_per_s']:8.1f} MB/s  "
+                       f"lost {run['lost']}", nl=not carriage)
         if run.get("complete"):
             return run
         if source.process.poll() not in (None, 0) or time.monotonic() - idle_since > 15:
