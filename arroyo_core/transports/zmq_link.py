@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # PUB is an XPUB so that subscriptions are seen (no slow-joiner loss) and so that, with
 # XPUB_NODROP, a full subscriber makes send fail instead of dropping the message unseen.
 OUTPUT_TYPES = {"push": zmq.PUSH, "pub": zmq.XPUB}
-OVERFLOW = ("block", "drop-newest", "drop")  # "drop" is the older name of drop-newest
+OVERFLOW = ("block", "drop-newest")
 INPUT_TYPES = {"pull": zmq.PULL, "sub": zmq.SUB}
 POLL_MS = 100  # how often blocked loops look at their stop flag
 FRAME_CEILING = 16  # libzmq's MAXMSGSIZE, in multiples of a listener's max_message_bytes
@@ -246,7 +246,7 @@ class ZmqPublisher(Publisher):
         self.endpoint = Endpoint.parse(endpoint, bind_by_default=True)
         self.pattern = pattern
         self.topic = topic.encode()
-        self.overflow = "drop-newest" if overflow == "drop" else overflow
+        self.overflow = overflow
         self.expected_subscribers = subscribers if pattern == "pub" else 0
         self.expected_peers = int(peers)
         self.peer_timeout = peer_timeout

@@ -88,7 +88,7 @@ def test_service_argv_round_trips_through_the_cli():
     chain = chain_of(source={**SOURCE, "options": {"shape": [4, 4], "dtype": "uint8",
                                                     "rate": 0.5}},
                      operator={**OPERATOR, "in_options": {"hwm": 7}, "drain_timeout": 3,
-                               "out_options": {"overflow": "drop"}, "queue_bytes": 1000},
+                               "out_options": {"overflow": "drop-newest"}, "queue_bytes": 1000},
                      sink={**SINK, "sink": "hdf5", "options": {"directory": "runs 1",
                                                                "compression": "010"}})
     argv = service_argv(chain, "source")
@@ -97,7 +97,7 @@ def test_service_argv_round_trips_through_the_cli():
     # a string YAML would read as something else ("010" is 8) is quoted
     assert '-o directory=runs 1 -o compression="010"' in " ".join(service_argv(chain, "sink"))
     op = service_argv(chain, "operator")
-    for pair in (["--in-option", "hwm=7"], ["--out-option", "overflow=drop"],
+    for pair in (["--in-option", "hwm=7"], ["--out-option", "overflow=drop-newest"],
                  ["--drain-timeout", "3"], ["--queue-bytes", "1000"]):
         assert pair[1] == op[op.index(pair[0]) + 1]
     for name in chain.services:  # the real CLI accepts every generated command line
