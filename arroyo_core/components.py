@@ -124,7 +124,9 @@ class FunctionOperator(Operator):
 
     def __init__(self, process: Callable[[Message], Results]) -> None:
         super().__init__()
-        self.process = process  # type: ignore[method-assign]
+        # an instance attribute shadows the method on purpose; the callable need not name
+        # its argument ``message``
+        self.process = process  # type: ignore[method-assign,assignment]
 
 
 def as_operator(obj: Any) -> Operator:

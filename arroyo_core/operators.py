@@ -6,13 +6,14 @@ operator serves a single-image detector and a multi-module one alike.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .components import Operator, Results
 from .errors import ConfigError
-from .message import Event
+from .message import Event, Payload
 
 
 class PassThrough(Operator):
@@ -37,7 +38,8 @@ class Reduce(Operator):
     arrays.
     """
 
-    REDUCERS = {"sum": np.sum, "mean": np.mean, "min": np.min, "max": np.max, "std": np.std}
+    REDUCERS: ClassVar[dict[str, Callable[..., Any]]] = {
+        "sum": np.sum, "mean": np.mean, "min": np.min, "max": np.max, "std": np.std}
 
     def __init__(self, roi: Sequence[int] | None = None,
                  stats: Sequence[str] = ("sum", "mean", "max")) -> None:
@@ -52,7 +54,7 @@ class Reduce(Operator):
         self.stats = list(stats)
 
     def on_event(self, event: Event) -> Results:
-        payload = {}
+        payload: dict[str, Payload] = {}
         for name, array in _arrays(event).items():
             region = array[self.region] if array.ndim >= 2 else array
             for stat in self.stats:

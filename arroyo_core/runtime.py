@@ -69,7 +69,8 @@ class Runtime:
     def open(self) -> None:
         """Open publishers, then the listener; on failure close what was opened and raise."""
         try:
-            for part in [*self.operator.publishers, self.listener]:
+            parts: list[Publisher | Listener] = [*self.operator.publishers, self.listener]
+            for part in parts:
                 part.open()
                 self._opened.append(part)
         except BaseException:

@@ -51,7 +51,9 @@ class SimulatedDetector(Listener):
         rng = np.random.default_rng(seed)
         high = 1000 if self.dtype.kind in "iu" else 1.0
         self.ring = [(rng.random(self.shape) * high).astype(self.dtype) for _ in range(ring)]
-        self.crcs = [zlib.crc32(frame) for frame in self.ring] if checksum else None
+        # numpy's stubs give ndarray __buffer__ only for Python >= 3.12; it is a buffer
+        self.crcs = ([zlib.crc32(frame) for frame in self.ring]  # type: ignore[arg-type]
+                     if checksum else None)
         self.fresh = fresh
         self.sent = 0
 

@@ -47,9 +47,9 @@ def run_chain(chain: Chain, ready_timeout: float = 30.0) -> int:
             click.echo(f"READY chain {chain.name}: " + ", ".join(
                 f"{name} pid {started[name].process.pid}" for name in chain.order()), err=True)
         while not failed and not stop.wait(0.2):
-            codes = {name: p.process.poll() for name, p in started.items()}
-            failed = [name for name, code in codes.items() if code not in (None, 0)]
-            if all(code is not None for code in codes.values()):
+            polled = {name: p.process.poll() for name, p in started.items()}
+            failed = [name for name, code in polled.items() if code not in (None, 0)]
+            if all(code is not None for code in polled.values()):
                 break
     finally:
         if failed:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
@@ -28,7 +27,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return options
 
 
-def _service_command(role: str) -> Callable[..., Any]:
+def _service_command(role: str) -> click.Command:
     spec = ROLES[role]
     plugin_help = {
         "source": "Listener plug-in that produces the data: a registered name "

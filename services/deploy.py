@@ -216,11 +216,11 @@ def compose_file(chain: Chain, image: str = "arroyo-stream:local", context: str 
             "build": {"context": context, "dockerfile": dockerfile},
             "command": service_argv(chain, name, "compose"),
         }
-        bound = [end for end in chain.ends("compose")
-                 if end.service == name and end.endpoint.bind
-                 and end.endpoint.address.startswith("tcp://")]
-        if bound:
-            entry["expose"] = [end.endpoint.address.rpartition(":")[2] for end in bound]
+        bound_ends = [end for end in chain.ends("compose")
+                      if end.service == name and end.endpoint.bind
+                      and end.endpoint.address.startswith("tcp://")]
+        if bound_ends:
+            entry["expose"] = [end.endpoint.address.rpartition(":")[2] for end in bound_ends]
         if status and status.startswith("tcp://"):
             port = status.rpartition(":")[2]
             entry["ports"] = [f"127.0.0.1:{port}:{port}"]

@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.auth
@@ -193,7 +193,8 @@ class _ZapHandler:
             except zmq.ZMQError as exc:
                 if authenticator.zap_socket is not None:
                     authenticator.zap_socket.close(linger=0)
-                    authenticator.zap_socket = None
+                    # pyzmq types zap_socket as Socket, yet sets it to None itself on stop
+                    authenticator.zap_socket = None  # type: ignore[assignment]
                 if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
                     raise ConfigError(f"{link}: cannot start the ZAP handler that checks "
                                       f"the allow-list: {exc}") from None
@@ -272,7 +273,8 @@ class CurveLink:
             socket.setsockopt(zmq.CURVE_SERVER, 1)
             socket.setsockopt(zmq.CURVE_SECRETKEY, self._secret_key)
         else:
-            socket.setsockopt(zmq.CURVE_SERVERKEY, self.server_key)
+            # a client is a link built with a server key (self.server is its absence)
+            socket.setsockopt(zmq.CURVE_SERVERKEY, cast(bytes, self.server_key))
             socket.setsockopt(zmq.CURVE_PUBLICKEY, self.public_key)
             socket.setsockopt(zmq.CURVE_SECRETKEY, self._secret_key)
         log.info("%s: CURVE %s, public key %s%s", self.link,

@@ -40,7 +40,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from ..components import Deliver, Listener, Publisher
@@ -389,7 +389,9 @@ class RedisStreamPublisher(RedisPublisher):
         return stream_fields(frames)
 
     def _command(self, client: redis.Redis, payload: dict[bytes, Any]) -> None:
-        client.xadd(self.stream, payload, maxlen=self.maxlen, approximate=True)
+        # redis-py types fields as an invariant dict of a union; bytes -> buffers is valid
+        client.xadd(self.stream, payload,  # type: ignore[arg-type]
+                    maxlen=self.maxlen, approximate=True)
 
 
 class RedisPubSubPublisher(RedisPublisher):
@@ -440,7 +442,8 @@ class RedisPubSubPublisher(RedisPublisher):
 
     def _prepare(self, frames: list[Any]) -> memoryview:
         packed = pack_frames(frames, self._buffer)
-        self._buffer = packed.obj  # grown if this message needed more room; reused next time
+        # grown if this message needed more room; reused next time
+        self._buffer = cast(bytearray, packed.obj)  # a view on the bytearray given or made
         return packed
 
     def _command(self, client: redis.Redis, payload: memoryview) -> None:
@@ -713,7 +716,7 @@ class RedisStreamListener(RedisListener):
             self._acks.append(inflight.popleft()[1])
 
     def _take_acks(self) -> list[Any]:
-        acks = []
+        acks: list[Any] = []
         while self._acks and len(acks) < 10_000:
             acks.append(self._acks.popleft())
         return acks

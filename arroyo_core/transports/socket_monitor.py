@@ -38,7 +38,7 @@ MAX_TRACKED = 1024  # peers and logged (reason, host) pairs kept; counts are alw
 
 # Why a handshake failed, in words an operator can act on. libzmq gives the failed
 # handshake's error code; these are the ones a misconfigured or hostile peer causes.
-HANDSHAKE_REASONS = {
+HANDSHAKE_REASONS: dict[int, str] = {
     zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
         "security mismatch (the peer does not use the same mechanism, e.g. no CURVE)",
     zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:

@@ -133,7 +133,7 @@ def open_socket(kind: int, endpoint: Endpoint, options: dict[int, Any], role: st
     ``curve`` secures it and ``monitor`` watches its connections, both from before the
     first peer can connect.
     """
-    socket = zmq.Context.instance().socket(kind)
+    socket: zmq.Socket = zmq.Context.instance().socket(kind)
     try:
         for option, value in options.items():
             socket.setsockopt(option, value)
