@@ -35,6 +35,30 @@ _FAILED = {zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_AUTH,
 WAIT_LOG_S = 5.0  # how often a link still waiting for its peers says so
 
 
+def wait_for_count(count: Callable[[], int], expected: int, timeout: float,
+                   pause: Callable[[], Any], cancelled: Callable[[], bool], link: str,
+                   what: str) -> bool:
+    """Call ``pause`` until ``count()`` reaches ``expected``; False on ``timeout`` (0:
+    never) or when ``cancelled()`` turns true. Says every WAIT_LOG_S that it waits, so a
+    run that does not start is never a mystery."""
+    began = next_log = time.monotonic()
+    while count() < expected:
+        now = time.monotonic()
+        if cancelled():
+            return False
+        if timeout and now - began >= timeout:
+            log.warning("%s: only %d of %d %s connected after %.1f s; starting the run "
+                        "anyway", link, count(), expected, what, timeout)
+            return False
+        if now >= next_log:
+            limit = f"{timeout:.0f} s" if timeout else "no time limit"
+            log.info("%s: waiting for %d %s before starting the run: %d connected (%s)",
+                     link, expected, what, count(), limit)
+            next_log = now + WAIT_LOG_S
+        pause()
+    return True
+
+
 class PeerTracker:
     """Counts a link's connected peers and logs when one goes or comes back.
 
@@ -106,25 +130,10 @@ class PeerTracker:
                  cancelled: Callable[[], bool] = lambda: False) -> bool:
         """Block until ``expected`` peers are connected; False on ``timeout`` (0: never) or
         when ``cancelled()`` turns true. Logs while it waits."""
-        began = time.monotonic()
-        next_log = began
         with self._changed:
-            while self.count < expected:
-                now = time.monotonic()
-                if cancelled():
-                    return False
-                if timeout and now - began >= timeout:
-                    log.warning("%s: only %d of %d expected peer(s) connected after %.1f s; "
-                                "starting the run anyway", self.link, self.count, expected,
-                                timeout)
-                    return False
-                if now >= next_log:
-                    limit = f"{timeout:.0f} s" if timeout else "no time limit"
-                    log.info("%s: waiting for %d expected peer(s) before starting the run: "
-                             "%d connected (%s)", self.link, expected, self.count, limit)
-                    next_log = now + WAIT_LOG_S
-                self._changed.wait(0.1)
-        return True
+            return wait_for_count(lambda: self.count, expected, timeout,
+                                  lambda: self._changed.wait(0.1), cancelled, self.link,
+                                  "expected peer(s)")
 
     def connections(self) -> dict[int, tuple[object, object]]:
         """The link's open connections: descriptor -> (local, peer) address."""

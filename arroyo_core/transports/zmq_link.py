@@ -27,6 +27,7 @@ from ..wire import DEFAULT_LIMITS, Limits, decode, encode
 from .curve import CurveLink
 from .handoff import Handoff
 from .lag import LagWatch
+from .peers import wait_for_count
 from .socket_monitor import SocketMonitor
 
 log = logging.getLogger(__name__)
@@ -330,18 +331,15 @@ class ZmqPublisher(Publisher):
                      "joined" if change > 0 else "left", self.subscribers)
 
     def _wait_for_subscribers(self) -> None:
-        assert self.socket is not None
-        log.info("%s: waiting for %d subscriber(s) before starting the run",
-                 self.ledger.link, self.expected_subscribers)
-        deadline = time.monotonic() + self.peer_timeout if self.peer_timeout else None
-        while self.subscribers < self.expected_subscribers and not self._abandoned:
-            if deadline is not None and time.monotonic() > deadline:
-                log.warning("%s: only %d of %d subscriber(s) after %.0f s; starting anyway",
-                            self.ledger.link, self.subscribers, self.expected_subscribers,
-                            self.peer_timeout)
-                return
-            if self.socket.poll(POLL_MS, zmq.POLLIN):
+        socket = self.socket
+        assert socket is not None
+
+        def pause() -> None:
+            if socket.poll(POLL_MS, zmq.POLLIN):
                 self._read_subscriptions()
+
+        wait_for_count(lambda: self.subscribers, self.expected_subscribers, self.peer_timeout,
+                       pause, lambda: self._abandoned, self.ledger.link, "subscriber(s)")
 
     def _send(self, frames: list[Any], droppable: bool = True) -> bool:
         socket = self.socket
