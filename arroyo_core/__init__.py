@@ -2,13 +2,13 @@
 
 from .components import FunctionOperator, Listener, Operator, Publisher
 from .errors import ArroyoError, ConfigError, DecodeError, EncodeError
+from .link import InputLink, OutputLink, ZmqListener, ZmqPublisher
 from .message import Event, Message, Start, Stop
 from .operators import Downsample, PassThrough, Reduce, Threshold
 from .queues import MessageQueue
 from .runtime import Runtime
 from .sinks import CollectingSink, HDF5Sink, StatsSink
 from .sources import MemoryListener, SimulatedDetector
-from .transports.zmq_link import ZmqListener, ZmqPublisher
 from .wire import Limits, decode, encode
 
 __all__ = [
@@ -21,12 +21,14 @@ __all__ = [
     "Event",
     "FunctionOperator",
     "HDF5Sink",
+    "InputLink",
     "Limits",
     "Listener",
     "MemoryListener",
     "Message",
     "MessageQueue",
     "Operator",
+    "OutputLink",
     "PassThrough",
     "Publisher",
     "Reduce",

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .address import Address
 from .errors import ConfigError
 from .service import KEYS, ROLES, load_config
-from .transports.zmq_link import Endpoint
 
 Target = Literal["hosts", "compose"]
 
@@ -80,7 +80,7 @@ class LinkEnd:
 
     service: str
     key: str
-    endpoint: Endpoint
+    endpoint: Address
     pattern: str
     names: str | None
 
@@ -148,7 +148,7 @@ class Chain:
                                "out": config.get("out_pattern") or "push",
                                "stats": "rep"}[key]
                     try:
-                        endpoint = Endpoint.parse(text, key != "in")
+                        endpoint = Address.parse(text, key != "in")
                     except ConfigError as exc:
                         raise ConfigError(f"{self.origin}: [{name}] {key}: {exc}") from None
                     ends.append(LinkEnd(name, key, endpoint, pattern,
@@ -166,7 +166,7 @@ class Chain:
             for bound in ends:
                 if (bound.endpoint.bind and bound.service != connect.service
                         and bound.key == {"in": "out", "out": "in"}[connect.key]
-                        and _reaches(connect.endpoint.address, bound.endpoint.address,
+                        and _reaches(connect.endpoint.text, bound.endpoint.text,
                                      hosts[bound.service])):
                     pairs.append((connect, bound))
         return pairs
@@ -179,7 +179,7 @@ class Chain:
         for end in self.ends():
             if end.endpoint.bind or end.key == "stats":
                 continue
-            if end.endpoint.address in self.external:
+            if end.endpoint.text in self.external:
                 continue
             binders = [bound for connect, bound in links if connect == end]
             if not binders:
@@ -197,7 +197,7 @@ class Chain:
         for end in self.ends():
             if not end.endpoint.bind:
                 continue
-            place = _bind_place(end.endpoint.address, hosts[end.service])
+            place = _bind_place(end.endpoint.text, hosts[end.service])
             if place in seen:
                 found.append(f"{end} and {seen[place]} bind the same address")
             seen[place] = end

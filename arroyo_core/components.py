@@ -79,22 +79,31 @@ class Publisher(ABC):
 
 
 class Operator:
-    """Processes Messages and publishes what it produces.
+    """Turns Messages into Messages.
 
     ``process`` routes each message to ``on_start``, ``on_event`` or ``on_stop``, which by
     default pass it on unchanged; override the one you need. Each may return a Message,
-    None (nothing to publish) or an iterable of Messages. A plain object with a
-    ``process`` method works as well: the runtime wraps it in :class:`FunctionOperator`.
+    None (nothing to publish) or an iterable of Messages, and each may be ``async def``
+    (the runtime awaits it on an event loop of its own). A plain object with a ``process``
+    method works as well: the runtime wraps it in :class:`FunctionOperator`.
+
+    Publishers added here are handed to the runtime that runs the operator, which sends
+    every result to all of them: the operator never sends anything itself.
     """
 
     def __init__(self) -> None:
         self.publishers: list[Publisher] = []
+        self._route: Deliver | None = None
 
     def add_publisher(self, publisher: Publisher) -> None:
         self.publishers.append(publisher)
 
     def remove_publisher(self, publisher: Publisher) -> None:
         self.publishers.remove(publisher)
+
+    def attach(self, route: Deliver) -> None:
+        """Called by the runtime that runs this operator: :meth:`publish` goes to ``route``."""
+        self._route = route
 
     def process(self, message: Message) -> Results:
         if isinstance(message, Event):
@@ -115,6 +124,12 @@ class Operator:
         return stop
 
     def publish(self, message: Message) -> None:
+        """Publish ``message`` now, from inside a hook, besides what the hook returns: the
+        runtime routes it like a returned result (without a runtime, to the publishers)."""
+        route = getattr(self, "_route", None)  # a subclass may skip Operator.__init__
+        if route is not None:
+            route(message)
+            return
         for publisher in self.publishers:
             publisher.publish(message)
 

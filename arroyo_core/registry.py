@@ -13,7 +13,7 @@ from typing import Any
 from .errors import ConfigError
 
 GROUPS = {"listener": "arroyo.listeners", "operator": "arroyo.operators",
-          "publisher": "arroyo.publishers"}
+          "publisher": "arroyo.publishers", "transport": "arroyo.transports"}
 
 
 def names(kind: str) -> list[str]:

@@ -6,6 +6,8 @@ Every service (listener, operator, publisher) is this runtime with different par
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import threading
 import time
@@ -49,8 +51,12 @@ class Runtime:
                  finish_run: bool = False) -> None:
         self.listener = listener
         self.operator: Operator = as_operator(operator)
-        for publisher in publishers:
-            self.operator.add_publisher(publisher)
+        # The runtime routes: every result goes to every publisher. It shares the
+        # operator's list, so publishers added to the operator (its public API) count too.
+        self.publishers = self.operator.publishers
+        self.publishers.extend(publishers)
+        self.operator.attach(self.route)
+        self._loop: asyncio.AbstractEventLoop | None = None  # for async operators, lazily
         # not `queue or ...`: an empty MessageQueue is falsy (it has __len__)
         self.queue = queue if queue is not None else MessageQueue(name="input queue")
         self.drain_timeout = drain_timeout
@@ -69,7 +75,7 @@ class Runtime:
     def open(self) -> None:
         """Open publishers, then the listener; on failure close what was opened and raise."""
         try:
-            parts: list[Publisher | Listener] = [*self.operator.publishers, self.listener]
+            parts: list[Publisher | Listener] = [*self.publishers, self.listener]
             for part in parts:
                 part.open()
                 self._opened.append(part)
@@ -106,6 +112,8 @@ class Runtime:
         finally:
             receiver.join(timeout=self.drain_timeout)
             self.close()
+            if self._loop is not None:
+                self._loop.close()
             if self._drain_timer is not None:
                 self._drain_timer.cancel()  # a finished run leaves no timer thread behind
 
@@ -135,7 +143,7 @@ class Runtime:
         log.warning("drain time of %.1f s ran out; abandoning sends still waiting for a peer",
                     self.drain_timeout)
         self.listener.stop()
-        for publisher in self.operator.publishers:
+        for publisher in self.publishers:
             publisher.abandon()
 
     def _receive(self) -> None:
@@ -163,10 +171,18 @@ class Runtime:
             self._open_runs.add(message.meta.get("run"))
         self.queue.put(message)
 
+    def route(self, message: Message) -> None:
+        """Send one result to every publisher."""
+        for publisher in self.publishers:
+            publisher.publish(message)
+
     def _handle(self, message: Message) -> None:
         try:
-            for result in iter_results(self.operator.process(message)):
-                self.operator.publish(result)
+            results = self.operator.process(message)
+            if inspect.isawaitable(results):
+                results = self._await(results)
+            for result in iter_results(results):
+                self.route(result)
         except Exception as exc:
             name = type(exc).__name__
             self.errors[name] += 1
@@ -175,6 +191,12 @@ class Runtime:
                               "%s errors are counted", message.kind, name)
             return
         self.processed += 1
+
+    def _await(self, awaitable: Any) -> Any:
+        """Run an async operator's hook on this runtime's own event loop, in this thread."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(awaitable)
 
     def stats(self) -> dict[str, Any]:
         """The service's ledger: every link's counters, the queue and the operator."""
@@ -185,5 +207,5 @@ class Runtime:
             "queue": self.queue.stats(),
             "operator": {"type": type(self.operator).__name__, "processed": self.processed,
                          "errors": dict(self.errors)},
-            "outputs": [p.stats() for p in self.operator.publishers],
+            "outputs": [p.stats() for p in self.publishers],
         }

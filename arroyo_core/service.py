@@ -3,9 +3,9 @@
 ================  ======================  ================  =====================
 role              listener                operator          publishers
 ================  ======================  ================  =====================
-``listener``      the ``source`` plug-in  pass-through      ZeroMQ ``out``
-``operator``      ZeroMQ ``in``           ``operator``      ZeroMQ ``out``
-``publisher``     ZeroMQ ``in``           pass-through      the ``sink`` plug-in
+``listener``      the ``source`` plug-in  pass-through      links to ``out``
+``operator``      a link from ``in``      ``operator``      links to ``out``
+``publisher``     a link from ``in``      pass-through      the ``sink`` plug-in
 ================  ======================  ================  =====================
 
 The keys are the command-line options' long names with ``_`` for ``-``, so a TOML or
@@ -22,9 +22,9 @@ from typing import Any
 from . import registry
 from .budget import split_memory_limit
 from .errors import ConfigError
+from .link import InputLink, OutputLink
 from .queues import MessageQueue
 from .runtime import Runtime
-from .transports.zmq_link import ZmqListener, ZmqPublisher
 
 
 @dataclass(frozen=True)
@@ -80,23 +80,24 @@ def build_runtime(role: str, config: dict[str, Any]) -> Runtime:
         raise ConfigError(f"[{section}] needs '{spec.plugin_key}'")
     main = registry.build(spec.plugin_kind, plugin, dict(config.get("options") or {}), section)
 
-    def link(key: str, endpoint: Any, cls: type, pattern_default: str) -> Any:
-        if not endpoint:
-            raise ConfigError(f"[{section}] needs '{key}' (a ZeroMQ endpoint)")
-        options = {"pattern": config.get(f"{key}_pattern") or pattern_default,
-                   **(config.get(f"{key}_options") or {})}
+    def link(key: str, address: Any, cls: type) -> Any:
+        if not address:
+            raise ConfigError(f"[{section}] needs '{key}' (an address such as tcp://host:5555)")
+        options = dict(config.get(f"{key}_options") or {})
+        if config.get(f"{key}_pattern"):
+            options["pattern"] = config[f"{key}_pattern"]
         try:
-            return cls(endpoint, **options)
+            return cls(address, **options)
         except (TypeError, ConfigError) as exc:
             raise ConfigError(f"[{section}] {key}: {exc}") from None
 
-    listener = link("in", config.get("in"), ZmqListener, "pull") if spec.has_input else main
+    listener = link("in", config.get("in"), InputLink) if spec.has_input else main
     operator = main if spec.plugin_kind == "operator" else registry.build(
         "operator", "passthrough", {}, section)
     if spec.has_output:
         outs = config.get("out")
         outs = outs if isinstance(outs, list) else [outs]
-        publishers = [link("out", out, ZmqPublisher, "push") for out in outs]
+        publishers = [link("out", out, OutputLink) for out in outs]
     else:
         publishers = [main]
     queue = MessageQueue(max_items=int(config.get("queue_size", 64)),

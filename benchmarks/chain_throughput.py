@@ -222,7 +222,7 @@ def run_arroyo(shape: tuple[int, ...], count: int) -> dict[str, Any]:
         operator.wait_for("READY", 30)
         # Two runs, the first measured: the source is still sending while the first run's
         # Stop reaches the sink, so how a source that exits hands over its last messages
-        # (a separate matter, see transports/handoff.py) does not enter the figures.
+        # (a separate matter, see transports/zmq/handoff.py) does not enter the figures.
         source = Child([*service, "listener", "--name", "source", "--source", "simulated",
                         "-o", f"shape={list(shape)}", "-o", "dtype=uint16", "-o", "runs=2",
                         "-o", f"frames={count}", "-o", "rate=0", "--out", "@" + hop1, *quiet],

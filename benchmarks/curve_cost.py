@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import zmq
 
+from arroyo_core.link import ZmqListener, ZmqPublisher
 from arroyo_core.message import Event
-from arroyo_core.transports.curve import CurveLink, generate_key_pair
-from arroyo_core.transports.zmq_link import ZmqListener, ZmqPublisher
+from arroyo_core.transports.zmq.curve import CurveLink, generate_key_pair
 from services.processes import free_port
 
 SIZES = [("1 KiB", 2**10), ("64 KiB", 2**16), ("1 MiB", 2**20), ("16 MiB", 2**24)]

@@ -44,7 +44,7 @@ from arroyo_core.components import Publisher
 from arroyo_core.message import Event, Message, Stop
 from arroyo_core.operators import PassThrough
 from arroyo_core.runtime import Runtime
-from arroyo_core.transports.redis_link import (
+from arroyo_core.transports.redis.links import (
     RedisStreamListener,
     RedisStreamPublisher,
     client_options,

@@ -149,7 +149,7 @@ def status(endpoints: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Print the loss ledger of the services whose status sockets are at ENDPOINTS: give
     every service of a chain to see, per link, what was received, missed (with the missing
     ranges), duplicated, malformed, sent and dropped, and per hop what went unaccounted."""
-    from arroyo_core.transports.status import query_status
+    from services.status_server import query_status
 
     from .ledger_table import render
 

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from arroyo_core.transports.status import query_status
+from services.status_server import query_status
 
 from .processes import ServiceProcess, free_port
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
+from arroyo_core.address import Address
 from arroyo_core.chain import Chain, Target
 from arroyo_core.service import ROLES
-from arroyo_core.transports.zmq_link import Endpoint
 
 STOP_MARGIN_S = 5  # beyond drain_timeout (when unsent messages are abandoned): closing and exit
 
@@ -66,7 +66,7 @@ def status_endpoint(chain: Chain, name: str) -> str | None:
     stats = chain.resolve(name).get("stats")
     if not stats:
         return None
-    address = Endpoint.parse(stats, bind_by_default=True).address
+    address = Address.parse(stats, bind_by_default=True).text
     for anywhere in ("//*:", "//0.0.0.0:"):
         address = address.replace(anywhere, "//127.0.0.1:")
     return address
@@ -218,9 +218,9 @@ def compose_file(chain: Chain, image: str = "arroyo-stream:local", context: str 
         }
         bound_ends = [end for end in chain.ends("compose")
                       if end.service == name and end.endpoint.bind
-                      and end.endpoint.address.startswith("tcp://")]
+                      and end.endpoint.text.startswith("tcp://")]
         if bound_ends:
-            entry["expose"] = [end.endpoint.address.rpartition(":")[2] for end in bound_ends]
+            entry["expose"] = [end.endpoint.text.rpartition(":")[2] for end in bound_ends]
         if status and status.startswith("tcp://"):
             port = status.rpartition(":")[2]
             entry["ports"] = [f"127.0.0.1:{port}:{port}"]

@@ -7,7 +7,7 @@ import sys
 import click
 
 from arroyo_core.errors import ConfigError
-from arroyo_core.transports.curve import generate_key_pair
+from arroyo_core.transports.zmq.curve import generate_key_pair
 
 
 @click.group()

@@ -10,7 +10,7 @@ from typing import Any
 
 from arroyo_core.errors import ConfigError
 from arroyo_core.service import build_runtime
-from arroyo_core.transports.status import StatusServer
+from services.status_server import StatusServer
 
 log = logging.getLogger("arroyo.service")
 

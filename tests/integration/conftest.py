@@ -11,7 +11,7 @@ import pytest
 from deploy_support import Supervisor
 from harness import Receiver
 
-from arroyo_core.transports.zmq_link import ZmqPublisher
+from arroyo_core.link import ZmqPublisher
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from typing import Any
 
 from harness import wait_for, wait_or_kill
 
-from arroyo_core.transports.status import query_status
 from services.processes import free_port
+from services.status_server import query_status
 
 ROOT = Path(__file__).resolve().parents[2]
 ARROYO = f"{sys.executable} -m services"  # how supervisord starts this checkout's arroyo

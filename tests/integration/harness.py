@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from arroyo_core.link import ZmqListener
 from arroyo_core.message import Event, Message
-from arroyo_core.transports.status import query_status
-from arroyo_core.transports.zmq_link import ZmqListener
 from services.processes import ServiceProcess
+from services.status_server import query_status
 
 HERE = Path(__file__).resolve().parent
 

@@ -3,7 +3,7 @@
 import pytest
 from harness import exit_within, plugin_env, wait_for
 
-from arroyo_core.transports.status import query_status
+from services.status_server import query_status
 
 pytestmark = pytest.mark.integration
 

@@ -214,7 +214,7 @@ def test_compose_commands_stream_with_service_names_in_a_private_namespace(image
             assert result.returncode == 0, result.stderr
 
         def sink_frames() -> int:
-            query = ("import json; from arroyo_core.transports.status import query_status; "
+            query = ("import json; from services.status_server import query_status; "
                      f"print(json.dumps(query_status({SERVICES['sink']['healthcheck']['test'][-1]!r})))")
             runs = json.loads(namespaces.run(ns, sys.executable, "-c", query).stdout)[
                 "outputs"][0]["runs"]

@@ -22,12 +22,12 @@ import zmq
 import zmq.auth
 from harness import wait_for
 
+from arroyo_core.link import ZmqListener, ZmqPublisher
 from arroyo_core.message import Event, Start, Stop
-from arroyo_core.transports.curve import load_secret_key
-from arroyo_core.transports.socket_monitor import RECONNECT_AFTER_S
-from arroyo_core.transports.status import query_status
-from arroyo_core.transports.zmq_link import ZmqListener, ZmqPublisher
+from arroyo_core.transports.zmq.curve import load_secret_key
+from arroyo_core.transports.zmq.monitor import RECONNECT_AFTER_S
 from arroyo_core.wire import encode
+from services.status_server import query_status
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
-"""The per-message socket helpers of zmq_link, over real sockets: send_frames/recv_frames
-carry multipart messages exactly like send_multipart/recv_multipart, and a publisher
-forwards a received frame itself (not a view of it) when an event passes through."""
+"""The per-message socket helpers of the ZeroMQ transport, over real sockets: send_frames and
+recv_frames carry multipart messages exactly like send_multipart/recv_multipart, and a
+publisher forwards a received frame itself (not a view of it) when an event passes through."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zmq
 
-from arroyo_core.transports.zmq_link import (
+from arroyo_core.transports.zmq.sockets import (
     ZERO_COPY_BYTES,
     received_frame,
     recv_frames,

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import zmq
 
+from arroyo_core.link import ZmqListener, ZmqPublisher
 from arroyo_core.message import Event, Start, Stop
 from arroyo_core.operators import PassThrough
 from arroyo_core.runtime import Runtime
-from arroyo_core.transports.zmq_link import ZmqListener, ZmqPublisher
 from arroyo_core.wire import decode, encode
 
 pytestmark = pytest.mark.integration

@@ -23,17 +23,17 @@ import zmq
 from harness import skip_unless, wait_for, wait_or_kill
 
 from arroyo_core.errors import ConfigError
+from arroyo_core.link import ZmqListener, ZmqPublisher
 from arroyo_core.message import Event, Message, Start, Stop
 from arroyo_core.operators import PassThrough
 from arroyo_core.runtime import Runtime
 from arroyo_core.sinks import CollectingSink
-from arroyo_core.transports.status import query_status
-from arroyo_core.transports.zmq_link import ZmqListener, ZmqPublisher
 from arroyo_core.wire import decode
 from services.processes import free_port
+from services.status_server import query_status
 
 redis = pytest.importorskip("redis")
-from arroyo_core.transports.redis_link import (  # noqa: E402  (needs redis-py)
+from arroyo_core.transports.redis.links import (  # noqa: E402  (needs redis-py)
     RedisPubSubListener,
     RedisPubSubPublisher,
     RedisStreamListener,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from harness import Receiver, assert_same
 
+from arroyo_core.link import ZmqPublisher
 from arroyo_core.message import Event, Start, Stop
-from arroyo_core.transports.zmq_link import ZmqPublisher
 from services.processes import ServiceProcess, free_port
 
 pytestmark = pytest.mark.integration

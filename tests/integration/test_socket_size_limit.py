@@ -16,8 +16,8 @@ import zmq
 from harness import wait_for
 
 from arroyo_core.message import Event, Start, Stop
-from arroyo_core.transports.status import query_status
 from arroyo_core.wire import encode
+from services.status_server import query_status
 
 pytestmark = pytest.mark.integration
 

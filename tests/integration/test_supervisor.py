@@ -13,8 +13,8 @@ import time
 import pytest
 from deploy_support import chain_toml, logged_ledger, sink_frames, sink_runs, wait_for, write
 
-from arroyo_core.transports.status import query_status
 from services.processes import free_port
+from services.status_server import query_status
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ import pytest
 import zmq
 from harness import wait_for
 
+from arroyo_core.link import ZmqListener, ZmqPublisher
 from arroyo_core.message import Event, Start, Stop
 from arroyo_core.operators import PassThrough
 from arroyo_core.runtime import Runtime
-from arroyo_core.transports.zmq_link import ZmqListener, ZmqPublisher
 
 pytestmark = pytest.mark.integration
 
@@ -157,7 +157,7 @@ def test_process_receives_views_on_the_received_frames(hop):
 def test_pass_through_hands_the_received_frames_to_send_multipart(hop):
     recorder = Recorder()
     chain = hop(recorder)
-    spy = chain.output.socket = SpySocket(chain.output.socket)
+    spy = chain.output.sender.socket = SpySocket(chain.output.sender.socket)
     try:
         image = np.random.default_rng(0).integers(0, 2**16, (512, 1024), dtype="<u2")
         raw = bytes(range(256)) * 1024  # 256 KiB of raw bytes
@@ -177,7 +177,7 @@ def test_pass_through_hands_the_received_frames_to_send_multipart(hop):
             assert isinstance(frame_in, zmq.Frame), name
             assert same_memory(sent_frames[index], frame_in), name
     finally:
-        chain.output.socket = spy.socket  # closed by the runtime, not through the spy
+        chain.output.sender.socket = spy.socket  # closed by the runtime, not through the spy
 
 
 def test_forwarding_16_mib_allocates_far_less_than_16_mib(hop):

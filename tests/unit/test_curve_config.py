@@ -8,7 +8,7 @@ import pytest
 import zmq.auth
 
 from arroyo_core.errors import ConfigError
-from arroyo_core.transports.curve import CurveLink, generate_key_pair, load_allow_list
+from arroyo_core.transports.zmq.curve import CurveLink, generate_key_pair, load_allow_list
 
 
 @pytest.fixture

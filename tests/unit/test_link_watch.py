@@ -9,8 +9,8 @@ import pytest
 import zmq
 
 from arroyo_core.errors import ConfigError, FallenBehindError
-from arroyo_core.transports.lag import LagWatch
-from arroyo_core.transports.peers import PeerTracker
+from arroyo_core.lag import LagWatch
+from arroyo_core.transports.zmq.peers import PeerTracker
 
 ENDPOINT = "tcp://127.0.0.1:5555"
 

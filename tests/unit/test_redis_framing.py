@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from arroyo_core.errors import DecodeError
 from arroyo_core.message import Event, Start
-from arroyo_core.transports.redis_framing import (
+from arroyo_core.transports.redis.framing import (
     ALIGN,
     frames_from_fields,
     pack_frames,

@@ -21,7 +21,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import DecodeError
+from ...errors import DecodeError
 
 CARRIAGE_VERSION = b"1"
 VERSION_FIELD, HEADER_FIELD = b"v", b"h"

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from ..errors import ConfigError, FallenBehindError
+from .errors import ConfigError, FallenBehindError
 
 log = logging.getLogger(__name__)
 

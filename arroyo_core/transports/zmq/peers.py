@@ -3,7 +3,7 @@
 ZeroMQ connects and reconnects in the background and says nothing about it: a PUSH socket
 hands the first messages of a run to whichever puller happened to connect first, and a
 dead peer goes unnoticed. :class:`PeerTracker` is fed the link's monitor events (through
-:class:`~arroyo_core.transports.socket_monitor.SocketMonitor`, the one monitor a socket
+:class:`~arroyo_core.transports.zmq.monitor.SocketMonitor`, the one monitor a socket
 may have) and
 
 - counts the peers whose handshake succeeded and that are still connected, so a link can

@@ -11,7 +11,8 @@ from typing import Any
 import msgpack
 import zmq
 
-from .zmq_link import Endpoint, open_socket
+from arroyo_core.address import Address
+from arroyo_core.transports.zmq.sockets import open_socket, zmq_address
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ class StatusServer:
     """Serves ``stats()`` on ``endpoint`` from a daemon thread until :meth:`close`."""
 
     def __init__(self, endpoint: str, stats: Callable[[], dict[str, Any]], name: str) -> None:
-        self.endpoint = Endpoint.parse(endpoint, bind_by_default=True)
+        self.endpoint = Address.parse(endpoint, bind_by_default=True)
+        zmq_address(self.endpoint)
         self.stats = stats
         self.name = name
         self._closing = threading.Event()
@@ -52,14 +54,14 @@ class StatusServer:
 
 def query_status(endpoint: str, timeout: float = 2.0) -> dict[str, Any]:
     """Ask the status socket at ``endpoint`` for its ledger; raise TimeoutError if silent."""
-    target = Endpoint.parse(endpoint, bind_by_default=False)
-    if target.bind:
-        target = Endpoint(target.address.replace("*", "127.0.0.1"), False)
+    target = Address.parse(endpoint, bind_by_default=False)
+    if target.bind or target.host == "*":
+        target = Address(target.text.replace("*", "127.0.0.1"), False)
     socket = open_socket(zmq.REQ, target, {zmq.LINGER: 0}, "status query")
     try:
         socket.send(b"status")
         if not socket.poll(int(timeout * 1000)):
-            raise TimeoutError(f"no status answer from {target.address} in {timeout} s")
+            raise TimeoutError(f"no status answer from {target.text} in {timeout} s")
         return msgpack.unpackb(socket.recv(), raw=False)
     finally:
         socket.close(linger=0)

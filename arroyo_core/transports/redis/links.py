@@ -43,13 +43,13 @@ from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
-from ..components import Deliver, Listener, Publisher
-from ..errors import ConfigError, DecodeError
-from ..ledger import InputLedger, OutputLedger
-from ..message import Message
-from ..wire import DEFAULT_LIMITS, Limits, decode, encode
-from .redis_framing import frames_from_fields, pack_frames, stream_fields, unpack_frames
-from .zmq_link import new_sender_id
+from ...components import Deliver, Listener, Publisher
+from ...errors import ConfigError, DecodeError
+from ...ledger import InputLedger, OutputLedger
+from ...link import new_sender_id
+from ...message import Message
+from ...wire import DEFAULT_LIMITS, Limits, decode, encode
+from .framing import frames_from_fields, pack_frames, stream_fields, unpack_frames
 
 try:
     import redis

@@ -1,0 +1,64 @@
+"""Link addresses: ``[@|>]scheme://rest``, where the scheme picks the transport.
+
+A leading ``@`` binds and ``>`` connects (the CZMQ convention); without either, outputs
+bind and inputs connect. The rest is read with :func:`urllib.parse.urlsplit`, so
+``tcp://[::1]:5555``, ``ipc:///tmp/a.sock`` and ``redis://h:6379/0?stream=frames`` all
+parse the same way. What a transport accepts beyond that is for the transport to check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
+
+from .errors import ConfigError
+
+_SCHEME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789+-.")
+
+
+@dataclass(frozen=True)
+class Address:
+    """One end of a link: the address text, whether this side binds, and its parts."""
+
+    text: str  # without the @/> prefix
+    bind: bool
+    scheme: str = field(init=False)
+    host: str = field(init=False)  # lower case, without [] around IPv6; '' if none
+    port: str = field(init=False)  # '' if none; '*' for an ephemeral port
+    path: str = field(init=False)
+    query: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        scheme, sep, rest = self.text.partition("://")
+        if not sep or not scheme or set(scheme) - _SCHEME_CHARS or not rest or " " in rest:
+            raise ConfigError(f"{self.text!r} is not a valid address: expected scheme://..., e.g."
+                              " tcp://host:5555, ipc:///path or redis://host:6379/0?stream=NAME")
+        parts = urlsplit(self.text.replace(":*", ":0", 1) if scheme == "tcp" else self.text)
+        try:
+            host = parts.hostname or ""
+            port = "" if parts.port is None else str(parts.port)
+        except ValueError as exc:  # a port that is not a number, or out of range
+            raise ConfigError(f"{self.text!r} is not a valid address: {exc}") from None
+        if scheme == "tcp" and rest.rsplit(":", 1)[-1] == "*":
+            port = "*"
+        for name, value in (("scheme", scheme), ("host", host), ("port", port),
+                            ("path", parts.path),
+                            ("query", dict(parse_qsl(parts.query, keep_blank_values=True)))):
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def parse(cls, text: str, bind_by_default: bool) -> Address:
+        """Read ``[@|>]scheme://...``; raise ConfigError naming what is wrong."""
+        if not isinstance(text, str) or not text:
+            raise ConfigError(f"address {text!r} is not a string such as tcp://host:5555")
+        if text[0] in "@>":
+            return cls(text[1:], text[0] == "@")
+        return cls(text, bind_by_default)
+
+    @property
+    def base(self) -> str:
+        """The address without its query (what a transport connects to)."""
+        return self.text.split("?", 1)[0]
+
+    def __str__(self) -> str:
+        return ("@" if self.bind else ">") + self.text

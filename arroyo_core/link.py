@@ -1,0 +1,185 @@
+"""The link step, written once for every transport: an :class:`OutputLink` is the
+Publisher that encodes, numbers and counts what it hands a transport's FrameSender; an
+:class:`InputLink` is the Listener that decodes, checks, counts and delivers what a
+FrameReceiver yields. The transport is chosen by the address's scheme
+(:mod:`arroyo_core.transport`)::
+
+    Runtime ──publish──> OutputLink ──frames──> FrameSender ~~wire~~ FrameReceiver
+                         (encode, seq, ledger)                          │
+    Runtime <──deliver── InputLink <──────────────frames, token─────────┘
+                         (decode, limits, lag, ledger, acknowledgements)
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections import deque
+from typing import Any
+
+from .address import Address
+from .components import Deliver, Listener, Publisher
+from .errors import ConfigError, DecodeError
+from .lag import LagWatch
+from .ledger import InputLedger, OutputLedger
+from .message import Message
+from .transport import Transport, transport_for
+from .wire import DEFAULT_LIMITS, Limits, decode, encode
+
+SENDER_ID_BYTES = 4  # random bytes in a sender id, after the process id
+
+
+def new_sender_id() -> str:
+    """A sender id that differs across restarts, so a restarted sender starts a new sequence."""
+    return f"{os.getpid():x}-{os.urandom(SENDER_ID_BYTES).hex()}"
+
+
+def _transport(address: str, options: dict[str, Any], output: bool,
+               ) -> tuple[Transport, Address, dict[str, Any], str]:
+    """The transport for ``address``, the parsed address, the transport's options (the
+    address's query, then ``options``) and the link's name for logs and the ledger."""
+    parsed = Address.parse(address, bind_by_default=output)
+    transport = transport_for(parsed)
+    options = {**parsed.query, **options}
+    name = transport.name(parsed, options)
+    return transport, parsed, options, f"{'output' if output else 'input'} {name}"
+
+
+class OutputLink(Publisher):
+    """Sends Arroyo messages to an address: ``@tcp://*:5555`` (ZeroMQ, bound),
+    ``>tcp://host:5555`` (connected), ``ipc:///path``, ``redis://host:6379/0?stream=NAME``
+    or any registered transport's scheme.
+
+    Every option goes to the transport (e.g. ``pattern``, ``hwm``, ``overflow`` for
+    ZeroMQ; see its sender's docstring); an option it does not know is a ConfigError.
+    """
+
+    def __init__(self, address: str, **options: Any) -> None:
+        transport, self.address, options, link = _transport(address, options, output=True)
+        self.ledger = OutputLedger(link)
+        try:
+            self.sender = transport.sender(self.address, options, link)
+        except TypeError as exc:
+            raise ConfigError(f"{link}: {exc}") from None
+        self.src = new_sender_id()
+        self.seq = 0
+        self._numbers_drops = self.sender.numbers_drops
+
+    def open(self) -> None:
+        self.sender.open()
+
+    def publish(self, message: Message) -> None:
+        kind = message.kind
+        if kind == "start":
+            self.sender.wait_for_peers()
+        frames = encode(message, src=self.src, seq=self.seq)
+        dropped = self.sender.send(frames, kind == "event")
+        if dropped is None:
+            self.seq += 1
+            self.ledger.sent += 1
+        else:
+            if self._numbers_drops:
+                self.seq += 1
+            self.ledger.drop(dropped)
+
+    def abandon(self) -> None:
+        self.sender.abandon()
+
+    def close(self) -> None:
+        self.sender.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.ledger.stats(), **self.sender.status(), "src": self.src}
+
+
+class InputLink(Listener):
+    """Receives Arroyo messages from an address (see :class:`OutputLink`; inputs connect
+    unless the address starts with ``@``).
+
+    Malformed messages are counted by reason and logged once; the valid ones around them
+    still arrive. Arrays are views on the received frames (no copy).
+
+    Parameters
+    ----------
+    max_message_bytes
+        Larger messages are rejected (counted as malformed, reason ``size``).
+    max_lag, on_lag
+        Report a link that falls further behind its sender than ``max_lag`` seconds (0:
+        off); with ``on_lag="disconnect"`` end the service instead (see
+        :mod:`arroyo_core.lag`).
+    options
+        For the transport (see its receiver's docstring).
+    """
+
+    def __init__(self, address: str, max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes,
+                 max_lag: float = 0.0, on_lag: str = "warn", **options: Any) -> None:
+        options["max_message_bytes"] = int(max_message_bytes)  # the transport's ceiling
+        transport, self.address, options, link = _transport(address, options, output=False)
+        self.ledger = InputLedger(link)
+        self.limits = Limits(max_message_bytes=int(max_message_bytes))
+        self.lag = LagWatch(link, float(max_lag), on_lag) if max_lag else None
+        try:
+            self.receiver = transport.receiver(self.address, options, link)
+        except TypeError as exc:
+            raise ConfigError(f"{link}: {exc}") from None
+        # Messages delivered and not yet handled, in delivery order, for a receiver that
+        # acknowledges: handled(m) acknowledges every token up to m's, since runtimes
+        # handle in delivery order and a queue's drop policy may skip some. Weak keys: a
+        # message dropped by the queue frees its entry.
+        self._serial = 0
+        self._inflight: deque[tuple[int, Any]] = deque()
+        self._serial_of: weakref.WeakKeyDictionary[Message, int] = weakref.WeakKeyDictionary()
+
+    def open(self) -> None:
+        self.receiver.open()
+
+    def start(self, deliver: Deliver) -> None:
+        ledger, limits, lag = self.ledger, self.limits, self.lag
+        acknowledges = self.receiver.acknowledges
+        for frames, token in self.receiver.receive(self.stop_requested):
+            try:
+                message, envelope = decode(frames, limits)
+            except DecodeError as exc:
+                ledger.reject(exc.reason, str(exc))
+                if acknowledges:
+                    self.receiver.acknowledge([token])  # out of the way: it never will parse
+                continue
+            if lag is not None:
+                lag.observe(envelope.time)  # may raise FallenBehindError: the service ends
+            if not ledger.observe(envelope.src, envelope.seq):
+                if acknowledges:
+                    self.receiver.acknowledge([token])  # a duplicate: handled before
+                continue
+            if acknowledges:
+                self._serial += 1
+                self._serial_of[message] = self._serial
+                self._inflight.append((self._serial, token))
+            deliver(message)
+
+    def handled(self, message: Message) -> None:
+        serial = self._serial_of.pop(message, None)
+        if serial is None:
+            return
+        inflight, done = self._inflight, []
+        while inflight and inflight[0][0] <= serial:
+            done.append(inflight.popleft()[1])
+        self.receiver.acknowledge(done)
+
+    def close(self) -> None:
+        self.receiver.close()
+
+    @property
+    def unhandled(self) -> int:
+        """Messages delivered and not yet handled (for acknowledging receivers)."""
+        return len(self._inflight)
+
+    def stats(self) -> dict[str, Any]:
+        stats = {**self.ledger.stats(), **self.receiver.status()}
+        if self.lag is not None:
+            stats.update(self.lag.stats())
+        return stats
+
+
+# The names the ZeroMQ links had before links were chosen by address; they take any address.
+ZmqPublisher = OutputLink
+ZmqListener = InputLink

@@ -1,0 +1,115 @@
+"""What a transport is: something that moves multipart frames, and nothing else.
+
+A transport is found by the scheme of a link's address (``tcp``, ``ipc``, ``redis``, ...)
+in the ``arroyo.transports`` entry-point group, exactly as a third-party one would be::
+
+    [project.entry-points."arroyo.transports"]
+    shm = "my_package.shm:SharedMemoryTransport"
+
+It makes a :class:`FrameSender` for an output address and a :class:`FrameReceiver` for an
+input one. Encoding, numbering, loss counting, byte counting, lag and limits are the link
+step's (:mod:`arroyo_core.link`), written once for every transport; a transport only
+moves bytes, and says when it could not.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Any
+
+from . import registry
+from .address import Address
+from .errors import ConfigError
+
+Frames = list[Any]  # a header frame, then one buffer per array (docs/protocol.md)
+
+
+class FrameSender(ABC):
+    """Sends whole multipart messages to one output address.
+
+    ``numbers_drops``: if true, a message this sender drops still takes a sequence number,
+    so receivers see the loss as a gap (for transports where the receiver may miss
+    messages the sender does not know of, like pub/sub); if false, drops are counted only
+    at the sender.
+    """
+
+    numbers_drops = False
+
+    def open(self) -> None:
+        """Bind, connect or open; raise ConfigError naming the address on failure."""
+
+    @abstractmethod
+    def send(self, frames: Frames, droppable: bool) -> str | None:
+        """Send one message. Return None once sent, or the reason it was dropped (only a
+        ``droppable`` message may be dropped by a policy; any may be when the sender was
+        abandoned at shutdown)."""
+
+    def wait_for_peers(self) -> None:
+        """Block until the peers a run should start with are there (before a Start)."""
+
+    def abandon(self) -> None:
+        """Give up on sends still waiting for a peer; safe to call from any thread."""
+
+    def close(self) -> None:
+        """Flush what was sent (within the transport's linger) and release everything."""
+
+    def status(self) -> dict[str, Any]:
+        """Transport-specific counters (connections, subscribers, budget) for the ledger."""
+        return {}
+
+
+class FrameReceiver(ABC):
+    """Receives whole multipart messages from one input address.
+
+    ``acknowledges``: if true, the transport keeps what it delivered until
+    :meth:`acknowledge` is called with its token (a durable queue such as a Redis stream).
+    """
+
+    acknowledges = False
+
+    def open(self) -> None:
+        """Bind, connect or open; raise ConfigError naming the address on failure."""
+
+    @abstractmethod
+    def receive(self, stop: threading.Event) -> Iterator[tuple[Frames, Any]]:
+        """Yield ``(frames, token)`` for each message until ``stop`` is set; survive outages
+        of the other side (log and retry). ``token`` identifies the message to
+        :meth:`acknowledge`; None when the transport does not acknowledge."""
+
+    def acknowledge(self, tokens: list[Any]) -> None:
+        """The link is done with these messages (handled, or rejected): forget them."""
+
+    def close(self) -> None:
+        """Release everything."""
+
+    def status(self) -> dict[str, Any]:
+        """Transport-specific counters (connections, outages) for the ledger."""
+        return {}
+
+
+class Transport(ABC):
+    """Makes senders and receivers for the address schemes it is registered under."""
+
+    @abstractmethod
+    def sender(self, address: Address, options: dict[str, Any], link: str) -> FrameSender:
+        """A sender for ``address``; ``options`` are the link's transport options (a
+        ConfigError names the ones it does not know); ``link`` names it in logs."""
+
+    @abstractmethod
+    def receiver(self, address: Address, options: dict[str, Any], link: str) -> FrameReceiver:
+        """A receiver for ``address``; as :meth:`sender`."""
+
+    def name(self, address: Address, options: dict[str, Any]) -> str:
+        """How logs and the ledger show the link (e.g. with a password hidden)."""
+        return str(address)
+
+
+def transport_for(address: Address) -> Transport:
+    """The registered transport for ``address``'s scheme (ConfigError if there is none)."""
+    schemes = registry.names("transport")
+    if address.scheme not in schemes:
+        raise ConfigError(f"address {address.text!r}: no transport for scheme "
+                          f"{address.scheme!r}; registered: {', '.join(schemes) or 'none'}")
+    return registry.resolve("transport", address.scheme)()
