@@ -14,9 +14,11 @@ moves bytes, and says when it could not.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import registry
@@ -24,6 +26,9 @@ from .address import Address
 from .errors import ConfigError
 
 Frames = list[Any]  # a header frame, then one buffer per array (docs/protocol.md)
+WAIT_LOG_S = 5.0  # how often a link still waiting for its peers says so
+
+log = logging.getLogger(__name__)
 
 
 class FrameSender(ABC):
@@ -113,3 +118,27 @@ def transport_for(address: Address) -> Transport:
         raise ConfigError(f"address {address.text!r}: no transport for scheme "
                           f"{address.scheme!r}; registered: {', '.join(schemes) or 'none'}")
     return registry.resolve("transport", address.scheme)()
+
+
+def wait_for_count(count: Callable[[], int], expected: int, timeout: float,
+                   pause: Callable[[], Any], cancelled: Callable[[], bool], link: str,
+                   what: str) -> bool:
+    """Call ``pause`` until ``count()`` reaches ``expected``; False on ``timeout`` (0:
+    never) or when ``cancelled()`` turns true. Says every WAIT_LOG_S that it waits, so a
+    run that does not start is never a mystery."""
+    began = next_log = time.monotonic()
+    while count() < expected:
+        now = time.monotonic()
+        if cancelled():
+            return False
+        if timeout and now - began >= timeout:
+            log.warning("%s: only %d of %d %s connected after %.1f s; starting the run "
+                        "anyway", link, count(), expected, what, timeout)
+            return False
+        if now >= next_log:
+            limit = f"{timeout:.0f} s" if timeout else "no time limit"
+            log.info("%s: waiting for %d %s before starting the run: %d connected (%s)",
+                     link, expected, what, count(), limit)
+            next_log = now + WAIT_LOG_S
+        pause()
+    return True

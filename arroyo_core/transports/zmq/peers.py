@@ -26,37 +26,13 @@ from typing import Any
 
 import zmq
 
+from ...transport import wait_for_count
 from .handoff import recorded_addresses
 
 log = logging.getLogger(__name__)
 
 _FAILED = {zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_AUTH,
            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL}
-WAIT_LOG_S = 5.0  # how often a link still waiting for its peers says so
-
-
-def wait_for_count(count: Callable[[], int], expected: int, timeout: float,
-                   pause: Callable[[], Any], cancelled: Callable[[], bool], link: str,
-                   what: str) -> bool:
-    """Call ``pause`` until ``count()`` reaches ``expected``; False on ``timeout`` (0:
-    never) or when ``cancelled()`` turns true. Says every WAIT_LOG_S that it waits, so a
-    run that does not start is never a mystery."""
-    began = next_log = time.monotonic()
-    while count() < expected:
-        now = time.monotonic()
-        if cancelled():
-            return False
-        if timeout and now - began >= timeout:
-            log.warning("%s: only %d of %d %s connected after %.1f s; starting the run "
-                        "anyway", link, count(), expected, what, timeout)
-            return False
-        if now >= next_log:
-            limit = f"{timeout:.0f} s" if timeout else "no time limit"
-            log.info("%s: waiting for %d %s before starting the run: %d connected (%s)",
-                     link, expected, what, count(), limit)
-            next_log = now + WAIT_LOG_S
-        pause()
-    return True
 
 
 class PeerTracker:

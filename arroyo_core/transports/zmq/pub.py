@@ -12,8 +12,7 @@ from typing import Any
 import zmq
 
 from ...address import Address
-from ...transport import Frames
-from .peers import wait_for_count
+from ...transport import Frames, wait_for_count
 from .push import PushSender
 from .sockets import POLL_MS
 
