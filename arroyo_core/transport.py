@@ -104,7 +104,9 @@ class Transport(ABC):
 
     @abstractmethod
     def receiver(self, address: Address, options: dict[str, Any], link: str) -> FrameReceiver:
-        """A receiver for ``address``; as :meth:`sender`."""
+        """A receiver for ``address``; as :meth:`sender`. ``options`` always holds
+        ``max_message_bytes``, the link's limit, so the receiver never allocates more
+        than the link would accept for one frame."""
 
     def name(self, address: Address, options: dict[str, Any]) -> str:
         """How logs and the ledger show the link (e.g. with a password hidden)."""
