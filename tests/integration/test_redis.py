@@ -275,6 +275,28 @@ def test_url_password_and_database_are_used_and_a_wrong_password_fails_at_open(r
         RedisPubSubPublisher("http://example.org", channel="c")
 
 
+def test_stream_outage_drop_drops_events_and_a_start_waits_until_abandoned(tmp_path):
+    server = RedisServer(tmp_path)  # a free port with nothing listening
+    publisher = RedisStreamPublisher(server.url(), stream="s", outage="drop", max_backoff=0.2)
+    publisher.open()  # no exception: it will keep trying
+    for frame in range(3):
+        publisher.publish(Event({"frame": frame}, {}))
+    assert publisher.stats()["dropped"] == {"redis unavailable": 3}
+    # A Start is not dropped by the policy (a lost one corrupts the run): it waits for
+    # Redis until the runtime abandons it at shutdown. Drops take no seq on a stream.
+    starting = threading.Thread(target=publisher.publish, args=(Start(),), daemon=True)
+    starting.start()
+    starting.join(0.5)  # (bounded: it must still be waiting, not be done)
+    assert starting.is_alive()
+    publisher.abandon()
+    starting.join(5)
+    assert not starting.is_alive()
+    stats = publisher.stats()
+    assert stats["dropped"] == {"redis unavailable": 3, "redis unavailable until shutdown": 1}
+    assert stats["sent"] == 0 and stats["next_seq"] == 0
+    publisher.close()
+
+
 def test_links_started_while_redis_is_down_count_and_then_connect(tmp_path, runtimes):
     skip_unless(shutil.which("redis-server") is not None, "redis-server is not installed")
     server = RedisServer(tmp_path)  # a free port with nothing listening yet
