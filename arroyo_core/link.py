@@ -12,6 +12,7 @@ FrameReceiver yields. The transport is chosen by the address's scheme
 
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 from collections import deque
@@ -27,6 +28,8 @@ from .transport import Transport, transport_for
 from .wire import DEFAULT_LIMITS, Limits, decode, encode
 
 SENDER_ID_BYTES = 4  # random bytes in a sender id, after the process id
+
+log = logging.getLogger(__name__)
 
 
 def new_sender_id() -> str:
@@ -89,7 +92,8 @@ class OutputLink(Publisher):
         self.sender.close()
 
     def stats(self) -> dict[str, Any]:
-        return {**self.ledger.stats(), **self.sender.status(), "src": self.src}
+        return {**self.ledger.stats(), **self.sender.status(), "src": self.src,
+                "next_seq": self.seq}
 
 
 class InputLink(Listener):
@@ -138,6 +142,8 @@ class InputLink(Listener):
         acknowledges = self.receiver.acknowledges
         for frames, token in self.receiver.receive(self.stop_requested):
             try:
+                if isinstance(frames, DecodeError):
+                    raise frames  # received, but the transport could not unpack it
                 message, envelope = decode(frames, limits)
             except DecodeError as exc:
                 ledger.reject(exc.reason, str(exc))
@@ -166,6 +172,10 @@ class InputLink(Listener):
         self.receiver.acknowledge(done)
 
     def close(self) -> None:
+        if self._inflight:
+            log.warning("%s: %d messages were delivered but not handled; they stay "
+                        "unacknowledged and will be delivered again", self.ledger.link,
+                        len(self._inflight))
         self.receiver.close()
 
     @property
@@ -175,6 +185,8 @@ class InputLink(Listener):
 
     def stats(self) -> dict[str, Any]:
         stats = {**self.ledger.stats(), **self.receiver.status()}
+        if self.receiver.acknowledges:
+            stats["unhandled"] = len(self._inflight)
         if self.lag is not None:
             stats.update(self.lag.stats())
         return stats

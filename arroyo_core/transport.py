@@ -23,7 +23,7 @@ from typing import Any
 
 from . import registry
 from .address import Address
-from .errors import ConfigError
+from .errors import ConfigError, DecodeError
 
 Frames = list[Any]  # a header frame, then one buffer per array (docs/protocol.md)
 WAIT_LOG_S = 5.0  # how often a link still waiting for its peers says so
@@ -48,8 +48,9 @@ class FrameSender(ABC):
     @abstractmethod
     def send(self, frames: Frames, droppable: bool) -> str | None:
         """Send one message. Return None once sent, or the reason it was dropped (only a
-        ``droppable`` message may be dropped by a policy; any may be when the sender was
-        abandoned at shutdown)."""
+        ``droppable`` message may be dropped by a policy, unless the sender
+        ``numbers_drops``: receivers then see any loss; any may be dropped when the sender
+        was abandoned at shutdown, or when the other side refused it)."""
 
     def wait_for_peers(self) -> None:
         """Block until the peers a run should start with are there (before a Start)."""
@@ -78,10 +79,12 @@ class FrameReceiver(ABC):
         """Bind, connect or open; raise ConfigError naming the address on failure."""
 
     @abstractmethod
-    def receive(self, stop: threading.Event) -> Iterator[tuple[Frames, Any]]:
+    def receive(self, stop: threading.Event) -> Iterator[tuple[Frames | DecodeError, Any]]:
         """Yield ``(frames, token)`` for each message until ``stop`` is set; survive outages
         of the other side (log and retry). ``token`` identifies the message to
-        :meth:`acknowledge`; None when the transport does not acknowledge."""
+        :meth:`acknowledge`; None when the transport does not acknowledge. In place of
+        ``frames``, a DecodeError says that a message came that the transport could not
+        unpack into frames (the link step counts it as malformed)."""
 
     def acknowledge(self, tokens: list[Any]) -> None:
         """The link is done with these messages (handled, or rejected): forget them."""

@@ -3,15 +3,16 @@
 Both hops are two processes around a redis-server this script starts (on a free port, no
 persistence, in a temporary directory):
 
-- Arroyo: a child process publishes Events with :class:`RedisStreamPublisher` (XADD with
-  ``MAXLEN ~``); this process reads them with :class:`RedisStreamListener` (XREADGROUP, XACK
-  after handling) inside a real :class:`Runtime`, as a listener service does, and times
-  them in its sink.
+- Arroyo: a child process publishes Events with an :class:`OutputLink` to
+  ``redis://...?stream=NAME`` (XADD with ``MAXLEN ~``); this process reads them with an
+  :class:`InputLink` from ``redis://...?stream=NAME&group=bench`` (XREADGROUP, XACK after
+  handling) inside a real :class:`Runtime`, as an operator service does, and times them in
+  its sink.
 - bare redis-py: a child process XADDs ``{h: header, a0: array}`` (the same bytes and the
   same MAXLEN); this process XREADGROUPs them with the same COUNT, XACKs each batch with
   the next read (pipelined), and makes each array a numpy view. It runs twice: with
   ``redis.Redis.from_url(url)`` and redis-py's defaults ("bare"), and with the client
-  options Arroyo's links use (``redis_link.client_options()``: among others a command
+  options Arroyo's links use (``connection.client_options()``: among others a command
   packer that hands megabyte arrays to the socket uncopied, where redis-py's hiredis
   packer copies them twice) ("bare, tuned"), so the table separates what Arroyo adds per
   message from what its client settings save.
@@ -41,20 +42,17 @@ import numpy as np
 import redis
 
 from arroyo_core.components import Publisher
+from arroyo_core.link import InputLink, OutputLink
 from arroyo_core.message import Event, Message, Stop
 from arroyo_core.operators import PassThrough
 from arroyo_core.runtime import Runtime
-from arroyo_core.transports.redis.links import (
-    RedisStreamListener,
-    RedisStreamPublisher,
-    client_options,
-)
+from arroyo_core.transports.redis.connection import client_options
 from arroyo_core.wire import encode
 from services.processes import free_port
 
 DTYPE = np.dtype("uint16")
 RING = 4  # pre-made source frames, as SimulatedDetector keeps
-BATCH_BYTES = 8 * 2**20  # RedisStreamListener's default read size target
+BATCH_BYTES = 8 * 2**20  # the stream receiver's default read size target
 MAXLEN = 200_000
 MODES = ["arroyo", "bare", "bare-tuned"]
 
@@ -71,7 +69,7 @@ def ring(shape: tuple[int, ...]) -> list[np.ndarray]:
 
 
 def read_count(nbytes: int) -> int:
-    """The COUNT RedisStreamListener settles on for entries of ``nbytes``."""
+    """The COUNT the stream receiver settles on for entries of ``nbytes``."""
     return max(1, min(64, BATCH_BYTES // nbytes))
 
 
@@ -84,7 +82,7 @@ def bare_client(url: str, tuned: bool) -> redis.Redis:
 def produce(mode: str, url: str, stream: str, shape: tuple[int, ...], count: int) -> None:
     frames = ring(shape)
     if mode == "arroyo":
-        publisher = RedisStreamPublisher(url, stream=stream, maxlen=MAXLEN)
+        publisher = OutputLink(f"{url}?stream={stream}&maxlen={MAXLEN}")
         publisher.open()
         for index in range(count):
             publisher.publish(Event({"frame": index}, {"image": frames[index % RING]}))
@@ -138,7 +136,7 @@ def start_producer(mode: str, url: str, stream: str, size: int, count: int,
 def run_arroyo(url: str, stream: str, size: int, count: int) -> dict[str, Any]:
     shape = SIZES[size][1]
     sink = TimingSink()
-    listener = RedisStreamListener(url, stream=stream, group="bench", consumer="c1")
+    listener = InputLink(f"{url}?stream={stream}&group=bench&consumer=c1")
     runtime = Runtime(listener, PassThrough(), [sink])
     runtime.open()
     thread = threading.Thread(target=runtime.run, daemon=True)

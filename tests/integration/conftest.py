@@ -1,15 +1,16 @@
 """Fixtures for the integration tests: in-process senders and receivers on real sockets,
-and real supervisord runs."""
+real supervisord runs, and a real redis-server."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from deploy_support import Supervisor
-from harness import Receiver
+from harness import Receiver, skip_unless
 
 from arroyo_core.link import ZmqPublisher
 
@@ -58,3 +59,34 @@ def supervisor(tmp_path) -> Iterator[Callable[[Path], Supervisor]]:
     yield start
     for item in started:
         item.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[Any]:
+    """A fresh redis-server (password, AOF) on a free port (redis_support.RedisServer);
+    stopped at teardown. Request it before ``service`` so that services stop while Redis
+    is still there."""
+    skip_unless(shutil.which("redis-server") is not None, "redis-server is not installed")
+    from redis_support import RedisServer  # (needs redis-py, which the tests import first)
+
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def feeder() -> Iterator[Callable[..., Any]]:
+    """Factory of redis_support.Feeders binding a PUSH socket; halted and closed at
+    teardown."""
+    from redis_support import Feeder
+
+    made: list[Feeder] = []
+
+    def make(address: str, frames: int, rate: float) -> Feeder:
+        made.append(Feeder(address, frames, rate))
+        return made[-1]
+
+    yield make
+    for item in made:
+        item.close()
