@@ -10,21 +10,25 @@ import logging
 from collections import Counter
 from typing import Any
 
+from .gaps import MAX_RANGES, GapCounter
+
+__all__ = ["MAX_RANGES", "InputLedger", "OutputLedger"]
+
 log = logging.getLogger(__name__)
 
-MAX_RANGES = 32  # missing ranges kept per sender; the count is always exact
 
+class _SenderGaps(GapCounter):
+    """One sender's sequence numbers as a link saw them: it logs each gap."""
 
-class _SenderTrack:
-    __slots__ = ("next_seq", "received", "missing", "duplicates", "ranges", "first_seq")
+    __slots__ = ("link", "src")
 
-    def __init__(self) -> None:
-        self.first_seq = 0  # > 0: this link joined the sender late (or restarted)
-        self.next_seq = 0
-        self.received = 0
-        self.missing = 0
-        self.duplicates = 0
-        self.ranges: list[list[int]] = []
+    def __init__(self, link: str, src: str) -> None:
+        super().__init__(start=None)  # a link joining a sender mid-stream has lost nothing
+        self.link = link
+        self.src = src
+
+    def skipped(self, first: int, last: int) -> None:
+        log.warning("%s: lost messages %d..%d from sender %s", self.link, first, last, self.src)
 
 
 class InputLedger:
@@ -32,33 +36,22 @@ class InputLedger:
 
     def __init__(self, link: str) -> None:
         self.link = link
-        self.senders: dict[str, _SenderTrack] = {}
+        self.senders: dict[str, GapCounter] = {}
         self.malformed: Counter[str] = Counter()
-        self.received = 0
 
     def observe(self, src: str, seq: int) -> bool:
         """Record one message; return False if it is a duplicate (already seen)."""
         track = self.senders.get(src)
         if track is None:
-            track = self.senders[src] = _SenderTrack()
-            track.next_seq = track.first_seq = seq  # joining mid-stream: not this link's loss
+            track = self.senders[src] = _SenderGaps(self.link, src)
             if seq:
                 log.info("%s: first message from sender %s has seq %d", self.link, src, seq)
-        if seq == track.next_seq:
-            track.next_seq = seq + 1
-        elif seq > track.next_seq:
-            gap = [track.next_seq, seq - 1]
-            track.missing += seq - track.next_seq
-            if len(track.ranges) < MAX_RANGES:
-                track.ranges.append(gap)
-            log.warning("%s: lost messages %d..%d from sender %s", self.link, gap[0], gap[1], src)
-            track.next_seq = seq + 1
-        else:
-            track.duplicates += 1
-            return False
-        track.received += 1
-        self.received += 1
-        return True
+        return track.observe(seq) >= 0
+
+    @property
+    def received(self) -> int:
+        """Messages received once (duplicates are not)."""
+        return sum(track.seen for track in list(self.senders.values()))
 
     def reject(self, reason: str, detail: str) -> None:
         """Count a malformed message; log the first of each reason with what was wrong."""
@@ -68,17 +61,18 @@ class InputLedger:
                       "only counted", self.link, detail)
 
     def stats(self) -> dict[str, Any]:
+        senders = list(self.senders.items())
         return {
             "link": self.link,
-            "received": self.received,
-            "missing": sum(t.missing for t in self.senders.values()),
-            "duplicates": sum(t.duplicates for t in self.senders.values()),
+            "received": sum(t.seen for _, t in senders),
+            "missing": sum(t.missing for _, t in senders),
+            "duplicates": sum(t.duplicates for _, t in senders),
             "malformed": dict(self.malformed),
-            "senders": {src: {"received": t.received, "first_seq": t.first_seq,
-                              "next_seq": t.next_seq,
+            "senders": {src: {"received": t.seen, "first_seq": t.first or 0,
+                              "next_seq": t.expected or 0,
                               "missing": t.missing, "missing_ranges": t.ranges,
                               "duplicates": t.duplicates}
-                        for src, t in self.senders.items()},
+                        for src, t in senders},
         }
 
 

@@ -17,6 +17,12 @@ class Message:
     meta: dict[str, Any] = field(default_factory=dict)
     kind = "message"
 
+    @property
+    def nbytes(self) -> int:
+        """Payload bytes the message holds: what bounds a queue and what a sink's rate
+        counts (the header is small and not counted; only an Event has a payload)."""
+        return 0
+
 
 @dataclass(eq=False)
 class Start(Message):
@@ -35,6 +41,11 @@ class Event(Message):
 
     payload: dict[str, Payload] = field(default_factory=dict)
     kind = "event"
+
+    @property
+    def nbytes(self) -> int:
+        return sum(v.nbytes if hasattr(v, "nbytes") else memoryview(v).nbytes
+                   for v in self.payload.values())
 
 
 @dataclass(eq=False)

@@ -19,14 +19,6 @@ POLICIES = ("block", "drop-newest", "drop-oldest", "keep-latest")
 BATCH_BYTES = 2**20  # payload bytes get_many hands out at once (beyond the bounds)
 
 
-def message_nbytes(message: Message) -> int:
-    """Payload bytes a message holds (headers are small and not counted)."""
-    if not isinstance(message, Event):
-        return 0
-    return sum(memoryview(v).nbytes if not hasattr(v, "nbytes") else v.nbytes
-               for v in message.payload.values())
-
-
 class MessageQueue:
     """Thread-safe FIFO between a receiving thread and a processing thread.
 
@@ -72,7 +64,7 @@ class MessageQueue:
         return False
 
     def put(self, item: Any) -> None:
-        size = message_nbytes(item) if isinstance(item, Message) else 0
+        size = item.nbytes if isinstance(item, Message) else 0
         with self._cond:
             droppable = isinstance(item, Event)
             while self._full(size) and droppable:

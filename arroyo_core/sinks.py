@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from .components import Publisher
+from .gaps import GapCounter
 from .message import Event, Message, Start, Stop
-from .queues import message_nbytes
 
 log = logging.getLogger(__name__)
 
@@ -27,23 +27,17 @@ class RunTally:
         self.run = run
         self.frames = 0
         self.bytes = 0
-        self.missing = 0
-        self.duplicates = 0
-        self.next_frame = 0
+        self.gaps = GapCounter(start=0)  # a run's frames count from 0: joining late loses some
         self.began = time.monotonic()
         self.ended: float | None = None
         self.frames_sent: int | None = None
 
     def count(self, event: Event) -> None:
         self.frames += 1
-        self.bytes += message_nbytes(event)
+        self.bytes += event.nbytes
         frame = event.meta.get("frame")
         if isinstance(frame, int):
-            if frame > self.next_frame:
-                self.missing += frame - self.next_frame
-            elif frame < self.next_frame:
-                self.duplicates += 1
-            self.next_frame = max(self.next_frame, frame + 1)
+            self.gaps.observe(frame)
 
     def finish(self, stop: Stop) -> None:
         self.ended = time.monotonic()
@@ -52,13 +46,15 @@ class RunTally:
 
     def summary(self) -> dict[str, Any]:
         seconds = max((self.ended or time.monotonic()) - self.began, 1e-9)
-        lost = self.missing
+        gaps = self.gaps
+        lost = gaps.missing
         if self.frames_sent is not None:  # also counts frames lost after the last received
-            lost = self.frames_sent - (self.frames - self.duplicates)
+            lost = self.frames_sent - (self.frames - gaps.duplicates)
         return {"run": self.run, "frames": self.frames, "bytes": self.bytes,
-                "frames_sent": self.frames_sent, "lost": lost, "duplicates": self.duplicates,
-                "seconds": seconds, "frames_per_s": self.frames / seconds,
-                "mb_per_s": self.bytes / seconds / 1e6, "complete": self.ended is not None}
+                "frames_sent": self.frames_sent, "lost": lost, "duplicates": gaps.duplicates,
+                "missing_ranges": [list(r) for r in gaps.ranges], "seconds": seconds,
+                "frames_per_s": self.frames / seconds, "mb_per_s": self.bytes / seconds / 1e6,
+                "complete": self.ended is not None}
 
 
 class StatsSink(Publisher):

@@ -19,7 +19,6 @@ from typing import IO, Any
 import numpy as np
 
 from .components import Publisher
-from .ledger import MAX_RANGES
 from .message import Event, Message, Start, Stop
 from .sinks import RunTally
 
@@ -38,19 +37,16 @@ def payload_crc32(event: Event) -> int:
 
 
 class CheckedRun(RunTally):
-    """A run's tally plus the missing frame ranges and the frames that failed their CRC."""
+    """A run's tally plus the frames that failed their CRC."""
 
     def __init__(self, run: Any) -> None:
         super().__init__(run)
-        self.ranges: list[list[int]] = []
         self.corrupt = 0
         self.checked = 0
 
     def check(self, event: Event) -> bool:
-        frame = event.meta.get("frame")
-        if isinstance(frame, int) and frame > self.next_frame and len(self.ranges) < MAX_RANGES:
-            self.ranges.append([self.next_frame, frame - 1])
         self.count(event)
+        frame = event.meta.get("frame")
         expected = event.meta.get("crc32")
         if not isinstance(expected, int):
             return True
@@ -64,8 +60,7 @@ class CheckedRun(RunTally):
         return False
 
     def summary(self) -> dict[str, Any]:
-        return {**super().summary(), "missing_ranges": self.ranges, "corrupt": self.corrupt,
-                "crc_checked": self.checked}
+        return {**super().summary(), "corrupt": self.corrupt, "crc_checked": self.checked}
 
 
 class VerifyingSink(Publisher):

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from arroyo_core import ConfigError, Event, MessageQueue, Start, Stop
-from arroyo_core.queues import message_nbytes
 
 
 def event(n: int, nbytes: int = 8) -> Event:
@@ -28,9 +27,9 @@ def numbers(items) -> list:
 
 
 def test_message_nbytes_counts_payload_only():
-    assert message_nbytes(Start({"big": "x" * 1000})) == 0
+    assert Start({"big": "x" * 1000}).nbytes == 0
     payload = {"a": np.zeros((2, 3), "<f8"), "b": b"12345", "c": memoryview(bytearray(7))}
-    assert message_nbytes(Event({}, payload)) == 48 + 5 + 7
+    assert Event({}, payload).nbytes == 48 + 5 + 7
 
 
 def test_fifo_order_and_get_timeout():
