@@ -60,5 +60,14 @@ class Address:
         """The address without its query (what a transport connects to)."""
         return self.text.split("?", 1)[0]
 
+    @property
+    def shown(self) -> str:
+        """The address as logs and status show it: ``@``/``>`` first, a password hidden."""
+        text = self.text
+        password = urlsplit(text).password if "@" in text else None
+        if password:
+            text = text.replace(f":{password}@", ":***@", 1)
+        return ("@" if self.bind else ">") + text
+
     def __str__(self) -> str:
         return ("@" if self.bind else ">") + self.text

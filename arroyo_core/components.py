@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .message import Event, Message, Start, Stop
+from .status import LinkStatus
 
 Deliver = Callable[[Message], None]
 Results = Message | Iterable[Message] | None
@@ -52,8 +53,14 @@ class Listener(ABC):
     def close(self) -> None:
         """Release what :meth:`open` acquired."""
 
+    def status(self) -> LinkStatus:
+        """This input's status record; by default made from :meth:`stats` (see
+        :meth:`LinkStatus.from_stats <arroyo_core.status.LinkStatus.from_stats>`)."""
+        return LinkStatus.from_stats(self.stats(), "input", type(self).__name__)
+
     def stats(self) -> dict[str, Any]:
-        """Counters for the loss ledger."""
+        """Counters for the loss ledger, as plain data (``link`` names the part); a
+        plug-in that has typed counters overrides :meth:`status` instead."""
         return {}
 
 
@@ -73,8 +80,14 @@ class Publisher(ABC):
     def close(self) -> None:
         """Flush and release what :meth:`open` acquired."""
 
+    def status(self) -> LinkStatus:
+        """This output's status record; by default made from :meth:`stats` (see
+        :meth:`LinkStatus.from_stats <arroyo_core.status.LinkStatus.from_stats>`)."""
+        return LinkStatus.from_stats(self.stats(), "output", type(self).__name__)
+
     def stats(self) -> dict[str, Any]:
-        """Counters for the loss ledger."""
+        """Counters for the loss ledger, as plain data (``link`` names the part); a
+        plug-in that has typed counters overrides :meth:`status` instead."""
         return {}
 
 

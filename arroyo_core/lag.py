@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from .errors import ConfigError, FallenBehindError
+from .status import LagStatus
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,6 @@ class LagWatch:
             log.warning("%s: falling behind its sender: %.2f s late (max_lag %.2f s); %d late "
                         "message(s) so far", self.link, lag, self.max_lag, self.late)
 
-    def stats(self) -> dict[str, Any]:
-        return {"lag": round(self.lag, 6), "max_lag": self.max_lag, "late": self.late,
-                "worst_lag": round(self.worst, 6)}
+    def status(self) -> LagStatus:
+        return LagStatus(lag=round(self.lag, 6), max_lag=self.max_lag, late=self.late,
+                         worst_lag=round(self.worst, 6))

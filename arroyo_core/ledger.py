@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 from .gaps import MAX_RANGES, GapCounter
+from .status import LinkStatus, SenderStatus
 
 __all__ = ["MAX_RANGES", "InputLedger", "OutputLedger"]
 
@@ -60,20 +61,24 @@ class InputLedger:
             log.error("%s: rejected a malformed message (%s); further ones of this kind are "
                       "only counted", self.link, detail)
 
+    def status(self, **fields: Any) -> LinkStatus:
+        """The link's record with these counters; ``fields`` give the rest."""
+        senders = {src: SenderStatus(received=t.seen, first_seq=t.first or 0,
+                                     next_seq=t.expected or 0, missing=t.missing,
+                                     missing_ranges=[list(r) for r in t.ranges],
+                                     duplicates=t.duplicates)
+                   for src, t in list(self.senders.items())}
+        return LinkStatus(name=self.link, direction="input",
+                          received=sum(s.received for s in senders.values()),
+                          missing=sum(s.missing for s in senders.values()),
+                          duplicates=sum(s.duplicates for s in senders.values()),
+                          malformed=dict(self.malformed), senders=senders, **fields)
+
     def stats(self) -> dict[str, Any]:
-        senders = list(self.senders.items())
-        return {
-            "link": self.link,
-            "received": sum(t.seen for _, t in senders),
-            "missing": sum(t.missing for _, t in senders),
-            "duplicates": sum(t.duplicates for _, t in senders),
-            "malformed": dict(self.malformed),
-            "senders": {src: {"received": t.seen, "first_seq": t.first or 0,
-                              "next_seq": t.expected or 0,
-                              "missing": t.missing, "missing_ranges": t.ranges,
-                              "duplicates": t.duplicates}
-                        for src, t in senders},
-        }
+        record = self.status()
+        return {"link": self.link, "received": record.received, "missing": record.missing,
+                "duplicates": record.duplicates, "malformed": record.malformed,
+                "senders": {src: s.to_dict() for src, s in record.senders.items()}}
 
 
 class OutputLedger:
@@ -89,6 +94,11 @@ class OutputLedger:
         if self.dropped[reason] == 1:
             log.warning("%s: dropped a message (%s); further drops are only counted",
                         self.link, reason)
+
+    def status(self, **fields: Any) -> LinkStatus:
+        """The link's record with these counters; ``fields`` give the rest."""
+        return LinkStatus(name=self.link, direction="output", sent=self.sent,
+                          dropped=dict(self.dropped), **fields)
 
     def stats(self) -> dict[str, Any]:
         return {"link": self.link, "sent": self.sent, "dropped": dict(self.dropped)}

@@ -24,6 +24,7 @@ from .errors import ConfigError, DecodeError
 from .lag import LagWatch
 from .ledger import InputLedger, OutputLedger
 from .message import Message
+from .status import LinkStatus
 from .transport import Transport, transport_for
 from .wire import DEFAULT_LIMITS, Limits, decode, encode
 
@@ -91,9 +92,13 @@ class OutputLink(Publisher):
     def close(self) -> None:
         self.sender.close()
 
+    def status(self) -> LinkStatus:
+        record = self.ledger.status(address=self.address.shown, scheme=self.address.scheme,
+                                    src=self.src, next_seq=self.seq)
+        return record.with_transport(self.sender.status())
+
     def stats(self) -> dict[str, Any]:
-        return {**self.ledger.stats(), **self.sender.status(), "src": self.src,
-                "next_seq": self.seq}
+        return self.status().to_dict()
 
 
 class InputLink(Listener):
@@ -183,13 +188,15 @@ class InputLink(Listener):
         """Messages delivered and not yet handled (for acknowledging receivers)."""
         return len(self._inflight)
 
+    def status(self) -> LinkStatus:
+        lag = self.lag.status() if self.lag is not None else None
+        unhandled = len(self._inflight) if self.receiver.acknowledges else None
+        record = self.ledger.status(address=self.address.shown, scheme=self.address.scheme,
+                                    lag=lag, unhandled=unhandled)
+        return record.with_transport(self.receiver.status())
+
     def stats(self) -> dict[str, Any]:
-        stats = {**self.ledger.stats(), **self.receiver.status()}
-        if self.receiver.acknowledges:
-            stats["unhandled"] = len(self._inflight)
-        if self.lag is not None:
-            stats.update(self.lag.stats())
-        return stats
+        return self.status().to_dict()
 
 
 # The names the ZeroMQ links had before links were chosen by address; they take any address.

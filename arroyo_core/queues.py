@@ -14,6 +14,7 @@ from typing import Any
 from .errors import ConfigError
 from .ledger import OutputLedger
 from .message import Event, Message
+from .status import QueueStatus
 
 POLICIES = ("block", "drop-newest", "drop-oldest", "keep-latest")
 BATCH_BYTES = 2**20  # payload bytes get_many hands out at once (beyond the bounds)
@@ -117,6 +118,10 @@ class MessageQueue:
     def __len__(self) -> int:
         return len(self._items)
 
+    def status(self) -> QueueStatus:
+        return QueueStatus(name=self.ledger.link, policy=self.policy, max_items=self.max_items,
+                           max_bytes=self.max_bytes, depth=len(self._items), bytes=self._bytes,
+                           sent=self.ledger.sent, dropped=dict(self.ledger.dropped))
+
     def stats(self) -> dict[str, Any]:
-        return {**self.ledger.stats(), "depth": len(self._items), "bytes": self._bytes,
-                "policy": self.policy}
+        return self.status().to_dict()

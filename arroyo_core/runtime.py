@@ -18,6 +18,7 @@ from typing import Any
 from .components import Listener, Operator, Publisher, as_operator, iter_results
 from .message import Message
 from .queues import MessageQueue
+from .status import OperatorStatus, ServiceStatus
 
 log = logging.getLogger(__name__)
 
@@ -198,14 +199,16 @@ class Runtime:
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(awaitable)
 
+    def status(self) -> ServiceStatus:
+        """The service's status record, made from its parts: every link's counters, the
+        queue and the operator (see :mod:`arroyo_core.status`)."""
+        return ServiceStatus(
+            uptime=time.monotonic() - self._started, ready=self.ready.is_set(),
+            input=self.listener.status(), queue=self.queue.status(),
+            operator=OperatorStatus(type=type(self.operator).__name__,
+                                    processed=self.processed, errors=dict(self.errors)),
+            outputs=[publisher.status() for publisher in self.publishers])
+
     def stats(self) -> dict[str, Any]:
-        """The service's ledger: every link's counters, the queue and the operator."""
-        return {
-            "uptime": time.monotonic() - self._started,
-            "ready": self.ready.is_set(),
-            "input": self.listener.stats(),
-            "queue": self.queue.stats(),
-            "operator": {"type": type(self.operator).__name__, "processed": self.processed,
-                         "errors": dict(self.errors)},
-            "outputs": [p.stats() for p in self.publishers],
-        }
+        """:meth:`status` as plain data (msgpack- and JSON-safe), for the status server."""
+        return self.status().to_dict()

@@ -14,6 +14,7 @@ import numpy as np
 from .components import Publisher
 from .gaps import GapCounter
 from .message import Event, Message, Start, Stop
+from .status import LinkStatus, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +45,17 @@ class RunTally:
         sent = stop.meta.get("frames_sent")
         self.frames_sent = sent if isinstance(sent, int) else None
 
-    def summary(self) -> dict[str, Any]:
+    def status(self) -> RunStatus:
         seconds = max((self.ended or time.monotonic()) - self.began, 1e-9)
         gaps = self.gaps
         lost = gaps.missing
         if self.frames_sent is not None:  # also counts frames lost after the last received
             lost = self.frames_sent - (self.frames - gaps.duplicates)
-        return {"run": self.run, "frames": self.frames, "bytes": self.bytes,
-                "frames_sent": self.frames_sent, "lost": lost, "duplicates": gaps.duplicates,
-                "missing_ranges": [list(r) for r in gaps.ranges], "seconds": seconds,
-                "frames_per_s": self.frames / seconds, "mb_per_s": self.bytes / seconds / 1e6,
-                "complete": self.ended is not None}
+        return RunStatus(run=self.run, frames=self.frames, bytes=self.bytes,
+                         frames_sent=self.frames_sent, lost=lost, duplicates=gaps.duplicates,
+                         missing_ranges=[list(r) for r in gaps.ranges], seconds=seconds,
+                         frames_per_s=self.frames / seconds,
+                         mb_per_s=self.bytes / seconds / 1e6, complete=self.ended is not None)
 
 
 class StatsSink(Publisher):
@@ -85,20 +86,24 @@ class StatsSink(Publisher):
                 self.current.count(message)
             elif isinstance(message, Stop):
                 self.current.finish(message)
-                log.info("run summary: %s", _line(self.current.summary()))
+                log.info("run summary: %s", _line(self.current.status()))
         if self.interval and time.monotonic() - self._last_log >= self.interval:
             self._last_log = time.monotonic()
             if self.current is not None:
-                log.info("progress: %s", _line(self.current.summary()))
+                log.info("progress: %s", _line(self.current.status()))
+
+    def status(self) -> LinkStatus:
+        with self._lock:
+            runs = [r.status() for r in self.runs]
+        return LinkStatus(name="stats sink", direction="output", kind="sink", runs=runs)
 
     def stats(self) -> dict[str, Any]:
-        with self._lock:
-            return {"link": "stats sink", "runs": [r.summary() for r in self.runs]}
+        return self.status().to_dict()
 
 
-def _line(summary: dict[str, Any]) -> str:
-    return (f"{summary['frames']} frames, {summary['frames_per_s']:.0f} frames/s, "
-            f"{summary['mb_per_s']:.1f} MB/s, lost {summary['lost']}")
+def _line(run: RunStatus) -> str:
+    return (f"{run.frames} frames, {run.frames_per_s:.0f} frames/s, {run.mb_per_s:.1f} MB/s, "
+            f"lost {run.lost}")
 
 
 class HDF5Sink(Publisher):
@@ -165,8 +170,12 @@ class HDF5Sink(Publisher):
     def close(self) -> None:
         self._close_file()
 
+    def status(self) -> LinkStatus:
+        return LinkStatus(name=f"hdf5 {self.directory}", direction="output", kind="sink",
+                          sent=self.written)
+
     def stats(self) -> dict[str, Any]:
-        return {"link": f"hdf5 {self.directory}", "sent": self.written}
+        return self.status().to_dict()
 
 
 def _set_attrs(attrs: Any, meta: dict[str, Any]) -> None:
@@ -186,5 +195,9 @@ class CollectingSink(Publisher):
     def publish(self, message: Message) -> None:
         self.messages.append(message)
 
+    def status(self) -> LinkStatus:
+        return LinkStatus(name="collecting sink", direction="output", kind="sink",
+                          sent=len(self.messages))
+
     def stats(self) -> dict[str, Any]:
-        return {"link": "collecting sink", "sent": len(self.messages)}
+        return self.status().to_dict()

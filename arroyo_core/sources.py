@@ -12,6 +12,7 @@ import numpy as np
 
 from .components import Deliver, Listener
 from .message import Event, Message, Start, Stop
+from .status import LinkStatus
 
 
 class SimulatedDetector(Listener):
@@ -87,8 +88,12 @@ class SimulatedDetector(Listener):
                       "aborted": index < self.frames,
                       "seconds": time.monotonic() - began}))
 
+    def status(self) -> LinkStatus:
+        return LinkStatus(name="simulated detector", direction="input", kind="source",
+                          sent=self.sent)
+
     def stats(self) -> dict[str, Any]:
-        return {"link": "simulated detector", "sent": self.sent}
+        return self.status().to_dict()
 
 
 class MemoryListener(Listener):

@@ -21,6 +21,7 @@ import numpy as np
 from .components import Publisher
 from .message import Event, Message, Start, Stop
 from .sinks import RunTally
+from .status import LinkStatus, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,10 @@ class CheckedRun(RunTally):
                       "only counted", self.run, frame)
         return False
 
-    def summary(self) -> dict[str, Any]:
-        return {**super().summary(), "corrupt": self.corrupt, "crc_checked": self.checked}
+    def status(self) -> RunStatus:
+        status = super().status()
+        status.corrupt, status.crc_checked = self.corrupt, self.checked
+        return status
 
 
 class VerifyingSink(Publisher):
@@ -101,19 +104,20 @@ class VerifyingSink(Publisher):
                 self.current.finish(message)
                 if self._record is not None:
                     self._record.flush()
-                summary = self.current.summary()
+                run = self.current.status()
                 log.info("run %s verified: %d of %s frames, lost %s %s, %d duplicated, "
-                         "%d corrupt", summary["run"], summary["frames"],
-                         summary["frames_sent"], summary["lost"], summary["missing_ranges"],
-                         summary["duplicates"], summary["corrupt"])
+                         "%d corrupt", run.run, run.frames, run.frames_sent, run.lost,
+                         run.missing_ranges, run.duplicates, run.corrupt)
 
     def close(self) -> None:
         if self._record is not None:
             self._record.close()
             self._record = None
 
-    def stats(self) -> dict[str, Any]:
+    def status(self) -> LinkStatus:
         with self._lock:
-            runs = [r.summary() for r in self.runs]
-        return {"link": "verifying sink", "runs": runs,
-                "corrupt": sum(r["corrupt"] for r in runs)}
+            runs = [r.status() for r in self.runs]
+        return LinkStatus(name="verifying sink", direction="output", kind="sink", runs=runs)
+
+    def stats(self) -> dict[str, Any]:
+        return self.status().to_dict()

@@ -149,6 +149,7 @@ def status(endpoints: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Print the loss ledger of the services whose status sockets are at ENDPOINTS: give
     every service of a chain to see, per link, what was received, missed (with the missing
     ranges), duplicated, malformed, sent and dropped, and per hop what went unaccounted."""
+    from arroyo_core.status import ServiceStatus
     from services.status_server import query_status
 
     from .ledger_table import render
@@ -156,13 +157,13 @@ def status(endpoints: tuple[str, ...], timeout: float, as_json: bool) -> None:
     replies, errors = [], []
     for endpoint in endpoints:
         try:
-            reply = query_status(endpoint, timeout)
+            reply = ServiceStatus.from_dict(query_status(endpoint, timeout))
         except TimeoutError as exc:
             click.echo(f"{endpoint}: {exc}", err=True)
             errors.append(f"{endpoint}: {exc}")
             continue
         if as_json:
-            click.echo(json.dumps(reply, indent=2, default=str))
+            click.echo(json.dumps(reply.to_dict(), indent=2, default=str))
         replies.append(reply)
     if not as_json:
         click.echo(render(replies, errors))

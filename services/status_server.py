@@ -41,7 +41,7 @@ class StatusServer:
                 continue
             socket.recv()
             try:
-                reply = {"name": self.name, **self.stats()}
+                reply = {**self.stats(), "name": self.name}
             except Exception as exc:  # a racing counter must not kill the status thread
                 reply = {"name": self.name, "error": repr(exc)}
             socket.send(msgpack.packb(reply, default=_plain))

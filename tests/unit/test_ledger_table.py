@@ -1,32 +1,47 @@
 """`arroyo status` shows a chain's ledgers as one table: links, hops matched by sender id,
 and the end-to-end runs; a restarted stage shows where it joined."""
 
+from arroyo_core.status import (
+    LinkStatus,
+    QueueStatus,
+    RunStatus,
+    SenderStatus,
+    ServiceStatus,
+)
 from services.ledger_table import hops, render
 
 
+def sender(received, first_seq, missing=0, ranges=()):
+    return SenderStatus(received=received, first_seq=first_seq,
+                        next_seq=first_seq + received + missing, missing=missing,
+                        missing_ranges=[list(r) for r in ranges], duplicates=0)
+
+
 def chain():
-    source = {"name": "source", "input": {"link": "simulated detector", "sent": 100},
-              "queue": {"link": "input queue", "sent": 102, "dropped": {}, "depth": 0,
-                        "policy": "block"},
-              "outputs": [{"link": "output push @tcp://*:1", "sent": 102, "dropped": {},
-                           "src": "S", "peers": {"peers": 1, "disconnects": 2}}]}
-    middle = {"name": "middle",
-              "input": {"link": "input pull >tcp://h:1", "received": 60, "missing": 0,
-                        "duplicates": 0, "malformed": {"msgpack": 2, "dtype": 1},
-                        "senders": {"S": {"received": 60, "first_seq": 40, "missing": 0,
-                                          "missing_ranges": []}},
-                        "peers": {"peers": 1, "disconnects": 0}},
-              "outputs": [{"link": "output pub @tcp://*:2", "sent": 60,
-                           "dropped": {"no subscriber": 3}, "src": "M"}]}
-    sink = {"name": "sink",
-            "input": {"link": "input sub >tcp://h:2", "received": 55, "missing": 5,
-                      "duplicates": 0, "malformed": {},
-                      "senders": {"M": {"received": 55, "first_seq": 0, "missing": 5,
-                                        "missing_ranges": [[10, 14]]}}},
-            "outputs": [{"link": "verifying sink", "runs": [
-                {"run": "r1", "frames": 90, "frames_sent": 100, "lost": 10,
-                 "missing_ranges": [[10, 14], [50, 54]], "duplicates": 0, "corrupt": 0,
-                 "complete": True}]}]}
+    source = ServiceStatus(
+        name="source",
+        input=LinkStatus(name="simulated detector", direction="input", kind="source", sent=100),
+        queue=QueueStatus(name="input queue", policy="block", max_items=64, max_bytes=2**30,
+                          depth=0, bytes=0, sent=102),
+        outputs=[LinkStatus(name="output push @tcp://*:1", direction="output", pattern="push",
+                            sent=102, src="S",
+                            transport={"peers": {"peers": 1, "disconnects": 2}})])
+    middle = ServiceStatus(
+        name="middle",
+        input=LinkStatus(name="input pull >tcp://h:1", direction="input", pattern="pull",
+                         received=60, malformed={"msgpack": 2, "dtype": 1},
+                         senders={"S": sender(60, 40)},
+                         transport={"peers": {"peers": 1, "disconnects": 0}}),
+        outputs=[LinkStatus(name="output pub @tcp://*:2", direction="output", pattern="pub",
+                            sent=60, dropped={"no subscriber": 3}, src="M")])
+    sink = ServiceStatus(
+        name="sink",
+        input=LinkStatus(name="input sub >tcp://h:2", direction="input", pattern="sub",
+                         received=55, missing=5, senders={"M": sender(55, 0, 5, [[10, 14]])}),
+        outputs=[LinkStatus(name="verifying sink", direction="output", kind="sink", runs=[
+            RunStatus(run="r1", frames=90, bytes=0, frames_sent=100, lost=10, duplicates=0,
+                      missing_ranges=[[10, 14], [50, 54]], seconds=1.0, frames_per_s=90.0,
+                      mb_per_s=0.0, complete=True, corrupt=0, crc_checked=90)])])
     return [source, middle, sink]
 
 
@@ -46,3 +61,15 @@ def test_render_shows_every_link_hop_and_run():
     assert "source -> middle: sent 102, received 60, 40 before its first message" in text
     assert "lost 10 [10-14, 50-54]" in text and "(complete)" in text
     assert "unreachable: tcp://h:9" in text
+
+
+def test_the_table_reads_the_records_dict_form_back_the_same():
+    """What `arroyo status` does: the status server's dicts, read back as records."""
+    replies = [ServiceStatus.from_dict(service.to_dict()) for service in chain()]
+    assert replies == chain()
+    assert render(replies) == render(chain())
+
+
+def test_an_unanswerable_service_is_a_row_of_its_own():
+    text = render([ServiceStatus.from_dict({"name": "broken", "error": "KeyError('x')"})])
+    assert "broken" in text and "KeyError('x')" in text

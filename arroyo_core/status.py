@@ -1,0 +1,285 @@
+"""Typed status records: what a service reports of its links, queue, operator and runs.
+
+::
+
+    ServiceStatus                   Runtime.status(), one per service
+    ├── input: LinkStatus           its input link, or the source plug-in
+    │   ├── senders: {src: SenderStatus}   what arrived of each sender's sequence
+    │   └── lag: LagStatus | None          if the link watches its lag
+    ├── queue: QueueStatus          between receiving and processing
+    ├── operator: OperatorStatus
+    └── outputs: [LinkStatus]       its output links, or sink plug-ins
+        └── runs: [RunStatus] | None       what a sink counted of each run, end to end
+
+The runtime makes them from its parts and never from what a reader guesses. The status
+server sends their dict form (:meth:`ServiceStatus.to_dict`: plain msgpack- and
+JSON-safe data, each field by name, nested records as dicts) and every reader turns it
+back into records with :meth:`ServiceStatus.from_dict`.
+
+A link's ``transport`` mapping (connections, peers, subscribers, budget, Redis outages:
+what only its transport has) sits beside its fields in the dict form, as it always has
+on the wire; :meth:`LinkStatus.from_dict` takes each key that names a field and holds a
+value of the field's type as that field, and keeps every other key in ``transport``. So
+a plug-in that only reports a plain ``stats()`` dict gets a record by the same rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+STATUS_VERSION = 1  # of the dict form; a reader can tell an older or newer service by it
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_counts(value: Any) -> bool:
+    """A mapping of reason to count, such as ``malformed`` or ``dropped``."""
+    return isinstance(value, dict) and all(isinstance(k, str) and _is_int(n)
+                                           for k, n in value.items())
+
+
+def _record(cls: Any, data: Any) -> Any:
+    """``cls`` from its dict form if ``data`` holds every field that has no default (and
+    no key that is not a field); None otherwise."""
+    if not isinstance(data, dict):
+        return None
+    names = {f.name for f in dataclasses.fields(cls)}
+    required = {f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if not required <= data.keys() <= names:
+        return None
+    return cls(**data)
+
+
+class Record:
+    """A status record: ``to_dict`` gives its fields as plain data, ``from_dict`` reads
+    them back."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return cls(**data)
+
+
+@dataclass
+class SenderStatus(Record):
+    """What an input link received of one sender's sequence numbers (``seq``)."""
+
+    received: int
+    first_seq: int  # > 0: the link joined this sender late (or the sender restarted)
+    next_seq: int
+    missing: int
+    missing_ranges: list[list[int]]  # [first, last] of each gap, the first 32; count exact
+    duplicates: int
+
+
+@dataclass
+class LagStatus(Record):
+    """How far an input link is behind its sender (seconds, from the headers' send time)."""
+
+    lag: float  # of the last message
+    max_lag: float
+    late: int  # messages that came later than max_lag
+    worst_lag: float
+
+
+@dataclass
+class RunStatus(Record):
+    """What a sink counted of one run, from the frame index the source stamps."""
+
+    run: Any  # the run id (the source's ``run``); None for frames outside a known run
+    frames: int  # events received (duplicates included)
+    bytes: int  # of their payloads
+    frames_sent: int | None  # the source's count from the run's Stop; None before it
+    lost: int
+    duplicates: int
+    missing_ranges: list[list[int]]
+    seconds: float
+    frames_per_s: float
+    mb_per_s: float
+    complete: bool  # the run's Stop has arrived
+    corrupt: int | None = None  # failed their crc32 (only a verifying sink checks)
+    crc_checked: int | None = None
+
+
+@dataclass
+class LinkStatus(Record):
+    """One link of a service (or the source or sink plug-in in a link's place).
+
+    ``received``/``sent`` are None where the part does not do that (an output receives
+    nothing). ``transport`` holds what only its transport has (for a plug-in, whatever
+    else its ``stats()`` reports).
+    """
+
+    name: str  # as the logs show it: "input pull >tcp://host:5555"
+    direction: str  # "input" or "output"
+    kind: str = "link"  # "link", or "source"/"sink": a plug-in that makes or ends the stream
+    address: str = ""  # "@tcp://*:5555", a password hidden; "" for a plug-in
+    scheme: str = ""  # of the address, which picks the transport
+    pattern: str | None = None  # "push", "pub", "pull", "sub" ... if the transport has them
+    received: int | None = None
+    sent: int | None = None
+    missing: int = 0
+    duplicates: int = 0
+    malformed: dict[str, int] = field(default_factory=dict)  # by reason
+    dropped: dict[str, int] = field(default_factory=dict)  # by reason
+    senders: dict[str, SenderStatus] = field(default_factory=dict)
+    src: str | None = None  # an output's sender id: the inputs it reaches list it in senders
+    next_seq: int | None = None  # an output's next sequence number
+    lag: LagStatus | None = None
+    unhandled: int | None = None  # delivered, not yet acknowledged (acknowledging inputs)
+    runs: list[RunStatus] | None = None  # a sink that counts runs
+    transport: dict[str, Any] = field(default_factory=dict)
+
+    def with_transport(self, status: dict[str, Any]) -> Self:
+        """This record with what a transport's ``status()`` reported: its ``pattern`` is
+        the field, and a key that is another field's name is kept as ``transport <key>``."""
+        details = dict(status)
+        pattern = details.pop("pattern", None)
+        for key in details.keys() & _FIELD_TYPES.keys():
+            details[f"transport {key}"] = details.pop(key)
+        return dataclasses.replace(self, pattern=pattern, transport=details)
+
+    @property
+    def fans_out(self) -> bool:
+        """Every receiver gets every message (on ``pub``), rather than a share of them."""
+        return self.pattern == "pub"
+
+    def to_dict(self) -> dict[str, Any]:
+        # The transport's keys after the fields: one under a field's name is a value that
+        # did not fit the field (a plug-in's own "runs", say), the field then at its default.
+        data = dataclasses.asdict(self)
+        del data["transport"]
+        data.update(self.transport)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        rest = dict(data)
+        found: dict[str, Any] = {}
+        for name, fits in _FIELD_TYPES.items():
+            if name in rest and fits(rest[name]):
+                found[name] = rest.pop(name)
+        senders = found.get("senders", {})
+        found["senders"] = {src: SenderStatus.from_dict(s) for src, s in senders.items()}
+        if found.get("lag") is not None:
+            found["lag"] = LagStatus.from_dict(found["lag"])
+        if found.get("runs") is not None:
+            found["runs"] = [RunStatus.from_dict(run) for run in found["runs"]]
+        return cls(**{"name": "", "direction": "", **found}, transport=rest)
+
+    @classmethod
+    def from_stats(cls, stats: dict[str, Any], direction: str, name: str) -> Self:
+        """The record of a plug-in that reports a plain dict (see the module docstring);
+        ``name`` unless the dict has a ``link`` (its name, as the ledgers always had it)."""
+        stats = dict(stats)
+        link = stats.pop("link", name)
+        return cls.from_dict({**stats, "name": link if isinstance(link, str) else name,
+                              "direction": direction,
+                              "kind": "source" if direction == "input" else "sink"})
+
+
+def _optional(check: Any) -> Any:
+    return lambda value: value is None or check(value)
+
+
+def _all_records(cls: Any) -> Any:
+    return lambda value: isinstance(value, list) and all(
+        _record(cls, item) is not None for item in value)
+
+
+# How LinkStatus.from_dict tells a field from a transport's (or a plug-in's) own key.
+_FIELD_TYPES: dict[str, Any] = {
+    "name": lambda value: isinstance(value, str),
+    "direction": lambda value: value in ("input", "output"),
+    "kind": lambda value: value in ("link", "source", "sink"),
+    "address": lambda value: isinstance(value, str),
+    "scheme": lambda value: isinstance(value, str),
+    "pattern": _optional(lambda value: isinstance(value, str)),
+    "received": _optional(_is_int),
+    "sent": _optional(_is_int),
+    "missing": _is_int,
+    "duplicates": _is_int,
+    "malformed": _is_counts,
+    "dropped": _is_counts,
+    "senders": lambda value: isinstance(value, dict) and all(
+        isinstance(k, str) and _record(SenderStatus, s) is not None for k, s in value.items()),
+    "src": _optional(lambda value: isinstance(value, str)),
+    "next_seq": _optional(_is_int),
+    "lag": _optional(lambda value: _record(LagStatus, value) is not None),
+    "unhandled": _optional(_is_int),
+    "runs": _optional(_all_records(RunStatus)),
+}
+assert set(_FIELD_TYPES) == {f.name for f in dataclasses.fields(LinkStatus)} - {"transport"}
+
+
+@dataclass
+class QueueStatus(Record):
+    """The bounded queue between a service's receiving and processing."""
+
+    name: str
+    policy: str  # what a full queue does with a new event
+    max_items: int
+    max_bytes: int
+    depth: int  # messages queued now
+    bytes: int  # their payload bytes
+    sent: int  # messages that went through it
+    dropped: dict[str, int] = field(default_factory=dict)  # by its policy, by reason
+
+
+@dataclass
+class OperatorStatus(Record):
+    """The operator of a service: messages processed and its failures by exception type."""
+
+    type: str
+    processed: int
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ServiceStatus(Record):
+    """One service: its input, queue, operator and outputs.
+
+    ``name`` is given by whoever serves the record (the runtime does not know it);
+    ``error`` says why a status server could not produce the rest.
+    """
+
+    name: str = ""
+    uptime: float = 0.0  # seconds since the runtime was made
+    ready: bool = False  # opened and running
+    input: LinkStatus | None = None
+    queue: QueueStatus | None = None
+    operator: OperatorStatus | None = None
+    outputs: list[LinkStatus] = field(default_factory=list)
+    error: str | None = None
+    version: int = STATUS_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version, "name": self.name, "uptime": self.uptime,
+            "ready": self.ready, "error": self.error,
+            "input": self.input.to_dict() if self.input is not None else None,
+            "queue": self.queue.to_dict() if self.queue is not None else None,
+            "operator": self.operator.to_dict() if self.operator is not None else None,
+            "outputs": [output.to_dict() for output in self.outputs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """The record of a status reply (unknown keys, from a newer service, are left out)."""
+        link = data.get("input")
+        queue, operator = data.get("queue"), data.get("operator")
+        return cls(
+            name=str(data.get("name", "")), uptime=float(data.get("uptime", 0.0)),
+            ready=bool(data.get("ready", False)), error=data.get("error"),
+            version=int(data.get("version", STATUS_VERSION)),
+            input=LinkStatus.from_dict(link) if link else None,
+            queue=QueueStatus.from_dict(queue) if queue else None,
+            operator=OperatorStatus.from_dict(operator) if operator else None,
+            outputs=[LinkStatus.from_dict(output) for output in data.get("outputs") or []])
