@@ -26,6 +26,7 @@ a plug-in that only reports a plain ``stats()`` dict gets a record by the same r
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -42,29 +43,26 @@ def _is_counts(value: Any) -> bool:
                                            for k, n in value.items())
 
 
-def _record(cls: Any, data: Any) -> Any:
-    """``cls`` from its dict form if ``data`` holds every field that has no default (and
-    no key that is not a field); None otherwise."""
+def _fits(cls: Any, data: Any) -> bool:
+    """Whether ``data`` can be read as a ``cls`` record: a dict with every field that has
+    no default (keys that are not fields, from a newer service, are left out)."""
     if not isinstance(data, dict):
-        return None
-    names = {f.name for f in dataclasses.fields(cls)}
-    required = {f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    if not required <= data.keys() <= names:
-        return None
-    return cls(**data)
+        return False
+    return all(f.name in data for f in dataclasses.fields(cls)
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
 
 
 class Record:
     """A status record: ``to_dict`` gives its fields as plain data, ``from_dict`` reads
-    them back."""
+    them back (leaving out keys that are not fields, which a newer service may add)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
-        return cls(**data)
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{key: value for key, value in data.items() if key in names})
 
 
 @dataclass
@@ -185,17 +183,19 @@ class LinkStatus(Record):
                               "kind": "source" if direction == "input" else "sink"})
 
 
-def _optional(check: Any) -> Any:
+Check = Callable[[Any], bool]
+
+
+def _optional(check: Check) -> Check:
     return lambda value: value is None or check(value)
 
 
-def _all_records(cls: Any) -> Any:
-    return lambda value: isinstance(value, list) and all(
-        _record(cls, item) is not None for item in value)
+def _all_records(cls: Any) -> Check:
+    return lambda value: isinstance(value, list) and all(_fits(cls, item) for item in value)
 
 
 # How LinkStatus.from_dict tells a field from a transport's (or a plug-in's) own key.
-_FIELD_TYPES: dict[str, Any] = {
+_FIELD_TYPES: dict[str, Check] = {
     "name": lambda value: isinstance(value, str),
     "direction": lambda value: value in ("input", "output"),
     "kind": lambda value: value in ("link", "source", "sink"),
@@ -209,10 +209,10 @@ _FIELD_TYPES: dict[str, Any] = {
     "malformed": _is_counts,
     "dropped": _is_counts,
     "senders": lambda value: isinstance(value, dict) and all(
-        isinstance(k, str) and _record(SenderStatus, s) is not None for k, s in value.items()),
+        isinstance(k, str) and _fits(SenderStatus, s) for k, s in value.items()),
     "src": _optional(lambda value: isinstance(value, str)),
     "next_seq": _optional(_is_int),
-    "lag": _optional(lambda value: _record(LagStatus, value) is not None),
+    "lag": _optional(lambda value: _fits(LagStatus, value)),
     "unhandled": _optional(_is_int),
     "runs": _optional(_all_records(RunStatus)),
 }

@@ -153,3 +153,12 @@ def test_the_runtime_makes_the_record_from_its_parts():
     assert status.outputs[2].transport == {"mine": [1, 2]}
     assert ServiceStatus.from_dict(status.to_dict()) == status
     assert set(runtime.stats()) == set(status.to_dict())
+
+
+def test_keys_a_newer_service_adds_are_left_out_not_misread():
+    data = full_service().to_dict()
+    data["queue"]["newer"] = 1
+    data["input"]["senders"]["M"]["newer"] = 2
+    data["outputs"][1]["runs"][0]["newer"] = 3
+    record = ServiceStatus.from_dict(data)
+    assert record == full_service()
