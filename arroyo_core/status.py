@@ -18,9 +18,10 @@ back into records with :meth:`ServiceStatus.from_dict`.
 
 A link's ``transport`` mapping (connections, peers, subscribers, budget, Redis outages:
 what only its transport has) sits beside its fields in the dict form, as it always has
-on the wire; :meth:`LinkStatus.from_dict` takes each key that names a field and holds a
-value of the field's type as that field, and keeps every other key in ``transport``. So
-a plug-in that only reports a plain ``stats()`` dict gets a record by the same rule.
+on the wire (and its ``name`` is ``link`` there); :meth:`LinkStatus.from_dict` takes each
+key that names a field and holds a value of the field's type as that field, and keeps
+every other key in ``transport``. So a plug-in that only reports a plain ``stats()`` dict
+gets a record by the same rule.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class LinkStatus(Record):
         the field, and a key that is another field's name is kept as ``transport <key>``."""
         details = dict(status)
         pattern = details.pop("pattern", None)
-        for key in details.keys() & _FIELD_TYPES.keys():
+        for key in details.keys() & {"link", *_FIELD_TYPES}:
             details[f"transport {key}"] = details.pop(key)
         return dataclasses.replace(self, pattern=pattern, transport=details)
 
@@ -150,37 +151,38 @@ class LinkStatus(Record):
         return self.pattern == "pub"
 
     def to_dict(self) -> dict[str, Any]:
-        # The transport's keys after the fields: one under a field's name is a value that
-        # did not fit the field (a plug-in's own "runs", say), the field then at its default.
+        """The fields by name, but ``name`` as ``link`` (as the ledgers always had it), and
+        the transport's keys beside them."""
         data = dataclasses.asdict(self)
+        data = {"link": data.pop("name"), **data}
         del data["transport"]
+        # The transport's keys last: one under a field's name is a value that did not fit
+        # the field (a plug-in's own "runs", say), the field then at its default.
         data.update(self.transport)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         rest = dict(data)
+        name = rest.pop("link") if isinstance(rest.get("link"), str) else ""
         found: dict[str, Any] = {}
-        for name, fits in _FIELD_TYPES.items():
-            if name in rest and fits(rest[name]):
-                found[name] = rest.pop(name)
+        for key, fits in _FIELD_TYPES.items():
+            if key in rest and fits(rest[key]):
+                found[key] = rest.pop(key)
         senders = found.get("senders", {})
         found["senders"] = {src: SenderStatus.from_dict(s) for src, s in senders.items()}
         if found.get("lag") is not None:
             found["lag"] = LagStatus.from_dict(found["lag"])
         if found.get("runs") is not None:
             found["runs"] = [RunStatus.from_dict(run) for run in found["runs"]]
-        return cls(**{"name": "", "direction": "", **found}, transport=rest)
+        return cls(**{"direction": "", **found}, name=name, transport=rest)
 
     @classmethod
     def from_stats(cls, stats: dict[str, Any], direction: str, name: str) -> Self:
-        """The record of a plug-in that reports a plain dict (see the module docstring);
-        ``name`` unless the dict has a ``link`` (its name, as the ledgers always had it)."""
-        stats = dict(stats)
-        link = stats.pop("link", name)
-        return cls.from_dict({**stats, "name": link if isinstance(link, str) else name,
-                              "direction": direction,
-                              "kind": "source" if direction == "input" else "sink"})
+        """The record of a plug-in that reports a plain dict, read as :meth:`from_dict`
+        reads (see the module docstring); ``name`` unless the dict names it (``link``)."""
+        kind = "source" if direction == "input" else "sink"
+        return cls.from_dict({"link": name, **stats, "direction": direction, "kind": kind})
 
 
 Check = Callable[[Any], bool]
@@ -196,7 +198,6 @@ def _all_records(cls: Any) -> Check:
 
 # How LinkStatus.from_dict tells a field from a transport's (or a plug-in's) own key.
 _FIELD_TYPES: dict[str, Check] = {
-    "name": lambda value: isinstance(value, str),
     "direction": lambda value: value in ("input", "output"),
     "kind": lambda value: value in ("link", "source", "sink"),
     "address": lambda value: isinstance(value, str),
@@ -216,7 +217,7 @@ _FIELD_TYPES: dict[str, Check] = {
     "unhandled": _optional(_is_int),
     "runs": _optional(_all_records(RunStatus)),
 }
-assert set(_FIELD_TYPES) == {f.name for f in dataclasses.fields(LinkStatus)} - {"transport"}
+assert set(_FIELD_TYPES) == {f.name for f in dataclasses.fields(LinkStatus)} - {"name", "transport"}
 
 
 @dataclass

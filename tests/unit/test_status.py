@@ -69,6 +69,7 @@ def test_the_dict_form_round_trips_through_msgpack_and_json():
 def test_a_links_transport_details_sit_beside_its_fields():
     """As they always have on the wire: ``status["input"]["connections"]["refused"]``."""
     data = full_service().to_dict()
+    assert data["input"]["link"] == "input sub >tcp://h:2"  # a link's name, as it always was
     assert data["input"]["connections"]["refused"] == {"curve": 1}
     assert data["input"]["senders"]["M"]["missing_ranges"] == [[10, 14]]
     assert data["outputs"][0]["subscribers"] == 2 and "transport" not in data["outputs"][0]
@@ -98,9 +99,10 @@ def test_a_plugin_with_plain_stats_gets_a_record_by_the_same_rule():
 
 def test_a_transport_key_never_shadows_a_field():
     record = LinkStatus(name="out", direction="output", sent=1)
-    record = record.with_transport({"pattern": "push", "sent": 99, "overflow": "block"})
-    assert record.pattern == "push" and record.sent == 1
-    assert record.transport == {"transport sent": 99, "overflow": "block"}
+    record = record.with_transport({"pattern": "push", "sent": 99, "link": "x",
+                                    "overflow": "block"})
+    assert record.pattern == "push" and record.sent == 1 and record.name == "out"
+    assert record.transport == {"transport sent": 99, "transport link": "x", "overflow": "block"}
     assert LinkStatus.from_dict(record.to_dict()) == record
 
 
