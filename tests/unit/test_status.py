@@ -44,6 +44,7 @@ def full_service() -> ServiceStatus:
                          scheme="tcp", pattern="sub", received=55, missing=5, duplicates=1,
                          malformed={"msgpack": 2}, senders={"M": sender},
                          lag=LagStatus(lag=0.1, max_lag=0.5, late=2, worst_lag=0.7),
+                         unhandled=2,
                          transport={"peers": {"peers": 1, "disconnects": 0},
                                     "connections": {"dropped": 0, "refused": {"curve": 1}}})
     link_out = LinkStatus(name="output pub @tcp://*:3", direction="output", address="@tcp://*:3",
