@@ -1,6 +1,7 @@
 """Arroyo: move data from instruments through processing steps, zero-copy over ZeroMQ."""
 
 from .components import FunctionOperator, Listener, Operator, Publisher
+from .config import ServiceConfig
 from .errors import ArroyoError, ConfigError, DecodeError, EncodeError
 from .link import InputLink, OutputLink, ZmqListener, ZmqPublisher
 from .message import Event, Message, Start, Stop
@@ -33,6 +34,7 @@ __all__ = [
     "Publisher",
     "Reduce",
     "Runtime",
+    "ServiceConfig",
     "SimulatedDetector",
     "Start",
     "StatsSink",

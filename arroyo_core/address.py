@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl, urlsplit
 from .errors import ConfigError
 
 _SCHEME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789+-.")
+FORMS = ("@tcp://*:5555 (bind), >tcp://host:5555 (connect), ipc:///path or "
+         "redis://host:6379/0?stream=NAME")  # what help and errors show
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,8 @@ class Address:
     def __post_init__(self) -> None:
         scheme, sep, rest = self.text.partition("://")
         if not sep or not scheme or set(scheme) - _SCHEME_CHARS or not rest or " " in rest:
-            raise ConfigError(f"{self.text!r} is not a valid address: expected scheme://..., e.g."
-                              " tcp://host:5555, ipc:///path or redis://host:6379/0?stream=NAME")
+            raise ConfigError(f"{self.text!r} is not a valid address: expected [@|>]scheme://..., "
+                              f"e.g. {FORMS}")
         parts = urlsplit(self.text.replace(":*", ":0", 1) if scheme == "tcp" else self.text)
         try:
             host = parts.hostname or ""
@@ -50,7 +52,7 @@ class Address:
     def parse(cls, text: str, bind_by_default: bool) -> Address:
         """Read ``[@|>]scheme://...``; raise ConfigError naming what is wrong."""
         if not isinstance(text, str) or not text:
-            raise ConfigError(f"address {text!r} is not a string such as tcp://host:5555")
+            raise ConfigError(f"address {text!r} is not a string such as {FORMS}")
         if text[0] in "@>":
             return cls(text[1:], text[0] == "@")
         return cls(text, bind_by_default)

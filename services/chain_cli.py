@@ -1,7 +1,9 @@
-"""``arroyo run|check|deploy CHAIN_FILE``: one chain file drives every way of running a chain."""
+"""``arroyo run|check|deploy CHAIN_FILE``: one chain file drives every way of running a chain;
+``arroyo service CHAIN_FILE NAME`` runs one of its services (what the others start)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -9,11 +11,12 @@ from typing import Any
 
 import click
 
-from arroyo_core.chain import Chain, load_chain
 from arroyo_core.errors import ConfigError
 
+from .chain import TARGETS, Chain, Target, load_chain
 from .chain_runner import check_chain, run_chain
 from .deploy import compose_file, supervisor_conf
+from .serve import serve, setup_logging
 
 EXIT_CONFIG = 2
 
@@ -57,6 +60,25 @@ def run(chain_file: str, services: tuple[str, ...], host: str | None) -> None:
     sys.exit(run_chain(_load(chain_file, services, host)))
 
 
+@click.command("service")
+@click.argument("chain_file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("name")
+@click.option("--target", type=click.Choice(TARGETS), default="hosts", show_default=True,
+              help="What {name} in an address stands for: the named service's host, or its "
+                   "compose service name.")
+@click.option("--check", is_flag=True,
+              help="Check the service's configuration (plug-ins, options, addresses) and exit "
+                   "without opening anything.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def service(chain_file: str, name: str, target: Target, check: bool, log_level: str) -> None:
+    """Run service NAME of CHAIN_FILE in the foreground, with the settings the file gives it.
+    `arroyo run`, the generated supervisor programs and compose services all start this."""
+    setup_logging(log_level, name)
+    chain = _load(chain_file, (name,))
+    sys.exit(serve(chain.resolve(name, target), check=check))
+
+
 @click.command("check")
 @_select_options
 def check(chain_file: str, services: tuple[str, ...], host: str | None) -> None:
@@ -78,13 +100,18 @@ def deploy() -> None:
               help="How supervisord starts arroyo, e.g. /opt/arroyo/venv/bin/arroyo.")
 @click.option("--log-dir", metavar="DIR",
               help="Write each service's log to DIR/NAME.log [default: supervisord's childlogdir].")
+@click.option("--chain-path", metavar="PATH",
+              help="Where supervisord finds CHAIN_FILE, which its programs read; supervisord "
+                   "expands %(here)s to the directory of the generated file, e.g. "
+                   "'%(here)s/../../chain.toml' [default: CHAIN_FILE's absolute path].")
 def deploy_supervisor(chain_file: str, services: tuple[str, ...], host: str | None, output: str,
-                      arroyo: str, log_dir: str | None) -> None:
+                      arroyo: str, log_dir: str | None, chain_path: str | None) -> None:
     """Write a supervisord include file for CHAIN_FILE: a [group:CHAIN] and one [program:x]
-    per service, with every key commented."""
+    per service (`arroyo service CHAIN_FILE NAME`), with every key commented."""
     chain = _load(chain_file, services, host)
     _warn_links(chain)
-    _write(supervisor_conf(chain, arroyo, log_dir, source=chain_file), output)
+    _write(supervisor_conf(chain, arroyo, log_dir, source=chain_file, chain_path=chain_path),
+           output)
 
 
 @deploy.command("compose")
@@ -97,10 +124,18 @@ def deploy_supervisor(chain_file: str, services: tuple[str, ...], host: str | No
               help="Build context (the checkout), relative to the compose file.")
 @click.option("--dockerfile", default="deploy/Dockerfile", show_default=True,
               help="Dockerfile, relative to the build context.")
+@click.option("--chain-path", metavar="PATH",
+              help="CHAIN_FILE relative to the compose file, mounted into every container "
+                   "[default: worked out from CHAIN_FILE and --output].")
 def deploy_compose(chain_file: str, output: str, image: str, context: str,
-                   dockerfile: str) -> None:
-    """Write a docker compose file for CHAIN_FILE: one container per service, reaching each
-    other by service name, with healthchecks from `arroyo status`."""
+                   dockerfile: str, chain_path: str | None) -> None:
+    """Write a docker compose file for CHAIN_FILE: one container per service, each running
+    `arroyo service` on the chain file (mounted read-only), reaching each other by service
+    name, with healthchecks from `arroyo status`."""
     chain = _load(chain_file)
     _warn_links(chain)
-    _write(compose_file(chain, image, context, dockerfile, source=chain_file), output)
+    if chain_path is None:
+        base = Path(output).resolve().parent if output != "-" else Path.cwd()
+        chain_path = os.path.relpath(Path(chain_file).resolve(), base)
+    _write(compose_file(chain, image, context, dockerfile, source=chain_file,
+                        chain_path=chain_path), output)

@@ -1,4 +1,5 @@
-"""Runs or checks the services of a chain on this machine, each as a child process."""
+"""Runs or checks the services of a chain on this machine, each as a child process
+``arroyo service CHAIN_FILE NAME``."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ from typing import Any
 
 import click
 
-from arroyo_core.chain import Chain
-
-from .deploy import service_argv, stop_wait
+from .chain import Chain, service_command
+from .deploy import stop_wait
 from .processes import ServiceProcess
 
 
@@ -36,8 +36,8 @@ def run_chain(chain: Chain, ready_timeout: float = 30.0) -> int:
     failed: list[str] = []
     try:
         for name in reversed(chain.order()):
-            argv = service_argv(chain, name)
-            started[name] = ServiceProcess(argv[0], argv[3:], name, echo=True, own_session=True)
+            started[name] = ServiceProcess.from_argv(service_command(chain.origin, name), name,
+                                                     echo=True, own_session=True)
         for name, process in started.items():
             try:
                 process.wait_ready(ready_timeout)
@@ -79,15 +79,16 @@ def _stop_all(chain: Chain, started: dict[str, ServiceProcess]) -> dict[str, int
 
 
 def check_chain(chain: Chain, timeout: float = 60.0) -> int:
-    """Run every service's ``--check`` (in parallel, the same command lines that run it)
-    and check the links; print what is wrong. Return 0 if all is well, else 2."""
+    """Run every service's ``--check`` (in parallel, ``arroyo service CHAIN NAME --check``:
+    the command that runs it) and check the links; print what is wrong. Return 0 if all is
+    well, else 2."""
     problems = chain.problems()
     for problem in problems:
         click.echo(f"link: {problem}")
     if not problems:
         click.echo(f"links ok: {len(chain.links())} connection(s) inside chain {chain.name}")
     checks = {name: subprocess.Popen(
-        [sys.executable, "-m", "services", *service_argv(chain, name), "--check",
+        [sys.executable, "-m", "services", *service_command(chain.origin, name), "--check",
          "--log-level", "error"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for name in chain.services}

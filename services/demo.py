@@ -40,10 +40,10 @@ def demo(shape: str, dtype: str, frames: int, rate: float, pattern: str, operato
     services = [
         ServiceProcess("publisher", ["--in", ">" + hop2, "--in-pattern", in_pattern,
                                      "--sink", "stats", "-o", "interval=0",
-                                     "--stats", status["sink"]], "sink", verbose),
+                                     "--status", status["sink"]], "sink", verbose),
         ServiceProcess("operator", ["--in", ">" + hop1, "--in-pattern", in_pattern,
                                     "--out", "@" + hop2, "--out-pattern", pattern,
-                                    "--operator", operator, "--stats", status["operator"]],
+                                    "--operator", operator, "--status", status["operator"]],
                        "operator", verbose),
     ]
     click.echo(f"chain: source --{pattern} {hop1}--> operator ({operator}) "
@@ -54,7 +54,7 @@ def demo(shape: str, dtype: str, frames: int, rate: float, pattern: str, operato
         source = ServiceProcess("listener", [
             "--source", "simulated", "-o", shape_option, "-o", f"dtype={dtype}",
             "-o", f"frames={frames}", "-o", f"rate={rate}", "--out", "@" + hop1,
-            "--out-pattern", pattern, "--stats", status["source"]], "source", verbose)
+            "--out-pattern", pattern, "--status", status["source"]], "source", verbose)
         services.append(source)
         source.wait_ready()
         run = _follow(status["sink"], source, frames)

@@ -1,59 +1,25 @@
-"""Turns a chain into what runs it: each service's ``arroyo`` command line, supervisord
-``[program:x]`` sections, and a docker compose file. Text only; nothing is started here."""
+"""Turns a chain into what runs it: supervisord ``[program:x]`` sections and a docker
+compose file. Each service runs as ``arroyo service CHAIN_FILE NAME``
+(:func:`services.chain.service_command`), so the chain file travels with what is generated.
+Text only; nothing is started here."""
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
 from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
 from arroyo_core.address import Address
-from arroyo_core.chain import Chain, Target
-from arroyo_core.service import ROLES
+
+from .chain import Chain, service_command
+from .chain_links import flows
 
 STOP_MARGIN_S = 5  # beyond drain_timeout (when unsent messages are abandoned): closing and exit
-
-
-def _option_value(value: Any) -> str:
-    """VALUE of ``-o KEY=VALUE``, which the CLI reads back as YAML."""
-    if isinstance(value, str) and value.strip() == value:
-        try:
-            if yaml.safe_load(value) == value:
-                return value
-        except yaml.YAMLError:
-            pass
-    return json.dumps(value, separators=(",", ":"))  # JSON is YAML
-
-
-def service_args(config: Mapping[str, Any], role: str) -> list[str]:
-    """The ``arroyo ROLE`` options (after ``--name``) that say what ``config`` says."""
-    args: list[str] = []
-    plugin_key = ROLES[role].plugin_key
-    if config.get(plugin_key):
-        args += [f"--{plugin_key}", str(config[plugin_key])]
-    for key, value in (config.get("options") or {}).items():
-        args += ["-o", f"{key}={_option_value(value)}"]
-    for link in ("in", "out"):
-        for key, value in (config.get(f"{link}_options") or {}).items():
-            args += [f"--{link}-option", f"{key}={_option_value(value)}"]
-    done = {"name", plugin_key, "options", "in_options", "out_options"}
-    for key, value in config.items():  # every other key is an option of the same name
-        if key in done or value is None:
-            continue
-        for one in value if isinstance(value, list) else [value]:  # 'out' may repeat
-            args += [f"--{key.replace('_', '-')}", str(one)]
-    return args
-
-
-def service_argv(chain: Chain, name: str, target: Target = "hosts") -> list[str]:
-    """``[ROLE, '--name', NAME, ...]``: the arguments of ``arroyo`` that run service ``name``."""
-    service = chain.all_services()[name]
-    return [service.role, "--name", name, *service_args(chain.resolve(name, target),
-                                                         service.role)]
+CONTAINER_DIR = "/etc/arroyo"  # where a compose service finds the chain file (mounted)
 
 
 def stop_wait(chain: Chain, name: str) -> int:
@@ -61,12 +27,12 @@ def stop_wait(chain: Chain, name: str) -> int:
     return math.ceil(chain.all_services()[name].drain_timeout) + STOP_MARGIN_S
 
 
-def status_endpoint(chain: Chain, name: str) -> str | None:
+def status_address(chain: Chain, name: str) -> str | None:
     """Where ``arroyo status`` reaches the service from its own host, if it has a status socket."""
-    stats = chain.resolve(name).get("stats")
-    if not stats:
+    status = chain.resolve(name).status
+    if not status:
         return None
-    address = Address.parse(stats, bind_by_default=True).text
+    address = Address.parse(status, bind_by_default=True).text
     for anywhere in ("//*:", "//0.0.0.0:"):
         address = address.replace(anywhere, "//127.0.0.1:")
     return address
@@ -128,13 +94,30 @@ def _supervisor_value(value: Any) -> str:
     return str(value)
 
 
+def supervisor_chain_path(chain: Chain) -> str:
+    """The chain file's absolute path, as a supervisor value (``%`` escaped)."""
+    return str(Path(chain.origin).resolve()).replace("%", "%%")
+
+
+def supervisor_command(chain_path: str, name: str, arroyo: str = "arroyo") -> str:
+    """The ``command=`` that runs service ``name``. ``chain_path`` is written as given, so
+    supervisor expands ``%(here)s`` (the directory of the file the program is in) and
+    ``%(ENV_X)s`` in it; everything else has its ``%`` escaped."""
+    words = [*shlex.split(arroyo), *service_command(chain_path, name)]
+    return " ".join(shlex.quote(word) if word == chain_path
+                    else shlex.quote(word).replace("%", "%%") for word in words)
+
+
 def supervisor_program(chain: Chain, name: str, arroyo: str = "arroyo",
-                       log_dir: str | None = None) -> dict[str, Any]:
-    """The ``[program:name]`` keys for one service (the chain file's ``program`` wins)."""
+                       log_dir: str | None = None,
+                       chain_path: str | None = None) -> dict[str, Any]:
+    """The ``[program:name]`` keys for one service (the chain file's ``program`` wins).
+
+    ``chain_path`` is where supervisord finds the chain file (default: its absolute path).
+    """
     service = chain.all_services()[name]
-    command = shlex.join([*shlex.split(arroyo), *service_argv(chain, name)])
     keys: dict[str, Any] = {
-        "command": command.replace("%", "%%"),  # supervisor expands %(...)s in values
+        "command": supervisor_command(chain_path or supervisor_chain_path(chain), name, arroyo),
         "priority": 100 * (chain.depth()[name] + 1),
         "autostart": True,
         "autorestart": "unexpected",
@@ -156,17 +139,23 @@ def supervisor_program(chain: Chain, name: str, arroyo: str = "arroyo",
 
 
 def supervisor_conf(chain: Chain, arroyo: str = "arroyo", log_dir: str | None = None,
-                    source: str | None = None) -> str:
+                    source: str | None = None, chain_path: str | None = None) -> str:
     """A supervisord include file: a ``[group:CHAIN]`` and one ``[program:x]`` per service.
 
     It holds no ``[supervisord]`` section, so it drops into any supervisord's ``conf.d/``
-    (deploy/supervisor/supervisord.conf includes ``conf.d/*.conf``).
+    (deploy/supervisor/supervisord.conf includes ``conf.d/*.conf``). ``source`` is the
+    chain file as named on the command line, ``chain_path`` as supervisord finds it.
     """
     names = chain.order()
+    given = f" --chain-path {shlex.quote(chain_path)}" if chain_path else ""
+    path = chain_path or supervisor_chain_path(chain)
+    about = (f"Generated by `arroyo deploy supervisor {source or chain.origin}{given}`: change "
+             "the chain file and generate again rather than editing this file. Each program "
+             "runs `arroyo service CHAIN_FILE NAME`, which reads the service's settings from "
+             f"the chain file at {path}.")
     lines = [
         f"; Chain '{chain.name}': {' -> '.join(names)}.",
-        f"; Generated by `arroyo deploy supervisor {source or chain.origin}`: change the chain",
-        "; file and generate again rather than editing this file.",
+        *(f"; {line}" for line in _wrap(about, 90)),
         f"; `supervisorctl start|stop|restart {chain.name}:*` acts on the whole chain,",
         f"; `supervisorctl tail -f {chain.name}:{names[-1]}` follows one service's log.",
         "",
@@ -178,7 +167,7 @@ def supervisor_conf(chain: Chain, arroyo: str = "arroyo", log_dir: str | None = 
         lines += ["", f"[program:{name}]"]
         if index:
             lines.append(f"; The keys are explained in [program:{names[0]}] above.")
-        for key, value in supervisor_program(chain, name, arroyo, log_dir).items():
+        for key, value in supervisor_program(chain, name, arroyo, log_dir, path).items():
             if index == 0:
                 why = SUPERVISOR_WHY.get(key, "")
                 if key in service.program:
@@ -198,29 +187,40 @@ def _wrap(text: str, width: int) -> list[str]:
 
 # --- docker compose ---------------------------------------------------------------------
 
+def compose_mount(chain_path: str) -> tuple[str, str]:
+    """(volume, path in the container) that mount the chain file at ``chain_path``
+    (relative to the compose file) read-only into a container."""
+    inside = str(PurePosixPath(CONTAINER_DIR) / PurePosixPath(chain_path).name)
+    host = chain_path if chain_path.startswith((".", "/")) else f"./{chain_path}"
+    return f"{host}:{inside}:ro", inside
+
+
 def compose_file(chain: Chain, image: str = "arroyo-stream:local", context: str = ".",
-                 dockerfile: str = "deploy/Dockerfile", source: str | None = None) -> str:
+                 dockerfile: str = "deploy/Dockerfile", source: str | None = None,
+                 chain_path: str | None = None) -> str:
     """A docker compose file: one container per service, built from ``dockerfile``, that
-    reach each other by service name (``{name}`` in the chain's addresses)."""
+    reach each other by service name (``{name}`` in the chain's addresses). Each runs
+    ``arroyo service`` on the chain file, mounted from ``chain_path`` (relative to the
+    compose file; default ``source``)."""
+    volume, inside = compose_mount(chain_path or source or chain.origin)
     upstream_of: dict[str, set[str]] = {name: set() for name in chain.services}
-    for connect, bound in chain.links("compose"):
-        up, down = ((bound.service, connect.service) if connect.key == "in"
-                    else (connect.service, bound.service))
+    for up, down in flows(chain.links("compose")):
         if up in upstream_of and down in chain.services:
             upstream_of[up].add(down)
     services: dict[str, Any] = {}
     for name in chain.services:
-        status = status_endpoint(chain, name)
+        status = status_address(chain, name)
         entry: dict[str, Any] = {
             "image": image,
             "build": {"context": context, "dockerfile": dockerfile},
-            "command": service_argv(chain, name, "compose"),
+            "command": service_command(inside, name, "compose"),
+            "volumes": [volume],
         }
         bound_ends = [end for end in chain.ends("compose")
-                      if end.service == name and end.endpoint.bind
-                      and end.endpoint.text.startswith("tcp://")]
+                      if end.service == name and end.address.bind
+                      and end.address.text.startswith("tcp://")]
         if bound_ends:
-            entry["expose"] = [end.endpoint.text.rpartition(":")[2] for end in bound_ends]
+            entry["expose"] = [end.address.text.rpartition(":")[2] for end in bound_ends]
         if status and status.startswith("tcp://"):
             port = status.rpartition(":")[2]
             entry["ports"] = [f"127.0.0.1:{port}:{port}"]
@@ -232,13 +232,17 @@ def compose_file(chain: Chain, image: str = "arroyo-stream:local", context: str 
         entry["restart"] = "on-failure:3"
         if upstream_of[name]:
             entry["depends_on"] = {
-                down: {"condition": "service_healthy" if status_endpoint(chain, down)
+                down: {"condition": "service_healthy" if status_address(chain, down)
                        else "service_started"} for down in sorted(upstream_of[name])}
         services[name] = entry
     header = [
         f"# Chain '{chain.name}' as containers: {' -> '.join(chain.order())}.",
-        f"# Generated by `arroyo deploy compose {source or chain.origin}`: change the chain",
-        "# file and generate again rather than editing this file.",
+        *(f"# {line}" for line in _wrap(
+            f"Generated by `arroyo deploy compose {source or chain.origin}`: change the chain "
+            "file and generate again rather than editing this file. Each container runs "
+            f"`arroyo service {inside} NAME --target compose`: the chain file is mounted "
+            f"read-only ({volume}), and {{name}} in its addresses is the compose service "
+            "name.", 90)),
         "#",
         "# `docker compose up --build` builds the image once (deploy/Dockerfile) and runs one",
         "# container per service. Services reach each other by service name on the compose",

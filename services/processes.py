@@ -21,8 +21,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ServiceProcess:
-    """One ``arroyo ROLE ...`` child process whose output is kept (last lines) and echoed
-    to ``echo`` if given.
+    """One ``arroyo ROLE --name NAME ...`` child process (or any ``arroyo`` arguments, with
+    :meth:`from_argv`) whose output is kept (last lines) and echoed if ``echo``.
 
     ``wait_ready`` returns once the service printed ``READY`` (its sockets are open).
     ``prefix`` goes before the command (e.g. ``ip netns exec NS``, which execs it, so
@@ -34,7 +34,21 @@ class ServiceProcess:
                  echo: bool = False, env: dict[str, str] | None = None,
                  prefix: Sequence[str] = (), own_session: bool = False) -> None:
         self.name = name or role
-        command = [*prefix, sys.executable, "-m", "services", role, "--name", self.name, *args]
+        self._spawn([role, "--name", self.name, *args], echo, env, prefix, own_session)
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str], name: str, echo: bool = False,
+                  env: dict[str, str] | None = None, prefix: Sequence[str] = (),
+                  own_session: bool = False) -> ServiceProcess:
+        """``arroyo ARGV``, e.g. ``services.chain.service_command(chain_file, name)``."""
+        process = cls.__new__(cls)
+        process.name = name
+        process._spawn(argv, echo, env, prefix, own_session)
+        return process
+
+    def _spawn(self, argv: Sequence[str], echo: bool, env: dict[str, str] | None,
+               prefix: Sequence[str], own_session: bool) -> None:
+        command = [*prefix, sys.executable, "-m", "services", *argv]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             env={**os.environ, **(env or {})}, start_new_session=own_session)

@@ -8,6 +8,7 @@ import sys
 import threading
 from typing import Any
 
+from arroyo_core.config import ServiceConfig
 from arroyo_core.errors import ConfigError
 from arroyo_core.service import build_runtime
 from services.status_server import StatusServer
@@ -43,20 +44,25 @@ def _flush_sockets(timeout: float) -> None:
                     timeout)
 
 
-def serve(role: str, config: dict[str, Any], check: bool = False) -> int:
+def refuse(name: str, exc: ConfigError) -> int:
+    """Say why service ``name`` cannot start, in its log and on stderr; the exit code."""
+    log.error("%s cannot start: %s", name, exc)
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    return EXIT_CONFIG
+
+
+def serve(config: ServiceConfig, check: bool = False) -> int:
     """Run the service ``config`` describes; return the process exit code."""
-    name = config.get("name") or role
+    name = config.section
     try:
-        runtime = build_runtime(role, config)
+        runtime = build_runtime(config)
         if check:
-            print(f"config ok: {name} ({role})", flush=True)
+            print(f"config ok: {name} ({config.role})", flush=True)
             return 0
         runtime.open()
-        status = StatusServer(config["stats"], runtime.stats, name) if config.get("stats") else None
+        status = StatusServer(config.status, runtime.stats, name) if config.status else None
     except ConfigError as exc:
-        log.error("%s cannot start: %s", name, exc)
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_CONFIG
+        return refuse(name, exc)
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("%s received %s; draining and stopping", name, signal.Signals(signum).name)

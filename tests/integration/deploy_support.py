@@ -46,7 +46,7 @@ role = "listener"
 source = "simulated"
 options = {{ shape = {shape}, frames = {frames}, rate = {rate}{more} }}
 out = "@tcp://127.0.0.1:{hop1}"
-stats = "{stats['source']}"
+status = "{stats['source']}"
 drain_timeout = {drain_timeout}
 
 [services.operator]
@@ -54,7 +54,7 @@ role = "operator"
 operator = "{operator}"
 in = ">tcp://{{source}}:{hop1}"
 out = "@tcp://127.0.0.1:{hop2}"
-stats = "{stats['operator']}"
+status = "{stats['operator']}"
 drain_timeout = {drain_timeout}
 
 [services.sink]
@@ -62,7 +62,7 @@ role = "publisher"
 sink = "{sink}"
 options = {{ {sink_options} }}
 in = ">tcp://{{operator}}:{hop2}"
-stats = "{stats['sink']}"
+status = "{stats['sink']}"
 drain_timeout = {drain_timeout}
 {extra}"""
     return text, stats

@@ -24,7 +24,7 @@ def wait_for_run(status_endpoint, deadline_s=30.0):
 def test_three_process_chain_loses_nothing(service, tcp, pattern, in_pattern):
     hop1, hop2, sink_stats = tcp(), tcp(), tcp()
     service("publisher", "--in", ">" + hop2, "--in-pattern", in_pattern, "--sink", "stats",
-            "--stats", sink_stats, name="sink")
+            "--status", sink_stats, name="sink")
     service("operator", "--in", ">" + hop1, "--in-pattern", in_pattern, "--out", "@" + hop2,
             "--out-pattern", pattern, name="operator")
     service("listener", "--source", "simulated", "-o", "shape=[64,64]", "-o", "frames=500",
@@ -48,10 +48,10 @@ def test_runs_back_to_back_arrive_whole_and_in_frame_order(service, tcp, pattern
     starting again at seq 0): every frame index arrives in order, end to end."""
     hop1, hop2, sink_stats, operator_stats = tcp(), tcp(), tcp(), tcp()
     service("publisher", "--in", ">" + hop2, "--in-pattern", in_pattern,
-            "--sink", "arroyo_testplugins.sinks:OrderSink", "--stats", sink_stats,
+            "--sink", "arroyo_testplugins.sinks:OrderSink", "--status", sink_stats,
             name="sink", env=plugin_env())
     service("operator", "--in", ">" + hop1, "--in-pattern", in_pattern, "--out", "@" + hop2,
-            "--out-pattern", pattern, "--stats", operator_stats, name="operator")
+            "--out-pattern", pattern, "--status", operator_stats, name="operator")
     source_args = ["--source", "simulated", "-o", "shape=[16,16]", "-o", "rate=0",
                    "--out", "@" + hop1, "--out-pattern", pattern]
     first = service("listener", *source_args, "-o", "frames=300", "-o", "runs=3", name="first")

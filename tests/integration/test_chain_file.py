@@ -103,3 +103,21 @@ def test_check_accepts_a_good_chain_and_names_what_is_wrong(tmp_path):
     assert result.returncode == 2
     assert "no operator named 'no_such_operator'" in result.stdout
     assert f"link: [sink] in >tcp://127.0.0.1:{unbound}: no service" in result.stdout
+
+
+def test_run_starts_each_service_by_name_from_the_chain_file(tmp_path, run_chain):
+    """No command line is rebuilt from the chain: each child is `arroyo service FILE NAME`
+    and reads its settings (here under the deprecated 'stats' name, too) from the file."""
+    text, stats = chain_toml(frames=100_000, rate=100)
+    text = text.replace(f'status = "{stats["sink"]}"', f'stats = "{stats["sink"]}"')
+    chain_file = write(tmp_path / "chain.toml", text)
+    run = run_chain(chain_file)
+    wait_for(lambda: "READY chain t" in run.text(), 30, "the chain to be ready")
+    for name in ("source", "operator", "sink"):
+        pid = int(run.text().split(f"{name} pid ")[1].split(",")[0].split()[0])
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\0")[:-1]
+        assert argv[1:] == ["-m", "services", "service", str(chain_file), name], argv
+    assert "[services.sink] 'stats' is deprecated: call it 'status'" in run.text()
+    wait_for(lambda: sink_frames(stats["sink"]) > 0, 20, "frames at the sink (status answers)")
+    run.process.send_signal(signal.SIGINT)
+    assert run.finish() == 0, run.text()

@@ -2,7 +2,8 @@
 
 - the Dockerfile's COPY and `pip install` steps, run in a fresh virtual environment, give a
   working `arroyo` (the image's ENTRYPOINT) without the dev extras;
-- every service's command is a valid invocation of that `arroyo` (its own --check);
+- every service's command is a valid invocation of that `arroyo` (its own --check), on the
+  chain file the compose file mounts into its container;
 - every address a service connects to is bound by the compose service it names, with
   matching patterns and exposed ports, and each healthcheck asks that service's status port;
 - the compose commands, unchanged, stream frames end to end inside a private network
@@ -25,6 +26,7 @@ import yaml
 from deploy_support import logged_ledger, wait_for
 from netns_support import Namespaces, require_root
 
+from services.chain import load_chain
 from services.processes import ServiceProcess
 
 pytestmark = pytest.mark.integration
@@ -33,6 +35,26 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 PEERS = {"push": "pull", "pub": "sub"}
+
+
+def mounts(service: dict) -> dict[str, str]:
+    """{path in the container: file here} of a compose service's read-only bind mounts."""
+    found = {}
+    for volume in service.get("volumes", []):
+        host, inside, mode = volume.split(":")
+        assert mode == "ro" and host.startswith("./"), volume
+        found[inside] = str(ROOT / host)
+    return found
+
+
+def host_command(service: dict) -> list[str]:
+    """A compose service's command with the files mounted into its container named by
+    their paths here: what the container runs, as seen from this checkout."""
+    inside = mounts(service)
+    return [inside.get(word, word) for word in service["command"]]
+
+
+CHAIN = load_chain(host_command(SERVICES["source"])[1])  # the chain file the services read
 
 
 def dockerfile_steps(path: Path) -> list[tuple[str, str]]:
@@ -108,24 +130,17 @@ def image(tmp_path_factory) -> Image:
     return Image(tmp_path_factory.mktemp("image"))
 
 
-def options(command: list[str]) -> dict[str, list[str]]:
-    """Every ``--option VALUE`` of an arroyo command (all of ours take a value)."""
-    found: dict[str, list[str]] = {}
-    for flag, value in zip(command[1::2], command[2::2], strict=False):
-        found.setdefault(flag, []).append(value)
-    return found
-
-
 def ends(service: str) -> list[tuple[str, bool, str, str]]:
-    """(key, binds, address, pattern) of a compose service's data sockets."""
-    given = options(SERVICES[service]["command"])
+    """(key, binds, address, pattern) of a compose service's data sockets, from the chain
+    file as its container reads it."""
+    config = CHAIN.resolve(service, "compose")
     found = []
-    for text in given.get("--in", []):
-        found.append(("in", text.startswith("@"), text.lstrip("@>"),
-                      given.get("--in-pattern", ["pull"])[0]))
-    for text in given.get("--out", []):
+    if config.in_:
+        found.append(("in", config.in_.startswith("@"), config.in_.lstrip("@>"),
+                      config.in_pattern or "pull"))
+    for text in config.out:
         found.append(("out", not text.startswith(">"), text.lstrip("@>"),
-                      given.get("--out-pattern", ["push"])[0]))
+                      config.out_pattern or "push"))
     return found
 
 
@@ -151,7 +166,7 @@ def test_every_compose_command_is_a_valid_arroyo_invocation(image):
     for name, service in SERVICES.items():
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
         assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).exists()
-        result = image.run(*service["command"], "--check")
+        result = image.run(*host_command(service), "--check")
         assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
         assert f"config ok: {name}" in result.stdout
 
@@ -180,15 +195,15 @@ def test_every_connect_address_is_bound_by_the_service_it_names():
 
 
 def test_healthchecks_ask_each_service_its_own_status_port():
-    for service in SERVICES.values():
-        stats = options(service["command"])["--stats"][0]
+    for name, service in SERVICES.items():
+        stats = CHAIN.resolve(name, "compose").status
         port = stats.rpartition(":")[2]
         test = service["healthcheck"]["test"]
         assert test[:3] == ["CMD", "arroyo", "status"]
         assert test[-1] == f"tcp://127.0.0.1:{port}" and stats.startswith("tcp://*:")
         assert f"127.0.0.1:{port}:{port}" in service["ports"]
         assert service["stop_signal"] == "SIGTERM"
-        drain = float(options(service["command"]).get("--drain-timeout", ["10"])[0])
+        drain = CHAIN.resolve(name, "compose").drain_timeout
         assert int(service["stop_grace_period"].rstrip("s")) > drain
 
 
@@ -206,9 +221,8 @@ def test_compose_commands_stream_with_service_names_in_a_private_namespace(image
 
         assert health("sink").returncode != 0  # unhealthy before it runs
         for name in ("sink", "operator", "source"):  # the order depends_on gives
-            command = SERVICES[name]["command"]
-            services.append(ServiceProcess(command[0], command[3:], name,
-                                           prefix=namespaces.exec_prefix(ns)))
+            services.append(ServiceProcess.from_argv(host_command(SERVICES[name]), name,
+                                                     prefix=namespaces.exec_prefix(ns)))
             services[-1].wait_ready()
             result = health(name)
             assert result.returncode == 0, result.stderr

@@ -51,7 +51,7 @@ def test_operator_service_runs_from_a_config_file(service, tcp, sender, receiver
     config = write_config(tmp_path, fmt, {
         "name": f"binner-{fmt}", "operator": "downsample",
         "in": ">" + hop1, "in_pattern": in_pattern,
-        "out": ["@" + hop2], "out_pattern": pattern, "stats": stats,
+        "out": ["@" + hop2], "out_pattern": pattern, "status": stats,
         "queue_size": 7, "queue_policy": "block", "drain_timeout": 3.0,
         "options": {"factor": 2, "method": "sum"}})
     source = sender("@" + hop1, pattern)

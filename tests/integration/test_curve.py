@@ -56,7 +56,7 @@ def write_config(path: Path, lines: list[str], section: str, options: dict[str, 
 
 
 def sink_config(path: Path, endpoint: str, stats: str, in_options: dict[str, Path]) -> Path:
-    return write_config(path, ['sink = "stats"', f'in = "@{endpoint}"', f'stats = "{stats}"'],
+    return write_config(path, ['sink = "stats"', f'in = "@{endpoint}"', f'status = "{stats}"'],
                         "in_options", in_options)
 
 

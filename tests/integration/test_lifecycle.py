@@ -105,7 +105,7 @@ def test_service_process_cycles_stop_cleanly(service, tcp):
     fds = None
     for cycle in range(6):
         process = service("publisher", "--in", ">" + tcp(), "--sink", "stats",
-                          "--stats", tcp(), name=f"cycle{cycle}")
+                          "--status", tcp(), name=f"cycle{cycle}")
         process.signal(signal.SIGTERM)
         assert process.process.wait(10) == 0, process.output()
         assert "stopped; ledger" in process.output()

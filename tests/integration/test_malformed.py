@@ -45,7 +45,7 @@ def guarded_operator(service, tcp, zmq_socket, receiver, tmp_path):
     raw = zmq_socket(zmq.PUSH)
     raw.bind(hop1)
     config = tmp_path / "guard.toml"
-    config.write_text(f'in = ">{hop1}"\nout = "@{hop2}"\nstats = "{stats}"\n'
+    config.write_text(f'in = ">{hop1}"\nout = "@{hop2}"\nstatus = "{stats}"\n'
                       f"[in_options]\nmax_message_bytes = {LIMIT}\n")
     process = service("operator", "-c", str(config), name="guard")
     return raw, receiver(">" + hop2), stats, process

@@ -12,8 +12,7 @@ import pytest
 from deploy_support import sink_frames, sink_runs, wait_for, write
 from netns_support import Namespaces, ip, require_root
 
-from arroyo_core.chain import load_chain
-from services.deploy import service_argv
+from services.chain import load_chain, service_command
 from services.processes import ServiceProcess
 
 pytestmark = pytest.mark.integration
@@ -35,14 +34,14 @@ host = "{HOSTS['source']}"
 source = "simulated"
 options = {{ shape = [64, 64], frames = {FRAMES}, rate = {RATE} }}
 out = "@tcp://*:5555"
-stats = "ipc://{status_dir}/source.status"
+status = "ipc://{status_dir}/source.status"
 
 [services.operator]
 role = "operator"
 host = "{HOSTS['operator']}"
 in = ">tcp://{{source}}:5555"
 out = ">tcp://{{sink}}:5556"
-stats = "ipc://{status_dir}/operator.status"
+status = "ipc://{status_dir}/operator.status"
 
 [services.sink]
 role = "publisher"
@@ -50,7 +49,7 @@ host = "{HOSTS['sink']}"
 sink = "stats"
 options = {{ interval = 0 }}
 in = "@tcp://*:5556"
-stats = "ipc://{status_dir}/sink.status"
+status = "ipc://{status_dir}/sink.status"
 """
 
 
@@ -78,15 +77,15 @@ def hosts():
 
 @pytest.mark.slow
 def test_chain_across_three_hosts_delivers_and_recovers_from_a_link_outage(tmp_path, hosts):
-    chain = load_chain(write(tmp_path / "chain.toml", chain_text(tmp_path)))
+    chain_file = write(tmp_path / "chain.toml", chain_text(tmp_path))
+    chain = load_chain(chain_file)
     assert chain.problems() == []
     status = {name: f"ipc://{tmp_path}/{name}.status" for name in HOSTS}
     started: list[ServiceProcess] = []
 
     def start(name: str) -> ServiceProcess:
-        argv = service_argv(chain, name)
-        started.append(ServiceProcess(argv[0], argv[3:], name,
-                                      prefix=Namespaces.exec_prefix(hosts[name])))
+        started.append(ServiceProcess.from_argv(service_command(chain_file, name), name,
+                                                prefix=Namespaces.exec_prefix(hosts[name])))
         started[-1].wait_ready()
         return started[-1]
 

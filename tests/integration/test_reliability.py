@@ -53,15 +53,15 @@ def completed_run(endpoint: str, timeout: float = 30.0) -> dict:
 def test_downstream_started_late_loses_nothing(service, tcp, pattern, in_pattern):
     hop1, hop2, source_stats, operator_stats, sink_stats = (tcp() for _ in range(5))
     service("listener", *source_args(400, 0), "--out", "@" + hop1, "--out-pattern", pattern,
-            "--stats", source_stats, name="source")
+            "--status", source_stats, name="source")
     # The source is running and held back: its queue is full and it has sent nothing.
     wait_for(lambda: status(source_stats)["queue"]["depth"] >= 60, 10, "the source held back")
     assert status(source_stats)["outputs"][0]["sent"] == 0
 
     service("operator", "--in", ">" + hop1, "--in-pattern", in_pattern, "--out", "@" + hop2,
-            "--out-pattern", pattern, "--stats", operator_stats, name="operator")
+            "--out-pattern", pattern, "--status", operator_stats, name="operator")
     service("publisher", "--in", ">" + hop2, "--in-pattern", in_pattern, "--sink", "stats",
-            "--stats", sink_stats, name="sink")
+            "--status", sink_stats, name="sink")
     run = completed_run(sink_stats)
     assert run["frames"] == run["frames_sent"] == 400 and run["lost"] == 0
     for endpoint in (operator_stats, sink_stats):
@@ -75,7 +75,7 @@ def test_push_waits_for_every_expected_puller(service, tcp, zmq_socket):
     hop, stats = tcp(), tcp()
     source = service("listener", *source_args(600, 0, "[8,8]"), "--out", "@" + hop,
                      "--out-option", "peers=3", "--out-option", "peer_timeout=0",
-                     "--stats", stats, name="source")
+                     "--status", stats, name="source")
     pullers = []
     for connected in (1, 2):
         pullers.append(zmq_socket(zmq.PULL))
@@ -114,7 +114,7 @@ def test_source_that_ends_while_its_peer_is_held_back_loses_nothing(service, tcp
     puller.connect(hop)
     # 2 s at 300 frames/s: long enough for heartbeats to be in the stream it sends
     source = service("listener", *source_args(frames, 300, "[32,32]"), "--out", "@" + hop,
-                     "--stats", stats, name="source")
+                     "--status", stats, name="source")
     got = [puller.recv_multipart(copy=False) for _ in range(50)]
     # The source has handed all its frames to the kernel and ended its run; this peer is
     # held back (reads nothing) for a while, as a stage whose own output is blocked.
@@ -134,7 +134,7 @@ def test_source_that_ends_while_its_peer_is_held_back_loses_nothing(service, tcp
 def test_killed_peer_is_noticed_at_once_and_its_return_logged(service, tcp):
     hop, stats = tcp(), tcp()
     source = service("listener", *source_args(100000, 200), "--out", "@" + hop,
-                     "--stats", stats, name="source")
+                     "--status", stats, name="source")
     sink_args = ["--in", ">" + hop, "--sink", "stats", "-o", "interval=0"]
     sink = service("publisher", *sink_args, name="sink")
     wait_for(lambda: status(stats)["outputs"][0]["peers"]["peers"] == 1, 10, "the sink seen")
@@ -161,9 +161,9 @@ def test_silent_peer_is_dropped_by_heartbeat_and_the_loss_is_counted(service, tc
     frames = 1000
     source = service("listener", *source_args(frames, 250), "--out", "@" + hop,
                      *(a for h in heartbeat for a in ("--out-option", h)),
-                     "--stats", stats, name="source")
+                     "--status", stats, name="source")
     sink = service("publisher", "--in", ">" + hop, "--sink", "stats", "-o", "interval=0",
-                   "--stats", sink_stats, name="sink")
+                   "--status", sink_stats, name="sink")
     wait_for(lambda: last_run(sink_stats).get("frames", 0) >= 100, 10, "frames flowing")
 
     sink.signal(signal.SIGSTOP)
@@ -189,7 +189,7 @@ def test_silent_peer_is_dropped_by_heartbeat_and_the_loss_is_counted(service, tc
 def test_subscriber_too_far_behind_disconnects_loudly(service, tcp):
     hop, stats = tcp(), tcp()
     service("listener", *source_args(2000, 400), "--out", "@" + hop, "--out-pattern", "pub",
-            "--stats", stats, name="source")
+            "--status", stats, name="source")
     viewer = service("publisher", "--in", ">" + hop, "--in-pattern", "sub",
                      "--sink", "reliability_plugins:SlowSink", "-o", "delay=0.02",
                      "--in-option", "max_lag=0.5", "--in-option", "on_lag=disconnect",
@@ -218,12 +218,12 @@ def test_paused_stage_keeps_upstream_memory_in_budget(service, tcp, tmp_path, po
                    "drop-newest": ["--out-option", "overflow=drop-newest"],
                    "drop-oldest": ["--queue-policy", "drop-oldest"]}[policy]
     service("publisher", "--in", ">" + hop2, "--sink", "arroyo_core.verify:VerifyingSink",
-            "-o", f"record={record}", "--stats", sink_stats, name="sink")
+            "-o", f"record={record}", "--status", sink_stats, name="sink")
     middle = service("operator", "--in", ">" + hop1, "--out", "@" + hop2, name="middle")
     source = service("listener", *source_args(frames, 100, "[512,512]", "-o", "fresh=true",
                                               "-o", "checksum=true"),
                      "--out", "@" + hop1, "--memory-limit", str(budget), *policy_args,
-                     "--stats", source_stats, name="source")
+                     "--status", source_stats, name="source")
     wait_for(lambda: last_run(sink_stats).get("frames", 0) >= 60, 15, "frames flowing")
     pid = source.process.pid
     baseline = max(rss_bytes(pid) for _ in range(5))
@@ -270,9 +270,9 @@ def test_slow_keep_latest_viewer_gets_the_newest_frame_without_slowing_the_sourc
     service("publisher", "--in", ">" + hop, "--in-pattern", "sub",
             "--sink", "reliability_plugins:SlowSink", "-o", "delay=0.05",
             "--queue-policy", "keep-latest", "--in-option", "hwm=4",
-            "--stats", viewer_stats, name="viewer", env=plugin_env())
+            "--status", viewer_stats, name="viewer", env=plugin_env())
     source = service("listener", *source_args(frames, rate, "[256,256]"), "--out", "@" + hop,
-                     "--out-pattern", "pub", "--stats", source_stats, name="source")
+                     "--out-pattern", "pub", "--status", source_stats, name="source")
     stop = wait_for(lambda: status(viewer_stats)["outputs"][0]["stop"], 30, "the run's Stop")
     viewer = status(viewer_stats)
     shown = viewer["outputs"][0]
@@ -316,7 +316,7 @@ def test_flood_of_malformed_messages_is_counted_and_does_not_grow_memory(
     raw = zmq_socket(zmq.PUSH)
     raw.bind(hop)
     process = service("publisher", "--in", ">" + hop, "--sink", "arroyo_core.verify:VerifyingSink",
-                      "--stats", stats, name="guard")
+                      "--status", stats, name="guard")
     rng = random.Random(5)
     reasons = list(malformed)
     expected: collections.Counter[str] = collections.Counter()

@@ -63,7 +63,7 @@ def assert_nothing_lost_inside(ledger: dict) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_operator_stopped_mid_stream_forwards_all_it_took(service, tcp, drain, signum):
     hop1, hop2, sink_stats = tcp(), tcp(), tcp()
-    sink = service("publisher", "--in", ">" + hop2, "--stats", sink_stats, name="sink")
+    sink = service("publisher", "--in", ">" + hop2, "--status", sink_stats, name="sink")
     operator = service("operator", *drain, "--in", ">" + hop1, "--out", "@" + hop2,
                        name="operator")
     source = service("listener", *SOURCE, "--out", "@" + hop1, name="source")
@@ -86,7 +86,7 @@ def test_operator_stopped_mid_stream_forwards_all_it_took(service, tcp, drain, s
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_source_stopped_mid_run_closes_the_run_with_nothing_lost(service, tcp, drain, signum):
     hop, sink_stats = tcp(), tcp()
-    service("publisher", "--in", ">" + hop, "--stats", sink_stats, name="sink")
+    service("publisher", "--in", ">" + hop, "--status", sink_stats, name="sink")
     source = service("listener", *drain, *SOURCE, "--out", "@" + hop, name="source")
     frames_at(sink_stats, 100)
 
@@ -103,7 +103,7 @@ def test_source_stopped_mid_run_closes_the_run_with_nothing_lost(service, tcp, d
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_sink_stopped_mid_stream_hands_its_sink_all_it_received(service, tcp, drain, signum):
     hop, sink_stats = tcp(), tcp()
-    sink = service("publisher", *drain, "--in", ">" + hop, "--stats", sink_stats, name="sink")
+    sink = service("publisher", *drain, "--in", ">" + hop, "--status", sink_stats, name="sink")
     source = service("listener", *SOURCE, "--out", "@" + hop, name="source")
     frames_at(sink_stats, 100)
 
@@ -120,7 +120,7 @@ def test_sink_stopped_mid_stream_hands_its_sink_all_it_received(service, tcp, dr
 def test_whole_chain_stopped_at_once_loses_nothing(service, tcp):
     """As supervisord stops a group: every service gets SIGTERM at the same moment."""
     hop1, hop2, sink_stats = tcp(), tcp(), tcp()
-    sink = service("publisher", "--in", ">" + hop2, "--stats", sink_stats, name="sink")
+    sink = service("publisher", "--in", ">" + hop2, "--status", sink_stats, name="sink")
     operator = service("operator", "--in", ">" + hop1, "--out", "@" + hop2, name="operator")
     source = service("listener", *SOURCE, "--out", "@" + hop1, name="source")
     frames_at(sink_stats, 100)

@@ -32,7 +32,7 @@ def test_a_frame_over_maxmsgsize_drops_one_connection_not_the_service(service, t
     upstream.sndtimeo = 10_000  # a send that cannot go fails the test instead of hanging
     upstream.bind(endpoint)
     config = tmp_path / "sink.toml"
-    config.write_text(f'sink = "stats"\nin = ">{endpoint}"\nstats = "{stats}"\n'
+    config.write_text(f'sink = "stats"\nin = ">{endpoint}"\nstatus = "{stats}"\n'
                       f"[in_options]\nmax_message_bytes = {LIMIT}\n")
     sink = service("publisher", "-c", str(config), name="sink")
     seq = 0

@@ -18,7 +18,7 @@ def test_user_operator_gets_its_options_and_survives_its_own_errors(service, tcp
     hop1, hop2, stats = tcp(), tcp(), tcp()
     source = sender("@" + hop1)
     operator = service(
-        "operator", "--in", ">" + hop1, "--out", "@" + hop2, "--stats", stats,
+        "operator", "--in", ">" + hop1, "--out", "@" + hop2, "--status", stats,
         "--operator", "arroyo_testplugins.operators:Flaky",
         "-o", "every=3", "-o", "message=kaboom", "-o", "scale=0.5", "-o", "tags=[a, 1]",
         name="flaky", env=plugin_env())

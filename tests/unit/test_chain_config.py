@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arroyo_core.chain import load_chain, parse_chain
 from arroyo_core.errors import ConfigError
+from services.chain import load_chain, parse_chain, service_command
 from services.cli import main
-from services.deploy import compose_file, service_argv, supervisor_conf
+from services.deploy import compose_file, supervisor_conf
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CHAIN = ROOT / "deploy" / "chain.toml"
@@ -84,25 +84,29 @@ def test_connecting_outputs_and_binding_inputs_link_up():
     assert chain.order() == ["source", "operator", "sink"]
 
 
-def test_service_argv_round_trips_through_the_cli():
-    chain = chain_of(source={**SOURCE, "options": {"shape": [4, 4], "dtype": "uint8",
-                                                    "rate": 0.5}},
-                     operator={**OPERATOR, "in_options": {"hwm": 7}, "drain_timeout": 3,
-                               "out_options": {"overflow": "drop-newest"}, "queue_bytes": 1000},
-                     sink={**SINK, "sink": "hdf5", "options": {"directory": "runs 1",
-                                                               "compression": "010"}})
-    argv = service_argv(chain, "source")
-    assert argv[:3] == ["listener", "--name", "source"]
-    assert "shape=[4,4]" in argv and "rate=0.5" in argv and "dtype=uint8" in argv
-    # a string YAML would read as something else ("010" is 8) is quoted
-    assert '-o directory=runs 1 -o compression="010"' in " ".join(service_argv(chain, "sink"))
-    op = service_argv(chain, "operator")
-    for pair in (["--in-option", "hwm=7"], ["--out-option", "overflow=drop-newest"],
-                 ["--drain-timeout", "3"], ["--queue-bytes", "1000"]):
-        assert pair[1] == op[op.index(pair[0]) + 1]
-    for name in chain.services:  # the real CLI accepts every generated command line
-        result = _invoke([*service_argv(chain, name), "--check"])
+def test_every_service_runs_from_the_chain_file_by_name(tmp_path):
+    """What replaced rebuilding each service's command line from the chain: the command
+    names the chain file and the service, and the service reads its settings from there,
+    values as the file typed them ("010" stays a string, [4, 4] a list)."""
+    data = {"name": "t", "services": {
+        "source": {**SOURCE, "options": {"shape": [4, 4], "dtype": "uint8", "rate": 0.5}},
+        "operator": {**OPERATOR, "in_options": {"hwm": 7}, "drain_timeout": 3,
+                     "out_options": {"overflow": "drop-newest"}, "queue_bytes": 1000},
+        "sink": {**SINK, "sink": "hdf5", "options": {"directory": "runs 1",
+                                                     "compression": "010"}}}}
+    path = tmp_path / "chain.yaml"
+    path.write_text(yaml.safe_dump(data))
+    chain = load_chain(path)
+    assert service_command(path, "source") == ["service", str(path), "source"]
+    assert chain.resolve("source").options == {"shape": [4, 4], "dtype": "uint8", "rate": 0.5}
+    assert chain.resolve("sink").options["compression"] == "010"
+    op = chain.resolve("operator")
+    assert (op.in_options, op.out_options) == ({"hwm": 7}, {"overflow": "drop-newest"})
+    assert (op.drain_timeout, op.queue_bytes) == (3.0, 1000)
+    for name in chain.services:  # the real CLI runs (here: checks) every service by name
+        result = _invoke([*service_command(path, name), "--check"])
         assert result.exit_code == 0, result.output
+        assert f"config ok: {name}" in result.output
 
 
 def _invoke(args):
@@ -116,7 +120,8 @@ def test_committed_deploy_files_are_generated_from_the_default_chain():
     chain = load_chain(DEFAULT_CHAIN)
     source = "deploy/chain.toml"
     assert (ROOT / "deploy/supervisor/conf.d/arroyo.conf").read_text() == \
-        supervisor_conf(chain, source=source), "regenerate: arroyo deploy supervisor ..."
+        supervisor_conf(chain, source=source, chain_path="%(here)s/../../chain.toml"), \
+        "regenerate: arroyo deploy supervisor ..."
     assert (ROOT / "docker-compose.yml").read_text() == compose_file(chain, source=source), \
         "regenerate: arroyo deploy compose deploy/chain.toml -o docker-compose.yml"
 
@@ -124,11 +129,12 @@ def test_committed_deploy_files_are_generated_from_the_default_chain():
 def test_supervisor_conf_sets_drain_aware_stop_and_chain_overrides():
     chain = chain_of(source={**SOURCE, "drain_timeout": 2.5, "program": {"startsecs": 5}},
                      operator=OPERATOR, sink=SINK)
-    text = supervisor_conf(chain, arroyo="/opt/venv/bin/arroyo", log_dir="/var/log/arroyo")
+    text = supervisor_conf(chain, arroyo="/opt/venv/bin/arroyo", log_dir="/var/log/arroyo",
+                           chain_path="/srv/t.toml")
     source = text.split("[program:source]")[1].split("[program:")[0]
     assert "stopwaitsecs=8\n" in source  # ceil(2.5) + 5
     assert "startsecs=5\n" in source and "; Set in the chain file." in source
-    assert "command=/opt/venv/bin/arroyo listener --name source" in source
+    assert "command=/opt/venv/bin/arroyo service /srv/t.toml source\n" in source
     assert "stdout_logfile=/var/log/arroyo/source.log" in source
     assert "[group:t]\nprograms=source,operator,sink\n" in text
     priorities = {name: int(text.split(f"[program:{name}]")[1].split("priority=")[1].split()[0])
@@ -145,3 +151,91 @@ def test_select_by_name_or_host_keeps_addresses():
     assert part.problems() == []
     with pytest.raises(ConfigError, match="no service"):
         chain.select(["nope"])
+
+
+def test_redis_links_pair_a_writer_and_a_reader_of_one_stream_on_one_server():
+    chain = chain_of(
+        source={"role": "listener", "source": "simulated",
+                "out": "redis://127.0.0.1:6379/0?stream=frames"},
+        operator={"role": "operator", "in": "redis://localhost/0?stream=frames",
+                  "out": "redis://:secret@127.0.0.1:6379/1", "out_options": {"channel": "live"}},
+        sink={"role": "publisher", "in": "redis://localhost:6379/1?channel=live"})
+    assert chain.problems() == []
+    pairs = {(seeker.service, found.service) for seeker, found in chain.links()}
+    assert pairs == {("operator", "source"), ("sink", "operator")}  # (reader, writer)
+    assert chain.order() == ["source", "operator", "sink"]
+
+
+@pytest.mark.parametrize("reader", [
+    "redis://127.0.0.1:6379/0?stream=other",      # another stream
+    "redis://127.0.0.1:6379/2?stream=frames",     # another database
+    "redis://127.0.0.1:6380/0?stream=frames",     # another server
+    "redis://127.0.0.1:6379/0?channel=frames",    # a channel, not the stream
+])
+def test_a_redis_reader_that_no_service_writes_is_a_problem(reader):
+    chain = chain_of(source={"role": "listener", "source": "simulated",
+                             "out": "redis://127.0.0.1:6379/0?stream=frames"},
+                     sink={"role": "publisher", "in": reader})
+    [problem] = chain.problems()
+    assert problem.startswith(f"[sink] in >{reader}: no service in the chain writes")
+    external = parse_chain({"services": {"sink": {"role": "publisher", "in": reader}},
+                            "external": [reader]})
+    assert external.problems() == []
+
+
+def test_writers_of_one_stream_do_not_clash_like_binds():
+    writer = {"role": "listener", "source": "simulated", "out": "redis://h:6379/0?stream=s"}
+    chain = chain_of(a=writer, b=writer, sink={"role": "publisher",
+                                                "in": "redis://h:6379/0?stream=s"})
+    assert chain.problems() == []
+    assert len(chain.links()) == 2
+
+
+def test_addresses_of_a_scheme_the_checker_does_not_know_are_only_parsed():
+    chain = chain_of(source={"role": "listener", "source": "simulated", "out": "shm://frames"},
+                     sink={"role": "publisher", "in": "shm://frames"})
+    assert chain.problems() == [] and chain.links() == []
+    with pytest.raises(ConfigError, match=r"\[sink\] in: 'shm:/frames' is not a valid address"):
+        chain_of(sink={"role": "publisher", "in": "shm:/frames"})
+
+
+def test_generated_supervisor_programs_run_the_chain_file_by_name():
+    """supervisord's own parser reads the committed conf.d/arroyo.conf: each program runs
+    `arroyo service` on deploy/chain.toml (found through %(here)s) and its own name."""
+    import shlex
+
+    from supervisor.options import ServerOptions
+
+    options = ServerOptions()
+    options.realize(args=["-c", str(ROOT / "deploy/supervisor/supervisord.conf")])
+    [group] = options.process_group_configs
+    commands = {program.name: shlex.split(program.command) for program in group.process_configs}
+    assert set(commands) == {"source", "operator", "sink"}
+    for name, words in commands.items():
+        assert words[:2] == ["arroyo", "service"] and words[3:] == [name]
+        assert Path(words[2]).resolve() == DEFAULT_CHAIN
+
+
+def test_supervisor_default_chain_path_is_absolute_with_percent_escaped(tmp_path):
+    directory = tmp_path / "100%"
+    directory.mkdir()
+    (directory / "c.toml").write_text(DEFAULT_CHAIN.read_text())
+    result = _invoke(["deploy", "supervisor", str(directory / "c.toml")])
+    assert result.exit_code == 0, result.output
+    assert f"command=arroyo service {tmp_path}/100%%/c.toml sink\n" in result.output
+
+
+def test_generated_compose_services_mount_the_chain_file_and_run_it_by_name(tmp_path):
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        assert service["command"] == ["service", "/etc/arroyo/chain.toml", name,
+                                      "--target", "compose"]
+        assert service["volumes"] == ["./deploy/chain.toml:/etc/arroyo/chain.toml:ro"]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"services": {"source": SOURCE}}))
+    (tmp_path / "out").mkdir()
+    result = _invoke(["deploy", "compose", str(tmp_path / "c.yaml"),
+                      "-o", str(tmp_path / "out" / "compose.yml")])
+    assert result.exit_code == 0, result.output
+    service = yaml.safe_load((tmp_path / "out" / "compose.yml").read_text())["services"]["source"]
+    assert service["command"] == ["service", "/etc/arroyo/c.yaml", "source", "--target", "compose"]
+    assert service["volumes"] == ["../c.yaml:/etc/arroyo/c.yaml:ro"]  # from the compose file
