@@ -18,7 +18,7 @@ from .curve import CurveLink
 from .sockets import HEARTBEAT_TIMEOUT_MS, POLL_MS, link_options, open_socket, recv_frames
 
 PATTERNS = {"pull": zmq.PULL, "sub": zmq.SUB}
-FRAME_CEILING = 16  # libzmq's MAXMSGSIZE, in multiples of a listener's max_message_bytes
+FRAME_CEILING = 16  # MAXMSGSIZE in multiples of max_message_bytes (docs/protocol.md 5.1)
 
 
 class ZmqReceiver(FrameReceiver):
