@@ -131,7 +131,38 @@ def encode(message: Message, *, src: str, seq: int, time: float | None = None) -
         frames[0] = _packer().pack(header)
     except (TypeError, ValueError, OverflowError) as exc:
         raise EncodeError(f"{message.kind} metadata: {exc}") from exc
+    # Checked once packed, so the walk is over a structure msgpack found finite and at
+    # most 512 deep; the packer itself writes any hashable key it can pack.
+    bad = _non_str_key(message.meta)
+    if bad is not None:
+        raise EncodeError(f"{message.kind} metadata: map key {_show(bad[0])} is a "
+                          f"{type(bad[0]).__name__}; map keys must be str (docs/protocol.md 3.1)")
     return frames
+
+
+_NESTED = (dict, list, tuple)
+_STR = frozenset([str])
+_SCALARS = frozenset([str, int, float, bool, bytes, type(None)])
+
+
+def _non_str_key(meta: dict[Any, Any]) -> tuple[Any] | None:
+    """``(key,)`` for the first map key in ``meta``, at any depth, that is not a str; None
+    if every key is a str."""
+    # The usual metadata, str keys and plain values, in C loops: a third of the walk's cost.
+    if _STR.issuperset(map(type, meta)) and _SCALARS.issuperset(map(type, meta.values())):
+        return None
+    stack: list[Any] = [meta]
+    while stack:  # a loop, not recursion, as in _holds_timestamp
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if not isinstance(key, str):
+                    return (key,)
+                if isinstance(value, _NESTED):
+                    stack.append(value)
+        else:
+            stack.extend(value for value in item if isinstance(value, _NESTED))
+    return None
 
 
 _dtype_cache: dict[str, np.dtype] = {}
@@ -164,13 +195,12 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise DecodeError("msgpack", f"header holds msgpack extension type {code}")
 
 
-def _holds_timestamp(frame: Any, header: Any) -> bool:
+def _holds_timestamp(raw: bytes, header: Any) -> bool:
     """True if msgpack decoded a timestamp (extension -1): it does so without ``ext_hook``."""
-    raw = frame if isinstance(frame, bytes) else bytes(frame)
     # Each encoding's prefix ends in 0xff (type -1), a byte headers seldom hold: one quick
     # single-byte search first spares the three slower two-byte ones nearly always.
-    if b"\xff" not in raw or not (b"\xd6\xff" in raw or b"\xd7\xff" in raw
-                                  or b"\xc7\x0c\xff" in raw):
+    if 0xFF not in raw or not (b"\xd6\xff" in raw or b"\xd7\xff" in raw
+                               or b"\xc7\x0c\xff" in raw):
         return False  # none of the three timestamp encodings occurs: the common case
     stack = [header]
     while stack:  # a loop, not recursion: msgpack nests deeper than Python recurses
@@ -184,6 +214,30 @@ def _holds_timestamp(frame: Any, header: Any) -> bool:
     return False
 
 
+def _bin_key(raw: bytes, header: Any) -> tuple[bytes] | None:
+    """``(key,)`` for a bin map key anywhere in the header, else None.
+
+    msgpack-python's ``strict_map_key`` lets str and bin keys through; only str is allowed
+    (docs/protocol.md 3.1), so that a message forwarded as decoded obeys the rule too.
+    """
+    # A bin key needs a bin prefix byte (0xc4, 0xc5 or 0xc6) somewhere in the frame; most
+    # headers hold none of the three, and then there is nothing to walk. (An int is found
+    # in bytes several times quicker than a one-byte bytes.)
+    if 0xC4 not in raw and 0xC5 not in raw and 0xC6 not in raw:
+        return None
+    stack = [header]
+    while stack:  # a loop, not recursion, as in _holds_timestamp
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key in item:
+                if isinstance(key, bytes):
+                    return (key,)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
 def _header(frame: Any, limits: Limits) -> dict[str, Any]:
     if len(frame) > limits.max_header_bytes:
         raise DecodeError("size", f"header of {len(frame)} bytes exceeds {limits.max_header_bytes}")
@@ -193,8 +247,13 @@ def _header(frame: Any, limits: Limits) -> dict[str, Any]:
         raise
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
         raise DecodeError("msgpack", f"header is not valid msgpack ({exc})") from None
-    if _holds_timestamp(frame, header):
+    raw = frame if isinstance(frame, bytes) else bytes(frame)
+    if _holds_timestamp(raw, header):
         raise DecodeError("msgpack", "header holds msgpack extension type -1 (timestamp)")
+    bin_key = _bin_key(raw, header)
+    if bin_key is not None:
+        raise DecodeError("msgpack", f"header holds the bin map key {_show(bin_key[0])}; "
+                          "map keys must be str")
     if not isinstance(header, dict):
         raise DecodeError("header", f"header is a {type(header).__name__}, not a map")
     version = header.get("v")

@@ -24,8 +24,8 @@ from harness import wait_for
 
 from arroyo_core.link import ZmqListener, ZmqPublisher
 from arroyo_core.message import Event, Start, Stop
+from arroyo_core.transports.zmq.connections import RECONNECT_AFTER_S
 from arroyo_core.transports.zmq.curve import load_secret_key
-from arroyo_core.transports.zmq.monitor import RECONNECT_AFTER_S
 from arroyo_core.wire import encode
 from services.status_server import query_status
 

@@ -6,9 +6,17 @@ connection is lost with it. On the *connecting* side (an input ``>tcp://...``, A
 default) libzmq does not reconnect after a protocol error, so the listener connects again
 itself. The service must stay up, count the dropped connection, and account for every
 message that did not arrive as missing.
+
+MAXMSGSIZE is FRAME_CEILING times the listener's max_message_bytes: a frame of exactly
+that size still arrives (and is rejected as malformed ``size``, the connection kept), one
+byte more drops the connection, whichever side binds (docs/protocol.md, section 5.1).
 """
 
 from __future__ import annotations
+
+import itertools
+import queue
+import time
 
 import numpy as np
 import pytest
@@ -16,6 +24,7 @@ import zmq
 from harness import wait_for
 
 from arroyo_core.message import Event, Start, Stop
+from arroyo_core.transports.zmq.receiver import FRAME_CEILING
 from arroyo_core.wire import encode
 from services.status_server import query_status
 
@@ -78,3 +87,65 @@ def test_a_frame_over_maxmsgsize_drops_one_connection_not_the_service(service, t
     assert run["frames"] == 26 - sender["missing"] and run["lost"] == sender["missing"]
     assert "libzmq closed the connection" in sink.output()
     assert "MAXMSGSIZE" in sink.output()
+
+
+@pytest.mark.parametrize("listener_binds", [False, True],
+                         ids=["listener-connects", "listener-binds"])
+def test_the_frame_ceiling_is_where_a_connection_drops(receiver, zmq_socket, tcp,
+                                                       listener_binds):
+    ceiling = FRAME_CEILING * LIMIT
+    endpoint = tcp()
+    upstream = zmq_socket(zmq.PUSH)
+    upstream.sndtimeo = 10_000  # a send that cannot go fails the test instead of hanging
+    if listener_binds:
+        rx = receiver("@" + endpoint, max_message_bytes=LIMIT)
+        upstream.connect(endpoint)
+    else:
+        upstream.bind(endpoint)
+        rx = receiver(">" + endpoint, max_message_bytes=LIMIT)
+    seq = itertools.count()
+
+    def send(message):
+        upstream.send_multipart(encode(message, src="upstream", seq=next(seq)), copy=False)
+
+    def event(frame, nbytes=256):
+        return Event({"run": "r", "frame": frame}, {"image": np.zeros(nbytes, np.uint8)})
+
+    send(Start({"run": "r"}))  # seq 0
+    send(event(0))
+    assert [m.kind for m in rx.take(2)] == ["start", "event"]
+
+    send(event(1, ceiling))  # seq 2: at the ceiling, libzmq takes it and the link rejects it
+    send(event(2))
+    assert rx.get().meta["frame"] == 2  # the same connection goes on
+    link = rx.listener.stats()
+    assert link["malformed"] == {"size": 1}
+    assert link["connections"]["dropped"] == 0 and link["peers"]["disconnects"] == 0
+
+    send(event(3, ceiling + 1))  # seq 4: one byte over, libzmq drops the connection
+    # What is sent before the sender sees the connection gone is lost with it: send until
+    # one arrives over the new connection.
+    frame, deadline = 4, time.monotonic() + 20
+    while True:
+        send(event(frame))
+        frame += 1
+        try:
+            arrived = rx.messages.get(timeout=0.5)
+            break
+        except queue.Empty:
+            assert time.monotonic() < deadline, f"nothing after the drop: {rx.listener.stats()}"
+    send(Stop({"run": "r", "frames_sent": frame}))
+    assert rx.get().kind == "stop"
+
+    # the monitor thread may report the new connection after its first message
+    wait_for(lambda: rx.listener.stats()["peers"]["reconnects"] == 1, what="the reconnect")
+    link = rx.listener.stats()
+    sender = link["senders"]["upstream"]
+    assert link["malformed"] == {"size": 1}  # a dropped frame is not a malformed message
+    assert link["connections"]["dropped"] == (0 if listener_binds else 1)  # we reconnected
+    assert link["peers"]["disconnects"] == 1
+    assert sender["next_seq"] == next(seq)
+    assert sender["received"] + sender["missing"] == sender["next_seq"]
+    assert sender["missing_ranges"][0] == [2, 2]  # the one rejected as too large
+    # the oversized frame and what followed it on that connection (frame n has seq n + 1)
+    assert sender["missing_ranges"][1] == [4, arrived.meta["frame"]]

@@ -83,6 +83,9 @@ VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
     st.lists(inner, max_size=4),
     st.dictionaries(st.one_of(st.text(max_size=6), st.binary(max_size=4)), inner, max_size=4)),
     max_leaves=12)
+META_VALUES = st.recursive(SCALARS, lambda inner: st.one_of(  # map keys str, as senders must
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=12)
 EXTENSIONS = st.one_of(st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=8)),
                        st.builds(msgpack.Timestamp, st.integers(0, 2**34 - 1),
                                  st.integers(0, 999_999_999)))
@@ -116,7 +119,7 @@ PAYLOAD_VALUES = st.one_of(
 @st.composite
 def messages(draw) -> tuple[Any, str, int, float]:
     kind = draw(st.sampled_from([Start, Event, Event, Event, Event, Stop]))
-    meta = draw(st.dictionaries(st.text(max_size=6), VALUES, max_size=3))
+    meta = draw(st.dictionaries(st.text(max_size=6), META_VALUES, max_size=3))
     arrays = st.dictionaries(st.text(max_size=5), PAYLOAD_VALUES,
                              min_size=draw(st.sampled_from([1, 1, 1, 0])), max_size=3)
     message = Event(meta, draw(arrays)) if kind is Event else kind(meta)

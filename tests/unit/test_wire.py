@@ -153,6 +153,57 @@ def test_encode_refuses_bad_metadata(meta):
         encode(Start(meta), src="s", seq=0)
 
 
+@pytest.mark.parametrize("meta", [
+    {b"run": 1}, {1: "x"}, {None: 1}, {(1, 2): "x"}, {"a": {"b": {b"c": 1}}},
+    {"a": [1, {2.5: "x"}]}, {"a": ({True: 1},)},
+], ids=["bin", "int", "nil", "array", "nested-bin", "in-a-list", "in-a-tuple"])
+def test_encode_refuses_map_keys_that_are_not_str(meta):
+    """docs/protocol.md 3.1: map keys are str at every depth; the encoder never writes others."""
+    with pytest.raises(EncodeError, match="map keys must be str"):
+        encode(Start(meta), src="s", seq=0)
+
+
+def test_str_subclass_keys_and_nested_str_keys_are_encoded():
+    meta = {np.str_("run"): 1, "nested": [{"a": ({"b": None},)}]}
+    got, _ = decode(encode(Start(meta), src="s", seq=0))
+    assert got.meta == {"run": 1, "nested": [{"a": [{"b": None}]}]}
+
+
+def _keys(value) -> list:
+    """Every map key in a msgpack value, at any depth."""
+    if isinstance(value, dict):
+        return [*value, *(k for v in value.values() for k in _keys(v))]
+    if isinstance(value, list):
+        return [k for v in value for k in _keys(v)]
+    return []
+
+
+FOREIGN_META = st.recursive(
+    st.one_of(st.integers(0, 9), st.text(max_size=3), st.binary(max_size=3)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(
+        st.one_of(st.text(max_size=3), st.binary(max_size=3)), inner, max_size=3)),
+    max_leaves=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.one_of(st.text(max_size=3), st.binary(max_size=3)), FOREIGN_META,
+                       max_size=3))
+def test_bin_keys_are_rejected_so_decode_then_encode_never_writes_one(meta):
+    """A sender that writes bin keys (msgpack-python's ``strict_map_key`` lets them through)
+    is rejected as malformed, so a service that forwards what it decoded cannot re-emit them."""
+    received = frames(header(kind="start", arrays=[], meta=meta))
+    has_bin_key = any(isinstance(k, bytes) for k in _keys(meta))
+    try:
+        message, envelope = decode(received)
+    except DecodeError as exc:
+        assert has_bin_key and exc.reason == "msgpack" and "map keys must be str" in str(exc)
+        return
+    assert not has_bin_key
+    forwarded = encode(message, src=envelope.src, seq=envelope.seq, time=envelope.time)
+    head = msgpack.unpackb(forwarded[0], raw=False, strict_map_key=False)
+    assert all(isinstance(k, str) for k in _keys(head))
+
+
 # --- every reason decode gives -------------------------------------------------------------
 
 def header(**fields) -> dict:
@@ -192,6 +243,10 @@ CASES = {
         frames(msgpack.packb(header(kind="start", arrays=[], src="ab")).replace(b"\xa2ab",
                                                                                 b"\xa2\xff\xfe")),
         frames(header(kind="start", arrays=[], meta={1: "int key"})),
+        frames(header(kind="start", arrays=[], meta={b"run": "bin key"})),
+        frames(header(kind="start", arrays=[], meta={"a": [{"b": {b"c": 1}}]})),  # nested
+        frames(header(kind="start", arrays=[], other={b"k": 1})),     # in a key receivers ignore
+        frames({**header(kind="start", arrays=[]), b"extra": 1}),    # in the header map itself
         frames(header(kind="start", arrays=[], meta={"e": msgpack.ExtType(5, b"x")})),
         frames(header(kind="start", arrays=[], meta={"t": [msgpack.Timestamp(1, 2)]})),
         frames(header(kind="start", arrays=[], meta={"t": msgpack.Timestamp(2**40)})),

@@ -2,13 +2,13 @@
 
 ::
 
-    sockets    send/receive helpers, opening a configured socket
-    push       PushSender: PUSH, each message to one puller, back-pressure
-    pub        PubSender: XPUB, every subscriber gets every message
-    receiver   ZmqReceiver: PULL or SUB
-    monitor    connection events: drops, refusals (peers: who is connected)
-    handoff    a close that waits until peers have read everything
-    curve      CURVE encryption and client allow-lists
+    sockets      send/receive helpers, opening a configured socket
+    push         PushSender: PUSH, each message to one puller, back-pressure
+    pub          PubSender: XPUB, every subscriber gets every message
+    receiver     ZmqReceiver: PULL or SUB
+    connections  ConnectionTracker: peers, refused handshakes, dropped connections
+    handoff      a close that waits until peers have read everything
+    curve        CURVE encryption and client allow-lists
 
 The ``pattern`` option picks the socket: ``push`` (default) or ``pub`` for outputs,
 ``pull`` (default) or ``sub`` for inputs.

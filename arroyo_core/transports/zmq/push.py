@@ -12,9 +12,9 @@ from ...address import Address
 from ...budget import LinkBudget, frames_nbytes
 from ...errors import ConfigError
 from ...transport import Frames, FrameSender
+from .connections import ConnectionTracker
 from .curve import CurveLink
 from .handoff import Handoff
-from .monitor import SocketMonitor
 from .sockets import (
     HEARTBEAT_TIMEOUT_MS,
     NOBLOCK,
@@ -92,7 +92,7 @@ class PushSender(FrameSender):
         self.curve = CurveLink.from_options(link, address.text, address.bind,
                                             curve_secret_key_file, curve_server_key_file,
                                             curve_allow)
-        self.monitor = SocketMonitor(link)
+        self.tracker = ConnectionTracker(link)
         self.socket: zmq.Socket | None = None
         self._abandoned = False
 
@@ -103,15 +103,14 @@ class PushSender(FrameSender):
     def open(self) -> None:
         self.socket = open_socket(self.socket_type, self.address, self.options,
                                   f"{self.pattern} output", curve=self.curve,
-                                  monitor=self.monitor)
+                                  tracker=self.tracker)
         self.socket.sndtimeo = POLL_MS  # send waits inside send, a poll interval at a time
 
     def wait_for_peers(self) -> None:
         if not self.expected_peers:
             return
         assert self.socket is not None
-        self.monitor.peers.wait_for(self.expected_peers, self.peer_timeout,
-                                    lambda: self._abandoned)
+        self.tracker.wait_for(self.expected_peers, self.peer_timeout, lambda: self._abandoned)
         # libzmq attaches a new peer's queue when the socket next processes its commands,
         # which reading EVENTS does at once: the Start then goes to an attached peer.
         self.socket.getsockopt(zmq.EVENTS)
@@ -162,8 +161,8 @@ class PushSender(FrameSender):
         deadline = time.monotonic() + self.linger_s
         handoff = None
         if not self._abandoned:  # see handoff.py: peers must read all before we go
-            handoff = Handoff(self.monitor.peers.connections(), self.link)
-        self.monitor.stop(self.socket)
+            handoff = Handoff(self.tracker.connections(), self.link)
+        self.tracker.stop(self.socket)
         self.socket.close(linger=0 if self._abandoned else int(self.linger_s * 1000))
         self.socket = None
         if self.curve is not None:
@@ -175,7 +174,7 @@ class PushSender(FrameSender):
             handoff.close()
 
     def status(self) -> dict[str, Any]:
-        stats = {**self.monitor.stats(), "pattern": self.pattern, "overflow": self.overflow}
+        stats = {**self.tracker.stats(), "pattern": self.pattern, "overflow": self.overflow}
         if self.budget is not None:
             stats["budget"] = self.budget.stats()
         return stats

@@ -13,12 +13,12 @@ from ...budget import LinkBudget, frames_nbytes
 from ...errors import ConfigError
 from ...transport import FrameReceiver, Frames
 from ...wire import DEFAULT_LIMITS
+from .connections import ConnectionTracker
 from .curve import CurveLink
-from .monitor import SocketMonitor
 from .sockets import HEARTBEAT_TIMEOUT_MS, POLL_MS, link_options, open_socket, recv_frames
 
 PATTERNS = {"pull": zmq.PULL, "sub": zmq.SUB}
-FRAME_CEILING = 16  # libzmq's MAXMSGSIZE, in multiples of a listener's max_message_bytes
+FRAME_CEILING = 16  # MAXMSGSIZE in multiples of max_message_bytes (docs/protocol.md 5.1)
 
 
 class ZmqReceiver(FrameReceiver):
@@ -76,13 +76,13 @@ class ZmqReceiver(FrameReceiver):
         self.curve = CurveLink.from_options(link, address.text, address.bind,
                                             curve_secret_key_file, curve_server_key_file,
                                             curve_allow)
-        self.monitor = SocketMonitor(link, frame_ceiling)
+        self.tracker = ConnectionTracker(link, frame_ceiling)
         self.socket: zmq.Socket | None = None
 
     def open(self) -> None:
         self.socket = open_socket(PATTERNS[self.pattern], self.address, self.options,
                                   f"{self.pattern} input", curve=self.curve,
-                                  monitor=self.monitor)
+                                  tracker=self.tracker)
 
     def receive(self, stop: threading.Event) -> Iterator[tuple[Frames, Any]]:
         socket = self.socket
@@ -96,7 +96,7 @@ class ZmqReceiver(FrameReceiver):
             try:
                 frames = recv_frames(socket)
             except zmq.Again:
-                self.monitor.reconnect_dropped(socket, self.address.text)
+                self.tracker.reconnect_dropped(socket, self.address.text)
                 continue
             if has_topic:
                 frames = frames[1:]
@@ -108,14 +108,14 @@ class ZmqReceiver(FrameReceiver):
 
     def close(self) -> None:
         if self.socket is not None:
-            self.monitor.stop(self.socket)
+            self.tracker.stop(self.socket)
             self.socket.close(linger=0)
             self.socket = None
             if self.curve is not None:
                 self.curve.release()
 
     def status(self) -> dict[str, Any]:
-        stats = {**self.monitor.stats(), "pattern": self.pattern}
+        stats = {**self.tracker.stats(), "pattern": self.pattern}
         if self.budget is not None:
             stats["budget"] = self.budget.stats()
         return stats

@@ -11,8 +11,8 @@ import zmq
 
 from ...address import Address
 from ...errors import ConfigError
+from .connections import ConnectionTracker
 from .curve import CurveLink
-from .monitor import SocketMonitor
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,10 @@ def zmq_address(address: Address) -> str:
 
 def open_socket(kind: int, address: Address, options: dict[int, Any], role: str, *,
                 curve: CurveLink | None = None,
-                monitor: SocketMonitor | None = None) -> zmq.Socket:
+                tracker: ConnectionTracker | None = None) -> zmq.Socket:
     """Create, configure and bind/connect a socket; raise ConfigError naming the address.
 
-    ``curve`` secures it and ``monitor`` watches its connections, both from before the
+    ``curve`` secures it and ``tracker`` watches its connections, both from before the
     first peer can connect.
     """
     socket: zmq.Socket = zmq.Context.instance().socket(kind)
@@ -95,15 +95,15 @@ def open_socket(kind: int, address: Address, options: dict[int, Any], role: str,
             socket.setsockopt(option, value)
         if curve is not None:
             curve.secure(socket)
-        if monitor is not None:
-            monitor.start(socket)
+        if tracker is not None:
+            tracker.start(socket)
         if address.bind:
             socket.bind(address.text)
         else:
             socket.connect(address.text)
     except (zmq.ZMQError, ConfigError) as exc:
-        if monitor is not None:
-            monitor.stop(socket)
+        if tracker is not None:
+            tracker.stop(socket)
         socket.close(linger=0)
         if curve is not None:
             curve.release()
