@@ -7,7 +7,7 @@ operator serves a single-image detector and a multi-module one alike.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -46,10 +46,10 @@ class Reduce(Operator):
         super().__init__()
         unknown = set(stats) - set(self.REDUCERS)
         if unknown:
-            raise ConfigError(
-                f"unknown stats {sorted(unknown)}; choose from {sorted(self.REDUCERS)}")
+            raise ConfigError(f"option stats: unknown {sorted(unknown)}; choose from "
+                              f"{sorted(self.REDUCERS)}")
         if roi is not None and len(roi) != 4:
-            raise ConfigError(f"roi must be [y0, y1, x0, x1], got {roi!r}")
+            raise ConfigError(f"option roi: expected [y0, y1, x0, x1], got {roi!r}")
         self.region = (Ellipsis, slice(roi[0], roi[1]), slice(roi[2], roi[3])) if roi else ...
         self.stats = list(stats)
 
@@ -63,12 +63,22 @@ class Reduce(Operator):
 
 
 class Downsample(Operator):
-    """Bins the last two axes of each array by ``factor`` (sum or mean of each block)."""
+    """Bins the last two axes of each array by ``factor`` (sum or mean of each block).
 
-    def __init__(self, factor: int = 2, method: str = "mean") -> None:
+    Parameters
+    ----------
+    factor
+        Pixels per block side: 4 turns 512x512 into 128x128 (a remainder is trimmed).
+    method
+        How a block becomes one pixel: its ``mean`` or its ``sum``.
+    """
+
+    def __init__(self, factor: int = 2, method: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()
-        if factor < 1 or method not in ("mean", "sum"):
-            raise ConfigError("downsample needs factor >= 1 and method 'mean' or 'sum'")
+        if factor < 1:
+            raise ConfigError(f"option factor: expected 1 or more, got {factor!r}")
+        if method not in ("mean", "sum"):
+            raise ConfigError(f"option method: expected one of 'mean', 'sum', got {method!r}")
         self.factor = int(factor)
         self.method = method
 
@@ -91,8 +101,14 @@ class Downsample(Operator):
 class Threshold(Operator):
     """Zeroes every pixel below ``level`` and counts those at or above it.
 
-    The payload keeps each array (thresholded, same dtype) and adds ``{name}_count``;
-    with ``drop_empty`` an Event with no pixel over the level is not published.
+    The payload keeps each array (thresholded, same dtype) and adds ``{name}_count``.
+
+    Parameters
+    ----------
+    level
+        Pixels below it become 0.
+    drop_empty
+        Publish nothing for an Event with no pixel at or above the level.
     """
 
     def __init__(self, level: float = 0.0, drop_empty: bool = False) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import registry
+from .arguments import check_arguments
 from .budget import split_memory_limit
 from .config import ROLES, ServiceConfig
 from .errors import ConfigError
@@ -41,7 +42,7 @@ def build_runtime(config: ServiceConfig) -> Runtime:
         if pattern:
             options["pattern"] = pattern
         try:
-            return cls(address, **options)
+            return cls(address, **check_arguments(cls, options, given=("address",)))
         except (TypeError, ConfigError) as exc:
             raise ConfigError(f"[{section}] {key}: {exc}") from None
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .components import Publisher
+from .errors import ConfigError
 from .gaps import GapCounter
 from .message import Event, Message, Start, Stop
 from .status import LinkStatus, RunStatus
@@ -68,6 +69,8 @@ class StatsSink(Publisher):
     """
 
     def __init__(self, interval: float = 1.0) -> None:
+        if not interval >= 0:
+            raise ConfigError(f"option interval: expected 0 or more seconds, got {interval!r}")
         self.interval = interval
         self.runs: list[RunTally] = []
         self.current: RunTally | None = None
@@ -109,6 +112,8 @@ def _line(run: RunStatus) -> str:
 class HDF5Sink(Publisher):
     """Writes each run to ``{directory}/{run}.h5``: one growing dataset per payload array,
     Start metadata as file attributes and Stop metadata as attributes of ``/stop``."""
+
+    requires = {"h5py": "arroyo-stream[hdf5]"}  # checked by registry.build, so by --check
 
     def __init__(self, directory: str = ".", compression: str | None = None) -> None:
         self.directory = Path(directory)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .components import Deliver, Listener
+from .errors import ConfigError
 from .message import Event, Message, Start, Stop
 from .status import LinkStatus
 
@@ -24,14 +25,20 @@ class SimulatedDetector(Listener):
 
     Parameters
     ----------
-    shape, dtype
-        Of each frame.
+    shape
+        Of each frame, e.g. ``[512, 512]``.
+    dtype
+        Of each frame: a numpy dtype name such as ``uint16`` or ``float32``.
     frames
         How many frames in the run.
     rate
         Frames per second; 0 sends as fast as the chain takes them.
     runs
         How many runs to emit one after the other.
+    ring
+        How many distinct frames to cycle through.
+    seed
+        Of the random numbers the frames are made of.
     checksum
         Put ``crc32`` (zlib) of each frame's bytes in its metadata, so a checking sink
         (:class:`~arroyo_core.verify.VerifyingSink`) can prove nothing was corrupted.
@@ -45,13 +52,25 @@ class SimulatedDetector(Listener):
                  frames: int = 100, rate: float = 10.0, runs: int = 1, ring: int = 4,
                  seed: int = 0, checksum: bool = False, fresh: bool = False) -> None:
         self.shape = tuple(int(n) for n in shape)
-        self.dtype = np.dtype(dtype)
-        self.frames = int(frames)
+        if not self.shape or min(self.shape) < 1:
+            raise ConfigError(f"option shape: expected a list of sizes of 1 or more, got {shape!r}")
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            raise ConfigError(f"option dtype: {dtype!r} is not a numpy dtype (e.g. uint16, "
+                              "float32)") from None
+        if self.dtype.kind not in "biufc":
+            raise ConfigError(f"option dtype: expected a numeric dtype, got {dtype!r}")
+        self.frames = _at_least("frames", frames, 0)
         self.rate = float(rate)
-        self.runs = int(runs)
+        if not self.rate >= 0:  # also refuses nan
+            raise ConfigError(f"option rate: expected frames per second, 0 (as fast as the "
+                              f"chain takes them) or more, got {rate!r}")
+        self.runs = _at_least("runs", runs, 1)
         rng = np.random.default_rng(seed)
         high = 1000 if self.dtype.kind in "iu" else 1.0
-        self.ring = [(rng.random(self.shape) * high).astype(self.dtype) for _ in range(ring)]
+        self.ring = [(rng.random(self.shape) * high).astype(self.dtype)
+                     for _ in range(_at_least("ring", ring, 1))]
         # numpy's stubs give ndarray __buffer__ only for Python >= 3.12; it is a buffer
         self.crcs = ([zlib.crc32(frame) for frame in self.ring]  # type: ignore[arg-type]
                      if checksum else None)
@@ -94,6 +113,13 @@ class SimulatedDetector(Listener):
 
     def stats(self) -> dict[str, Any]:
         return self.status().to_dict()
+
+
+def _at_least(key: str, value: int, low: int) -> int:
+    """``value`` if it is ``low`` or more, else a ConfigError naming the option ``key``."""
+    if value < low:
+        raise ConfigError(f"option {key}: expected {low} or more, got {value!r}")
+    return int(value)
 
 
 class MemoryListener(Listener):

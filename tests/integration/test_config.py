@@ -109,8 +109,9 @@ def test_check_accepts_a_good_config_without_opening_sockets(tmp_path, tcp, fmt)
 @pytest.mark.parametrize("config,message", [
     ({"operator": "reduce", "colour": "red"}, "unknown keys ['colour']"),
     ({"operator": "no-such-operator"}, "no operator named 'no-such-operator'"),
-    ({"operator": "reduce", "options": {"stats": ["median"]}}, "unknown stats ['median']"),
-    ({"operator": "downsample", "options": {"factor": 0}}, "factor >= 1"),
+    ({"operator": "reduce", "options": {"stats": ["median"]}},
+     "option stats: unknown ['median']"),
+    ({"operator": "downsample", "options": {"factor": 0}}, "option factor: expected 1 or more"),
     ({"operator": "reduce", "in_pattern": "dealer"}, "input pattern 'dealer'"),
     ({"operator": "reduce", "out": "@udpish://x"}, "no transport for scheme 'udpish'"),
     ({"operator": "reduce", "in": ">tcp://127.0.0.1"}, "is not a valid address"),

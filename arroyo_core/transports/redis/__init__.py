@@ -47,6 +47,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...address import Address
+from ...arguments import check_arguments
 from ...errors import ConfigError
 from ...transport import FrameReceiver, FrameSender, Transport
 from .connection import ClientSettings, redact
@@ -90,6 +91,7 @@ class RedisTransport(Transport):
 def _make(cls: type[Any], address: Address, settings: ClientSettings, link: str, name: str,
           options: dict[str, Any]) -> Any:
     try:
+        options = check_arguments(cls, options, given=("url", "settings", "link", *TARGETS))
         return cls(address.base, settings, link, name, **options)
     except (ValueError, ConfigError) as exc:  # e.g. a number that is not one, from the query
         raise ConfigError(f"{link}: {exc}") from None

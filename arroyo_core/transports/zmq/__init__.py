@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...address import Address
+from ...arguments import check_arguments
 from ...errors import ConfigError
 from ...transport import FrameReceiver, FrameSender, Transport
 from .pub import PubSender
@@ -35,11 +36,13 @@ class ZmqTransport(Transport):
         pattern = options.pop("pattern", "push")
         if pattern not in SENDERS:
             raise ConfigError(f"output pattern {pattern!r} is not one of {sorted(SENDERS)}")
-        return SENDERS[pattern](address, link, **options)
+        cls = SENDERS[pattern]
+        return cls(address, link, **check_arguments(cls, options, given=("address", "link")))
 
     def receiver(self, address: Address, options: dict[str, Any], link: str) -> FrameReceiver:
         zmq_address(address)
-        return ZmqReceiver(address, link, **options)
+        return ZmqReceiver(address, link,
+                           **check_arguments(ZmqReceiver, options, given=("address", "link")))
 
     def name(self, address: Address, options: dict[str, Any]) -> str:
         default = "push" if address.bind else "pull"  # a guess only until the link says
