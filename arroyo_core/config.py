@@ -197,18 +197,34 @@ def default_of(item: Field[Any]) -> Any:
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read the table in a ``.toml``, ``.yaml`` or ``.yml`` file (unchecked)."""
+    """Read the table in a ``.toml``, ``.yaml`` or ``.yml`` file (its values unchecked);
+    a ConfigError in one line if it cannot be read or holds no table."""
     path = Path(path)
+    if path.suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(f"{path}: config files end in .toml, .yaml or .yml")
+    import yaml
+
     try:
         if path.suffix == ".toml":
             return tomllib.loads(path.read_text())
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            return yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    raise ConfigError(f"{path}: config files end in .toml, .yaml or .yml")
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {_yaml_problem(exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a table of settings (key: value lines), got "
+                          f"{_article(type(data).__name__)} {type(data).__name__}")
+    return data
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML syntax error in one line, placed as tomllib places its own."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} (at line {mark.line + 1}, column {mark.column + 1})" if mark else problem
 
 
 _SETTINGS = [(item, item.metadata["arroyo"]) for item in fields(ServiceConfig)

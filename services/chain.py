@@ -24,8 +24,9 @@ A chain file is TOML or YAML::
 ``{name}`` in an address is the named service's ``host`` when services run on hosts
 (``arroyo run``, supervisor, several machines) and its service name under docker compose,
 so the same file serves both. Each service runs as ``arroyo service CHAIN_FILE NAME``
-(:func:`service_command`), which reads its settings from the file itself. Everything here
-is plain data: nothing is opened or started.
+(:func:`service_command`), which reads its settings from the file itself and runs in the
+file's directory, where it finds user code and relative paths (:mod:`services.workdir`).
+Everything here is plain data: nothing is opened or started.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from .chain import TARGETS, Chain, Target, load_chain
 from .chain_runner import check_chain, run_chain
 from .deploy import compose_file, supervisor_conf
 from .serve import serve, setup_logging
+from .workdir import at_home, home_of
 
 EXIT_CONFIG = 2
 
@@ -42,9 +43,13 @@ def _load(chain_file: str, services: tuple[str, ...] = (), host: str | None = No
 def _write(text: str, output: str) -> None:
     if output == "-":
         click.echo(text, nl=False)
-    else:
+        return
+    try:
         Path(output).write_text(text)
-        click.echo(f"wrote {output}", err=True)
+    except OSError as exc:
+        click.echo(f"error: -o/--output: cannot write {output}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    click.echo(f"wrote {output}", err=True)
 
 
 def _warn_links(chain: Chain) -> None:
@@ -73,10 +78,13 @@ def run(chain_file: str, services: tuple[str, ...], host: str | None) -> None:
               type=click.Choice(["debug", "info", "warning", "error"]))
 def service(chain_file: str, name: str, target: Target, check: bool, log_level: str) -> None:
     """Run service NAME of CHAIN_FILE in the foreground, with the settings the file gives it.
-    `arroyo run`, the generated supervisor programs and compose services all start this."""
+    `arroyo run`, the generated supervisor programs and compose services all start this. It
+    runs in CHAIN_FILE's directory: relative paths are read there, and user code
+    (package.module:Class) is imported from there first."""
     setup_logging(log_level, name)
     chain = _load(chain_file, (name,))
-    sys.exit(serve(chain.resolve(name, target), check=check))
+    with at_home(home_of(chain_file)):
+        sys.exit(serve(chain.resolve(name, target), check=check))
 
 
 @click.command("check")

@@ -88,7 +88,7 @@ def check_chain(chain: Chain, timeout: float = 60.0) -> int:
     if not problems:
         click.echo(f"links ok: {len(chain.links())} connection(s) inside chain {chain.name}")
     checks = {name: subprocess.Popen(
-        [sys.executable, "-m", "services", *service_command(chain.origin, name), "--check",
+        [sys.executable, "-P", "-m", "services", *service_command(chain.origin, name), "--check",
          "--log-level", "error"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for name in chain.services}

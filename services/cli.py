@@ -14,6 +14,7 @@ from arroyo_core.errors import ConfigError
 
 from .serve import refuse, serve, setup_logging
 from .service_options import given_settings, merge, service_params
+from .workdir import at_home, home_of
 
 DOCS = {
     "listener": "Run a listener service: take data from a source and send Arroyo messages "
@@ -32,27 +33,28 @@ def _service_command(role: str) -> click.Command:
         try:
             data = load_config(config_file) if config_file else {}
         except ConfigError as exc:
-            raise click.UsageError(str(exc)) from None
-        if not isinstance(data, dict):
-            raise click.UsageError(f"{config_file}: expected a table of settings")
+            sys.exit(refuse(exc))
         data = merge(data, given_settings(role, values))
         name = data["name"] if isinstance(data.get("name"), str) else role
         setup_logging(log_level, name)
-        try:
-            config = ServiceConfig.from_mapping(role, data)
-        except ConfigError as exc:
-            sys.exit(refuse(name, exc))
-        sys.exit(serve(config, check=check))
+        with at_home(home_of(config_file), with_cwd=True):
+            try:
+                config = ServiceConfig.from_mapping(role, data)
+            except ConfigError as exc:
+                sys.exit(refuse(exc))
+            sys.exit(serve(config, check=check))
 
     params: list[click.Parameter] = [
         click.Option(["-c", "--config", "config_file"],
                      type=click.Path(exists=True, dir_okay=False),
                      help="TOML or YAML file with the same keys as these options "
-                          "(options given here win)."),
+                          "(options given here win). The service runs in its directory: "
+                          "relative paths are read there, and user code is imported from "
+                          "there first."),
         *service_params(role),
         click.Option(["--check"], is_flag=True,
-                     help="Check the configuration (plug-ins, options, addresses) and exit "
-                          "without opening anything."),
+                     help="Check the configuration (plug-ins and their options, links, "
+                          "addresses, packages they need) and exit without opening anything."),
         click.Option(["--log-level"], default="info", show_default=True,
                      type=click.Choice(["debug", "info", "warning", "error"])),
     ]
@@ -71,18 +73,24 @@ for _role in ROLES:
 
 
 @main.command()
-@click.argument("endpoints", nargs=-1, required=True, metavar="ADDRESS...")
+@click.argument("endpoints", nargs=-1, required=True, metavar="ADDRESS|CHAIN_FILE...")
 @click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait per service.")
 @click.option("--json", "as_json", is_flag=True, help="Print each ledger as JSON instead of the "
               "chain table.")
 def status(endpoints: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Print the loss ledger of the services whose status sockets are at ADDRESS...: give
     every service of a chain to see, per link, what was received, missed (with the missing
-    ranges), duplicated, malformed, sent and dropped, and per hop what went unaccounted."""
+    ranges), duplicated, malformed, sent and dropped, and per hop what went unaccounted.
+    A chain file stands for every service of it that has a status socket."""
     from arroyo_core.status import ServiceStatus
-    from services.status_server import query_status
+    from services.status_server import query_status, status_endpoints
 
     from .ledger_table import render
+
+    try:
+        endpoints = tuple(status_endpoints(endpoints))
+    except ConfigError as exc:
+        sys.exit(refuse(exc))
 
     replies, errors = [], []
     for endpoint in endpoints:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -27,31 +28,35 @@ class ServiceProcess:
     ``wait_ready`` returns once the service printed ``READY`` (its sockets are open).
     ``prefix`` goes before the command (e.g. ``ip netns exec NS``, which execs it, so
     signals still reach the service); ``own_session`` keeps a terminal's Ctrl-C from
-    reaching the child, so that the parent decides how it stops.
+    reaching the child, so that the parent decides how it stops; ``cwd`` is the directory
+    it starts in.
     """
 
     def __init__(self, role: str, args: Sequence[str], name: str | None = None,
                  echo: bool = False, env: dict[str, str] | None = None,
-                 prefix: Sequence[str] = (), own_session: bool = False) -> None:
+                 prefix: Sequence[str] = (), own_session: bool = False,
+                 cwd: str | Path | None = None) -> None:
         self.name = name or role
-        self._spawn([role, "--name", self.name, *args], echo, env, prefix, own_session)
+        self._spawn([role, "--name", self.name, *args], echo, env, prefix, own_session, cwd)
 
     @classmethod
     def from_argv(cls, argv: Sequence[str], name: str, echo: bool = False,
                   env: dict[str, str] | None = None, prefix: Sequence[str] = (),
-                  own_session: bool = False) -> ServiceProcess:
+                  own_session: bool = False, cwd: str | Path | None = None) -> ServiceProcess:
         """``arroyo ARGV``, e.g. ``services.chain.service_command(chain_file, name)``."""
         process = cls.__new__(cls)
         process.name = name
-        process._spawn(argv, echo, env, prefix, own_session)
+        process._spawn(argv, echo, env, prefix, own_session, cwd)
         return process
 
     def _spawn(self, argv: Sequence[str], echo: bool, env: dict[str, str] | None,
-               prefix: Sequence[str], own_session: bool) -> None:
-        command = [*prefix, sys.executable, "-m", "services", *argv]
+               prefix: Sequence[str], own_session: bool, cwd: str | Path | None) -> None:
+        # -P: not the current directory on the import path; a service finds user code by
+        # services.workdir's rule, wherever it was started from
+        command = [*prefix, sys.executable, "-P", "-m", "services", *argv]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            env={**os.environ, **(env or {})}, start_new_session=own_session)
+            env={**os.environ, **(env or {})}, start_new_session=own_session, cwd=cwd)
         self.lines: deque[str] = deque(maxlen=2000)
         self._ready = threading.Event()
         self._echo = echo

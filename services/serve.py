@@ -11,7 +11,7 @@ from typing import Any
 from arroyo_core.config import ServiceConfig
 from arroyo_core.errors import ConfigError
 from arroyo_core.service import build_runtime
-from services.status_server import StatusServer
+from services.status_server import StatusServer, status_address
 
 log = logging.getLogger("arroyo.service")
 
@@ -44,25 +44,34 @@ def _flush_sockets(timeout: float) -> None:
                     timeout)
 
 
-def refuse(name: str, exc: ConfigError) -> int:
-    """Say why service ``name`` cannot start, in its log and on stderr; the exit code."""
-    log.error("%s cannot start: %s", name, exc)
+def refuse(exc: ConfigError) -> int:
+    """Say why a service cannot start, in one line on stderr (supervisor's programs send
+    stderr to the same log as stdout, so logging it as well would say it twice); the exit
+    code."""
     print(f"error: {exc}", file=sys.stderr, flush=True)
     return EXIT_CONFIG
 
 
 def serve(config: ServiceConfig, check: bool = False) -> int:
-    """Run the service ``config`` describes; return the process exit code."""
+    """Run the service ``config`` describes; return the process exit code.
+
+    ``check`` builds and checks everything a start would (plug-ins and their options,
+    links and their options, addresses, optional packages) without opening anything.
+    """
     name = config.section
     try:
         runtime = build_runtime(config)
+        if config.status:
+            status_address(config.status, name)
         if check:
             print(f"config ok: {name} ({config.role})", flush=True)
             return 0
         runtime.open()
         status = StatusServer(config.status, runtime.stats, name) if config.status else None
     except ConfigError as exc:
-        return refuse(name, exc)
+        return refuse(exc)
+    except (ImportError, OSError) as exc:  # a plug-in's open(): a package or a path it needs
+        return refuse(ConfigError(f"[{name}] cannot open: {exc}"))
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("%s received %s; draining and stopping", name, signal.Signals(signum).name)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
 import zmq
 
 from arroyo_core.address import Address
+from arroyo_core.errors import ConfigError
 from arroyo_core.transports.zmq.sockets import open_socket, zmq_address
 
 log = logging.getLogger(__name__)
@@ -21,12 +22,25 @@ def _plain(obj: Any) -> Any:
     return obj.item() if hasattr(obj, "item") else str(obj)
 
 
+def status_address(endpoint: str, section: str) -> Address:
+    """The address the status socket of service ``section`` binds, checked (a ConfigError
+    names the service and the key)."""
+    try:
+        address = Address.parse(endpoint, bind_by_default=True)
+        if address.scheme not in ("tcp", "ipc"):
+            raise ConfigError(f"{endpoint!r}: a status socket is ZeroMQ, on a tcp:// or "
+                              "ipc:// address")
+        zmq_address(address)
+    except ConfigError as exc:
+        raise ConfigError(f"[{section}] status: {exc}") from None
+    return address
+
+
 class StatusServer:
     """Serves ``stats()`` on ``endpoint`` from a daemon thread until :meth:`close`."""
 
     def __init__(self, endpoint: str, stats: Callable[[], dict[str, Any]], name: str) -> None:
-        self.endpoint = Address.parse(endpoint, bind_by_default=True)
-        zmq_address(self.endpoint)
+        self.endpoint = status_address(endpoint, name)
         self.stats = stats
         self.name = name
         self._closing = threading.Event()
@@ -50,6 +64,36 @@ class StatusServer:
     def close(self) -> None:
         self._closing.set()
         self._thread.join(timeout=2)
+
+
+def status_endpoints(words: Sequence[str]) -> list[str]:
+    """The status sockets ``arroyo status WORD...`` asks: each word is one's address (e.g.
+    ``tcp://127.0.0.1:6000``) or a chain file (each of its services that has one, from the
+    host it runs on); a ConfigError says what was expected instead."""
+    endpoints = []
+    for word in words:
+        if word.endswith((".toml", ".yaml", ".yml")):
+            from .chain import load_chain
+            from .deploy import status_address as reached_at
+
+            chain = load_chain(word)
+            found = [reached_at(chain, name) for name in chain.order()]
+            if not any(found):
+                raise ConfigError(f"{word}: no service of chain {chain.name!r} has a status "
+                                  "socket (status = ADDRESS)")
+            endpoints += [address for address in found if address]
+            continue
+        try:
+            address = Address.parse(word, bind_by_default=False)
+            if address.scheme not in ("tcp", "ipc"):
+                raise ConfigError("not tcp:// or ipc://")
+        except ConfigError:
+            hint = f"; did you mean tcp://127.0.0.1:{word}?" if word.isdigit() else ""
+            raise ConfigError(f"{word!r} is not a status address: expected a service's status "
+                              f"address such as tcp://127.0.0.1:6000, or a chain file"
+                              f"{hint}") from None
+        endpoints.append(word)
+    return endpoints
 
 
 def query_status(endpoint: str, timeout: float = 2.0) -> dict[str, Any]:

@@ -116,7 +116,7 @@ def test_run_starts_each_service_by_name_from_the_chain_file(tmp_path, run_chain
     for name in ("source", "operator", "sink"):
         pid = int(run.text().split(f"{name} pid ")[1].split(",")[0].split()[0])
         argv = open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\0")[:-1]
-        assert argv[1:] == ["-m", "services", "service", str(chain_file), name], argv
+        assert argv[1:] == ["-P", "-m", "services", "service", str(chain_file), name], argv
     assert "[services.sink] 'stats' is deprecated: call it 'status'" in run.text()
     wait_for(lambda: sink_frames(stats["sink"]) > 0, 20, "frames at the sink (status answers)")
     run.process.send_signal(signal.SIGINT)

@@ -27,7 +27,7 @@ from deploy_support import logged_ledger, wait_for
 from netns_support import Namespaces, require_root
 
 from services.chain import load_chain
-from services.processes import ServiceProcess
+from services.processes import ServiceProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ PEERS = {"push": "pull", "pub": "sub"}
 
 
 def mounts(service: dict) -> dict[str, str]:
-    """{path in the container: file here} of a compose service's read-only bind mounts."""
+    """{path in the container: directory here} of a compose service's read-only bind mounts."""
     found = {}
     for volume in service.get("volumes", []):
         host, inside, mode = volume.split(":")
@@ -51,7 +51,14 @@ def host_command(service: dict) -> list[str]:
     """A compose service's command with the files mounted into its container named by
     their paths here: what the container runs, as seen from this checkout."""
     inside = mounts(service)
-    return [inside.get(word, word) for word in service["command"]]
+
+    def here(word: str) -> str:
+        for mount, host in inside.items():
+            if word.startswith(mount + "/"):
+                return host + word[len(mount):]
+        return word
+
+    return [here(word) for word in service["command"]]
 
 
 CHAIN = load_chain(host_command(SERVICES["source"])[1])  # the chain file the services read
@@ -158,6 +165,18 @@ def test_dockerfile_installs_a_working_arroyo_without_dev_extras(image):
          "import importlib.util as u; print([m for m in ('h5py', 'supervisor', 'pytest', "
          "'redis') if u.find_spec(m)])"], capture_output=True, text=True, timeout=60)
     assert import_check.stdout.strip() == "[]", "the image has extras it does not need"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [["--check"], []], ids=["check", "start"])
+def test_the_image_names_the_extra_that_a_hdf5_sink_needs(image, mode):
+    """The image has no h5py (no EXTRAS): a sink = "hdf5" service says what to install, in
+    one line and exit 2, at --check as at start."""
+    result = image.run("publisher", "--in", f">tcp://127.0.0.1:{free_port()}", "--sink", "hdf5",
+                       *mode)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == ("error: [publisher] hdf5: needs h5py, which is not installed: "
+                             "pip install 'arroyo-stream[hdf5]'\n")
 
 
 @pytest.mark.slow

@@ -214,6 +214,8 @@ def test_generated_supervisor_programs_run_the_chain_file_by_name():
     for name, words in commands.items():
         assert words[:2] == ["arroyo", "service"] and words[3:] == [name]
         assert Path(words[2]).resolve() == DEFAULT_CHAIN
+    for program in group.process_configs:  # each runs in the chain file's directory
+        assert Path(program.directory).resolve() == DEFAULT_CHAIN.parent
 
 
 def test_supervisor_default_chain_path_is_absolute_with_percent_escaped(tmp_path):
@@ -225,12 +227,13 @@ def test_supervisor_default_chain_path_is_absolute_with_percent_escaped(tmp_path
     assert f"command=arroyo service {tmp_path}/100%%/c.toml sink\n" in result.output
 
 
-def test_generated_compose_services_mount_the_chain_file_and_run_it_by_name(tmp_path):
+def test_generated_compose_services_mount_the_chain_directory_and_run_it_by_name(tmp_path):
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     for name, service in compose["services"].items():
         assert service["command"] == ["service", "/etc/arroyo/chain.toml", name,
                                       "--target", "compose"]
-        assert service["volumes"] == ["./deploy/chain.toml:/etc/arroyo/chain.toml:ro"]
+        assert service["volumes"] == ["./deploy:/etc/arroyo:ro"]  # the chain file's directory
+        assert service["working_dir"] == "/etc/arroyo"
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"services": {"source": SOURCE}}))
     (tmp_path / "out").mkdir()
     result = _invoke(["deploy", "compose", str(tmp_path / "c.yaml"),
@@ -238,4 +241,4 @@ def test_generated_compose_services_mount_the_chain_file_and_run_it_by_name(tmp_
     assert result.exit_code == 0, result.output
     service = yaml.safe_load((tmp_path / "out" / "compose.yml").read_text())["services"]["source"]
     assert service["command"] == ["service", "/etc/arroyo/c.yaml", "source", "--target", "compose"]
-    assert service["volumes"] == ["../c.yaml:/etc/arroyo/c.yaml:ro"]  # from the compose file
+    assert service["volumes"] == ["..:/etc/arroyo:ro"]  # from the compose file
