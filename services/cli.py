@@ -12,6 +12,7 @@ import click
 from arroyo_core.config import ROLES, ServiceConfig, load_config
 from arroyo_core.errors import ConfigError
 
+from .plugin_help import ServiceCommand
 from .serve import refuse, serve, setup_logging
 from .service_options import given_settings, merge, service_params
 from .workdir import at_home, home_of
@@ -58,7 +59,7 @@ def _service_command(role: str) -> click.Command:
         click.Option(["--log-level"], default="info", show_default=True,
                      type=click.Choice(["debug", "info", "warning", "error"])),
     ]
-    return click.Command(role, callback=callback, params=params, help=DOCS[role])
+    return ServiceCommand(role, callback=callback, params=params, help=DOCS[role])
 
 
 @click.group()

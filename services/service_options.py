@@ -56,7 +56,8 @@ def _help(role: str, setting: Setting, item: Field[Any]) -> str:
     if setting.kind == "plugin":
         kind = ROLES[role].plugin_kind
         text += (f" A registered name ({', '.join(registry.names(kind))}) or "
-                 "package.module:Class.")
+                 "package.module:Class (a module next to the -c file or in the current "
+                 "directory is found). With --help, lists its options.")
     if setting.kind == "options" and "-o" in setting.flags:
         text += " VALUE is read as YAML when it can be (10, 0.5, [512,512]), else as text."
     default = setting.shown_default or default_of(item)
