@@ -7,8 +7,9 @@ README.md's first fenced shell block, read from the clone's README and not retyp
 there in order with ``bash -c``, as root and as a normal user. Each must exit 0; the demo must
 end with ``lost 0`` and the test command must pass tests.
 
-The block's test command is the whole suite. In the container there is no redis-server, no
-iproute2 and no podman, so the tests that need them skip there; they run on the host, in CI.
+The block's test command is the whole suite but these container tests (deselected unless
+``-m container``; .ci/run runs both). In the container there is no redis-server, iproute2 or
+root (for the normal user), so the tests that need them skip there; they run on the host in CI.
 The container reaches the package index with the host's pip settings (host_pip_settings).
 """
 
@@ -24,7 +25,6 @@ import pytest
 from container_support import Container, base_image, host_pip_settings, require_podman
 from harness import skip_unless
 
-pytestmark = [pytest.mark.integration, pytest.mark.container]
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = {"root": "/root", "newcomer": "/home/newcomer"}  # user -> home
@@ -86,6 +86,8 @@ def test_readme_block_has_setup_demo_and_tests() -> None:
     assert any("pytest" in command for command in commands), commands
 
 
+@pytest.mark.integration
+@pytest.mark.container
 def test_base_image_is_stock_debian(stock_debian: str, container) -> None:
     """The image has what makes the README's old first line fail on a stock system: a
     python3 with no `python`, and pip refusing to install into the system's Python."""
@@ -98,6 +100,8 @@ def test_base_image_is_stock_debian(stock_debian: str, container) -> None:
     assert "externally-managed-environment" in refused.stdout, tail(refused.stdout)
 
 
+@pytest.mark.integration
+@pytest.mark.container
 @pytest.mark.slow
 @pytest.mark.timeout(3000)
 @pytest.mark.parametrize("user", list(USERS))
