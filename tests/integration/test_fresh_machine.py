@@ -25,7 +25,6 @@ import pytest
 from container_support import Container, base_image, host_pip_settings, require_podman
 from harness import skip_unless
 
-
 ROOT = Path(__file__).resolve().parents[2]
 USERS = {"root": "/root", "newcomer": "/home/newcomer"}  # user -> home
 DEMO_SUMMARY = re.compile(r"summary: sent (\d+), received (\d+), lost 0\b")
