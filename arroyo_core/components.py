@@ -100,8 +100,9 @@ class Operator:
     (the runtime awaits it on an event loop of its own). The runtime holds every operator
     to what the wire needs, in one process as in a service (:mod:`arroyo_core.results`):
     received arrays are read-only, and returning anything else (a dict, an array, a str)
-    or metadata the wire cannot carry (a datetime) fails the operator on that message. A plain object with a ``process``
-    method works as well: the runtime wraps it in :class:`FunctionOperator`.
+    or metadata the wire cannot carry (a datetime) fails the operator on that message. A
+    plain object with a ``process`` method works as well: the runtime wraps it in
+    :class:`FunctionOperator`.
 
     Publishers added here are handed to the runtime that runs the operator, which sends
     every result to all of them: the operator never sends anything itself.

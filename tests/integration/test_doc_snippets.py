@@ -56,6 +56,8 @@ SKIPPED = {"", "text", "hexdump"}
 CHECKED = {"python", "toml", "yaml", "bash"}
 FENCE = re.compile(r"^```(?P<info>[^`]*)$")
 FILE_NAME = re.compile(r"^#[^\n]*?(?<![\w/.-])(?P<name>[\w/.-]+\.(?:py|toml|yaml|yml))\b")
+LOADERS = {"toml": (tomllib.loads, tomllib.TOMLDecodeError),
+           "yaml": (yaml.safe_load, yaml.YAMLError)}
 SERVICE_COMMANDS = {"listener", "operator", "publisher", "service"}
 TIMEOUT = 60
 
@@ -152,7 +154,10 @@ class Checker:
             self.fail(snippet, f"{what} exited {done.returncode}", done.stderr + done.stdout)
 
     def check(self, snippet: Snippet) -> None:
-        getattr(self, f"check_{snippet.language}")(snippet)
+        if snippet.language in LOADERS:
+            self.check_config(snippet)
+        else:
+            getattr(self, f"check_{snippet.language}")(snippet)
 
     def check_python(self, snippet: Snippet) -> None:
         try:
@@ -171,27 +176,17 @@ class Checker:
                                   timeout=TIMEOUT)
             self.expect_ok(snippet, "python", done)
 
-    def check_toml(self, snippet: Snippet) -> None:
+    def check_config(self, snippet: Snippet) -> None:
+        suffix = snippet.language
+        load, error = LOADERS[suffix]
         try:
-            data = tomllib.loads(snippet.text)
-        except tomllib.TOMLDecodeError as exc:
-            self.fail(snippet, f"is not TOML: {exc}")
+            data = load(snippet.text)
+        except error as exc:
+            self.fail(snippet, f"is not {suffix.upper()}: {exc}")
             return
-        self.check_config(snippet, data, "toml")
-
-    def check_yaml(self, snippet: Snippet) -> None:
-        try:
-            data = yaml.safe_load(snippet.text)
-        except yaml.YAMLError as exc:
-            self.fail(snippet, f"is not YAML: {exc}")
-            return
-        self.check_config(snippet, data, "yaml")
-
-    def check_config(self, snippet: Snippet, data: object, suffix: str) -> None:
         name = snippet.file_name or f"snippet-{snippet.line}.{suffix}"
         text = snippet.text.replace("/etc/arroyo/keys/", "keys/")
         if snippet.text.startswith(f"# {name}\n") and (ROOT / name).is_file():  # shows it
-            load = tomllib.loads if suffix == "toml" else yaml.safe_load
             if load((ROOT / name).read_text()) != data:
                 self.fail(snippet, f"differs from {name}, which it shows")
         path = self.directory / name
