@@ -1,4 +1,5 @@
-"""HDF5Sink's layout (docs/hdf5.md) and when it flushes, without sockets."""
+"""HDF5Sink's file layout (docs/hdf5.md) and when it flushes, without sockets (the service
+and a SIGKILL: tests/integration/test_hdf5_sink.py)."""
 
 from __future__ import annotations
 
