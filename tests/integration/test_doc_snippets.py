@@ -17,6 +17,8 @@ reader would copy them:
   arguments; ``deploy`` runs, writing to a file of the test's instead of ``-o``'s;
   ``keys generate`` runs; the rest (``status``, ``demo``) are only parsed by click. Other
   commands (pip, docker, supervisord, redis-server) are only parsed by bash.
+- ``dockerfile``: each instruction is one Docker knows, ``FROM`` first, each ``RUN``
+  parses (there is no Docker engine to build it; see tests/integration/test_compose.py).
 - ``text``, ``hexdump`` and blocks without a language are output or diagrams: skipped.
 
 A block that is deliberately incomplete says ``partial`` in its fence's info string
@@ -53,7 +55,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SKIPPED = {"", "text", "hexdump"}
-CHECKED = {"python", "toml", "yaml", "bash"}
+CHECKED = {"python", "toml", "yaml", "bash", "dockerfile"}
+DOCKERFILE_INSTRUCTIONS = {
+    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
+    "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR"}
 FENCE = re.compile(r"^```(?P<info>[^`]*)$")
 FILE_NAME = re.compile(r"^#[^\n]*?(?<![\w/.-])(?P<name>[\w/.-]+\.(?:py|toml|yaml|yml))\b")
 LOADERS = {"toml": (tomllib.loads, tomllib.TOMLDecodeError),
@@ -205,6 +210,24 @@ class Checker:
         else:
             self.fail(snippet, "is neither a chain file nor a service config named for its "
                                "role (listener.toml, operator.toml ...); mark it partial?")
+
+    def check_dockerfile(self, snippet: Snippet) -> None:
+        """No Docker engine here: every instruction is one Docker knows, FROM comes first,
+        and each RUN passes ``bash -n``."""
+        self.checked += 1
+        instructions = [line.split(None, 1) for line in commands(snippet.text)
+                        if not line.lstrip().startswith("#")]
+        unknown = [words[0] for words in instructions
+                   if words[0].upper() not in DOCKERFILE_INSTRUCTIONS]
+        if unknown or not instructions or instructions[0][0].upper() != "FROM":
+            self.fail(snippet, f"is not a Dockerfile: unknown instructions {unknown} or no "
+                               "FROM first")
+        for words in instructions:
+            if words[0].upper() == "RUN" and len(words) > 1:
+                done = subprocess.run(["bash", "-n"], input=words[1], capture_output=True,
+                                      text=True, timeout=TIMEOUT)
+                if done.returncode != 0:
+                    self.fail(snippet, f"RUN {words[1]!r} does not parse", done.stderr)
 
     def check_bash(self, snippet: Snippet) -> None:
         done = subprocess.run(["bash", "-n"], input=snippet.text, capture_output=True,
