@@ -97,8 +97,12 @@ class Operator:
     ``process`` routes each message to ``on_start``, ``on_event`` or ``on_stop``, which by
     default pass it on unchanged; override the one you need. Each may return a Message,
     None (nothing to publish) or an iterable of Messages, and each may be ``async def``
-    (the runtime awaits it on an event loop of its own). A plain object with a ``process``
-    method works as well: the runtime wraps it in :class:`FunctionOperator`.
+    (the runtime awaits it on an event loop of its own). The runtime holds every operator
+    to what the wire needs, in one process as in a service (:mod:`arroyo_core.results`):
+    received arrays are read-only, and returning anything else (a dict, an array, a str)
+    or metadata the wire cannot carry (a datetime) fails the operator on that message. A
+    plain object with a ``process`` method works as well: the runtime wraps it in
+    :class:`FunctionOperator`.
 
     Publishers added here are handed to the runtime that runs the operator, which sends
     every result to all of them: the operator never sends anything itself.
@@ -166,12 +170,3 @@ def as_operator(obj: Any) -> Operator:
     if callable(getattr(obj, "process", None)):
         return FunctionOperator(obj.process)
     raise TypeError(f"{obj!r} has no process(message) method")
-
-
-def iter_results(results: Results) -> Iterable[Message]:
-    """Normalise what ``process`` returned into an iterable of Messages."""
-    if results is None:
-        return ()
-    if isinstance(results, Message):
-        return (results,)
-    return results

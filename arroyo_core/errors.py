@@ -6,6 +6,8 @@
     ├── ConfigError     a service or plug-in was described wrongly (names the section)
     ├── DecodeError     bytes from the network are not a valid Arroyo message (has a .reason)
     ├── EncodeError     a message cannot be put on the wire (e.g. object dtype, bad metadata)
+    ├── ResultError     an operator returned or published what is not a Message the wire
+    │                   can carry (says what it was, and what it should be)
     └── FallenBehindError  a receiving link fell further behind its sender than allowed
 """
 
@@ -20,6 +22,14 @@ class ConfigError(ArroyoError):
 
 class EncodeError(ArroyoError):
     """A message cannot be encoded to the wire format."""
+
+
+class ResultError(ArroyoError):
+    """An operator returned or published something other than Messages the wire can carry.
+
+    The runtime checks every result the same way in one process and in a service, counts
+    this error like any other the operator raises, and logs the first.
+    """
 
 
 class DecodeError(ArroyoError):

@@ -35,8 +35,10 @@ class Start(Message):
 class Event(Message):
     """One datum of a run: metadata plus named numpy arrays or raw bytes.
 
-    Arrays that arrive from the network are read-only views on the received frames
-    (zero-copy); copy one before changing it in place.
+    Arrays an operator receives are read-only: from the network, views on the received
+    frames (zero-copy); in one process, read-only views of the source's arrays (the
+    runtime makes them, so an operator behaves the same in both). Copy one before
+    changing it in place.
     """
 
     payload: dict[str, Payload] = field(default_factory=dict)

@@ -15,9 +15,10 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from .components import Listener, Operator, Publisher, as_operator, iter_results
-from .message import Message
+from .components import Listener, Operator, Publisher, as_operator
+from .message import Event, Message
 from .queues import MessageQueue
+from .results import checked_publish, operator_results, read_only
 from .status import OperatorStatus, ServiceStatus
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ class Runtime:
         # operator's list, so publishers added to the operator (its public API) count too.
         self.publishers = self.operator.publishers
         self.publishers.extend(publishers)
-        self.operator.attach(self.route)
+        # What a hook publishes is checked as what it returns is (arroyo_core.results).
+        self.operator.attach(self._publish_from_hook)
         self._loop: asyncio.AbstractEventLoop | None = None  # for async operators, lazily
         # not `queue or ...`: an empty MessageQueue is falsy (it has __len__)
         self.queue = queue if queue is not None else MessageQueue(name="input queue")
@@ -177,12 +179,20 @@ class Runtime:
         for publisher in self.publishers:
             publisher.publish(message)
 
+    def _publish_from_hook(self, message: Message) -> None:
+        self.route(checked_publish(self.operator, message))
+
     def _handle(self, message: Message) -> None:
+        # The same checks in one process as in a service (arroyo_core.results): the
+        # operator gets read-only arrays, as decoded ones are, and every result must be
+        # a Message the wire can carry, or the operator fails on this message.
+        if isinstance(message, Event):
+            read_only(message)
         try:
             results = self.operator.process(message)
             if inspect.isawaitable(results):
                 results = self._await(results)
-            for result in iter_results(results):
+            for result in operator_results(results, self.operator, message):
                 self.route(result)
         except Exception as exc:
             name = type(exc).__name__

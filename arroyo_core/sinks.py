@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from .components import Publisher
 from .errors import ConfigError
 from .gaps import GapCounter
+from .hdf5_sink import HDF5Sink
 from .message import Event, Message, Start, Stop
 from .status import LinkStatus, RunStatus
 
 log = logging.getLogger(__name__)
 
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+__all__ = ["CollectingSink", "HDF5Sink", "RunTally", "StatsSink"]  # HDF5Sink: its own module
 
 
 class RunTally:
@@ -107,88 +104,6 @@ class StatsSink(Publisher):
 def _line(run: RunStatus) -> str:
     return (f"{run.frames} frames, {run.frames_per_s:.0f} frames/s, {run.mb_per_s:.1f} MB/s, "
             f"lost {run.lost}")
-
-
-class HDF5Sink(Publisher):
-    """Writes each run to ``{directory}/{run}.h5``: one growing dataset per payload array,
-    Start metadata as file attributes and Stop metadata as attributes of ``/stop``."""
-
-    requires = {"h5py": "arroyo-stream[hdf5]"}  # checked by registry.build, so by --check
-
-    def __init__(self, directory: str = ".", compression: str | None = None) -> None:
-        self.directory = Path(directory)
-        self.compression = compression
-        self.file: Any = None
-        self.written = 0
-
-    def open(self) -> None:
-        import h5py  # only this sink needs it
-
-        self._h5py = h5py
-        self.directory.mkdir(parents=True, exist_ok=True)
-
-    def publish(self, message: Message) -> None:
-        if isinstance(message, Start):
-            self._open_file(message.meta)
-        elif self.file is None:  # joined mid-run: keep the data in a file of its own
-            log.warning("hdf5 sink: a %s arrived outside a run; writing it to a new file",
-                        message.kind)
-            self._open_file({"run": message.meta.get("run"), "joined_mid_run": True})
-        if isinstance(message, Event):
-            for name, value in message.payload.items():
-                self._append(name, np.asarray(value))
-            self.written += 1
-        elif isinstance(message, Stop):
-            _set_attrs(self.file.require_group("stop").attrs, message.meta)
-            self._close_file()
-
-    def _open_file(self, meta: dict[str, Any]) -> None:
-        self._close_file()
-        # The run id comes from the network: keep it from naming a path outside directory.
-        run = _SAFE_NAME.sub("_", str(meta.get("run") or ""))[:100].lstrip(".")
-        name = run or time.strftime("%Y%m%d-%H%M%S")
-        path = self.directory / f"{name}.h5"
-        counter = 1
-        while path.exists():  # never overwrite an earlier run's file
-            path = self.directory / f"{name}-{counter}.h5"
-            counter += 1
-        self.file = self._h5py.File(path, "x")
-        _set_attrs(self.file.attrs, meta)
-
-    def _append(self, name: str, array: np.ndarray) -> None:
-        if array.dtype.kind in "mM":
-            array = array.view(np.int64)  # HDF5 has no datetime type
-        dataset = self.file.get(name)
-        if dataset is None:
-            dataset = self.file.create_dataset(
-                name, shape=(0, *array.shape), maxshape=(None, *array.shape),
-                dtype=array.dtype, chunks=(1, *array.shape) if array.size else None,
-                compression=self.compression)
-        dataset.resize(dataset.shape[0] + 1, axis=0)
-        dataset[-1] = array
-
-    def _close_file(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-
-    def close(self) -> None:
-        self._close_file()
-
-    def status(self) -> LinkStatus:
-        return LinkStatus(name=f"hdf5 {self.directory}", direction="output", kind="sink",
-                          sent=self.written)
-
-    def stats(self) -> dict[str, Any]:
-        return self.status().to_dict()
-
-
-def _set_attrs(attrs: Any, meta: dict[str, Any]) -> None:
-    for key, value in meta.items():
-        try:
-            attrs[key] = value
-        except (TypeError, ValueError):
-            attrs[key] = repr(value)  # nested metadata: keep it readable rather than lose it
 
 
 class CollectingSink(Publisher):

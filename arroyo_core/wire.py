@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-import reprlib
-import threading
 import time as _time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +20,8 @@ import numpy as np
 
 from .errors import DecodeError, EncodeError
 from .message import KINDS, Event, Message, Payload
+from .metadata import check_keys, check_meta, meta_error, packer
+from .metadata import show as _show
 
 VERSION = 1
 RAW_BYTES = "bytes"
@@ -29,11 +29,7 @@ ALLOWED_KINDS = frozenset("biufcmMSU")  # never object ("O") or void ("V")
 # A datetime unit's multiplier may not be 0 (numpy accepts "[0s]", then fails on the values).
 _DTYPE_STR = re.compile(r"^[<>|][biufcmMSU][0-9]{1,6}(\[([1-9][0-9]*)?[a-zA-Z]+\])?$")
 
-# Error details show received values through a bounded repr: a header may nest 1000 deep
-# (plain repr raises RecursionError) or hold a megabyte string.
-_repr = reprlib.Repr()
-_repr.maxlevel, _repr.maxstring, _repr.maxother = 3, 60, 60
-_show = _repr.repr
+_BYTE = np.dtype(np.uint8)  # a dtype object, not the type: view() converts the type each call
 
 
 @dataclass(frozen=True)
@@ -57,30 +53,6 @@ class Envelope(NamedTuple):
     time: float
 
 
-def _to_builtin(obj: Any) -> Any:
-    """msgpack fallback: numpy scalars and small sequences in metadata become plain types."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (tuple, set, frozenset)):
-        return list(obj)
-    raise TypeError(f"metadata value of type {type(obj).__name__} is not msgpack-serialisable")
-
-
-_packer_default = _to_builtin
-_packers = threading.local()
-_BYTE = np.dtype(np.uint8)  # a dtype object, not the type: view() converts the type each call
-
-
-def _packer() -> msgpack.Packer:
-    """This thread's Packer: msgpack.packb builds (and allocates a buffer for) a new one
-    per call, which costs as much as packing a small header. A Packer resets itself after
-    each pack, also one that raised, but is not safe to share between threads."""
-    packer = getattr(_packers, "packer", None)
-    if packer is None:
-        packer = _packers.packer = msgpack.Packer(use_bin_type=True, default=_packer_default)
-    return packer
-
-
 def _array_frame(value: Payload) -> tuple[list[Any], Any]:
     """Return (descriptor, buffer) for one payload entry, without copying when contiguous."""
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -89,10 +61,9 @@ def _array_frame(value: Payload) -> tuple[list[Any], Any]:
         buffer = value
         return [RAW_BYTES, [len(buffer)]], buffer
     array = np.asarray(value)
-    if array.dtype.kind not in ALLOWED_KINDS or array.dtype.itemsize == 0:
-        raise EncodeError(f"dtype {array.dtype} cannot be sent (allowed kinds: biufcmMSU)")
-    if array.dtype.kind in "SUmM" and not _DTYPE_STR.match(array.dtype.str):
-        raise EncodeError(f"dtype {array.dtype.str} has no wire form (size over 6 digits?)")
+    problem = _dtype_problem(array.dtype)
+    if problem is not None:
+        raise EncodeError(problem)
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)  # the one copy we cannot avoid
     # A flat uint8 view is accepted by every socket, whatever the dtype (datetime
@@ -128,40 +99,57 @@ def encode(message: Message, *, src: str, seq: int, time: float | None = None) -
         "arrays": descriptors,
     }
     try:
-        frames[0] = _packer().pack(header)
+        frames[0] = packer().pack(header)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise EncodeError(f"{message.kind} metadata: {exc}") from exc
-    # Checked once packed, so the walk is over a structure msgpack found finite and at
-    # most 512 deep; the packer itself writes any hashable key it can pack.
-    bad = _non_str_key(message.meta)
-    if bad is not None:
-        raise EncodeError(f"{message.kind} metadata: map key {_show(bad[0])} is a "
-                          f"{type(bad[0]).__name__}; map keys must be str (docs/protocol.md 3.1)")
+        raise meta_error(message, exc) from exc
+    check_keys(message)
     return frames
 
 
-_NESTED = (dict, list, tuple)
-_STR = frozenset([str])
-_SCALARS = frozenset([str, int, float, bool, bytes, type(None)])
+def check(message: Message) -> None:
+    """Raise EncodeError if :func:`encode` would refuse ``message``, or a decoder with the
+    default :class:`Limits` reject it, without encoding its payload: the metadata (packed
+    by the encoder's packer, so by the same rules) and its size, and each payload entry's
+    name and dtype.
+
+    What an in-process runtime checks (arroyo_core.results), so an operator that passes in
+    one process also goes over the wire. It costs about a microsecond for the usual small
+    metadata (``python benchmarks/runtime_checks.py``) and never touches the arrays' data.
+    """
+    check_meta(message, DEFAULT_LIMITS.max_header_bytes - _HEADER_ROOM)
+    if isinstance(message, Event):
+        payload = message.payload
+        if not isinstance(payload, dict):
+            raise EncodeError(f"event payload is a {type(payload).__name__}, not a dict")
+        if len(payload) > DEFAULT_LIMITS.max_arrays:
+            raise EncodeError(f"event payload of {len(payload)} entries: a receiver takes "
+                              f"at most {DEFAULT_LIMITS.max_arrays}")
+        for name, value in payload.items():
+            if not isinstance(name, str):
+                raise EncodeError(f"payload name {_show(name)} is not a str")
+            if isinstance(value, np.ndarray):
+                dtype = value.dtype
+                if dtype.kind in _PLAIN_KINDS and dtype.itemsize:
+                    continue  # the common case, without a call
+                problem = _dtype_problem(dtype)
+            elif isinstance(value, (bytes, bytearray, memoryview)):
+                continue
+            else:  # what encode sends through np.asarray: a numpy or Python scalar, a list
+                problem = _dtype_problem(np.asarray(value).dtype)
+            if problem is not None:
+                raise EncodeError(f"payload {name!r}: {problem}")
 
 
-def _non_str_key(meta: dict[Any, Any]) -> tuple[Any] | None:
-    """``(key,)`` for the first map key in ``meta``, at any depth, that is not a str; None
-    if every key is a str."""
-    # The usual metadata, str keys and plain values, in C loops: a third of the walk's cost.
-    if _STR.issuperset(map(type, meta)) and _SCALARS.issuperset(map(type, meta.values())):
-        return None
-    stack: list[Any] = [meta]
-    while stack:  # a loop, not recursion, as in _holds_timestamp
-        item = stack.pop()
-        if isinstance(item, dict):
-            for key, value in item.items():
-                if not isinstance(key, str):
-                    return (key,)
-                if isinstance(value, _NESTED):
-                    stack.append(value)
-        else:
-            stack.extend(value for value in item if isinstance(value, _NESTED))
+_HEADER_ROOM = 4096  # the header's other keys and the array descriptors, besides meta
+_PLAIN_KINDS = frozenset("biufc")  # every size of these has a wire form
+
+
+def _dtype_problem(dtype: np.dtype) -> str | None:
+    """Why an array of ``dtype`` cannot be sent, or None if it can."""
+    if dtype.kind not in ALLOWED_KINDS or dtype.itemsize == 0:
+        return f"dtype {dtype} cannot be sent (allowed kinds: biufcmMSU)"
+    if dtype.kind in "SUmM" and not _DTYPE_STR.match(dtype.str):
+        return f"dtype {dtype.str} has no wire form (size over 6 digits?)"
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import numpy as np
@@ -33,3 +34,26 @@ class Flaky(Operator):
                 "arg_types": [type(v).__name__ for v in (self.every, self.message, self.scale)]}
         payload = {name: np.asarray(value) * self.scale for name, value in event.payload.items()}
         return Event(meta, payload)
+
+
+class Misbehaving(Operator):
+    """Gets one thing wrong on every Event, as ``mistake`` says: returns a ``dict`` or an
+    ``array`` instead of an Event, ``mutate``\\ s its input array in place, or puts a
+    ``datetime`` in the metadata. Start and Stop pass through."""
+
+    def __init__(self, mistake: str = "dict") -> None:
+        super().__init__()
+        self.mistake = mistake
+
+    def on_event(self, event: Event) -> Results:
+        image = event.payload["image"]
+        if self.mistake == "dict":
+            return {"centre": np.array([1.0, 2.0])}  # type: ignore[return-value]
+        if self.mistake == "array":
+            return image * 2  # type: ignore[return-value]
+        if self.mistake == "mutate":
+            image[0, 0] = 0  # read-only, as received: ValueError
+            return event
+        if self.mistake == "datetime":
+            return Event({**event.meta, "when": datetime.datetime(2026, 1, 1)}, event.payload)
+        raise AssertionError(f"no mistake called {self.mistake!r}")
