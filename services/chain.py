@@ -61,7 +61,7 @@ PROGRAM_KEYS = {
     "startretries", "exitcodes", "stopsignal", "stopwaitsecs", "stopasgroup", "killasgroup",
     "user", "redirect_stderr", "stdout_logfile", "stdout_logfile_maxbytes",
     "stdout_logfile_backups", "stderr_logfile", "stderr_logfile_maxbytes",
-    "stderr_logfile_backups", "environment",
+    "stderr_logfile_backups", "environment", "stdout_events_enabled",
 }
 DEFAULT_HOST = "127.0.0.1"
 
