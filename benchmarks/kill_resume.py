@@ -3,9 +3,9 @@
 The situation of tests/integration/test_every_loss.py (tests/integration/kill_support.py):
 a source -> passthrough -> `--sink zmq` forwarder chain under a real supervisord, 10,000
 frames of 64x64 uint16 at 500 frames/s, an independent receiver (raw pyzmq + msgpack) at
-the end, and the middle stage killed five times: once after it had run a while, then as
-soon as frames flowed again through its new instance (within about a second of its
-start), then after 2 s, then at once again. Prints, per kill, how long the killed instance
+the end, and the middle stage killed five times: once after it had run a while, twice as
+soon as frames flowed again through its new instance (about half a second after its
+start), once 2 s after that, and once more at once. Prints, per kill, how long the killed instance
 had been up, the frames lost with it (counted by the receiver), and how long until frames
 reached the receiver again; then the true loss against what `arroyo status` reported.
 

@@ -2,9 +2,9 @@
 
 source -> middle (passthrough) -> forwarder (`--sink zmq`) -> an independent receiver
 (raw pyzmq and msgpack: kill_support.RawReceiver). The middle is killed with SIGKILL five
-times, four of them as soon as frames flow again through its new instance (within about
-a second of its start, well inside supervisor's startsecs). For PUSH and for PUB between
-the middle and the forwarder:
+times: three of them as soon as frames flow again through its new instance (about half a
+second after its start), and every kill after the first within supervisor's startsecs of
+the previous start. For PUSH and for PUB between the middle and the forwarder:
 
 - the loss `arroyo status` reports for the run (the forwarder's output: what left the
   chain) equals the true loss: frames the source sent minus distinct frames received;
