@@ -7,11 +7,16 @@ ranges, the first ``max_ranges`` of them; the count is always exact), and a numb
 it is a *duplicate* (or one that arrived after its gap was counted: without a set of
 every number seen, the two look alike).
 
+:class:`LateFilling` is the counter for numbers that may come out of order: a number that
+falls in a gap fills it (counted as *late*) instead of counting as a duplicate.
+
 What was seen is therefore ``first .. expected - 1`` minus the missing ranges (exactly,
 while :attr:`GapCounter.ranges_exact`), which is what a ledger that compares hops needs.
 """
 
 from __future__ import annotations
+
+from bisect import bisect_right
 
 MAX_RANGES = 32  # missing ranges kept per sequence; the count is always exact
 
@@ -72,8 +77,7 @@ class GapCounter:
             self._next = number if self.start is None else self.start
             return self.observe(number)
         if number < expected:
-            self.duplicates += 1
-            return -1
+            return self.earlier(number)
         gap = number - expected
         self.missing += gap
         if len(self.ranges) < self.max_ranges:
@@ -82,6 +86,13 @@ class GapCounter:
         self.seen += 1
         self.skipped(expected, number - 1)
         return gap
+
+    def earlier(self, number: int) -> int:
+        """Count ``number``, below the expected one: a duplicate here (return -1); a
+        subclass may tell a late number from a duplicate (:class:`LateFilling`). Off the
+        hot path: only numbers out of order come here."""
+        self.duplicates += 1
+        return -1
 
     def skipped(self, first: int, last: int) -> None:
         """Called for each gap, ``first..last`` missing: a subclass may say so (a link's
@@ -92,3 +103,46 @@ class GapCounter:
         """True while :attr:`ranges` holds every missing number (none were left out)."""
         return len(self.ranges) < self.max_ranges or self.missing == sum(
             last - first + 1 for first, last in self.ranges)
+
+
+class LateFilling(GapCounter):
+    """A GapCounter for numbers that may come out of order (a run's frames arriving
+    through several senders, e.g. a restarted stage or a pool of workers): a number that
+    falls in a kept missing range is *late*, not a duplicate, and is taken out of it.
+
+    Exact while the missing ranges are (:attr:`ranges_exact`): keep ``max_ranges`` above
+    the number of gaps open at once. Past it, a late number outside the kept ranges is
+    counted as a duplicate, as in the plain counter.
+    """
+
+    __slots__ = ("late",)
+
+    def __init__(self, start: int | None = 0, max_ranges: int = MAX_RANGES) -> None:
+        super().__init__(start, max_ranges)
+        self.late = 0  # numbers that came after a later one, and filled their gap
+
+    def earlier(self, number: int) -> int:
+        ranges = self.ranges
+        index = bisect_right(ranges, number, key=_first) - 1
+        if index < 0 or number > ranges[index][1]:
+            return super().earlier(number)
+        first, last = ranges[index]
+        if first == last:
+            del ranges[index]
+        elif number == first:
+            ranges[index][0] = number + 1
+        elif number == last:
+            ranges[index][1] = number - 1
+        else:
+            ranges[index][1] = number - 1
+            ranges.insert(index + 1, [number + 1, last])
+            if len(ranges) > self.max_ranges:
+                ranges.pop()  # the count stays exact; the ranges no longer are
+        self.missing -= 1
+        self.seen += 1
+        self.late += 1
+        return 0
+
+
+def _first(pair: list[int]) -> int:
+    return pair[0]

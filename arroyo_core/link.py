@@ -5,9 +5,12 @@ FrameReceiver yields. The transport is chosen by the address's scheme
 (:mod:`arroyo_core.transport`)::
 
     Runtime ──publish──> OutputLink ──frames──> FrameSender ~~wire~~ FrameReceiver
-                         (encode, seq, ledger)                          │
+                         (encode, seq, ledgers)                         │
     Runtime <──deliver── InputLink <──────────────frames, token─────────┘
-                         (decode, limits, lag, ledger, acknowledgements)
+                         (decode, limits, lag, ledgers, acknowledgements)
+
+Each keeps two ledgers: per sender, its sequence numbers (:mod:`.ledger`); per run, the
+frame numbers the source stamped (:mod:`.run_ledger`), which survive restarts.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .errors import ConfigError, DecodeError
 from .lag import LagWatch
 from .ledger import InputLedger, OutputLedger
 from .message import Message
+from .run_ledger import RunLedger
 from .status import LinkStatus
 from .transport import Transport, transport_for
 from .wire import DEFAULT_LIMITS, Limits, decode, encode
@@ -61,6 +65,7 @@ class OutputLink(Publisher):
     def __init__(self, address: str, **options: Any) -> None:
         transport, self.address, options, link = _transport(address, options, output=True)
         self.ledger = OutputLedger(link)
+        self.runs = RunLedger(link)
         try:
             self.sender = transport.sender(self.address, options, link)
         except TypeError as exc:
@@ -81,10 +86,12 @@ class OutputLink(Publisher):
         if dropped is None:
             self.seq += 1
             self.ledger.sent += 1
+            self.runs.observe(message)
         else:
             if self._numbers_drops:
                 self.seq += 1
             self.ledger.drop(dropped)
+            self.runs.drop(message)
 
     def abandon(self) -> None:
         self.sender.abandon()
@@ -94,7 +101,8 @@ class OutputLink(Publisher):
 
     def status(self) -> LinkStatus:
         record = self.ledger.status(address=self.address.shown, scheme=self.address.scheme,
-                                    src=self.src, next_seq=self.seq)
+                                    src=self.src, next_seq=self.seq,
+                                    run_ledger=self.runs.status())
         return record.with_transport(self.sender.status())
 
     def stats(self) -> dict[str, Any]:
@@ -125,6 +133,7 @@ class InputLink(Listener):
         options["max_message_bytes"] = int(max_message_bytes)  # the transport's ceiling
         transport, self.address, options, link = _transport(address, options, output=False)
         self.ledger = InputLedger(link)
+        self.runs = RunLedger(link)
         self.limits = Limits(max_message_bytes=int(max_message_bytes))
         self.lag = LagWatch(link, float(max_lag), on_lag) if max_lag else None
         try:
@@ -143,7 +152,7 @@ class InputLink(Listener):
         self.receiver.open()
 
     def start(self, deliver: Deliver) -> None:
-        ledger, limits, lag = self.ledger, self.limits, self.lag
+        ledger, runs, limits, lag = self.ledger, self.runs, self.limits, self.lag
         acknowledges = self.receiver.acknowledges
         for frames, token in self.receiver.receive(self.stop_requested):
             try:
@@ -161,6 +170,7 @@ class InputLink(Listener):
                 if acknowledges:
                     self.receiver.acknowledge([token])  # a duplicate: handled before
                 continue
+            runs.observe(message, envelope.src)
             if acknowledges:
                 self._serial += 1
                 self._serial_of[message] = self._serial
@@ -192,7 +202,8 @@ class InputLink(Listener):
         lag = self.lag.status() if self.lag is not None else None
         unhandled = len(self._inflight) if self.receiver.acknowledges else None
         record = self.ledger.status(address=self.address.shown, scheme=self.address.scheme,
-                                    lag=lag, unhandled=unhandled)
+                                    lag=lag, unhandled=unhandled,
+                                    run_ledger=self.runs.status())
         return record.with_transport(self.receiver.status())
 
     def stats(self) -> dict[str, Any]:

@@ -5,10 +5,12 @@
     ServiceStatus                   Runtime.status(), one per service
     ├── input: LinkStatus           its input link, or the source plug-in
     │   ├── senders: {src: SenderStatus}   what arrived of each sender's sequence
+    │   ├── run_ledger: [RunLedgerStatus]  which of each run's frame numbers arrived
     │   └── lag: LagStatus | None          if the link watches its lag
     ├── queue: QueueStatus          between receiving and processing
     ├── operator: OperatorStatus
     └── outputs: [LinkStatus]       its output links, or sink plug-ins
+        ├── run_ledger: [RunLedgerStatus]  which of each run's frames it sent on
         └── runs: [RunStatus] | None       what a sink counted of each run, end to end
 
 The runtime makes them from its parts and never from what a reader guesses. The status
@@ -108,6 +110,33 @@ class RunStatus(Record):
 
 
 @dataclass
+class RunLedgerStatus(Record):
+    """Which of one run's frame numbers a link saw (:mod:`arroyo_core.run_ledger`): an
+    input counts what arrived, an output what it handed on to its transport."""
+
+    run: Any  # the run id (the source's ``run``); None for frames without one
+    seen: int  # distinct frame numbers (an output: sent)
+    first: int | None  # the first frame number seen (None: none yet)
+    next: int | None  # one past the highest frame number seen
+    expected: int | None  # frames_sent from the run's Stop; None before it
+    # Frame numbers not seen: from 0 (from ``first`` when the link joined the run midway,
+    # ``started`` false) up to ``expected``, or up to ``next`` before the Stop.
+    missing: int
+    missing_ranges: list[list[int]]  # [first, last] of each, the first 32; count exact
+    duplicates: int  # seen again (or came late, past the ranges kept)
+    late: int  # came after a later frame, and filled their gap
+    dropped: int = 0  # an output's: frames it dropped itself (by its overflow policy)
+    senders: int = 0  # an input's: sender ids the run arrived under (one per restart)
+    started: bool = False  # the run's Start passed this link: counted from frame 0
+    complete: bool = False  # the run's Stop passed this link
+
+    @property
+    def lost(self) -> int | None:
+        """Frames of the run not seen here: known once the Stop came (None before)."""
+        return self.missing if self.complete and self.started else None
+
+
+@dataclass
 class LinkStatus(Record):
     """One link of a service (or the source or sink plug-in in a link's place).
 
@@ -134,6 +163,7 @@ class LinkStatus(Record):
     lag: LagStatus | None = None
     unhandled: int | None = None  # delivered, not yet acknowledged (acknowledging inputs)
     runs: list[RunStatus] | None = None  # a sink that counts runs
+    run_ledger: list[RunLedgerStatus] | None = None  # a link's, per run
     transport: dict[str, Any] = field(default_factory=dict)
 
     def with_transport(self, status: dict[str, Any]) -> Self:
@@ -175,6 +205,9 @@ class LinkStatus(Record):
             found["lag"] = LagStatus.from_dict(found["lag"])
         if found.get("runs") is not None:
             found["runs"] = [RunStatus.from_dict(run) for run in found["runs"]]
+        if found.get("run_ledger") is not None:
+            found["run_ledger"] = [RunLedgerStatus.from_dict(run)
+                                   for run in found["run_ledger"]]
         return cls(**{"direction": "", **found}, name=name, transport=rest)
 
     @classmethod
@@ -216,6 +249,7 @@ _FIELD_TYPES: dict[str, Check] = {
     "lag": _optional(lambda value: _fits(LagStatus, value)),
     "unhandled": _optional(_is_int),
     "runs": _optional(_all_records(RunStatus)),
+    "run_ledger": _optional(_all_records(RunLedgerStatus)),
 }
 assert set(_FIELD_TYPES) == {f.name for f in dataclasses.fields(LinkStatus)} - {"name", "transport"}
 

@@ -127,23 +127,23 @@ def transport_for(address: Address) -> Transport:
 
 def wait_for_count(count: Callable[[], int], expected: int, timeout: float,
                    pause: Callable[[], Any], cancelled: Callable[[], bool], link: str,
-                   what: str) -> bool:
+                   what: str, before: str = "starting the run") -> bool:
     """Call ``pause`` until ``count()`` reaches ``expected``; False on ``timeout`` (0:
-    never) or when ``cancelled()`` turns true. Says every WAIT_LOG_S that it waits, so a
-    run that does not start is never a mystery."""
+    never) or when ``cancelled()`` turns true. Says every WAIT_LOG_S that it waits (what
+    for, and ``before`` what), so a run that does not start or go on is never a mystery."""
     began = next_log = time.monotonic()
     while count() < expected:
         now = time.monotonic()
         if cancelled():
             return False
         if timeout and now - began >= timeout:
-            log.warning("%s: only %d of %d %s connected after %.1f s; starting the run "
-                        "anyway", link, count(), expected, what, timeout)
+            log.warning("%s: only %d of %d %s connected after %.1f s; %s anyway", link,
+                        count(), expected, what, timeout, before)
             return False
         if now >= next_log:
             limit = f"{timeout:.0f} s" if timeout else "no time limit"
-            log.info("%s: waiting for %d %s before starting the run: %d connected (%s)",
-                     link, expected, what, count(), limit)
+            log.info("%s: waiting for %d %s before %s: %d connected (%s)",
+                     link, expected, what, before, count(), limit)
             next_log = now + WAIT_LOG_S
         pause()
     return True

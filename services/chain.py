@@ -37,9 +37,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from arroyo_core import registry
 from arroyo_core.address import Address
 from arroyo_core.config import ROLES, ServiceConfig, load_config, settings
 from arroyo_core.errors import ConfigError
+from arroyo_core.link import InputLink, OutputLink
 
 from . import chain_links
 from .chain_links import LinkEnd
@@ -60,7 +62,7 @@ PROGRAM_KEYS = {
     "startretries", "exitcodes", "stopsignal", "stopwaitsecs", "stopasgroup", "killasgroup",
     "user", "redirect_stderr", "stdout_logfile", "stdout_logfile_maxbytes",
     "stdout_logfile_backups", "stderr_logfile", "stderr_logfile_maxbytes",
-    "stderr_logfile_backups", "environment",
+    "stderr_logfile_backups", "environment", "stdout_events_enabled",
 }
 DEFAULT_HOST = "127.0.0.1"
 
@@ -157,6 +159,7 @@ class Chain:
                     ends.append(LinkEnd(name, key, address, pattern,
                                         match.group(1) if match else None,
                                         chain_links.broker_place(address, options)))
+            ends += _plugin_ends(name, config)
         return ends
 
     def links(self, target: Target = "hosts") -> list[tuple[LinkEnd, LinkEnd]]:
@@ -262,6 +265,31 @@ def _parse_service(origin: str, name: Any, value: Any) -> ChainService:
         raise ConfigError(f"{where} 'program' holds supervisor program keys, one of "
                           f"{sorted(PROGRAM_KEYS)}")
     return ChainService(name, config, host, dict(program))
+
+
+def _plugin_ends(name: str, config: ServiceConfig) -> list[LinkEnd]:
+    """The end of a source or sink plug-in that is itself a link (``--sink zmq -o
+    address=@tcp://*:5560``, ``redis-stream``...): it binds or connects its own address,
+    which other services of the chain may reach. Nothing is opened; a plug-in that cannot
+    be made here is left to the service's own check, which says why."""
+    spec = ROLES[config.role]
+    plugin = config[spec.plugin_key]
+    try:
+        factory = registry.resolve(spec.plugin_kind, plugin) if plugin else None
+    except ConfigError:
+        return []
+    if not isinstance(factory, type) or not issubclass(factory, (InputLink, OutputLink)):
+        return []
+    try:
+        link = factory(**config.options)
+    except Exception:  # any error of a plug-in is for its own check to report
+        return []
+    output = isinstance(link, OutputLink)
+    end = link.sender if isinstance(link, OutputLink) else link.receiver
+    pattern = getattr(end, "pattern", None) or ("push" if output else "pull")
+    options = {key: value for key, value in config.options.items() if key != "address"}
+    return [LinkEnd(name, "out" if output else "in", link.address, str(pattern), None,
+                    chain_links.broker_place(link.address, options))]
 
 
 def _as_list(value: Any) -> list[Any]:

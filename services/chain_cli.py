@@ -15,7 +15,7 @@ from arroyo_core.errors import ConfigError
 
 from .chain import TARGETS, Chain, Target, load_chain
 from .chain_runner import check_chain, run_chain
-from .deploy import compose_file, supervisor_conf
+from .deploy import compose_file, startsecs, supervisor_conf
 from .serve import serve, setup_logging
 from .workdir import at_home, home_of
 
@@ -83,8 +83,11 @@ def service(chain_file: str, name: str, target: Target, check: bool, log_level: 
     (package.module:Class) is imported from there first."""
     setup_logging(log_level, name)
     chain = _load(chain_file, (name,))
+    # Under supervisord (which sets SUPERVISOR_ENABLED in its programs' environment), an
+    # end sooner than the program's startsecs would count as a failed start and run again.
+    min_uptime = startsecs(chain, name) if os.environ.get("SUPERVISOR_ENABLED") else 0.0
     with at_home(home_of(chain_file)):
-        sys.exit(serve(chain.resolve(name, target), check=check))
+        sys.exit(serve(chain.resolve(name, target), check=check, min_uptime=min_uptime))
 
 
 @click.command("check")

@@ -94,6 +94,7 @@ def problems(ends: list[LinkEnd], hosts: Mapping[str, str],
     mismatched patterns, two binds of one address, a broker place nobody writes."""
     found = []
     links = pairs(ends, hosts)
+    external = tuple(text.lstrip("@>") for text in external)  # with or without a prefix
     for end in ends:
         if not _seeks(end) or end.address.text in external:
             continue
@@ -102,12 +103,16 @@ def problems(ends: list[LinkEnd], hosts: Mapping[str, str],
             if not peers:
                 kind, name = end.place[3:] if end.place else ("", "")
                 found.append(f"{end}: no service in the chain writes {kind} {name!r} on that "
-                             "server (list it under 'external' if something outside the chain "
-                             "does)")
+                             "server. If a program outside the chain does, say so in the "
+                             f"chain file, at its top level: external = "
+                             f"[\"{end.address.text}\"]")
             continue
         if not peers:
-            found.append(f"{end}: no service in the chain binds it (list it under "
-                         "'external' if something outside the chain does)")
+            found.append(f"{end}: no service in the chain binds it. If a program outside "
+                         "the chain binds it, say so in the chain file, at its top level: "
+                         f"external = [\"{end.address.text}\"]; else bind it in one of "
+                         "the chain's services (e.g. its out = \"@...\" or a sink's "
+                         "address option)")
         elif end.names and all(b.service != end.names for b in peers):
             found.append(f"{end}: names '{end.names}' but is bound by "
                          f"{sorted({b.service for b in peers})}")

@@ -19,6 +19,7 @@ from .chain import Chain, service_command
 from .chain_links import flows
 
 STOP_MARGIN_S = 5  # beyond drain_timeout (when unsent messages are abandoned): closing and exit
+STARTSECS = 3  # supervisor's startsecs for every generated program (see SUPERVISOR_WHY)
 CONTAINER_DIR = "/etc/arroyo"  # where a compose service finds the chain file (mounted)
 
 
@@ -57,20 +58,29 @@ SUPERVISOR_WHY = {
     "autorestart": "Restart after a crash or kill -9 (an exit code not in exitcodes). A source "
                    "that finished its run exits 0 and stays EXITED instead of starting another "
                    "run; `supervisorctl start` runs it again.",
-    "exitcodes": "0 is the only clean end. A service exits 1 when its source failed and 2 when "
-                 "it is misconfigured (bad address, port in use, unknown plug-in). Exit 2 comes "
-                 "before READY, within startsecs, where supervisor ignores exitcodes: such a "
-                 "start counts as failed, and after startretries the program is FATAL.",
-    "startsecs": "supervisor has no readiness protocol: it calls a program RUNNING once it has "
-                 "stayed up startsecs, so startsecs must exceed the time a service takes to "
-                 "open its sockets and print READY: 0.4 s on an idle host, but more than 3 s "
-                 "was seen on a 2-core host at load 10. With 10 s, RUNNING means READY and a "
-                 "misconfigured service never looks RUNNING (were it slower than this, its "
-                 "exit 2 would be taken for a crash and restarted). A source whose run is "
-                 "shorter than startsecs counts as a failed start, too. RUNNING is only a "
-                 "label: data flows from READY on.",
+    "exitcodes": "0 is a clean end, never restarted. A service exits 1 when its source failed "
+                 "and 2 when it is misconfigured (bad address, port in use, unknown plug-in), "
+                 "which no restart mends: exit 2 comes before READY, within startsecs, where "
+                 "supervisor ignores exitcodes (it counts a failed start, and after "
+                 "startretries the program is FATAL); on a host so loaded that it came later, "
+                 "2 here leaves the program EXITED instead of restarting it in a loop.",
+    "startsecs": "supervisor has no readiness protocol: a program that exits within startsecs "
+                 "counts as a failed start (retried after 1, 2, 3 s; FATAL after "
+                 "startretries), one that exits later is restarted at once. Services print "
+                 "READY once their sockets are open (0.3-0.4 s after the start on an idle "
+                 "host) and a misconfigured one exits 2 before that, so a short startsecs "
+                 "catches misconfiguration and lets a failing service end FATAL. A service "
+                 "that ends cleanly sooner than startsecs stays up until then (a short run of "
+                 "a source is never repeated); one killed after READY but within startsecs is "
+                 "started again at once, never FATAL, when supervisord loads Arroyo's plug-in "
+                 "([rpcinterface:arroyo] in deploy/supervisor/supervisord.conf; without it "
+                 "supervisor backs off and may give up). RUNNING is only a label: data flows "
+                 "from READY on.",
     "startretries": "Tries before FATAL for a service that exits within startsecs (back-off "
                     "1, 2, 3 s): FATAL means 'misconfigured or broken: read its log'.",
+    "stdout_events_enabled": "Lets Arroyo's supervisord plug-in see the READY and EXIT lines "
+                             "by which it tells a killed service from one that failed to "
+                             "start (ignored without the plug-in).",
     "stopsignal": "SIGTERM drains: a source ends its run (Stop with frames_sent); a service fed "
                   "by another keeps receiving until that run's Stop has passed, sends what it "
                   "holds, and exits 0.",
@@ -97,6 +107,15 @@ def _supervisor_value(value: Any) -> str:
     if isinstance(value, Mapping):
         return ",".join(f'{k}="{v}"' for k, v in value.items())
     return str(value)
+
+
+def startsecs(chain: Chain, name: str) -> float:
+    """The ``startsecs`` of service ``name``'s generated program (the chain file's wins)."""
+    value = chain.all_services()[name].program.get("startsecs", STARTSECS)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float(STARTSECS)
 
 
 def supervisor_chain_path(chain: Chain) -> str:
@@ -128,9 +147,10 @@ def supervisor_program(chain: Chain, name: str, arroyo: str = "arroyo",
         "priority": 100 * (chain.depth()[name] + 1),
         "autostart": True,
         "autorestart": "unexpected",
-        "exitcodes": "0",
-        "startsecs": 10,
+        "exitcodes": "0,2",
+        "startsecs": STARTSECS,
         "startretries": 3,
+        "stdout_events_enabled": True,
         "stopsignal": "TERM",
         "stopwaitsecs": stop_wait(chain, name),
         "stopasgroup": True,

@@ -3,9 +3,12 @@ lost what.
 
 One row per link of each service (input, queue, outputs), then one line per hop (an
 output matched to the inputs that received from it, by the sender id in the records),
-then the end-to-end runs counted by a sink. Counts of a service that was killed die with
-it; the hop lines then show what the surviving instance never saw (``before``), and the
-sink's run line, counted from the source's frame numbers, stays exact.
+then each run as every link saw it (the run ledgers: frame numbers seen, from the source's
+``frame`` and ``frames_sent``), ending in its end-to-end line: what the chain's last
+output sent on, or what a counting sink counted. Counts of a service that was killed die
+with it; the hop lines then show what the surviving instance never saw (``before``), and
+the run lines, counted from the source's frame numbers, stay exact: the first link after
+a loss shows it, whichever sender ids the run came under.
 
 Everything here is read from :class:`~arroyo_core.status.ServiceStatus` records; the only
 transport details shown are ZeroMQ's (peers, refusals, overflow, budget), from a link's
@@ -17,7 +20,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from arroyo_core.status import LinkStatus, QueueStatus, RunStatus, ServiceStatus
+from arroyo_core.status import (
+    LinkStatus,
+    QueueStatus,
+    RunLedgerStatus,
+    RunStatus,
+    ServiceStatus,
+)
 
 COLUMNS = ("SERVICE", "LINK", "RECEIVED", "MISSING", "DUP", "MALFORMED", "SENT", "DROPPED",
            "PEERS", "DISC", "NOTES")
@@ -132,6 +141,82 @@ def runs(services: Sequence[ServiceStatus]) -> list[tuple[str, RunStatus]]:
             for run in output.runs or []]
 
 
+def terminal_outputs(services: Sequence[ServiceStatus]) -> list[tuple[str, LinkStatus]]:
+    """The output links that no listed input receives from: where the chain ends (as far
+    as the services given go), with their service's name."""
+    receiving = {src for service in services if service.input is not None
+                 for src in service.input.senders}
+    return [(service.name, output) for service in services for output in service.outputs
+            if output.src and output.run_ledger is not None and output.src not in receiving]
+
+
+def run_ledgers(services: Sequence[ServiceStatus],
+                ) -> dict[str, list[tuple[str, str, LinkStatus, RunLedgerStatus]]]:
+    """Each run's records, by run id as text, in the order the services were given (each
+    service's input, then its outputs): (service, "input"/"output", link, record)."""
+    found: dict[str, list[tuple[str, str, LinkStatus, RunLedgerStatus]]] = {}
+    for service in services:
+        links = [("input", service.input)] if service.input is not None else []
+        links += [("output", output) for output in service.outputs]
+        for side, link in links:
+            for record in link.run_ledger or []:
+                found.setdefault(str(record.run), []).append(
+                    (service.name, side, link, record))
+    return found
+
+
+def _seen(record: RunLedgerStatus, side: str) -> str:
+    """'seen 29972 of 30000, missing 28 [...]' for one link's record of a run."""
+    verb = "sent" if side == "output" else "seen"
+    if record.started:
+        of = f" of {record.expected}" if record.expected is not None else ""
+    else:
+        of = f" from frame {record.first} on (joined mid-run)" if record.first is not None \
+            else " (joined mid-run)"
+    text = f"{verb} {record.seen}{of}, missing {record.missing} {_ranges(record.missing_ranges)}"
+    notes = [f"dropped here {record.dropped}"] if record.dropped else []
+    if record.duplicates:
+        notes.append(f"duplicates {record.duplicates}")
+    if record.late:
+        notes.append(f"out of order {record.late}")
+    if record.senders > 1:
+        notes.append(f"from {record.senders} sender ids")
+    return text.rstrip() + "".join(f", {note}" for note in notes)
+
+
+def _run_lines(services: Sequence[ServiceStatus]) -> list[str]:
+    """Per run: one line per link that saw it, then the end-to-end line(s)."""
+    lines: list[str] = []
+    ends = {id(output) for _, output in terminal_outputs(services)}
+    for run, records in run_ledgers(services).items():
+        expected = next((r.expected for *_, r in records if r.expected is not None), None)
+        state = (f"complete: {expected} frames sent" if expected is not None
+                 else "running: no Stop seen yet")
+        lines.append(f"  run {run[:12]} ({state})")
+        rows = [[f"    {name}", f"{side} {link.pattern or link.kind}", link.address,
+                 _seen(record, side)] for name, side, link, record in records]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        lines += ["  ".join([*(cell.ljust(width) for cell, width in zip(row, widths,
+                                                                           strict=False)),
+                             row[-1]]).rstrip() for row in rows]
+        for name, side, link, record in records:
+            if side != "output" or id(link) not in ends:
+                continue
+            lines.append(f"    end to end, as {name} sent it on ({link.address}): "
+                         + _end_to_end(record))
+    return lines
+
+
+def _end_to_end(record: RunLedgerStatus) -> str:
+    ranges = _ranges(record.missing_ranges)
+    if not record.started:
+        return (f"{record.seen} frames from frame {record.first} on (it joined the run "
+                f"midway), missing {record.missing} {ranges}").rstrip()
+    if record.lost is None:
+        return f"{record.seen} frames so far, missing {record.missing} {ranges}".rstrip()
+    return f"{record.seen} of {record.expected} frames, lost {record.lost} {ranges}".rstrip()
+
+
 def render(services: Sequence[ServiceStatus], errors: Sequence[str] = ()) -> str:
     """The chain's status as text: links, hops and runs."""
     rows: list[list[str]] = [list(COLUMNS)]
@@ -152,13 +237,21 @@ def render(services: Sequence[ServiceStatus], errors: Sequence[str] = ()) -> str
     lines = _table(rows)
     hop_lines = []
     for hop in hops(services):
-        to = ", ".join(hop["to"]) or "no service listed here"
+        if not hop["to"]:
+            hop_lines.append(f"  {hop['from']} -> outside the services listed: sent "
+                             f"{hop['sent']} (what arrived there is not known here)")
+            continue
+        to = ", ".join(hop["to"])
         before = f", {hop['before']} before its first message" if hop["before"] else ""
         hop_lines.append(f"  {hop['from']} -> {to}: sent {hop['sent']}, received "
                          f"{hop['received']}{before}, unaccounted {hop['unaccounted']} "
                          "(in flight, or lost if idle)")
     if hop_lines:
         lines += ["", "hops:", *hop_lines]
+    ledger_lines = _run_lines(services)
+    if ledger_lines:
+        lines += ["", "runs, link by link (frame numbers seen; they survive restarts):",
+                  *ledger_lines]
     run_lines = []
     for sink, run in runs(services):
         state = "complete" if run.complete else "running"

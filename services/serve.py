@@ -1,4 +1,9 @@
-"""Runs one service process: build, open, report ready, run until SIGTERM/SIGINT, drain."""
+"""Runs one service process: build, open, report ready, run until SIGTERM/SIGINT, drain.
+
+A service says ``READY name`` once its sockets are open and ``EXIT name code`` as it ends
+of its own accord (a clean stop, or its source failed): what a supervisor, or anything
+else watching its output, can tell a kill from an exit by (services.supervisor_restarts).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from arroyo_core.config import ServiceConfig
@@ -17,6 +23,7 @@ log = logging.getLogger("arroyo.service")
 
 EXIT_CONFIG = 2  # misconfigured: supervisor should not keep restarting it
 EXIT_FAILED = 1
+STARTED = time.monotonic()  # about when the process started (a little after, in fact)
 
 
 def setup_logging(level: str, name: str) -> None:
@@ -52,11 +59,14 @@ def refuse(exc: ConfigError) -> int:
     return EXIT_CONFIG
 
 
-def serve(config: ServiceConfig, check: bool = False) -> int:
+def serve(config: ServiceConfig, check: bool = False, min_uptime: float = 0.0) -> int:
     """Run the service ``config`` describes; return the process exit code.
 
     ``check`` builds and checks everything a start would (plug-ins and their options,
     links and their options, addresses, optional packages) without opening anything.
+    ``min_uptime``: a service that ends cleanly sooner than this after its start stays up
+    (idle, its sockets closed) until then, so that a supervisor that calls anything ending
+    sooner a failed start (supervisor's ``startsecs``) does not run a finished run again.
     """
     name = config.section
     try:
@@ -73,19 +83,39 @@ def serve(config: ServiceConfig, check: bool = False) -> int:
     except (ImportError, OSError) as exc:  # a plug-in's open(): a package or a path it needs
         return refuse(ConfigError(f"[{name}] cannot open: {exc}"))
 
+    signalled = threading.Event()
+
     def on_signal(signum: int, frame: Any) -> None:
         log.info("%s received %s; draining and stopping", name, signal.Signals(signum).name)
+        signalled.set()
         runtime.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     print(f"READY {name}", flush=True)
     log.info("%s ready", name)
+    code = EXIT_FAILED  # unless run() returns
     try:
         runtime.run()
+        code = EXIT_FAILED if runtime.listener_error else 0
     finally:
         if status is not None:
             status.close()
         _flush_sockets(runtime.drain_timeout)
-    log.info("%s stopped; ledger: %s", name, runtime.stats())
-    return EXIT_FAILED if runtime.listener_error else 0
+        if code == 0 or runtime.listener_error:
+            log.info("%s stopped; ledger: %s", name, runtime.stats())
+        print(f"EXIT {name} {code}", flush=True)
+    if code == 0:
+        _stay_up(name, min_uptime, signalled)
+    return code
+
+
+def _stay_up(name: str, min_uptime: float, signalled: threading.Event) -> None:
+    """Wait until the process has been up ``min_uptime`` seconds (see :func:`serve`), or
+    until it is asked to stop."""
+    left = STARTED + min_uptime - time.monotonic()
+    if left > 0 and not signalled.is_set():
+        log.info("%s ended %.1f s after it started; staying up %.1f s more, so that "
+                 "supervisor takes this for a clean end rather than a failed start (and does "
+                 "not run it again)", name, min_uptime - left, left)
+        signalled.wait(left)

@@ -70,11 +70,12 @@ drain_timeout = {drain_timeout}
 
 class Supervisor:
     """A real supervisord run with deploy/supervisor/supervisord.conf from ``directory``
-    and, in its conf.d, what `arroyo deploy supervisor` generates for ``chain_file``."""
+    and, in its conf.d, what `arroyo deploy supervisor` generates for ``chain_file``
+    (``root``: the checkout whose supervisord.conf to use, this one by default)."""
 
-    def __init__(self, directory: Path, chain_file: Path) -> None:
+    def __init__(self, directory: Path, chain_file: Path, root: Path | None = None) -> None:
         directory.mkdir()
-        shutil.copy(ROOT / "deploy/supervisor/supervisord.conf", directory)
+        shutil.copy((root or ROOT) / "deploy/supervisor/supervisord.conf", directory)
         (directory / "log").mkdir()
         (directory / "conf.d").mkdir()
         self.conf = directory / "supervisord.conf"
@@ -94,10 +95,11 @@ class Supervisor:
     def rpc(self):
         """supervisord's XML-RPC interface (a new connection each time: one that failed
         cannot be reused)."""
-        from supervisor.xmlrpc import SupervisorTransport
+        return _namespace(self.socket_url, "supervisor")
 
-        transport = SupervisorTransport(None, None, self.socket_url)
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+    def rpc_namespace(self, name: str) -> Any:
+        """Another XML-RPC namespace of supervisord's (a plug-in's, e.g. ``arroyo``)."""
+        return _namespace(self.socket_url, name)
 
     def _up(self) -> bool:
         assert self.process.poll() is None, (self.conf.parent / "supervisord.out").read_text()
@@ -135,6 +137,13 @@ class Supervisor:
             except ProcessLookupError:
                 pass
         self.output.close()
+
+
+def _namespace(socket_url: str, name: str) -> Any:
+    from supervisor.xmlrpc import SupervisorTransport
+
+    transport = SupervisorTransport(None, None, socket_url)
+    return getattr(xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport), name)
 
 
 def write(path: Path, text: str) -> Path:

@@ -188,8 +188,10 @@ def test_silent_peer_is_dropped_by_heartbeat_and_the_loss_is_counted(service, tc
 
 def test_subscriber_too_far_behind_disconnects_loudly(service, tcp):
     hop, stats = tcp(), tcp()
+    # A PUB waits peer_timeout for a subscriber that went away to come back (test_pub_hold);
+    # for an optional viewer that may never come back, a short one.
     service("listener", *source_args(2000, 400), "--out", "@" + hop, "--out-pattern", "pub",
-            "--status", stats, name="source")
+            "--out-option", "peer_timeout=1", "--status", stats, name="source")
     viewer = service("publisher", "--in", ">" + hop, "--in-pattern", "sub",
                      "--sink", "reliability_plugins:SlowSink", "-o", "delay=0.02",
                      "--in-option", "max_lag=0.5", "--in-option", "on_lag=disconnect",

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.slow
 def test_kill_9_restarts_and_counts_losses_and_stop_all_loses_nothing(tmp_path, supervisor):
-    # the run outlasts startsecs (10 s), or supervisor would take its end for a failed start
+    # the run outlasts startsecs (3 s; a shorter one waits that long to exit)
     frames, rate = 4000, 250.0
     text, stats = chain_toml(frames=frames, rate=rate, drain_timeout=3.0)
     sv = supervisor(write(tmp_path / "chain.toml", text))
@@ -76,7 +76,7 @@ def test_kill_9_restarts_and_counts_losses_and_stop_all_loses_nothing(tmp_path, 
 
     print(f"\nsupervisor restart after kill -9 of the operator: new pid after "
           f"{spawned - killed:.2f} s, READY after {ready - killed:.2f} s, stream resumed at the "
-          f"sink after {resumed - killed:.2f} s (RUNNING follows startsecs=10 s later)")
+          f"sink after {resumed - killed:.2f} s (RUNNING follows once up startsecs=3 s)")
     print(f"frames lost on kill -9: {run['lost']} of {frames} at {rate:.0f} frames/s "
           f"(64x64 uint16); on `supervisorctl stop all`: {final['lost']} of "
           f"{final['frames_sent']}, all stopped in {stop_all_s:.2f} s")
@@ -129,3 +129,23 @@ out = "@tcp://127.0.0.1:{free_port()}"
             in supervisord_log
     finally:
         held.close()
+
+
+@pytest.mark.slow
+def test_a_source_run_shorter_than_startsecs_is_never_repeated(tmp_path, supervisor):
+    """Issue 9 item 3: a run of 0.2 s exited 0 within startsecs, which supervisor took for
+    a failed start: it ran it three times more, then marked it FATAL. The source now stays
+    up until startsecs has passed, so its exit 0 is a clean end, and final."""
+    text, stats = chain_toml(name="short", frames=40, rate=200.0)
+    sv = supervisor(write(tmp_path / "chain.toml", text))
+    wait_for(lambda: sv.state("short:source") == "EXITED", 30, "the source to end its run")
+    info = sv.info("short:source")
+    assert info["exitstatus"] == 0 and info["spawnerr"] == "", info
+    log = sv.log("short:source")
+    assert log.count("READY source") == 1 and "EXIT source 0" in log
+    assert "so that supervisor takes this for a clean end" in log
+    runs = sink_runs(stats["sink"])
+    assert len(runs) == 1 and runs[0]["frames"] == 40 and runs[0]["complete"], runs
+    supervisord_log = (sv.conf.parent / "log" / "supervisord.log").read_text()
+    assert "exited: source (exit status 0; expected)" in supervisord_log
+    assert supervisord_log.count("spawned: 'source'") == 1, supervisord_log

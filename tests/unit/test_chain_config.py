@@ -76,6 +76,35 @@ def test_link_problems_are_found():
     assert external.problems() == []
 
 
+def test_a_connect_nobody_binds_says_how_to_mark_it_external():
+    chain = chain_of(sink={"role": "publisher", "in": ">tcp://beamline:5560"})
+    [problem] = chain.problems()
+    assert 'external = ["tcp://beamline:5560"]' in problem
+    for spelling in ("tcp://beamline:5560", ">tcp://beamline:5560"):  # as the error says, or
+        marked = parse_chain({"services": {"sink": {"role": "publisher",  # as `in` has it
+                                                    "in": ">tcp://beamline:5560"}},
+                              "external": [spelling]})
+        assert marked.problems() == []
+
+
+def test_a_forwarding_sinks_address_is_a_bind_other_services_reach():
+    """`--sink zmq -o address=@tcp://*:5560` binds as an `out` would: a consumer of it in
+    the chain needs no `external`, and starts after it."""
+    chain = chain_of(
+        source=SOURCE,
+        forwarder={"role": "publisher", "in": ">tcp://{source}:5555", "sink": "zmq",
+                   "options": {"address": "@tcp://*:5560", "pattern": "pub"}},
+        viewer={"role": "publisher", "in": ">tcp://{forwarder}:5560", "in_pattern": "sub"})
+    assert chain.problems() == []
+    assert chain.order() == ["source", "forwarder", "viewer"]
+    push = chain_of(forwarder={"role": "publisher", "in": "@tcp://*:5555", "sink": "zmq",
+                               "options": {"address": "@tcp://*:5560"}},
+                    viewer={"role": "publisher", "in": ">tcp://{forwarder}:5560",
+                            "in_pattern": "sub"})
+    assert any("(sub) is bound by [forwarder] out @tcp://*:5560 (push)" in p
+               for p in push.problems())
+
+
 def test_connecting_outputs_and_binding_inputs_link_up():
     chain = chain_of(source=SOURCE,
                      operator={**OPERATOR, "out": ">tcp://{sink}:5556"},

@@ -3,7 +3,7 @@ run's frame numbers)."""
 
 from __future__ import annotations
 
-from arroyo_core.gaps import MAX_RANGES, GapCounter
+from arroyo_core.gaps import MAX_RANGES, GapCounter, LateFilling
 
 
 def observe_all(gaps: GapCounter, numbers) -> list[int]:
@@ -54,3 +54,24 @@ def test_what_was_seen_follows_from_first_expected_and_ranges():
     observe_all(gaps, seen)
     missing = {n for a, b in gaps.ranges for n in range(a, b + 1)}
     assert [n for n in range(gaps.first, gaps.expected) if n not in missing] == seen
+
+
+def test_late_filling_takes_a_late_number_out_of_its_gap():
+    """A run's frames through several senders (a restarted stage, a pool) may come out of
+    order: a number that falls in a gap is late, not a duplicate."""
+    gaps = LateFilling()
+    assert observe_all(gaps, [0, 3, 1, 2, 4, 10, 8, 7, 5]) == [0, 2, 0, 0, 0, 5, 0, 0, 0]
+    assert gaps.ranges == [[6, 6], [9, 9]] and gaps.ranges_exact
+    assert (gaps.seen, gaps.missing, gaps.late, gaps.duplicates) == (9, 2, 5, 0)
+    assert observe_all(gaps, [8, 0, 9, 6]) == [-1, -1, 0, 0]  # 8 and 0 came before: twice
+    assert (gaps.missing, gaps.duplicates, gaps.ranges) == (0, 2, [])
+
+
+def test_late_filling_past_its_kept_ranges_counts_exactly_and_says_the_ranges_are_not():
+    gaps = LateFilling(max_ranges=3)
+    observe_all(gaps, [0, 10, 20])  # gaps 1-9 and 11-19
+    observe_all(gaps, [3, 6])  # split 1-9 into three: one range too many
+    assert gaps.missing == 16 and len(gaps.ranges) == 3 and not gaps.ranges_exact
+    assert gaps.ranges == [[1, 2], [4, 5], [7, 9]]
+    assert gaps.observe(15) == -1  # outside the kept ranges: taken for a duplicate
+    assert gaps.observe(8) == 0 and gaps.missing == 15
