@@ -26,7 +26,7 @@ from .components import Deliver, Listener, Publisher
 from .errors import ConfigError, DecodeError
 from .lag import LagWatch
 from .ledger import InputLedger, OutputLedger
-from .message import Message
+from .message import Message, Stop
 from .run_ledger import RunLedger
 from .status import LinkStatus
 from .transport import Transport, transport_for
@@ -81,6 +81,8 @@ class OutputLink(Publisher):
         kind = message.kind
         if kind == "start":
             self.sender.wait_for_peers()
+        elif kind == "stop":
+            message = self._with_drops(message)
         frames = encode(message, src=self.src, seq=self.seq)
         dropped = self.sender.send(frames, kind == "event")
         if dropped is None:
@@ -92,6 +94,17 @@ class OutputLink(Publisher):
                 self.seq += 1
             self.ledger.drop(dropped)
             self.runs.drop(message)
+
+    def _with_drops(self, stop: Message) -> Message:
+        """The run's Stop with this link's drops added to its ``dropped`` (a copy: the
+        same Stop may go to other outputs too), so the next hop counts them as dropped by
+        policy, not lost (arroyo_core.run_ledger.ACCOUNTED)."""
+        here = self.runs.dropped(stop.meta.get("run"))
+        if not here:
+            return stop
+        before = stop.meta.get("dropped")
+        before = before if before.__class__ is int else 0
+        return Stop(meta={**stop.meta, "dropped": before + here})
 
     def abandon(self) -> None:
         self.sender.abandon()

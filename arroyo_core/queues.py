@@ -14,6 +14,7 @@ from typing import Any
 from .errors import ConfigError
 from .ledger import OutputLedger
 from .message import Event, Message
+from .run_ledger import MAX_RUNS, run_key
 from .status import QueueStatus
 
 POLICIES = ("block", "drop-newest", "drop-oldest", "keep-latest")
@@ -39,6 +40,9 @@ class MessageQueue:
         self.max_bytes = max_bytes
         self.policy = policy
         self.ledger = OutputLedger(name)
+        # Events dropped by the policy, per run: the runtime adds them to the run's Stop
+        # (see Runtime), so the next hop counts them as dropped, not lost.
+        self.dropped_runs: dict[Any, int] = {}
         self._items: deque[tuple[Any, int]] = deque()
         self._bytes = 0
         self._cond = threading.Condition()
@@ -61,8 +65,22 @@ class MessageQueue:
                 del self._items[index]
                 self._bytes -= size
                 self.ledger.drop(f"{self.policy}: queue full")
+                self._count_drop(item)
                 return True
         return False
+
+    def _count_drop(self, event: Event) -> None:
+        runs = self.dropped_runs
+        key = run_key(event.meta.get("run"))
+        if key not in runs and len(runs) >= MAX_RUNS:
+            del runs[next(iter(runs))]  # a run whose Stop never came: the oldest goes
+        runs[key] = runs.get(key, 0) + 1
+
+    def take_dropped(self, run: Any) -> int:
+        """Events of ``run`` dropped by the policy so far, forgotten once taken (at the
+        run's Stop)."""
+        with self._cond:
+            return self.dropped_runs.pop(run_key(run), 0)
 
     def put(self, item: Any) -> None:
         size = item.nbytes if isinstance(item, Message) else 0
@@ -73,6 +91,7 @@ class MessageQueue:
                     self._cond.wait()
                 elif self.policy == "drop-newest" or not self._drop_oldest_event():
                     self.ledger.drop(f"{self.policy}: queue full")
+                    self._count_drop(item)
                     return
             self._items.append((item, size))
             self._bytes += size

@@ -25,12 +25,17 @@ from .gaps import LateFilling
 from .message import Message
 from .status import RunLedgerStatus
 
-__all__ = ["MAX_RUNS", "RUN_RANGES", "SHOWN_RANGES", "RunFrames", "RunLedger"]
+__all__ = ["ACCOUNTED", "MAX_RUNS", "RUN_RANGES", "SHOWN_RANGES", "RunFrames", "RunLedger",
+           "accounted", "run_key"]
 
 log = logging.getLogger(__name__)
 
 MAX_RUNS = 16  # runs a link keeps; the oldest finished one is forgotten first
 RUN_RANGES = 1024  # missing ranges kept per run: gaps a reordered run may have open at once
+# Keys of a run's Stop that count frames the chain did not lose but did not pass on either:
+# events an operator filtered (returned no event for) or failed on (raised), and events an
+# overflow policy dropped (a queue's or an output link's), each summed over every hop so far.
+ACCOUNTED = ("filtered", "failed", "dropped")
 SHOWN_RANGES = 32  # of them, in a status record
 MAX_SENDERS = 256  # sender ids counted per run (a restart, a pool worker: one each)
 
@@ -42,7 +47,8 @@ class RunFrames(LateFilling):
     (it joined mid-run: what came before went elsewhere, e.g. to a killed predecessor).
     """
 
-    __slots__ = ("run", "started", "complete", "frames_sent", "dropped", "_srcs", "_src")
+    __slots__ = ("run", "started", "complete", "frames_sent", "dropped", "accounted", "_srcs",
+                 "_src")
 
     def __init__(self, run: Any, started: bool) -> None:
         super().__init__(start=0 if started else None, max_ranges=RUN_RANGES)
@@ -51,6 +57,7 @@ class RunFrames(LateFilling):
         self.complete = False
         self.frames_sent: int | None = None
         self.dropped = 0  # frames an output link dropped itself (not handed on)
+        self.accounted = (0, 0, 0)  # the Stop's filtered, failed, dropped (ACCOUNTED)
         self._srcs: set[str] = set()  # sender ids the run arrived under (MAX_SENDERS kept)
         self._src: str | None = None
 
@@ -85,7 +92,8 @@ class RunFrames(LateFilling):
             next=self._next, expected=self.frames_sent, missing=missing,
             missing_ranges=ranges, duplicates=self.duplicates, late=self.late,
             dropped=self.dropped, senders=len(self._srcs), started=self.started,
-            complete=self.complete)
+            complete=self.complete, filtered=self.accounted[0], failed=self.accounted[1],
+            policy_dropped=self.accounted[2])
 
 
 class RunLedger:
@@ -137,7 +145,7 @@ class RunLedger:
 
     def _find(self, run: Any, starting: bool) -> RunFrames:
         """The run's counter, made if new (off the hot path: once per run change)."""
-        key = _key(run)
+        key = run_key(run)
         frames = self.runs.get(key)
         if frames is None:
             if len(self.runs) >= self.max_runs:
@@ -154,23 +162,43 @@ class RunLedger:
     def _finish(self, frames: RunFrames, meta: dict[str, Any]) -> None:
         sent = meta.get("frames_sent")
         frames.frames_sent = sent if sent.__class__ is int else None
+        frames.accounted = accounted(meta)
         frames.complete = True
         record = frames.status()
-        if record.missing:
-            log.warning("%s: run %s ended with %d of its frames missing here %s (%d seen%s)",
-                        self.link, _short(frames.run), record.missing,
-                        _ranges(record.missing_ranges), record.seen,
+        if record.lost:
+            log.warning("%s: run %s ended with %d of its frames lost before here %s (%d seen%s%s)",
+                        self.link, _short(frames.run), record.lost,
+                        _ranges(record.missing_ranges), record.seen, _accounted(record),
                         "" if frames.started else f", from frame {frames.first}")
         else:
-            log.info("%s: run %s ended with every frame seen here (%d)", self.link,
-                     _short(frames.run), record.seen)
+            log.info("%s: run %s ended with no frame lost before here (%d seen%s)", self.link,
+                     _short(frames.run), record.seen, _accounted(record))
+
+    def dropped(self, run: Any) -> int:
+        """Frames of ``run`` this (output) link dropped itself so far."""
+        frames = self.runs.get(run_key(run))
+        return frames.dropped if frames is not None else 0
 
     def status(self) -> list[RunLedgerStatus]:
         """A record per run kept, oldest first."""
         return [frames.status() for frames in list(self.runs.values())]
 
 
-def _key(run: Any) -> Any:
+def accounted(meta: dict[str, Any]) -> tuple[int, int, int]:
+    """A Stop's counts of frames filtered, failed and dropped by policy (0 where absent)."""
+    found = [meta.get(key) for key in ACCOUNTED]
+    filtered, failed, dropped = (n if n.__class__ is int and n > 0 else 0 for n in found)
+    return filtered, failed, dropped
+
+
+def _accounted(record: RunLedgerStatus) -> str:
+    parts = [f"{name} {n}" for name, n in (("filtered", record.filtered),
+                                           ("failed", record.failed),
+                                           ("dropped by policy", record.policy_dropped)) if n]
+    return "".join(f", {part}" for part in parts)
+
+
+def run_key(run: Any) -> Any:
     """A dict key for a run id (msgpack may give an unhashable one, e.g. a list)."""
     try:
         hash(run)

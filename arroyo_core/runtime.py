@@ -2,6 +2,15 @@
 queue, and a processing loop, so numpy work in ``process`` never stalls receiving.
 
 Every service (listener, operator, publisher) is this runtime with different parts.
+
+What does not go on is counted, per run, and said in the run's Stop, so that no hop after
+it takes it for a loss: an event the operator returned no event for (None, an empty list,
+e.g. ``threshold`` with ``drop_empty``) is *filtered*, one it raised on is *failed*, one the
+input queue's policy dropped is *dropped*. The runtime adds this hop's counts to the
+``filtered``, ``failed`` and ``dropped`` keys of every Stop it routes for the run (each
+output link adds its own drops to ``dropped``), and every run ledger after it subtracts them
+from what it misses (:attr:`~arroyo_core.status.RunLedgerStatus.lost`). docs/reliability.md
+section 2 gives the sum.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from .components import Listener, Operator, Publisher, as_operator
 from .message import Event, Message
 from .queues import MessageQueue
 from .results import checked_publish, operator_results, read_only
+from .run_ledger import ACCOUNTED, MAX_RUNS, accounted, run_key
 from .status import OperatorStatus, ServiceStatus
 
 log = logging.getLogger(__name__)
@@ -71,6 +81,13 @@ class Runtime:
         self.ready = threading.Event()
         self.processed = 0
         self.errors: Counter[str] = Counter()
+        self.events_in = 0
+        self.events_out = 0  # events routed (returned or published by the operator)
+        self.filtered = 0
+        self.failed = 0
+        # Per run (by run_key): events filtered and failed here, until the run's Stop.
+        self._run_counts: dict[Any, list[int]] = {}
+        self._stop_counts: dict[str, int] | None = None  # while a Stop is processed
         self.listener_error: BaseException | None = None
         self._opened: list[Any] = []
         self._started = time.monotonic()
@@ -176,8 +193,33 @@ class Runtime:
 
     def route(self, message: Message) -> None:
         """Send one result to every publisher."""
+        kind = message.kind
+        if kind == "event":
+            self.events_out += 1
+        elif kind == "stop" and self._stop_counts is not None:
+            message.meta.update(self._stop_counts)
         for publisher in self.publishers:
             publisher.publish(message)
+
+    def _count(self, message: Message, index: int) -> None:
+        """One more event of ``message``'s run filtered (index 0) or failed (1) here."""
+        key = run_key(message.meta.get("run"))
+        counts = self._run_counts.get(key)
+        if counts is None:
+            if len(self._run_counts) >= MAX_RUNS:  # runs whose Stop never came
+                del self._run_counts[next(iter(self._run_counts))]
+            counts = self._run_counts[key] = [0, 0]
+        counts[index] += 1
+
+    def _accounted(self, stop: Message) -> dict[str, int]:
+        """The counts the run's Stop carries on: those it came with plus this hop's."""
+        run = stop.meta.get("run")
+        filtered, failed = self._run_counts.pop(run_key(run), (0, 0))
+        before = accounted(stop.meta)
+        here = (filtered, failed, self.queue.take_dropped(run))
+        # Only counts there are: a Stop with nothing to account for goes on unchanged.
+        return {key: a + b for key, a, b in zip(ACCOUNTED, before, here, strict=True)
+                if a + b}
 
     def _publish_from_hook(self, message: Message) -> None:
         self.route(checked_publish(self.operator, message))
@@ -186,8 +228,13 @@ class Runtime:
         # The same checks in one process as in a service (arroyo_core.results): the
         # operator gets read-only arrays, as decoded ones are, and every result must be
         # a Message the wire can carry, or the operator fails on this message.
+        kind = message.kind
         if isinstance(message, Event):
             read_only(message)
+            self.events_in += 1
+            out = self.events_out
+        elif kind == "stop":
+            self._stop_counts = self._accounted(message)
         try:
             results = self.operator.process(message)
             if inspect.isawaitable(results):
@@ -200,8 +247,16 @@ class Runtime:
             if self.errors[name] == 1:
                 log.exception("operator failed on a %s message; the stream goes on, further "
                               "%s errors are counted", message.kind, name)
+            if kind == "event":
+                self.failed += 1
+                self._count(message, 1)
             return
+        finally:
+            self._stop_counts = None
         self.processed += 1
+        if kind == "event" and self.events_out == out:
+            self.filtered += 1
+            self._count(message, 0)
 
     def _await(self, awaitable: Any) -> Any:
         """Run an async operator's hook on this runtime's own event loop, in this thread."""
@@ -216,7 +271,9 @@ class Runtime:
             uptime=time.monotonic() - self._started, ready=self.ready.is_set(),
             input=self.listener.status(), queue=self.queue.status(),
             operator=OperatorStatus(type=type(self.operator).__name__,
-                                    processed=self.processed, errors=dict(self.errors)),
+                                    processed=self.processed, errors=dict(self.errors),
+                                    events_in=self.events_in, events_out=self.events_out,
+                                    filtered=self.filtered, failed=self.failed),
             outputs=[publisher.status() for publisher in self.publishers])
 
     def stats(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from .errors import ConfigError
 from .gaps import GapCounter
 from .hdf5_sink import HDF5Sink
 from .message import Event, Message, Start, Stop
+from .run_ledger import accounted
 from .status import LinkStatus, RunStatus
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class RunTally:
         self.began = time.monotonic()
         self.ended: float | None = None
         self.frames_sent: int | None = None
+        self.accounted = (0, 0, 0)  # the Stop's filtered, failed, dropped by policy
 
     def count(self, event: Event) -> None:
         self.frames += 1
@@ -42,18 +44,23 @@ class RunTally:
         self.ended = time.monotonic()
         sent = stop.meta.get("frames_sent")
         self.frames_sent = sent if isinstance(sent, int) else None
+        self.accounted = accounted(stop.meta)
 
     def status(self) -> RunStatus:
         seconds = max((self.ended or time.monotonic()) - self.began, 1e-9)
         gaps = self.gaps
         lost = gaps.missing
+        filtered, failed, dropped = self.accounted
         if self.frames_sent is not None:  # also counts frames lost after the last received
-            lost = self.frames_sent - (self.frames - gaps.duplicates)
+            # what no hop accounts for (arroyo_core.run_ledger.ACCOUNTED)
+            lost = max(0, self.frames_sent - (self.frames - gaps.duplicates)
+                       - filtered - failed - dropped)
         return RunStatus(run=self.run, frames=self.frames, bytes=self.bytes,
                          frames_sent=self.frames_sent, lost=lost, duplicates=gaps.duplicates,
                          missing_ranges=[list(r) for r in gaps.ranges], seconds=seconds,
                          frames_per_s=self.frames / seconds,
-                         mb_per_s=self.bytes / seconds / 1e6, complete=self.ended is not None)
+                         mb_per_s=self.bytes / seconds / 1e6, complete=self.ended is not None,
+                         filtered=filtered, failed=failed, policy_dropped=dropped)
 
 
 class StatsSink(Publisher):
@@ -102,8 +109,11 @@ class StatsSink(Publisher):
 
 
 def _line(run: RunStatus) -> str:
+    accounted = "".join(f", {name} {n}" for name, n in (
+        ("filtered", run.filtered), ("failed", run.failed),
+        ("dropped by policy", run.policy_dropped)) if n)
     return (f"{run.frames} frames, {run.frames_per_s:.0f} frames/s, {run.mb_per_s:.1f} MB/s, "
-            f"lost {run.lost}")
+            f"lost {run.lost}{accounted}")
 
 
 class CollectingSink(Publisher):

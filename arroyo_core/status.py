@@ -106,6 +106,9 @@ class RunStatus(Record):
     mb_per_s: float
     complete: bool  # the run's Stop has arrived
     corrupt: int | None = None  # failed their crc32 (only a verifying sink checks)
+    filtered: int = 0  # from the Stop: events operators returned no event for
+    failed: int = 0  # from the Stop: events operators raised on
+    policy_dropped: int = 0  # from the Stop: events overflow policies dropped
     crc_checked: int | None = None
 
 
@@ -129,11 +132,20 @@ class RunLedgerStatus(Record):
     senders: int = 0  # an input's: sender ids the run arrived under (one per restart)
     started: bool = False  # the run's Start passed this link: counted from frame 0
     complete: bool = False  # the run's Stop passed this link
+    # From the run's Stop, summed over the hops before (an output: and this one): events
+    # operators returned no event for, raised on, and overflow policies dropped. Missing
+    # here, but not lost (arroyo_core.run_ledger.ACCOUNTED).
+    filtered: int = 0
+    failed: int = 0
+    policy_dropped: int = 0
 
     @property
     def lost(self) -> int | None:
-        """Frames of the run not seen here: known once the Stop came (None before)."""
-        return self.missing if self.complete and self.started else None
+        """Frames of the run missing here that no hop accounts for (filtered, failed or
+        dropped by policy): known once the Stop came (None before)."""
+        if not (self.complete and self.started):
+            return None
+        return max(0, self.missing - self.filtered - self.failed - self.policy_dropped)
 
 
 @dataclass
@@ -270,11 +282,16 @@ class QueueStatus(Record):
 
 @dataclass
 class OperatorStatus(Record):
-    """The operator of a service: messages processed and its failures by exception type."""
+    """The operator of a service: messages processed, its failures by exception type, and
+    the events it filtered (gave no event for) or failed on (raised)."""
 
     type: str
     processed: int
     errors: dict[str, int] = field(default_factory=dict)
+    events_in: int = 0  # events given to the operator
+    events_out: int = 0  # events it returned or published
+    filtered: int = 0  # events for which it returned no event (None, [] or a Start/Stop)
+    failed: int = 0  # events on which it raised
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any
 
 from arroyo_core.status import (
     LinkStatus,
+    OperatorStatus,
     QueueStatus,
     RunLedgerStatus,
     RunStatus,
@@ -96,6 +97,26 @@ def _output_row(name: str, link: LinkStatus) -> list[str]:
 def _queue_row(name: str, queue: QueueStatus) -> list[str]:
     return [name, queue.name, "", "", "", "", str(queue.sent), _count(queue.dropped), "", "",
             f"{queue.policy}, depth {queue.depth}"]
+
+
+def _operator_row(name: str, operator: OperatorStatus) -> list[str] | None:
+    """The operator's row, where it held back events: filtered (gave no event for) and
+    failed (raised on), which the next hops count as such, not as lost."""
+    if not (operator.filtered or operator.failed or operator.errors):
+        return None
+    notes = [f"{operator.events_in} events in, {operator.events_out} out",
+             f"filtered {operator.filtered}", f"failed {operator.failed}"]
+    if operator.errors:
+        notes.append(f"errors {_count(operator.errors)}")
+    return [name, f"operator {operator.type}", str(operator.events_in), "", "", "",
+            str(operator.events_out), "", "", "", "; ".join(notes)]
+
+
+def _accounted(record: RunLedgerStatus | RunStatus) -> str:
+    """', filtered 20, failed 3': what the run's Stop accounts for (not lost)."""
+    return "".join(f", {name} {n}" for name, n in (
+        ("filtered", record.filtered), ("failed", record.failed),
+        ("dropped by policy", record.policy_dropped)) if n)
 
 
 def _table(rows: list[list[str]]) -> list[str]:
@@ -174,6 +195,9 @@ def _seen(record: RunLedgerStatus, side: str) -> str:
         of = f" from frame {record.first} on (joined mid-run)" if record.first is not None \
             else " (joined mid-run)"
     text = f"{verb} {record.seen}{of}, missing {record.missing} {_ranges(record.missing_ranges)}"
+    text = text.rstrip() + _accounted(record)
+    if record.lost is not None and record.lost != record.missing:
+        text += f", lost {record.lost}"
     notes = [f"dropped here {record.dropped}"] if record.dropped else []
     if record.duplicates:
         notes.append(f"duplicates {record.duplicates}")
@@ -214,7 +238,8 @@ def _end_to_end(record: RunLedgerStatus) -> str:
                 f"midway), missing {record.missing} {ranges}").rstrip()
     if record.lost is None:
         return f"{record.seen} frames so far, missing {record.missing} {ranges}".rstrip()
-    return f"{record.seen} of {record.expected} frames, lost {record.lost} {ranges}".rstrip()
+    return (f"{record.seen} of {record.expected} frames, lost {record.lost}"
+            f"{_accounted(record)} {ranges}").rstrip()
 
 
 def render(services: Sequence[ServiceStatus], errors: Sequence[str] = ()) -> str:
@@ -230,6 +255,10 @@ def render(services: Sequence[ServiceStatus], errors: Sequence[str] = ()) -> str
             name = ""
         if service.queue is not None:
             rows.append(_queue_row(name, service.queue))
+            name = ""
+        operator_row = _operator_row(name, service.operator) if service.operator else None
+        if operator_row is not None:
+            rows.append(operator_row)
             name = ""
         for output in service.outputs:
             rows.append(_output_row(name, output))
@@ -258,7 +287,8 @@ def render(services: Sequence[ServiceStatus], errors: Sequence[str] = ()) -> str
         sent = "?" if run.frames_sent is None else run.frames_sent
         corrupt = f", corrupt {run.corrupt}" if run.corrupt is not None else ""
         run_lines.append(f"  {sink} run {str(run.run)[:12]} ({state}): {run.frames} of {sent}"
-                         f" frames, lost {run.lost} {_ranges(run.missing_ranges)}".rstrip()
+                         f" frames, lost {run.lost}{_accounted(run)} "
+                         f"{_ranges(run.missing_ranges)}".rstrip()
                          + f", duplicates {run.duplicates}{corrupt}")
     if run_lines:
         lines += ["", "runs (end to end, from the source's frame numbers):", *run_lines]

@@ -3,8 +3,11 @@ whole run, and an operator's filtered and failed events are counted as such, not
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
-from harness import status, wait_for
+from harness import plugin_env, status, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,3 +40,38 @@ def test_a_pub_told_its_subscribers_gives_each_the_whole_run(service, tcp):
     for endpoint in (first, second):
         run = completed_run(endpoint)
         assert run["frames"] == run["frames_sent"] == 1000 and run["lost"] == 0, run
+
+
+@pytest.mark.parametrize("operator,options,filtered,failed", [
+    ("arroyo_testplugins.operators:Flaky", ["-o", "every=1"], 0, 40),
+    ("arroyo_testplugins.operators:DropOdd", [], 20, 0),
+    ("threshold", ["-o", "level=1e30", "-o", "drop_empty=true"], 40, 0),
+])
+def test_what_an_operator_filters_or_fails_on_is_counted_as_such_not_lost(
+        service, tcp, operator, options, filtered, failed):
+    hop1, hop2, operator_stats, sink_stats = tcp(), tcp(), tcp(), tcp()
+    service("publisher", "--in", ">" + hop2, "--sink", "stats", "--status", sink_stats,
+            name="sink")
+    service("operator", "--in", ">" + hop1, "--operator", operator, *options, "--out",
+            "@" + hop2, "--status", operator_stats, name="operator", env=plugin_env())
+    service("listener", *source_args(40, 0), "--out", "@" + hop1, name="source")
+    run = completed_run(sink_stats)
+    assert run["frames_sent"] == 40 and run["frames"] == 40 - filtered - failed, run
+    assert (run["filtered"], run["failed"], run["lost"]) == (filtered, failed, 0), run
+    record = status(operator_stats)
+    assert record["operator"]["filtered"] == filtered, record["operator"]
+    assert record["operator"]["failed"] == failed, record["operator"]
+    (ledger,) = record["outputs"][0]["run_ledger"]
+    assert (ledger["filtered"], ledger["failed"]) == (filtered, failed), ledger
+    (ledger,) = status(sink_stats)["input"]["run_ledger"]
+    assert ledger["missing"] == filtered + failed and ledger["complete"], ledger
+
+    table = subprocess.run([sys.executable, "-m", "services", "status", operator_stats,
+                            sink_stats], capture_output=True, text=True, timeout=30)
+    assert table.returncode == 0, table.stdout + table.stderr
+    end = next(line for line in table.stdout.splitlines() if "sink run" in line)
+    assert f"{40 - filtered - failed} of 40 frames, lost 0," in end, table.stdout
+    if filtered:
+        assert f"filtered {filtered}" in end, table.stdout
+    if failed:
+        assert f"failed {failed}" in end, table.stdout

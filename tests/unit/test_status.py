@@ -148,7 +148,8 @@ def test_the_runtime_makes_the_record_from_its_parts():
     status = runtime.status()
     assert status.input is not None and status.input.kind == "source"
     assert status.queue is not None and (status.queue.depth, status.queue.bytes) == (0, 0)
-    assert status.operator == OperatorStatus(type="PassThrough", processed=6, errors={})
+    assert status.operator == OperatorStatus(type="PassThrough", processed=6, errors={},
+                                             events_in=4, events_out=4)
     run = status.outputs[0].runs[0]
     assert (run.frames, run.lost, run.duplicates, run.missing_ranges) == (4, 1, 1, [[2, 2]])
     assert (run.bytes, run.complete, run.crc_checked) == (16, True, 0)

@@ -57,3 +57,10 @@ class Misbehaving(Operator):
         if self.mistake == "datetime":
             return Event({**event.meta, "when": datetime.datetime(2026, 1, 1)}, event.payload)
         raise AssertionError(f"no mistake called {self.mistake!r}")
+
+
+class DropOdd(Operator):
+    """Returns None for every Event with an odd ``frame``: filtered, not lost."""
+
+    def on_event(self, event: Event) -> Results:
+        return None if event.meta["frame"] % 2 else event
