@@ -106,8 +106,10 @@ class VerifyingSink(Publisher):
                     self._record.flush()
                 run = self.current.status()
                 log.info("run %s verified: %d of %s frames, lost %s %s, %d duplicated, "
-                         "%d corrupt", run.run, run.frames, run.frames_sent, run.lost,
-                         run.missing_ranges, run.duplicates, run.corrupt)
+                         "%d corrupt, %d filtered, %d failed, %d dropped by policy", run.run,
+                         run.frames, run.frames_sent, run.lost, run.missing_ranges,
+                         run.duplicates, run.corrupt, run.filtered, run.failed,
+                         run.policy_dropped)
 
     def close(self) -> None:
         if self._record is not None:
