@@ -47,14 +47,15 @@ class RunFrames(LateFilling):
     (it joined mid-run: what came before went elsewhere, e.g. to a killed predecessor).
     """
 
-    __slots__ = ("run", "started", "complete", "frames_sent", "dropped", "accounted", "_srcs",
-                 "_src")
+    __slots__ = ("run", "started", "complete", "cut_short", "frames_sent", "dropped",
+                 "accounted", "_srcs", "_src")
 
     def __init__(self, run: Any, started: bool) -> None:
         super().__init__(start=0 if started else None, max_ranges=RUN_RANGES)
         self.run = run
         self.started = started
         self.complete = False
+        self.cut_short = False
         self.frames_sent: int | None = None
         self.dropped = 0  # frames an output link dropped itself (not handed on)
         self.accounted = (0, 0, 0)  # the Stop's filtered, failed, dropped (ACCOUNTED)
@@ -93,7 +94,7 @@ class RunFrames(LateFilling):
             missing_ranges=ranges, duplicates=self.duplicates, late=self.late,
             dropped=self.dropped, senders=len(self._srcs), started=self.started,
             complete=self.complete, filtered=self.accounted[0], failed=self.accounted[1],
-            policy_dropped=self.accounted[2])
+            policy_dropped=self.accounted[2], cut_short=self.cut_short)
 
 
 class RunLedger:
@@ -163,6 +164,7 @@ class RunLedger:
         sent = meta.get("frames_sent")
         frames.frames_sent = sent if sent.__class__ is int else None
         frames.accounted = accounted(meta)
+        frames.cut_short = meta.get("aborted") is True
         frames.complete = True
         record = frames.status()
         if record.lost:

@@ -21,16 +21,32 @@ __all__ = ["CollectingSink", "HDF5Sink", "RunTally", "StatsSink"]  # HDF5Sink: i
 
 
 class RunTally:
-    """Frames, bytes and losses of one run, from the ``frame`` index the source stamps."""
+    """Frames, bytes and losses of one run, from the ``frame`` index the source stamps.
 
-    def __init__(self, run: Any) -> None:
+    Made at the run's Start (``start``), the run is counted from frame 0 and its rates
+    from the time the source stamped in the Start (``started``, else when it arrived).
+    Made at a later message (the sink joined mid-run, e.g. restarted), it counts from the
+    first frame it sees, as a run ledger does: what came before went to an earlier
+    instance, not lost; its rates are then from that first frame (``rate_from``), which a
+    backlog inflates.
+    """
+
+    def __init__(self, run: Any, start: Start | None = None) -> None:
         self.run = run
         self.frames = 0
         self.bytes = 0
-        self.gaps = GapCounter(start=0)  # a run's frames count from 0: joining late loses some
+        self.joined = start is None
+        # A run's frames count from 0 (joining late loses some); joined mid-run: from the
+        # first one seen.
+        self.gaps = GapCounter(start=None if self.joined else 0)
         self.began = time.monotonic()
+        started = start.meta.get("started") if start is not None else None
+        if isinstance(started, (int, float)) and not isinstance(started, bool):
+            # the clock of the source's host: the age of the run when its Start arrived
+            self.began -= max(0.0, time.time() - started)
         self.ended: float | None = None
         self.frames_sent: int | None = None
+        self.cut_short = False
         self.accounted = (0, 0, 0)  # the Stop's filtered, failed, dropped by policy
 
     def count(self, event: Event) -> None:
@@ -45,6 +61,7 @@ class RunTally:
         sent = stop.meta.get("frames_sent")
         self.frames_sent = sent if isinstance(sent, int) else None
         self.accounted = accounted(stop.meta)
+        self.cut_short = stop.meta.get("aborted") is True
 
     def status(self) -> RunStatus:
         seconds = max((self.ended or time.monotonic()) - self.began, 1e-9)
@@ -52,15 +69,20 @@ class RunTally:
         lost = gaps.missing
         filtered, failed, dropped = self.accounted
         if self.frames_sent is not None:  # also counts frames lost after the last received
-            # what no hop accounts for (arroyo_core.run_ledger.ACCOUNTED)
-            lost = max(0, self.frames_sent - (self.frames - gaps.duplicates)
+            # what no hop accounts for (arroyo_core.run_ledger.ACCOUNTED); joined mid-run:
+            # of the frames from the first one seen
+            since = (gaps.first or 0) if self.joined else 0
+            lost = max(0, self.frames_sent - since - (self.frames - gaps.duplicates)
                        - filtered - failed - dropped)
         return RunStatus(run=self.run, frames=self.frames, bytes=self.bytes,
                          frames_sent=self.frames_sent, lost=lost, duplicates=gaps.duplicates,
                          missing_ranges=[list(r) for r in gaps.ranges], seconds=seconds,
                          frames_per_s=self.frames / seconds,
                          mb_per_s=self.bytes / seconds / 1e6, complete=self.ended is not None,
-                         filtered=filtered, failed=failed, policy_dropped=dropped)
+                         filtered=filtered, failed=failed, policy_dropped=dropped,
+                         joined_at=gaps.first if self.joined else None,
+                         cut_short=self.cut_short,
+                         rate_from="first frame" if self.joined else "start")
 
 
 class StatsSink(Publisher):
@@ -84,10 +106,11 @@ class StatsSink(Publisher):
     def publish(self, message: Message) -> None:
         with self._lock:
             if isinstance(message, Start):
-                self.current = RunTally(message.meta.get("run"))
+                self.current = RunTally(message.meta.get("run"), message)
                 self.runs.append(self.current)
-            elif self.current is None:
-                self.current = RunTally(None)  # joined mid-run
+            elif self.current is None or (self.current.ended is not None
+                                          and isinstance(message, Event)):
+                self.current = RunTally(message.meta.get("run"))  # joined mid-run
                 self.runs.append(self.current)
             if isinstance(message, Event):
                 self.current.count(message)
@@ -112,8 +135,11 @@ def _line(run: RunStatus) -> str:
     accounted = "".join(f", {name} {n}" for name, n in (
         ("filtered", run.filtered), ("failed", run.failed),
         ("dropped by policy", run.policy_dropped)) if n)
+    joined = (f" (joined mid-run at frame {run.joined_at}: rates from then, a backlog "
+              "inflates them)" if run.joined_at is not None else "")
+    cut = ", cut short by its source" if run.cut_short else ""
     return (f"{run.frames} frames, {run.frames_per_s:.0f} frames/s, {run.mb_per_s:.1f} MB/s, "
-            f"lost {run.lost}{accounted}")
+            f"lost {run.lost}{accounted}{cut}{joined}")
 
 
 class CollectingSink(Publisher):

@@ -86,7 +86,8 @@ class SimulatedDetector(Listener):
     def _run(self, deliver: Deliver) -> None:
         run_id = uuid.uuid4().hex
         deliver(Start({"run": run_id, "shape": list(self.shape), "dtype": self.dtype.str,
-                       "frames": self.frames, "rate": self.rate, "source": "simulated"}))
+                       "frames": self.frames, "rate": self.rate, "source": "simulated",
+                       "started": time.time()}))
         period = 1.0 / self.rate if self.rate > 0 else 0.0
         began = time.monotonic()
         index = 0
@@ -102,7 +103,7 @@ class SimulatedDetector(Listener):
             image = self.ring[slot].copy() if self.fresh else self.ring[slot]
             deliver(Event(meta, {"image": image}))
             index += 1
-        self.sent += index
+            self.sent += 1  # counted as it goes: a status read mid-run shows it
         deliver(Stop({"run": run_id, "frames_sent": index,
                       "aborted": index < self.frames,
                       "seconds": time.monotonic() - began}))

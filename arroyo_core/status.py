@@ -109,6 +109,10 @@ class RunStatus(Record):
     filtered: int = 0  # from the Stop: events operators returned no event for
     failed: int = 0  # from the Stop: events operators raised on
     policy_dropped: int = 0  # from the Stop: events overflow policies dropped
+    joined_at: int | None = None  # the first frame seen, when the sink joined mid-run
+    cut_short: bool = False  # the Stop says the source ended the run early (``aborted``)
+    rate_from: str = "start"  # "start": rates from the run's Start as sent (its
+    # ``started``) or as received; "first frame": joined mid-run, so a backlog inflates them
     crc_checked: int | None = None
 
 
@@ -138,6 +142,7 @@ class RunLedgerStatus(Record):
     filtered: int = 0
     failed: int = 0
     policy_dropped: int = 0
+    cut_short: bool = False  # the Stop says the source ended the run early (``aborted``)
 
     @property
     def lost(self) -> int | None:

@@ -40,8 +40,8 @@ def payload_crc32(event: Event) -> int:
 class CheckedRun(RunTally):
     """A run's tally plus the frames that failed their CRC."""
 
-    def __init__(self, run: Any) -> None:
-        super().__init__(run)
+    def __init__(self, run: Any, start: Start | None = None) -> None:
+        super().__init__(run, start)
         self.corrupt = 0
         self.checked = 0
 
@@ -91,7 +91,8 @@ class VerifyingSink(Publisher):
     def publish(self, message: Message) -> None:
         with self._lock:
             if isinstance(message, Start) or self.current is None:
-                self.current = CheckedRun(message.meta.get("run"))
+                self.current = CheckedRun(message.meta.get("run"),
+                                          message if isinstance(message, Start) else None)
                 self.runs.append(self.current)
                 if isinstance(message, Start):
                     return

@@ -13,7 +13,7 @@ from arroyo_core.config import ROLES, ServiceConfig, load_config
 from arroyo_core.errors import ConfigError
 
 from .plugin_help import ServiceCommand
-from .serve import refuse, serve, setup_logging
+from .serve import LOG_FORMATS, refuse, serve, setup_logging
 from .service_options import given_settings, merge, service_params
 from .workdir import at_home, home_of
 
@@ -30,14 +30,15 @@ DOCS = {
 def _service_command(role: str) -> click.Command:
     """``arroyo ROLE``: its options are the role's settings (arroyo_core.config)."""
 
-    def callback(config_file: str | None, check: bool, log_level: str, **values: Any) -> None:
+    def callback(config_file: str | None, check: bool, log_level: str, log_format: str,
+                 **values: Any) -> None:
         try:
             data = load_config(config_file) if config_file else {}
         except ConfigError as exc:
             sys.exit(refuse(exc))
         data = merge(data, given_settings(role, values))
         name = data["name"] if isinstance(data.get("name"), str) else role
-        setup_logging(log_level, name)
+        setup_logging(log_level, name, log_format)
         with at_home(home_of(config_file), with_cwd=True):
             try:
                 config = ServiceConfig.from_mapping(role, data)
@@ -58,6 +59,10 @@ def _service_command(role: str) -> click.Command:
                           "addresses, packages they need) and exit without opening anything."),
         click.Option(["--log-level"], default="info", show_default=True,
                      type=click.Choice(["debug", "info", "warning", "error"])),
+        click.Option(["--log-format"], default="text", show_default=True,
+                     type=click.Choice(LOG_FORMATS),
+                     help="text lines, or json: one JSON object a line (time, service, "
+                          "level, logger, message), for a log collector."),
     ]
     return ServiceCommand(role, callback=callback, params=params, help=DOCS[role])
 
@@ -73,20 +78,32 @@ for _role in ROLES:
     main.add_command(_service_command(_role))
 
 
+STATUS_LOST = 3  # arroyo status: a run that ended lost frames
+
+
 @main.command()
 @click.argument("endpoints", nargs=-1, required=True, metavar="ADDRESS|CHAIN_FILE...")
 @click.option("--timeout", default=2.0, show_default=True, help="Seconds to wait per service.")
-@click.option("--json", "as_json", is_flag=True, help="Print each ledger as JSON instead of the "
-              "chain table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status records as one JSON "
+              "document instead of the chain table: one service's record, or a list of them "
+              "(in the order given) for several.")
 def status(endpoints: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """Print the loss ledger of the services whose status sockets are at ADDRESS...: give
     every service of a chain to see, per link, what was received, missed (with the missing
     ranges), duplicated, malformed, sent and dropped, and per hop what went unaccounted.
-    A chain file stands for every service of it that has a status socket."""
+    A chain file stands for every service of it that has a status socket.
+
+    \b
+    Exit status, for scripts and healthchecks:
+      0  every service answered and no run that ended lost a frame
+      1  a service did not answer (its record is missing)
+      2  the arguments are wrong (not an address, a chain file without status sockets)
+      3  a run that ended lost frames (filtered, failed and dropped by policy are not lost)
+    """
     from arroyo_core.status import ServiceStatus
     from services.status_server import query_status, status_endpoints
 
-    from .ledger_table import render
+    from .ledger_table import lost, render
 
     try:
         endpoints = tuple(status_endpoints(endpoints))
@@ -101,12 +118,14 @@ def status(endpoints: tuple[str, ...], timeout: float, as_json: bool) -> None:
             click.echo(f"{endpoint}: {exc}", err=True)
             errors.append(f"{endpoint}: {exc}")
             continue
-        if as_json:
-            click.echo(json.dumps(reply.to_dict(), indent=2, default=str))
         replies.append(reply)
-    if not as_json:
+    if as_json:
+        records = [reply.to_dict() for reply in replies]
+        document = records[0] if len(endpoints) == 1 and records else records
+        click.echo(json.dumps(document, indent=2, default=str))
+    else:
         click.echo(render(replies, errors))
-    sys.exit(1 if errors else 0)
+    sys.exit(1 if errors else STATUS_LOST if lost(replies) else 0)
 
 
 from .demo import demo  # noqa: E402  (registers itself on main)

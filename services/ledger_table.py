@@ -150,9 +150,13 @@ def hops(services: Sequence[ServiceStatus]) -> list[dict[str, Any]]:
                                   default=sent)
             else:
                 unaccounted = sent - before - received
+            # Records are read one after another while the chain runs: a receiver read
+            # after its sender may have received more than the sender had sent when read.
+            # That is no message from nowhere; it reads as 0, with the reason.
             found.append({"from": service.name, "link": output.name,
                           "to": [name for name, _ in receivers], "sent": sent,
-                          "received": received, "before": before, "unaccounted": unaccounted})
+                          "received": received, "before": before,
+                          "unaccounted": max(0, unaccounted), "read_apart": unaccounted < 0})
     return found
 
 
@@ -214,8 +218,13 @@ def _run_lines(services: Sequence[ServiceStatus]) -> list[str]:
     ends = {id(output) for _, output in terminal_outputs(services)}
     for run, records in run_ledgers(services).items():
         expected = next((r.expected for *_, r in records if r.expected is not None), None)
-        state = (f"complete: {expected} frames sent" if expected is not None
-                 else "running: no Stop seen yet")
+        cut_short = any(r.cut_short for *_, r in records)
+        if expected is None:
+            state = "running: no Stop seen yet"
+        elif cut_short:
+            state = f"cut short: the source stopped it after {expected} frames"
+        else:
+            state = f"complete: {expected} frames sent"
         lines.append(f"  run {run[:12]} ({state})")
         rows = [[f"    {name}", f"{side} {link.pattern or link.kind}", link.address,
                  _seen(record, side)] for name, side, link, record in records]
@@ -240,6 +249,45 @@ def _end_to_end(record: RunLedgerStatus) -> str:
         return f"{record.seen} frames so far, missing {record.missing} {ranges}".rstrip()
     return (f"{record.seen} of {record.expected} frames, lost {record.lost}"
             f"{_accounted(record)} {ranges}").rstrip()
+
+
+def _run_id(run: Any) -> str:
+    return "(no run id)" if run is None else str(run)[:12]
+
+
+def _state(run: RunStatus) -> str:
+    state = ("cut short by its source" if run.cut_short else "complete") if run.complete \
+        else "running"
+    if run.joined_at is not None:
+        state += f", joined mid-run at frame {run.joined_at}"
+    return state
+
+
+def _counted(run: RunStatus) -> str:
+    """A sink's count of one run: what it saw of what was sent, and what was lost."""
+    corrupt = f", corrupt {run.corrupt}" if run.corrupt is not None else ""
+    ranges = _ranges(run.missing_ranges)
+    if run.frames_sent is None:
+        text = f"{run.frames} frames so far, missing {run.lost} {ranges}".rstrip()
+    else:
+        of = run.frames_sent - (run.joined_at or 0)
+        since = f" (sent from frame {run.joined_at} on)" if run.joined_at else ""
+        text = (f"{run.frames} of {of}{since} frames, lost {run.lost}{_accounted(run)} "
+                f"{ranges}").rstrip()
+    rate = f", {run.frames_per_s:.0f} frames/s"
+    if run.rate_from != "start":
+        rate += f" (from its {run.rate_from}: a backlog inflates it)"
+    return f"{text}, duplicates {run.duplicates}{corrupt}{rate}"
+
+
+def lost(services: Sequence[ServiceStatus]) -> int:
+    """Frames lost in runs that ended, by the chain's counting sinks, or else by its last
+    links' run ledgers: what ``arroyo status`` exits non-zero for."""
+    counted = runs(services)
+    if counted:
+        return sum(run.lost for _, run in counted if run.complete)
+    return sum(record.lost or 0 for _, output in terminal_outputs(services)
+               for record in output.run_ledger or [])
 
 
 def render(services: Sequence[ServiceStatus], errors: Sequence[str] = ()) -> str:
@@ -272,9 +320,10 @@ def render(services: Sequence[ServiceStatus], errors: Sequence[str] = ()) -> str
             continue
         to = ", ".join(hop["to"])
         before = f", {hop['before']} before its first message" if hop["before"] else ""
+        why = ("(the receiver was read after the sender, and got more meanwhile)"
+               if hop["read_apart"] else "(in flight, or lost if idle)")
         hop_lines.append(f"  {hop['from']} -> {to}: sent {hop['sent']}, received "
-                         f"{hop['received']}{before}, unaccounted {hop['unaccounted']} "
-                         "(in flight, or lost if idle)")
+                         f"{hop['received']}{before}, unaccounted {hop['unaccounted']} {why}")
     if hop_lines:
         lines += ["", "hops:", *hop_lines]
     ledger_lines = _run_lines(services)
@@ -283,13 +332,7 @@ def render(services: Sequence[ServiceStatus], errors: Sequence[str] = ()) -> str
                   *ledger_lines]
     run_lines = []
     for sink, run in runs(services):
-        state = "complete" if run.complete else "running"
-        sent = "?" if run.frames_sent is None else run.frames_sent
-        corrupt = f", corrupt {run.corrupt}" if run.corrupt is not None else ""
-        run_lines.append(f"  {sink} run {str(run.run)[:12]} ({state}): {run.frames} of {sent}"
-                         f" frames, lost {run.lost}{_accounted(run)} "
-                         f"{_ranges(run.missing_ranges)}".rstrip()
-                         + f", duplicates {run.duplicates}{corrupt}")
+        run_lines.append(f"  {sink} run {_run_id(run.run)} ({_state(run)}): {_counted(run)}")
     if run_lines:
         lines += ["", "runs (end to end, from the source's frame numbers):", *run_lines]
     for error in errors:

@@ -7,6 +7,8 @@ else watching its output, can tell a kill from an exit by (services.supervisor_r
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import signal
 import sys
@@ -26,10 +28,36 @@ EXIT_FAILED = 1
 STARTED = time.monotonic()  # about when the process started (a little after, in fact)
 
 
-def setup_logging(level: str, name: str) -> None:
-    logging.basicConfig(
-        stream=sys.stdout, level=level.upper(), force=True,
-        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+LOG_FORMATS = ("text", "json")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (ISO 8601, UTC), ``service``, ``level``,
+    ``logger``, ``message`` and, for an exception, ``exception`` (its traceback)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+                .isoformat(timespec="milliseconds"),
+                "service": self.service, "level": record.levelname, "logger": record.name,
+                "message": record.getMessage()}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def setup_logging(level: str, name: str, log_format: str = "text") -> None:
+    """Log to stdout at ``level``: as text lines, or one JSON object a line (``json``)."""
+    handler = logging.StreamHandler(sys.stdout)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter(name))
+    else:
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), force=True, handlers=[handler])
 
 
 def _flush_sockets(timeout: float) -> None:
@@ -103,7 +131,7 @@ def serve(config: ServiceConfig, check: bool = False, min_uptime: float = 0.0) -
             status.close()
         _flush_sockets(runtime.drain_timeout)
         if code == 0 or runtime.listener_error:
-            log.info("%s stopped; ledger: %s", name, runtime.stats())
+            log.info("%s stopped; ledger: %s", name, json.dumps(runtime.stats(), default=str))
         print(f"EXIT {name} {code}", flush=True)
     if code == 0:
         _stay_up(name, min_uptime, signalled)

@@ -4,7 +4,7 @@ ledger from its status socket or its last log line."""
 
 from __future__ import annotations
 
-import ast
+import json
 import os
 import shutil
 import signal
@@ -166,5 +166,5 @@ def logged_ledger(log: str) -> dict[str, Any]:
     for line in reversed(log.splitlines()):
         _, marker, text = line.partition(" stopped; ledger: ")
         if marker:
-            return ast.literal_eval(text)
+            return json.loads(text)
     raise AssertionError(f"no final ledger in the log:\n{log[-3000:]}")

@@ -4,8 +4,8 @@ final ledger, and exact comparison of messages."""
 
 from __future__ import annotations
 
-import ast
 import importlib.util
+import json
 import os
 import queue
 import subprocess
@@ -66,7 +66,7 @@ def final_ledger(process: ServiceProcess) -> dict[str, Any]:
     for line in reversed(process.output().splitlines()):
         _, marker, text = line.partition(" stopped; ledger: ")
         if marker:
-            return ast.literal_eval(text)
+            return json.loads(text)
     raise AssertionError(f"{process.name} logged no final ledger:\n{process.output()[-3000:]}")
 
 

@@ -3,6 +3,8 @@ whole run, and an operator's filtered and failed events are counted as such, not
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
 
@@ -75,3 +77,59 @@ def test_what_an_operator_filters_or_fails_on_is_counted_as_such_not_lost(
         assert f"filtered {filtered}" in end, table.stdout
     if failed:
         assert f"failed {failed}" in end, table.stdout
+
+
+def test_json_logs_and_the_final_ledger_as_json(service, tcp):
+    hop = tcp()
+    sink = service("publisher", "--in", ">" + hop, "--sink", "stats", "--log-format", "json",
+                   name="sink")
+    service("listener", *source_args(5, 0), "--out", "@" + hop, name="source")
+    wait_for(lambda: "run summary" in sink.output(), 20, "the run summary")
+    assert sink.stop() == 0
+    lines = [line for line in sink.output().splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in lines]
+    assert records and all(r["service"] == "sink" and r["level"] for r in records), lines
+    (last,) = [r["message"] for r in records if " stopped; ledger: " in r["message"]]
+    ledger = json.loads(last.partition(" stopped; ledger: ")[2])
+    assert ledger["outputs"][0]["runs"][0]["frames"] == 5, ledger
+
+
+def arroyo_status(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "services", "status", "--timeout", "5",
+                           *args], capture_output=True, text=True, timeout=60)
+
+
+def test_a_run_as_it_goes_a_sink_restarted_mid_run_and_a_run_cut_short(service, tcp):
+    hop, source_stats, first_stats, second_stats = tcp(), tcp(), tcp(), tcp()
+    first = service("publisher", "--in", ">" + hop, "--sink", "stats", "--status",
+                    first_stats, name="sink")
+    source = service("listener", *source_args(100_000, 500), "--out", "@" + hop,
+                     "--status", source_stats, name="source")
+    wait_for(lambda: (completed := status(first_stats)["outputs"][0]["runs"]) and
+             completed[-1]["frames"] >= 100, 20, "frames at the sink")
+    # Mid-run the source's row counts what it made so far, and nothing reads "None".
+    mid = status(source_stats)
+    assert mid["input"]["sent"] > 0 and mid["outputs"][0]["sent"] > 0, mid
+    table = arroyo_status(source_stats, first_stats)
+    assert "None" not in table.stdout and "frames so far" in table.stdout, table.stdout
+    assert "unaccounted -" not in table.stdout, table.stdout
+    document = json.loads(arroyo_status("--json", source_stats, first_stats).stdout)
+    assert [record["name"] for record in document] == ["source", "sink"], document
+
+    first.signal(signal.SIGKILL)
+    first.process.wait(10)
+    service("publisher", "--in", ">" + hop, "--sink", "stats", "--status", second_stats,
+            name="sink")
+    wait_for(lambda: (runs := status(second_stats)["outputs"][0]["runs"]) and
+             runs[-1]["frames"] >= 100, 20, "frames at the restarted sink")
+    source.signal(signal.SIGTERM)  # ends the run early
+    run = completed_run(second_stats)
+    # What the first instance received is not this one's loss; it says it joined mid-run,
+    # rates from its first frame, and that the source cut the run short.
+    assert run["joined_at"] > 0 and run["lost"] == 0 and run["cut_short"], run
+    assert run["rate_from"] == "first frame" and run["run"] is not None, run
+    assert run["frames"] == run["frames_sent"] - run["joined_at"], run
+    table = arroyo_status(second_stats)
+    assert table.returncode == 0, table.stdout + table.stderr
+    assert f"cut short by its source, joined mid-run at frame {run['joined_at']}" \
+        in table.stdout, table.stdout
