@@ -290,9 +290,10 @@ def compose_file(chain: Chain, image: str = "arroyo-stream:local", context: str 
         "# container per service. Services reach each other by service name on the compose",
         "# network; `expose` lists the ports each binds. Status ports are published on the",
         "# host's loopback only, so `arroyo status tcp://127.0.0.1:PORT` works from the host and",
-        "# the healthcheck (`arroyo status` inside the container) says healthy only once the",
-        "# service has opened its sockets. depends_on starts a service after the ones it feeds",
-        "# are healthy. stop_grace_period is drain_timeout + 5 s, like supervisor's stopwaitsecs;",
+        "# the healthcheck (`arroyo status` inside the container) says healthy once the service",
+        "# has opened its sockets, and unhealthy while a run it counted lost frames (exit 3).",
+        "# depends_on starts a service after the ones it feeds are healthy. stop_grace_period",
+        "# is drain_timeout + 5 s, like supervisor's stopwaitsecs;",
         "# on-failure restarts a crashed service but not one that ended its run cleanly (0).",
         "",
     ]
