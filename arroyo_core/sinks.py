@@ -132,14 +132,20 @@ class StatsSink(Publisher):
 
 
 def _line(run: RunStatus) -> str:
+    """'(cut short by its source) 206 frames, ..., lost 0, filtered 3': the notes first, so
+    the line still ends in the counts."""
+    notes = []
+    if run.cut_short:
+        notes.append("cut short by its source")
+    if run.joined_at is not None:
+        notes.append(f"joined mid-run at frame {run.joined_at}: rates from then, a backlog "
+                     "inflates them")
     accounted = "".join(f", {name} {n}" for name, n in (
         ("filtered", run.filtered), ("failed", run.failed),
         ("dropped by policy", run.policy_dropped)) if n)
-    joined = (f" (joined mid-run at frame {run.joined_at}: rates from then, a backlog "
-              "inflates them)" if run.joined_at is not None else "")
-    cut = ", cut short by its source" if run.cut_short else ""
-    return (f"{run.frames} frames, {run.frames_per_s:.0f} frames/s, {run.mb_per_s:.1f} MB/s, "
-            f"lost {run.lost}{accounted}{cut}{joined}")
+    prefix = f"({'; '.join(notes)}) " if notes else ""
+    return (f"{prefix}{run.frames} frames, {run.frames_per_s:.0f} frames/s, "
+            f"{run.mb_per_s:.1f} MB/s, lost {run.lost}{accounted}")
 
 
 class CollectingSink(Publisher):
