@@ -3,11 +3,18 @@
 A service says ``READY name`` once its sockets are open and ``EXIT name code`` as it ends
 of its own accord (a clean stop, or its source failed): what a supervisor, or anything
 else watching its output, can tell a kill from an exit by (services.supervisor_restarts).
+
+Its grace period: after SIGTERM or SIGINT a service exits within ``drain_timeout`` +
+``EXIT_MARGIN_S`` seconds whatever state it is in (mid-run, blocked on a full peer, with
+no peer at all), inside the ``drain_timeout`` + 5 s that generated supervisor and compose
+files allow (services.deploy.STOP_MARGIN_S). A second signal exits at once. Either way
+the final ledger is logged (``NAME stopped; ledger: ...``) before the process ends.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -16,6 +23,7 @@ from typing import Any
 
 from arroyo_core.config import ServiceConfig
 from arroyo_core.errors import ConfigError
+from arroyo_core.runtime import Runtime
 from arroyo_core.service import build_runtime
 from services.status_server import StatusServer, status_address
 
@@ -23,6 +31,7 @@ log = logging.getLogger("arroyo.service")
 
 EXIT_CONFIG = 2  # misconfigured: supervisor should not keep restarting it
 EXIT_FAILED = 1
+EXIT_MARGIN_S = 3.0  # after drain_timeout, for closing and exiting; see the module docstring
 STARTED = time.monotonic()  # about when the process started (a little after, in fact)
 
 
@@ -30,6 +39,23 @@ def setup_logging(level: str, name: str) -> None:
     logging.basicConfig(
         stream=sys.stdout, level=level.upper(), force=True,
         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+
+
+def _log_ledger(name: str, runtime: Runtime, code: int) -> None:
+    how = "stopped" if code == 0 else f"stopped (exit code {code})"
+    log.info("%s %s; ledger: %s", name, how, runtime.stats())
+
+
+def _exit_now(name: str, runtime: Runtime, why: str, code: int) -> None:
+    """End the process at once, from any thread, with the final ledger logged: what was
+    not yet sent is lost, and the ledger counts it."""
+    log.warning("%s: %s; exiting now, without waiting for what is still unsent", name, why)
+    try:
+        _log_ledger(name, runtime, code)
+    finally:
+        print(f"EXIT {name} {code}", flush=True)
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _flush_sockets(timeout: float) -> None:
@@ -84,10 +110,27 @@ def serve(config: ServiceConfig, check: bool = False, min_uptime: float = 0.0) -
         return refuse(ConfigError(f"[{name}] cannot open: {exc}"))
 
     signalled = threading.Event()
+    finished = threading.Event()  # run() has returned: nothing is left to drain
+    deadline: list[float] = []  # when a signalled service must be gone, once signalled
 
     def on_signal(signum: int, frame: Any) -> None:
-        log.info("%s received %s; draining and stopping", name, signal.Signals(signum).name)
+        signame = signal.Signals(signum).name
+        if finished.is_set():
+            signalled.set()  # ends _stay_up; the run is over and its ledger logged
+            return
+        if signalled.is_set():
+            _exit_now(name, runtime, f"second {signame}", 128 + signum)
+        log.info("%s received %s; draining and stopping (within %.1f s; a second signal "
+                 "exits at once)", name, signame, runtime.drain_timeout + EXIT_MARGIN_S)
         signalled.set()
+        deadline.append(time.monotonic() + runtime.drain_timeout + EXIT_MARGIN_S)
+        # A last resort for a stop that hangs in a state nobody foresaw: exit within the
+        # grace period all the same, ledger logged, rather than be killed without one.
+        last_resort = threading.Timer(runtime.drain_timeout + EXIT_MARGIN_S, _exit_now,
+                                      (name, runtime, "stopping took past its grace period",
+                                       EXIT_FAILED))
+        last_resort.daemon = True
+        last_resort.start()
         runtime.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -99,11 +142,14 @@ def serve(config: ServiceConfig, check: bool = False, min_uptime: float = 0.0) -
         runtime.run()
         code = EXIT_FAILED if runtime.listener_error else 0
     finally:
+        finished.set()
         if status is not None:
             status.close()
-        _flush_sockets(runtime.drain_timeout)
-        if code == 0 or runtime.listener_error:
-            log.info("%s stopped; ledger: %s", name, runtime.stats())
+        # signalled: what is left of the grace period, less a margin to log and exit in
+        flush_s = (max(0.1, deadline[0] - time.monotonic() - 1.0) if deadline
+                   else runtime.drain_timeout)
+        _flush_sockets(flush_s)
+        _log_ledger(name, runtime, code)
         print(f"EXIT {name} {code}", flush=True)
     if code == 0:
         _stay_up(name, min_uptime, signalled)

@@ -133,8 +133,10 @@ class PushSender(FrameSender):
         # polling: a peer slower than us, the usual lot of a source, would otherwise cost
         # a raised zmq.Again and a poll per message, as much CPU as encoding one.
         dropping = self.overflow == "drop-newest" and droppable  # a lost Start/Stop corrupts a run
+        # Once abandoned, a send that does not go at once is not waited for: each would
+        # otherwise wait out SNDTIMEO, seconds for a queue of messages no peer takes.
         try:
-            send_frames(socket, frames, NOBLOCK if dropping else 0)
+            send_frames(socket, frames, NOBLOCK if dropping or self._abandoned else 0)
             return None
         except zmq.Again:
             if dropping:
