@@ -55,6 +55,10 @@ class FrameSender(ABC):
     def wait_for_peers(self) -> None:
         """Block until the peers a run should start with are there (before a Start)."""
 
+    def run_state(self, in_run: bool) -> None:
+        """Told when a run starts (True) and after its Stop is sent (False), so that a peer
+        leaving between runs can be told from one lost mid-run."""
+
     def abandon(self) -> None:
         """Give up on sends still waiting for a peer; safe to call from any thread."""
 
@@ -88,6 +92,10 @@ class FrameReceiver(ABC):
 
     def acknowledge(self, tokens: list[Any]) -> None:
         """The link is done with these messages (handled, or rejected): forget them."""
+
+    def run_state(self, in_run: bool) -> None:
+        """Told when a run's Start (True) or Stop (False) is received, so that a peer
+        leaving after its run's Stop can be told from one lost mid-run."""
 
     def close(self) -> None:
         """Release everything."""

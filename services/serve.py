@@ -42,20 +42,30 @@ def setup_logging(level: str, name: str) -> None:
 
 
 def _log_ledger(name: str, runtime: Runtime, code: int) -> None:
-    how = "stopped" if code == 0 else f"stopped (exit code {code})"
-    log.info("%s %s; ledger: %s", name, how, runtime.stats())
+    if code:
+        log.info("%s exits with code %d", name, code)
+    log.info("%s stopped; ledger: %s", name, runtime.stats())
 
 
 def _exit_now(name: str, runtime: Runtime, why: str, code: int) -> None:
     """End the process at once, from any thread, with the final ledger logged: what was
     not yet sent is lost, and the ledger counts it."""
-    log.warning("%s: %s; exiting now, without waiting for what is still unsent", name, why)
     try:
+        log.warning("%s: %s; exiting now, without waiting for what is still unsent", name,
+                    why)
         _log_ledger(name, runtime, code)
+        _say(f"EXIT {name} {code}")
     finally:
-        print(f"EXIT {name} {code}", flush=True)
-        sys.stderr.flush()
         os._exit(code)
+
+
+def _say(line: str) -> None:
+    """Print a line for whatever watches this process; a reader that has gone (its pipe
+    is closed, e.g. `arroyo run` was killed) must not stop the service from stopping."""
+    try:
+        print(line, flush=True)
+    except OSError:
+        pass
 
 
 def _flush_sockets(timeout: float) -> None:
@@ -150,7 +160,7 @@ def serve(config: ServiceConfig, check: bool = False, min_uptime: float = 0.0) -
                    else runtime.drain_timeout)
         _flush_sockets(flush_s)
         _log_ledger(name, runtime, code)
-        print(f"EXIT {name} {code}", flush=True)
+        _say(f"EXIT {name} {code}")
     if code == 0:
         _stay_up(name, min_uptime, signalled)
     return code

@@ -154,6 +154,9 @@ class PushSender(FrameSender):
     def waiting(self) -> None:
         """Called between attempts while a send waits for a peer."""
 
+    def run_state(self, in_run: bool) -> None:
+        self.tracker.run_state(in_run)
+
     def abandon(self) -> None:
         self._abandoned = True
 

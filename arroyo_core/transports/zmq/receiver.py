@@ -106,6 +106,9 @@ class ZmqReceiver(FrameReceiver):
                     socket.setsockopt(zmq.RCVHWM, hwm)
             yield frames, None
 
+    def run_state(self, in_run: bool) -> None:
+        self.tracker.run_state(in_run)
+
     def close(self) -> None:
         if self.socket is not None:
             self.tracker.stop(self.socket)
