@@ -241,3 +241,26 @@ def _free_port() -> int:
     from services.processes import free_port
 
     return free_port()
+
+
+# --- item 8: a service that waits says what for -------------------------------------------
+
+def test_a_source_without_a_consumer_says_what_it_waits_for(service, tcp, tmp_path):
+    out = tcp()
+    source = service("listener", *drain_config(tmp_path, 1.0), *SOURCE, "--out", "@" + out,
+                     name="source")
+    wait_for(lambda: "waiting 5 s to send" in source.output(), 12, "the first wait line")
+    assert f"nothing has connected to {out} yet" in source.output(), source.output()
+    assert " WARNING " not in source.output()
+
+
+def test_inputs_with_no_peer_say_why(service, tcp):
+    """Connecting to a port nothing binds, and to a host name that does not resolve."""
+    nothing = service("publisher", "--in", ">" + tcp(), name="nothing")
+    unresolved = service("publisher", "--in", ">tcp://no-such-host.invalid:5555",
+                         name="unresolved")
+    wait_for(lambda: "no peer for 5 s" in unresolved.output(), 12, "the first wait line")
+    wait_for(lambda: "no peer for 5 s" in nothing.output(), 5, "the first wait line")
+    assert "nothing accepts connections at tcp://127.0.0.1:" in nothing.output()
+    assert "host name 'no-such-host.invalid' does not resolve" in unresolved.output(), \
+        unresolved.output()

@@ -28,8 +28,10 @@ connection whose handshake succeeded is a peer.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
+import socket as pysocket
 import threading
 import time
 from collections import Counter
@@ -39,6 +41,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from ...address import Address
 from ...transport import wait_for_count
 from .handoff import recorded_addresses
 
@@ -64,6 +67,34 @@ _PROTOCOL_ERRORS = {value: name for name, value in vars(zmq).items()
                     if name.startswith("PROTOCOL_ERROR_") and isinstance(value, int)}
 
 Addresses = tuple[object, object]  # (local, peer) address of one connection
+
+
+def _unresolved(host: str) -> str | None:
+    """Why host name ``host`` does not resolve, or None if it does (or is an address)."""
+    if not host or host == "*":
+        return None
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    try:
+        pysocket.getaddrinfo(host, None)
+    except (pysocket.gaierror, UnicodeError) as exc:
+        return getattr(exc, "strerror", None) or str(exc)
+    return None
+
+
+def no_peer_reason(address: Address) -> str:
+    """Why a link at ``address`` has no peer, as far as this side can tell, for a log line."""
+    if address.bind:
+        return f"nothing has connected to {address.base} yet"
+    unresolved = _unresolved(address.host)
+    if unresolved:
+        return (f"host name {address.host!r} does not resolve ({unresolved}); ZeroMQ keeps "
+                "trying")
+    return (f"nothing accepts connections at {address.base} yet (is the service that binds "
+            "it running?); ZeroMQ keeps trying")
 
 
 def _peer_label(addresses: Addresses | None) -> str | None:

@@ -11,8 +11,8 @@ import zmq
 from ...address import Address
 from ...budget import LinkBudget, frames_nbytes
 from ...errors import ConfigError
-from ...transport import Frames, FrameSender
-from .connections import ConnectionTracker
+from ...transport import Frames, FrameSender, WaitLog
+from .connections import ConnectionTracker, no_peer_reason
 from .curve import CurveLink
 from .handoff import Handoff
 from .sockets import (
@@ -95,6 +95,7 @@ class PushSender(FrameSender):
         self.tracker = ConnectionTracker(link)
         self.socket: zmq.Socket | None = None
         self._abandoned = False
+        self._wait_log = WaitLog()
 
     def budget_peers(self) -> int:
         """How many peer queues the byte budget is shared by."""
@@ -141,9 +142,13 @@ class PushSender(FrameSender):
         except zmq.Again:
             if dropping:
                 return "peer's queue full"
-        log.debug("%s: no peer is taking messages; waiting", self.link)
+        waiting = self._wait_log
+        waiting.reset()
+        waiting.due()  # starts its clock
         while not self._abandoned:
             self.waiting()
+            if waiting.due():
+                self._log_wait(waiting.waited)
             try:
                 send_frames(socket, frames)
                 return None
@@ -153,6 +158,12 @@ class PushSender(FrameSender):
 
     def waiting(self) -> None:
         """Called between attempts while a send waits for a peer."""
+
+    def _log_wait(self, seconds: float) -> None:
+        peers = self.tracker.count
+        why = (f"{peers} peer(s) connected, none taking messages (their queues are full)"
+               if peers else no_peer_reason(self.address))
+        log.info("%s: waiting %.0f s to send: %s", self.link, seconds, why)
 
     def run_state(self, in_run: bool) -> None:
         self.tracker.run_state(in_run)
