@@ -210,7 +210,11 @@ def test_mid_run_blocked_on_a_full_peer_stops_within_its_drain(service, tcp, tmp
 
 
 def test_a_second_signal_exits_at_once_with_the_ledger(service, tcp):
-    source = service("listener", *SOURCE, "--out", "@" + tcp(), name="source")
+    stats = tcp()
+    source = service("listener", *SOURCE, "--out", "@" + tcp(), "--status", stats,
+                     name="source")
+    # its run has begun, so the stop has a Start with no peer to wait for
+    wait_for(lambda: status(stats)["queue"]["sent"], 10, "the source's run to begin")
     source.signal(signal.SIGTERM)
     wait_for(lambda: "draining and stopping" in source.output(), 5, "the first signal")
     began = time.monotonic()
