@@ -1,29 +1,24 @@
-"""Clean stops in every state, with real processes (issue 9, items 1, 2 and 4).
+"""Clean stops in every state, and waits that say what they wait for, with real processes
+(`arroyo run`'s stops and a clean run's log: test_chain_file).
 
-- `arroyo run` stops its chain on SIGHUP as on SIGTERM, and its services never outlive it,
-  even when it is SIGKILLed (their ports are free again).
 - A service exits within its grace period (drain_timeout + services.serve.EXIT_MARGIN_S)
   with no peer downstream, none upstream, and mid-run blocked on a full peer; under
   supervisord `supervisorctl stop` returns within stopwaitsecs with exit status 0. A second
   signal exits at once. The final ledger is logged every time.
-- A run that ends normally logs no WARNING line.
+- A service waiting for a peer says what it waits for, and why when it can tell.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 
 import pytest
-from deploy_support import Supervisor, chain_toml, logged_ledger, sink_runs, write
-from harness import exit_within, final_ledger, status, wait_for, wait_or_kill
+from deploy_support import Supervisor, logged_ledger, write
+from harness import exit_within, final_ledger, status, wait_for
 
+from services.processes import free_port
 from services.serve import EXIT_MARGIN_S
 
 pytestmark = pytest.mark.integration
@@ -32,105 +27,7 @@ SOURCE = ["--source", "simulated", "-o", "shape=[32,32]", "-o", "rate=300",
           "-o", "frames=1000000"]  # a run that lasts far longer than any test
 
 
-class Run:
-    """`python -m services run CHAIN` as a child process, its output collected."""
-
-    def __init__(self, chain_file) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "services", "run", str(chain_file)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    def pids(self) -> dict[str, int]:
-        """Each service's pid, from the 'READY chain' line."""
-        line = next(line for line in self.lines if line.startswith("READY chain"))
-        return {name: int(pid) for name, pid in re.findall(r"(\w+) pid (\d+)", line)}
-
-
-@pytest.fixture
-def run_chain():
-    runs: list[Run] = []
-
-    def start(chain_file) -> Run:
-        runs.append(Run(chain_file))
-        return runs[-1]
-
-    yield start
-    for run in runs:
-        if run.process.poll() is None:
-            run.process.terminate()
-            wait_or_kill(run.process, 30)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie whose parent has not reaped it yet has exited all the same
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def port_free(port: int) -> bool:
-    """Whether a service could bind ``port`` again (ZeroMQ binds with SO_REUSEADDR, so
-    connections of the old process left in TIME_WAIT do not count)."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def ready_chain(tmp_path, run_chain, **options) -> tuple[Run, str, dict[str, str]]:
-    text, stats = chain_toml(frames=1_000_000, rate=200, **options)
-    run = run_chain(write(tmp_path / "chain.toml", text))
-    wait_for(lambda: any(line.startswith("READY chain") for line in run.lines), 30,
-             "the chain to be ready")
-    return run, text, stats
-
-
-# --- item 1: `arroyo run` and its services ------------------------------------------------
-
-def test_sighup_stops_the_chain_like_sigterm(tmp_path, run_chain):
-    run, _, stats = ready_chain(tmp_path, run_chain)
-    wait_for(lambda: sink_runs(stats["sink"]) and sink_runs(stats["sink"])[-1]["frames"] > 50,
-             20, "frames at the sink")
-    pids = run.pids()
-    run.process.send_signal(signal.SIGHUP)  # what a closed terminal sends
-    assert run.process.wait(30) == 0, run.text()[-3000:]
-    run.reader.join(5)
-    assert "SIGHUP: stopping the chain" in run.text()
-    assert "exit codes source 0, operator 0, sink 0" in run.text(), run.text()[-3000:]
-    assert not any(alive(pid) for pid in pids.values())
-
-
-def test_services_do_not_outlive_a_killed_arroyo_run(tmp_path, run_chain):
-    run, text, stats = ready_chain(tmp_path, run_chain)
-    pids = run.pids()
-    ports = [int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", text)]
-    assert set(pids) == {"source", "operator", "sink"} and len(ports) == 5
-    run.process.kill()
-    run.process.wait()
-    # each service is sent SIGTERM by the kernel and stops as it always does
-    wait_for(lambda: not any(alive(pid) for pid in pids.values()), 3 + EXIT_MARGIN_S + 2,
-             "every service to exit after `arroyo run` was killed")
-    wait_for(lambda: all(port_free(port) for port in ports), 5, "every port to be free")
-
-
-# --- item 2: a stop within the grace period in every state ----------------------------------
+# --- a stop within the grace period in every state ---------------------------------------
 
 def stop_within(process, grace: float, signum: int = signal.SIGTERM) -> float:
     """Signal ``process``; check it exits 0 within ``grace`` s; return the seconds taken."""
@@ -160,7 +57,7 @@ name = "alone"
 role = "listener"
 source = "simulated"
 options = {{ shape = [32, 32], frames = 1000000, rate = 300 }}
-out = "@tcp://127.0.0.1:{_free_port()}"
+out = "@tcp://127.0.0.1:{free_port()}"
 """)
     supervisor = Supervisor(tmp_path / "supervisor", chain)
     try:
@@ -226,28 +123,7 @@ def test_a_second_signal_exits_at_once_with_the_ledger(service, tcp):
     assert final_ledger(source)["outputs"][0]["sent"] == 0
 
 
-# --- item 4: a normal end is not a warning --------------------------------------------------
-
-def test_a_clean_three_service_run_logs_no_warning(tmp_path, run_chain):
-    text, stats = chain_toml(frames=300, rate=300)
-    run = run_chain(write(tmp_path / "chain.toml", text))
-    wait_for(lambda: (sink_runs(stats["sink"]) or [{}])[-1].get("complete"), 30,
-             "the run to end at the sink")
-    run.process.send_signal(signal.SIGINT)
-    assert run.process.wait(30) == 0, run.text()[-3000:]
-    run.reader.join(5)
-    assert "disconnected between runs" in run.text()  # the source left after its Stop
-    warnings = [line for line in run.lines if " WARNING " in line]
-    assert not warnings, "\n".join(warnings)
-
-
-def _free_port() -> int:
-    from services.processes import free_port
-
-    return free_port()
-
-
-# --- item 8: a service that waits says what for -------------------------------------------
+# --- a service that waits says what for ---------------------------------------------------
 
 def test_a_source_without_a_consumer_says_what_it_waits_for(service, tcp, tmp_path):
     out = tcp()
