@@ -81,10 +81,13 @@ class OutputLink(Publisher):
         kind = message.kind
         if kind == "start":
             self.sender.wait_for_peers()
+            self.sender.run_state(True)
         elif kind == "stop":
             message = self._with_drops(message)
         frames = encode(message, src=self.src, seq=self.seq)
         dropped = self.sender.send(frames, kind == "event")
+        if kind == "stop":
+            self.sender.run_state(False)
         if dropped is None:
             self.seq += 1
             self.ledger.sent += 1
@@ -184,6 +187,8 @@ class InputLink(Listener):
                     self.receiver.acknowledge([token])  # a duplicate: handled before
                 continue
             runs.observe(message, envelope.src)
+            if message.kind in ("start", "stop"):
+                self.receiver.run_state(message.kind == "start")
             if acknowledges:
                 self._serial += 1
                 self._serial_of[message] = self._serial

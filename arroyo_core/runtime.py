@@ -78,6 +78,7 @@ class Runtime:
         self._stopping = False
         self._last_delivery = time.monotonic()
         self._drain_timer: threading.Timer | None = None  # cancelled once run() returns
+        self._routing = False  # the processing thread is handing a result to publishers
         self.ready = threading.Event()
         self.processed = 0
         self.errors: Counter[str] = Counter()
@@ -160,8 +161,16 @@ class Runtime:
                 self.listener.stop()
 
     def _abandon(self) -> None:
-        log.warning("drain time of %.1f s ran out; abandoning sends still waiting for a peer",
-                    self.drain_timeout)
+        # A warning only when something is given up: a send waiting for a peer, or
+        # messages still queued. Otherwise the drain time ran out on an idle input (no
+        # upstream, or a run whose Stop never came), which loses nothing.
+        if self._routing or len(self.queue):
+            log.warning("drain time of %.1f s ran out; abandoning sends still waiting for a "
+                        "peer (%d message(s) still queued)", self.drain_timeout,
+                        len(self.queue))
+        else:
+            log.info("drain time of %.1f s ran out with nothing waiting to be sent; stopping",
+                     self.drain_timeout)
         self.listener.stop()
         for publisher in self.publishers:
             publisher.abandon()
@@ -239,8 +248,12 @@ class Runtime:
             results = self.operator.process(message)
             if inspect.isawaitable(results):
                 results = self._await(results)
-            for result in operator_results(results, self.operator, message):
-                self.route(result)
+            self._routing = True
+            try:
+                for result in operator_results(results, self.operator, message):
+                    self.route(result)
+            finally:
+                self._routing = False
         except Exception as exc:
             name = type(exc).__name__
             self.errors[name] += 1

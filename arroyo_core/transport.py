@@ -26,7 +26,9 @@ from .address import Address
 from .errors import ConfigError, DecodeError
 
 Frames = list[Any]  # a header frame, then one buffer per array (docs/protocol.md)
-WAIT_LOG_S = 5.0  # how often a link still waiting for its peers says so
+# When a link still waiting for something says so: after 5 s, 10 s later, 30 s later,
+# then every 60 s; often at first, when someone is watching a start, then less often.
+WAIT_LOG_SCHEDULE = (5.0, 10.0, 30.0, 60.0)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,10 @@ class FrameSender(ABC):
 
     def wait_for_peers(self) -> None:
         """Block until the peers a run should start with are there (before a Start)."""
+
+    def run_state(self, in_run: bool) -> None:
+        """Told when a run starts (True) and after its Stop is sent (False), so that a peer
+        leaving between runs can be told from one lost mid-run."""
 
     def abandon(self) -> None:
         """Give up on sends still waiting for a peer; safe to call from any thread."""
@@ -88,6 +94,10 @@ class FrameReceiver(ABC):
 
     def acknowledge(self, tokens: list[Any]) -> None:
         """The link is done with these messages (handled, or rejected): forget them."""
+
+    def run_state(self, in_run: bool) -> None:
+        """Told when a run's Start (True) or Stop (False) is received, so that a peer
+        leaving after its run's Stop can be told from one lost mid-run."""
 
     def close(self) -> None:
         """Release everything."""
@@ -125,13 +135,50 @@ def transport_for(address: Address) -> Transport:
     return registry.resolve("transport", address.scheme)()
 
 
+class WaitLog:
+    """When a wait is worth a log line: :meth:`due` is true after the first interval of
+    ``schedule`` (seconds), then after each next one, the last repeated for ever;
+    :meth:`reset` when the wait is over. Not thread-safe: one per waiting thread.
+    """
+
+    def __init__(self, schedule: tuple[float, ...] = WAIT_LOG_SCHEDULE) -> None:
+        self.schedule = schedule
+        self.began: float | None = None
+        self._logged = 0
+        self._next = 0.0
+
+    def reset(self) -> None:
+        self.began = None
+
+    def due(self) -> bool:
+        """Whether to log now (the first call of a wait starts its clock)."""
+        now = time.monotonic()
+        if self.began is None:
+            self.began, self._logged = now, 0
+            self._next = now + self.schedule[0]
+            return False
+        if now < self._next:
+            return False
+        self._logged += 1
+        self._next = now + self.schedule[min(self._logged, len(self.schedule) - 1)]
+        return True
+
+    @property
+    def waited(self) -> float:
+        """Seconds since the wait began."""
+        return 0.0 if self.began is None else time.monotonic() - self.began
+
+
 def wait_for_count(count: Callable[[], int], expected: int, timeout: float,
                    pause: Callable[[], Any], cancelled: Callable[[], bool], link: str,
                    what: str, before: str = "starting the run") -> bool:
     """Call ``pause`` until ``count()`` reaches ``expected``; False on ``timeout`` (0:
-    never) or when ``cancelled()`` turns true. Says every WAIT_LOG_S that it waits (what
-    for, and ``before`` what), so a run that does not start or go on is never a mystery."""
-    began = next_log = time.monotonic()
+    never) or when ``cancelled()`` turns true. Says that it waits (what for, and ``before``
+    what) at once, then on :data:`WAIT_LOG_SCHEDULE`, so a run that does not start or go on
+    is never a mystery."""
+    began = time.monotonic()
+    waiting = WaitLog()
+    first = True
     while count() < expected:
         now = time.monotonic()
         if cancelled():
@@ -140,10 +187,10 @@ def wait_for_count(count: Callable[[], int], expected: int, timeout: float,
             log.warning("%s: only %d of %d %s connected after %.1f s; %s anyway", link,
                         count(), expected, what, timeout, before)
             return False
-        if now >= next_log:
+        if waiting.due() or first:
             limit = f"{timeout:.0f} s" if timeout else "no time limit"
             log.info("%s: waiting for %d %s before %s: %d connected (%s)",
                      link, expected, what, before, count(), limit)
-            next_log = now + WAIT_LOG_S
+            first = False
         pause()
     return True

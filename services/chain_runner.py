@@ -16,6 +16,8 @@ from .chain import Chain, service_command
 from .deploy import stop_wait
 from .processes import ServiceProcess
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each stops the whole chain
+
 
 def run_chain(chain: Chain, ready_timeout: float = 30.0) -> int:
     """Start ``chain``'s services (downstream first), echo their logs, and on SIGINT or
@@ -24,6 +26,9 @@ def run_chain(chain: Chain, ready_timeout: float = 30.0) -> int:
     The children run in their own sessions, so a terminal's Ctrl-C reaches only this
     process, which then sends every service SIGTERM at once: the source ends its run, the
     services after it pass the Stop on before they stop, so nothing in flight is lost.
+    SIGHUP (a closed terminal) stops the chain the same way. Should this process be
+    killed outright (SIGKILL), the kernel sends each service SIGTERM (Linux's parent-death
+    signal), so no service outlives the ``arroyo run`` that started it.
     """
     stop = threading.Event()
 
@@ -31,13 +36,14 @@ def run_chain(chain: Chain, ready_timeout: float = 30.0) -> int:
         click.echo(f"arroyo run: {signal.Signals(signum).name}: stopping the chain", err=True)
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     started: dict[str, ServiceProcess] = {}
     failed: list[str] = []
     try:
         for name in reversed(chain.order()):
             started[name] = ServiceProcess.from_argv(service_command(chain.origin, name), name,
-                                                     echo=True, own_session=True)
+                                                     echo=True, own_session=True,
+                                                     die_with_parent=True)
         for name, process in started.items():
             try:
                 process.wait_ready(ready_timeout)

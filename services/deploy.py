@@ -19,6 +19,7 @@ from .chain import Chain, service_command
 from .chain_links import flows
 
 STOP_MARGIN_S = 5  # beyond drain_timeout (when unsent messages are abandoned): closing and exit
+# ... more than services.serve.EXIT_MARGIN_S, so a service ends on its own before it is killed
 STARTSECS = 3  # supervisor's startsecs for every generated program (see SUPERVISOR_WHY)
 CONTAINER_DIR = "/etc/arroyo"  # where a compose service finds the chain file (mounted)
 
@@ -85,8 +86,9 @@ SUPERVISOR_WHY = {
                   "by another keeps receiving until that run's Stop has passed, sends what it "
                   "holds, and exits 0.",
     "stopwaitsecs": "The service's drain_timeout (after which unsent messages are given up, "
-                    "and counted) plus 5 s to close and exit. Only after this does supervisor "
-                    "send SIGKILL, which loses what the service holds.",
+                    "and counted) plus 5 s to close and exit; a service exits within "
+                    "drain_timeout + 3 s in any state, its final ledger logged. Only after "
+                    "this does supervisor send SIGKILL, which loses what the service holds.",
     "stopasgroup": "Signal the whole process group, in case the command is wrapped in a script.",
     "killasgroup": "Same for SIGKILL, so no orphan keeps a port bound.",
     "redirect_stderr": "Error messages ('error: cannot bind ...') land in the same log as the "

@@ -10,8 +10,33 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send the child SIGTERM when this process ends,
+    however it ends (SIGKILL included); None where there is no ``prctl`` (not Linux).
+
+    SIGTERM, not SIGKILL: the service then stops as it always does, its run closed and
+    its ledger logged. A parent that died before the child set this is caught by its
+    parent pid having changed.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -29,34 +54,39 @@ class ServiceProcess:
     ``prefix`` goes before the command (e.g. ``ip netns exec NS``, which execs it, so
     signals still reach the service); ``own_session`` keeps a terminal's Ctrl-C from
     reaching the child, so that the parent decides how it stops; ``cwd`` is the directory
-    it starts in.
+    it starts in; ``die_with_parent`` has the child sent SIGTERM when this process ends,
+    even by SIGKILL (Linux), so a service never outlives what started it.
     """
 
     def __init__(self, role: str, args: Sequence[str], name: str | None = None,
                  echo: bool = False, env: dict[str, str] | None = None,
                  prefix: Sequence[str] = (), own_session: bool = False,
-                 cwd: str | Path | None = None) -> None:
+                 cwd: str | Path | None = None, die_with_parent: bool = False) -> None:
         self.name = name or role
-        self._spawn([role, "--name", self.name, *args], echo, env, prefix, own_session, cwd)
+        self._spawn([role, "--name", self.name, *args], echo, env, prefix, own_session, cwd,
+                    die_with_parent)
 
     @classmethod
     def from_argv(cls, argv: Sequence[str], name: str, echo: bool = False,
                   env: dict[str, str] | None = None, prefix: Sequence[str] = (),
-                  own_session: bool = False, cwd: str | Path | None = None) -> ServiceProcess:
+                  own_session: bool = False, cwd: str | Path | None = None,
+                  die_with_parent: bool = False) -> ServiceProcess:
         """``arroyo ARGV``, e.g. ``services.chain.service_command(chain_file, name)``."""
         process = cls.__new__(cls)
         process.name = name
-        process._spawn(argv, echo, env, prefix, own_session, cwd)
+        process._spawn(argv, echo, env, prefix, own_session, cwd, die_with_parent)
         return process
 
     def _spawn(self, argv: Sequence[str], echo: bool, env: dict[str, str] | None,
-               prefix: Sequence[str], own_session: bool, cwd: str | Path | None) -> None:
+               prefix: Sequence[str], own_session: bool, cwd: str | Path | None,
+               die_with_parent: bool = False) -> None:
         # -P: not the current directory on the import path; a service finds user code by
         # services.workdir's rule, wherever it was started from
         command = [*prefix, sys.executable, "-P", "-m", "services", *argv]
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            env={**os.environ, **(env or {})}, start_new_session=own_session, cwd=cwd)
+            env={**os.environ, **(env or {})}, start_new_session=own_session, cwd=cwd,
+            preexec_fn=_die_with_parent() if die_with_parent else None)
         self.lines: deque[str] = deque(maxlen=2000)
         self._ready = threading.Event()
         self._echo = echo

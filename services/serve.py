@@ -3,6 +3,12 @@
 A service says ``READY name`` once its sockets are open and ``EXIT name code`` as it ends
 of its own accord (a clean stop, or its source failed): what a supervisor, or anything
 else watching its output, can tell a kill from an exit by (services.supervisor_restarts).
+
+Its grace period: after SIGTERM or SIGINT a service exits within ``drain_timeout`` +
+``EXIT_MARGIN_S`` seconds whatever state it is in (mid-run, blocked on a full peer, with
+no peer at all), inside the ``drain_timeout`` + 5 s that generated supervisor and compose
+files allow (services.deploy.STOP_MARGIN_S). A second signal exits at once. Either way
+the final ledger is logged (``NAME stopped; ledger: ...``) before the process ends.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -18,6 +25,7 @@ from typing import Any
 
 from arroyo_core.config import ServiceConfig
 from arroyo_core.errors import ConfigError
+from arroyo_core.runtime import Runtime
 from arroyo_core.service import build_runtime
 from services.status_server import StatusServer, status_address
 
@@ -25,6 +33,7 @@ log = logging.getLogger("arroyo.service")
 
 EXIT_CONFIG = 2  # misconfigured: supervisor should not keep restarting it
 EXIT_FAILED = 1
+EXIT_MARGIN_S = 3.0  # after drain_timeout, for closing and exiting; see the module docstring
 STARTED = time.monotonic()  # about when the process started (a little after, in fact)
 
 
@@ -58,6 +67,33 @@ def setup_logging(level: str, name: str, log_format: str = "text") -> None:
         handler.setFormatter(logging.Formatter(
             f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), force=True, handlers=[handler])
+
+
+def _log_ledger(name: str, runtime: Runtime, code: int) -> None:
+    if code:
+        log.info("%s exits with code %d", name, code)
+    log.info("%s stopped; ledger: %s", name, json.dumps(runtime.stats(), default=str))
+
+
+def _exit_now(name: str, runtime: Runtime, why: str, code: int) -> None:
+    """End the process at once, from any thread, with the final ledger logged: what was
+    not yet sent is lost, and the ledger counts it."""
+    try:
+        log.warning("%s: %s; exiting now, without waiting for what is still unsent", name,
+                    why)
+        _log_ledger(name, runtime, code)
+        _say(f"EXIT {name} {code}")
+    finally:
+        os._exit(code)
+
+
+def _say(line: str) -> None:
+    """Print a line for whatever watches this process; a reader that has gone (its pipe
+    is closed, e.g. `arroyo run` was killed) must not stop the service from stopping."""
+    try:
+        print(line, flush=True)
+    except OSError:
+        pass
 
 
 def _flush_sockets(timeout: float) -> None:
@@ -112,10 +148,27 @@ def serve(config: ServiceConfig, check: bool = False, min_uptime: float = 0.0) -
         return refuse(ConfigError(f"[{name}] cannot open: {exc}"))
 
     signalled = threading.Event()
+    finished = threading.Event()  # run() has returned: nothing is left to drain
+    deadline: list[float] = []  # when a signalled service must be gone, once signalled
 
     def on_signal(signum: int, frame: Any) -> None:
-        log.info("%s received %s; draining and stopping", name, signal.Signals(signum).name)
+        signame = signal.Signals(signum).name
+        if finished.is_set():
+            signalled.set()  # ends _stay_up; the run is over and its ledger logged
+            return
+        if signalled.is_set():
+            _exit_now(name, runtime, f"second {signame}", 128 + signum)
+        log.info("%s received %s; draining and stopping (within %.1f s; a second signal "
+                 "exits at once)", name, signame, runtime.drain_timeout + EXIT_MARGIN_S)
         signalled.set()
+        deadline.append(time.monotonic() + runtime.drain_timeout + EXIT_MARGIN_S)
+        # A last resort for a stop that hangs in a state nobody foresaw: exit within the
+        # grace period all the same, ledger logged, rather than be killed without one.
+        last_resort = threading.Timer(runtime.drain_timeout + EXIT_MARGIN_S, _exit_now,
+                                      (name, runtime, "stopping took past its grace period",
+                                       EXIT_FAILED))
+        last_resort.daemon = True
+        last_resort.start()
         runtime.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -127,12 +180,15 @@ def serve(config: ServiceConfig, check: bool = False, min_uptime: float = 0.0) -
         runtime.run()
         code = EXIT_FAILED if runtime.listener_error else 0
     finally:
+        finished.set()
         if status is not None:
             status.close()
-        _flush_sockets(runtime.drain_timeout)
-        if code == 0 or runtime.listener_error:
-            log.info("%s stopped; ledger: %s", name, json.dumps(runtime.stats(), default=str))
-        print(f"EXIT {name} {code}", flush=True)
+        # signalled: what is left of the grace period, less a margin to log and exit in
+        flush_s = (max(0.1, deadline[0] - time.monotonic() - 1.0) if deadline
+                   else runtime.drain_timeout)
+        _flush_sockets(flush_s)
+        _log_ledger(name, runtime, code)
+        _say(f"EXIT {name} {code}")
     if code == 0:
         _stay_up(name, min_uptime, signalled)
     return code

@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 
 import pytest
-from deploy_support import chain_toml, sink_frames, wait_for, write
+from deploy_support import chain_toml, sink_frames, sink_runs, wait_for, write
 from harness import wait_or_kill
 
 from services.processes import free_port
+from services.serve import EXIT_MARGIN_S
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +123,82 @@ def test_run_starts_each_service_by_name_from_the_chain_file(tmp_path, run_chain
     wait_for(lambda: sink_frames(stats["sink"]) > 0, 20, "frames at the sink (status answers)")
     run.process.send_signal(signal.SIGINT)
     assert run.finish() == 0, run.text()
+
+
+def service_pids(run: Run) -> dict[str, int]:
+    """Each service's pid, from `arroyo run`'s 'READY chain' line."""
+    line = next(line for line in run.lines if line.startswith("READY chain"))
+    return {name: int(pid) for name, pid in re.findall(r"(\w+) pid (\d+)", line)}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie whose parent has not reaped it yet has exited all the same
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def port_free(port: int) -> bool:
+    """Whether a service could bind ``port`` again (ZeroMQ binds with SO_REUSEADDR, so
+    connections of the old process left in TIME_WAIT do not count)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def ready_chain(tmp_path, run_chain, **options) -> tuple[Run, str, dict[str, str]]:
+    text, stats = chain_toml(frames=1_000_000, rate=200, **options)
+    run = run_chain(write(tmp_path / "chain.toml", text))
+    wait_for(lambda: any(line.startswith("READY chain") for line in run.lines), 30,
+             "the chain to be ready")
+    return run, text, stats
+
+
+# --- no service outlives `arroyo run` ---------------------------------------------------
+
+def test_sighup_stops_the_chain_like_sigterm(tmp_path, run_chain):
+    run, _, stats = ready_chain(tmp_path, run_chain)
+    wait_for(lambda: sink_runs(stats["sink"]) and sink_runs(stats["sink"])[-1]["frames"] > 50,
+             20, "frames at the sink")
+    pids = service_pids(run)
+    run.process.send_signal(signal.SIGHUP)  # what a closed terminal sends
+    assert run.process.wait(30) == 0, run.text()[-3000:]
+    run.reader.join(5)
+    assert "SIGHUP: stopping the chain" in run.text()
+    assert "exit codes source 0, operator 0, sink 0" in run.text(), run.text()[-3000:]
+    assert not any(alive(pid) for pid in pids.values())
+
+
+def test_services_do_not_outlive_a_killed_arroyo_run(tmp_path, run_chain):
+    run, text, stats = ready_chain(tmp_path, run_chain)
+    pids = service_pids(run)
+    ports = [int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", text)]
+    assert set(pids) == {"source", "operator", "sink"} and len(ports) == 5
+    run.process.kill()
+    run.process.wait()
+    # each service is sent SIGTERM by the kernel and stops as it always does
+    wait_for(lambda: not any(alive(pid) for pid in pids.values()), 3 + EXIT_MARGIN_S + 2,
+             "every service to exit after `arroyo run` was killed")
+    wait_for(lambda: all(port_free(port) for port in ports), 5, "every port to be free")
+
+
+# --- a normal end is not a warning --------------------------------------------------------
+
+def test_a_clean_three_service_run_logs_no_warning(tmp_path, run_chain):
+    text, stats = chain_toml(frames=300, rate=300)
+    run = run_chain(write(tmp_path / "chain.toml", text))
+    wait_for(lambda: (sink_runs(stats["sink"]) or [{}])[-1].get("complete"), 30,
+             "the run to end at the sink")
+    run.process.send_signal(signal.SIGINT)
+    assert run.process.wait(30) == 0, run.text()[-3000:]
+    run.reader.join(5)
+    assert "disconnected between runs" in run.text()  # the source left after its Stop
+    warnings = [line for line in run.lines if " WARNING " in line]
+    assert not warnings, "\n".join(warnings)

@@ -28,8 +28,10 @@ connection whose handshake succeeded is a peer.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
+import socket as pysocket
 import threading
 import time
 from collections import Counter
@@ -39,12 +41,16 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from ...address import Address
 from ...transport import wait_for_count
 from .handoff import recorded_addresses
 
 log = logging.getLogger(__name__)
 
 RECONNECT_AFTER_S = 0.5  # a dropped connection libzmq has not retried by then stays dropped
+# A peer that closes right after its run's Stop may be noticed before the Stop is read
+# from the socket: how long a disconnect mid-run waits for that Stop before it warns.
+RUN_END_GRACE_S = 1.0
 MAX_LOGGED = 1024  # (reason, host) pairs remembered as logged; counts are always exact
 
 # Why a handshake failed, in words an operator can act on. libzmq gives the failed
@@ -61,6 +67,34 @@ _PROTOCOL_ERRORS = {value: name for name, value in vars(zmq).items()
                     if name.startswith("PROTOCOL_ERROR_") and isinstance(value, int)}
 
 Addresses = tuple[object, object]  # (local, peer) address of one connection
+
+
+def _unresolved(host: str) -> str | None:
+    """Why host name ``host`` does not resolve, or None if it does (or is an address)."""
+    if not host or host == "*":
+        return None
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    try:
+        pysocket.getaddrinfo(host, None)
+    except (pysocket.gaierror, UnicodeError) as exc:
+        return getattr(exc, "strerror", None) or str(exc)
+    return None
+
+
+def no_peer_reason(address: Address) -> str:
+    """Why a link at ``address`` has no peer, as far as this side can tell, for a log line."""
+    if address.bind:
+        return f"nothing has connected to {address.base} yet"
+    unresolved = _unresolved(address.host)
+    if unresolved:
+        return (f"host name {address.host!r} does not resolve ({unresolved}); ZeroMQ keeps "
+                "trying")
+    return (f"nothing accepts connections at {address.base} yet (is the service that binds "
+            "it running?); ZeroMQ keeps trying")
 
 
 def _peer_label(addresses: Addresses | None) -> str | None:
@@ -100,6 +134,7 @@ class ConnectionTracker:
         self.refused: Counter[str] = Counter()  # failed handshakes by reason
         self._changed = threading.Condition()  # guards all of the above and what follows
         self._lost_at: float | None = None  # when the link last lost its last peer
+        self._in_run = False  # a run is open on the link (see run_state)
         self._dropped_at: float | None = None  # a connection of ours ended and was not retried
         # Keyed by descriptor, so never more entries than the process has descriptors.
         self._open: dict[int, Addresses | None] = {}
@@ -226,8 +261,13 @@ class ConnectionTracker:
                 self._lost_at = time.monotonic()
             count = self.count
             self._changed.notify_all()
-        log.warning("%s: peer on %s disconnected (closed, crashed or silent past the heartbeat "
-                    "timeout); %d peer(s) left", self.link, endpoint, count)
+            mid_run = not self._changed.wait_for(lambda: not self._in_run, RUN_END_GRACE_S)
+        if mid_run:
+            log.warning("%s: peer on %s disconnected mid-run (closed, crashed or silent past "
+                        "the heartbeat timeout); %d peer(s) left", self.link, endpoint, count)
+        else:
+            log.info("%s: peer on %s disconnected between runs; %d peer(s) left", self.link,
+                     endpoint, count)
 
     def _log_failure(self, reason: str, endpoint: str, ours: bool | None,
                      peer: str | None) -> None:
@@ -253,6 +293,13 @@ class ConnectionTracker:
                     self.link, what, reason)
 
     # --- the link's threads ---------------------------------------------------------------
+
+    def run_state(self, in_run: bool) -> None:
+        """A run started (True) or its Stop passed (False) on this link: a peer that
+        leaves between runs ends normally, one that leaves mid-run is a loss to report."""
+        with self._changed:
+            self._in_run = in_run
+            self._changed.notify_all()
 
     def wait_for(self, expected: int, timeout: float,
                  cancelled: Callable[[], bool] = lambda: False) -> bool:

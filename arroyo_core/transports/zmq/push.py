@@ -11,8 +11,8 @@ import zmq
 from ...address import Address
 from ...budget import LinkBudget, frames_nbytes
 from ...errors import ConfigError
-from ...transport import Frames, FrameSender
-from .connections import ConnectionTracker
+from ...transport import Frames, FrameSender, WaitLog
+from .connections import ConnectionTracker, no_peer_reason
 from .curve import CurveLink
 from .handoff import Handoff
 from .sockets import (
@@ -95,6 +95,7 @@ class PushSender(FrameSender):
         self.tracker = ConnectionTracker(link)
         self.socket: zmq.Socket | None = None
         self._abandoned = False
+        self._wait_log = WaitLog()
 
     def budget_peers(self) -> int:
         """How many peer queues the byte budget is shared by."""
@@ -133,15 +134,21 @@ class PushSender(FrameSender):
         # polling: a peer slower than us, the usual lot of a source, would otherwise cost
         # a raised zmq.Again and a poll per message, as much CPU as encoding one.
         dropping = self.overflow == "drop-newest" and droppable  # a lost Start/Stop corrupts a run
+        # Once abandoned, a send that does not go at once is not waited for: each would
+        # otherwise wait out SNDTIMEO, seconds for a queue of messages no peer takes.
         try:
-            send_frames(socket, frames, NOBLOCK if dropping else 0)
+            send_frames(socket, frames, NOBLOCK if dropping or self._abandoned else 0)
             return None
         except zmq.Again:
             if dropping:
                 return "peer's queue full"
-        log.debug("%s: no peer is taking messages; waiting", self.link)
+        waiting = self._wait_log
+        waiting.reset()
+        waiting.due()  # starts its clock
         while not self._abandoned:
             self.waiting()
+            if waiting.due():
+                self._log_wait(waiting.waited)
             try:
                 send_frames(socket, frames)
                 return None
@@ -151,6 +158,15 @@ class PushSender(FrameSender):
 
     def waiting(self) -> None:
         """Called between attempts while a send waits for a peer."""
+
+    def _log_wait(self, seconds: float) -> None:
+        peers = self.tracker.count
+        why = (f"{peers} peer(s) connected, none taking messages (their queues are full)"
+               if peers else no_peer_reason(self.address))
+        log.info("%s: waiting %.0f s to send: %s", self.link, seconds, why)
+
+    def run_state(self, in_run: bool) -> None:
+        self.tracker.run_state(in_run)
 
     def abandon(self) -> None:
         self._abandoned = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -11,11 +12,13 @@ import zmq
 from ...address import Address
 from ...budget import LinkBudget, frames_nbytes
 from ...errors import ConfigError
-from ...transport import FrameReceiver, Frames
+from ...transport import FrameReceiver, Frames, WaitLog
 from ...wire import DEFAULT_LIMITS
-from .connections import ConnectionTracker
+from .connections import ConnectionTracker, no_peer_reason
 from .curve import CurveLink
 from .sockets import HEARTBEAT_TIMEOUT_MS, POLL_MS, link_options, open_socket, recv_frames
+
+log = logging.getLogger(__name__)
 
 PATTERNS = {"pull": zmq.PULL, "sub": zmq.SUB}
 FRAME_CEILING = 16  # MAXMSGSIZE in multiples of max_message_bytes (docs/protocol.md 5.1)
@@ -92,11 +95,17 @@ class ZmqReceiver(FrameReceiver):
         # Wait inside a receive that times out, not in poll after a NOBLOCK receive: when
         # messages come slower than we take them, that raised zmq.Again for every message.
         socket.rcvtimeo = POLL_MS
+        waiting = WaitLog()  # while no peer is connected: say so, and why if we can tell
         while not stop.is_set():
             try:
                 frames = recv_frames(socket)
             except zmq.Again:
                 self.tracker.reconnect_dropped(socket, self.address.text)
+                if self.tracker.count:
+                    waiting.reset()
+                elif waiting.due():
+                    log.info("%s: no peer for %.0f s to receive from: %s", self.link,
+                             waiting.waited, no_peer_reason(self.address))
                 continue
             if has_topic:
                 frames = frames[1:]
@@ -105,6 +114,9 @@ class ZmqReceiver(FrameReceiver):
                 if hwm is not None:
                     socket.setsockopt(zmq.RCVHWM, hwm)
             yield frames, None
+
+    def run_state(self, in_run: bool) -> None:
+        self.tracker.run_state(in_run)
 
     def close(self) -> None:
         if self.socket is not None:
