@@ -116,8 +116,8 @@ class OutputLink(Publisher):
         self.sender.close()
 
     def status(self) -> LinkStatus:
-        record = self.ledger.status(address=self.address.shown, scheme=self.address.scheme,
-                                    src=self.src, next_seq=self.seq,
+        record = self.ledger.status(address=self.address.shown, bound=self.sender.bound,
+                                    scheme=self.address.scheme, src=self.src, next_seq=self.seq,
                                     run_ledger=self.runs.status())
         return record.with_transport(self.sender.status())
 
@@ -219,8 +219,8 @@ class InputLink(Listener):
     def status(self) -> LinkStatus:
         lag = self.lag.status() if self.lag is not None else None
         unhandled = len(self._inflight) if self.receiver.acknowledges else None
-        record = self.ledger.status(address=self.address.shown, scheme=self.address.scheme,
-                                    lag=lag, unhandled=unhandled,
+        record = self.ledger.status(address=self.address.shown, bound=self.receiver.bound,
+                                    scheme=self.address.scheme, lag=lag, unhandled=unhandled,
                                     run_ledger=self.runs.status())
         return record.with_transport(self.receiver.status())
 

@@ -166,6 +166,7 @@ class LinkStatus(Record):
     direction: str  # "input" or "output"
     kind: str = "link"  # "link", or "source"/"sink": a plug-in that makes or ends the stream
     address: str = ""  # "@tcp://*:5555", a password hidden; "" for a plug-in
+    bound: str | None = None  # where a binding end listens: "tcp://0.0.0.0:5555"
     scheme: str = ""  # of the address, which picks the transport
     pattern: str | None = None  # "push", "pub", "pull", "sub" ... if the transport has them
     received: int | None = None
@@ -251,6 +252,7 @@ _FIELD_TYPES: dict[str, Check] = {
     "direction": lambda value: value in ("input", "output"),
     "kind": lambda value: value in ("link", "source", "sink"),
     "address": lambda value: isinstance(value, str),
+    "bound": _optional(lambda value: isinstance(value, str)),
     "scheme": lambda value: isinstance(value, str),
     "pattern": _optional(lambda value: isinstance(value, str)),
     "received": _optional(_is_int),

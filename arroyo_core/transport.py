@@ -40,9 +40,15 @@ class FrameSender(ABC):
     so receivers see the loss as a gap (for transports where the receiver may miss
     messages the sender does not know of, like pub/sub); if false, drops are counted only
     at the sender.
+
+    ``bound``: once open, the address this end bound, with a port the system chose
+    filled in (``tcp://127.0.0.1:40123`` for ``@tcp://127.0.0.1:*``), for the ledger and
+    the service's READY line; None for an end that connects, or a transport that does not
+    say.
     """
 
     numbers_drops = False
+    bound: str | None = None
 
     def open(self) -> None:
         """Bind, connect or open; raise ConfigError naming the address on failure."""
@@ -77,9 +83,11 @@ class FrameReceiver(ABC):
 
     ``acknowledges``: if true, the transport keeps what it delivered until
     :meth:`acknowledge` is called with its token (a durable queue such as a Redis stream).
+    ``bound``: as :attr:`FrameSender.bound`.
     """
 
     acknowledges = False
+    bound: str | None = None
 
     def open(self) -> None:
         """Bind, connect or open; raise ConfigError naming the address on failure."""

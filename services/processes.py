@@ -50,7 +50,8 @@ class ServiceProcess:
     """One ``arroyo ROLE --name NAME ...`` child process (or any ``arroyo`` arguments, with
     :meth:`from_argv`) whose output is kept (last lines) and echoed if ``echo``.
 
-    ``wait_ready`` returns once the service printed ``READY`` (its sockets are open).
+    ``wait_ready`` returns once the service printed ``READY`` (its sockets are open);
+    :meth:`bound` then reads the addresses it listens at from that line.
     ``prefix`` goes before the command (e.g. ``ip netns exec NS``, which execs it, so
     signals still reach the service); ``own_session`` keeps a terminal's Ctrl-C from
     reaching the child, so that the parent decides how it stops; ``cwd`` is the directory
@@ -88,6 +89,7 @@ class ServiceProcess:
             env={**os.environ, **(env or {})}, start_new_session=own_session, cwd=cwd,
             preexec_fn=_die_with_parent() if die_with_parent else None)
         self.lines: deque[str] = deque(maxlen=2000)
+        self.ready_line = ""
         self._ready = threading.Event()
         self._echo = echo
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -99,6 +101,7 @@ class ServiceProcess:
             line = line.rstrip("\n")
             self.lines.append(line)
             if line.startswith("READY"):
+                self.ready_line = line
                 self._ready.set()
             if self._echo:
                 print(f"  [{self.name}] {line}", flush=True)
@@ -111,6 +114,16 @@ class ServiceProcess:
                 tail = "\n".join(list(self.lines)[-20:])
                 raise RuntimeError(f"{self.name} did not become ready "
                                    f"(exit code {self.process.poll()}):\n{tail}")
+
+    def bound(self, key: str = "out", index: int = 0) -> str:
+        """The address the ready service listens at for ``key`` (``in``, ``out``, ``status``;
+        ``index`` picks among several outputs), a port the system chose filled in."""
+        found = [word.partition("=")[2] for word in self.ready_line.split()
+                 if word.startswith(f"{key}=")]
+        if len(found) <= index:
+            raise LookupError(f"{self.name} did not say it bound {key!r} "
+                              f"(READY line {self.ready_line!r})")
+        return found[index]
 
     def output(self) -> str:
         self._reader.join(timeout=2) if self.process.poll() is not None else None

@@ -123,6 +123,18 @@ def refuse(exc: ConfigError) -> int:
     return EXIT_CONFIG
 
 
+def bound_addresses(runtime: Runtime, status: StatusServer | None) -> list[str]:
+    """``KEY=ADDRESS`` for each address the service listens at (``in``, ``out`` per
+    output, ``status``), ports the system chose filled in: what its READY line adds, so
+    that whoever started it with ``@tcp://host:*`` can connect."""
+    record = runtime.status()
+    links = [("in", record.input), *(("out", output) for output in record.outputs)]
+    found = [f"{key}={link.bound}" for key, link in links if link is not None and link.bound]
+    if status is not None and status.bound:
+        found.append(f"status={status.bound}")
+    return found
+
+
 def serve(config: ServiceConfig, check: bool = False, min_uptime: float = 0.0) -> int:
     """Run the service ``config`` describes; return the process exit code.
 
@@ -173,7 +185,7 @@ def serve(config: ServiceConfig, check: bool = False, min_uptime: float = 0.0) -
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"READY {name}", flush=True)
+    print(" ".join([f"READY {name}", *bound_addresses(runtime, status)]), flush=True)
     log.info("%s ready", name)
     code = EXIT_FAILED  # unless run() returns
     try:

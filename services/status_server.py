@@ -13,7 +13,7 @@ import zmq
 
 from arroyo_core.address import Address
 from arroyo_core.errors import ConfigError
-from arroyo_core.transports.zmq.sockets import open_socket, zmq_address
+from arroyo_core.transports.zmq.sockets import bound_address, open_socket, zmq_address
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,9 @@ def status_address(endpoint: str, section: str) -> Address:
 
 
 class StatusServer:
-    """Serves ``stats()`` on ``endpoint`` from a daemon thread until :meth:`close`."""
+    """Serves ``stats()`` on ``endpoint`` from a daemon thread until :meth:`close`;
+    ``bound`` is the address it listens at, a wildcard port resolved (None if it
+    connects)."""
 
     def __init__(self, endpoint: str, stats: Callable[[], dict[str, Any]], name: str) -> None:
         self.endpoint = status_address(endpoint, name)
@@ -45,6 +47,7 @@ class StatusServer:
         self.name = name
         self._closing = threading.Event()
         self._socket = open_socket(zmq.REP, self.endpoint, {zmq.LINGER: 0}, "status")
+        self.bound = bound_address(self._socket) if self.endpoint.bind else None
         self._thread = threading.Thread(target=self._serve, name="arroyo-status", daemon=True)
         self._thread.start()
 

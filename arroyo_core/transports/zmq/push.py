@@ -20,6 +20,7 @@ from .sockets import (
     NOBLOCK,
     POLL_MS,
     ZERO_COPY_BYTES,
+    bound_address,
     link_options,
     open_socket,
     received_frame,
@@ -106,6 +107,8 @@ class PushSender(FrameSender):
                                   f"{self.pattern} output", curve=self.curve,
                                   tracker=self.tracker)
         self.socket.sndtimeo = POLL_MS  # send waits inside send, a poll interval at a time
+        if self.address.bind:
+            self.bound = bound_address(self.socket)
 
     def wait_for_peers(self) -> None:
         if not self.expected_peers:

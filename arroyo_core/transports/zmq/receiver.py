@@ -16,7 +16,14 @@ from ...transport import FrameReceiver, Frames, WaitLog
 from ...wire import DEFAULT_LIMITS
 from .connections import ConnectionTracker, no_peer_reason
 from .curve import CurveLink
-from .sockets import HEARTBEAT_TIMEOUT_MS, POLL_MS, link_options, open_socket, recv_frames
+from .sockets import (
+    HEARTBEAT_TIMEOUT_MS,
+    POLL_MS,
+    bound_address,
+    link_options,
+    open_socket,
+    recv_frames,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +93,8 @@ class ZmqReceiver(FrameReceiver):
         self.socket = open_socket(PATTERNS[self.pattern], self.address, self.options,
                                   f"{self.pattern} input", curve=self.curve,
                                   tracker=self.tracker)
+        if self.address.bind:
+            self.bound = bound_address(self.socket)
 
     def receive(self, stop: threading.Event) -> Iterator[tuple[Frames, Any]]:
         socket = self.socket

@@ -116,8 +116,17 @@ def open_socket(kind: int, address: Address, options: dict[int, Any], role: str,
             curve.release()
         verb = "bind" if address.bind else "connect"
         raise ConfigError(f"{role}: cannot {verb} {address.text}: {exc}") from None
-    log.info("%s %s %s", role, "bound to" if address.bind else "connecting to", address.text)
+    if address.bind:
+        log.info("%s bound to %s", role, bound_address(socket))
+    else:
+        log.info("%s connecting to %s", role, address.text)
     return socket
+
+
+def bound_address(socket: zmq.Socket) -> str:
+    """The address a bound socket listens at, a wildcard port resolved (``tcp://*:*``
+    reads ``tcp://0.0.0.0:40123``)."""
+    return socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
 
 def link_options(hwm_option: int, hwm: int, linger_ms: int, heartbeat_ms: int,
