@@ -122,8 +122,8 @@ def problems(ends: list[LinkEnd], hosts: Mapping[str, str],
                              f"{end.pattern} needs {PEERS.get(end.pattern)}")
     seen: dict[tuple[str, str, str], LinkEnd] = {}
     for end in ends:
-        if end.meeting != "point" or not end.address.bind:
-            continue
+        if end.meeting != "point" or not end.address.bind or end.address.port == "*":
+            continue  # (each bind of port '*' gets a port of its own)
         place = _bind_place(end.address, hosts[end.service])
         if place in seen:
             found.append(f"{end} and {seen[place]} bind the same address")

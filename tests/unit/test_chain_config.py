@@ -68,6 +68,9 @@ def test_link_problems_are_found():
     assert any("pull needs push" in p for p in patterns.problems())
     clash = chain_of(source={**SOURCE, "stats": "tcp://*:5556"}, operator=OPERATOR, sink=SINK)
     assert any("bind the same address" in p for p in clash.problems())
+    ephemeral = chain_of(source={**SOURCE, "status": "tcp://127.0.0.1:*"},
+                         operator={**OPERATOR, "status": "tcp://127.0.0.1:*"}, sink=SINK)
+    assert ephemeral.problems() == []  # each bind of port '*' gets a port of its own
     wrong_name = chain_of(source=SOURCE, operator=OPERATOR,
                           sink={**SINK, "in": ">tcp://{source}:5556", "host": "127.0.0.1"})
     assert any("names 'source'" in p for p in wrong_name.problems())
