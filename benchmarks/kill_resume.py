@@ -1,6 +1,6 @@
 """Loss per kill and resume time after kill -9 of a chain's middle stage, PUSH and PUB.
 
-The situation of tests/integration/test_every_loss.py (tests/integration/kill_support.py):
+The situation of tests/integration/test_every_loss.py (tests/support/kills.py):
 a source -> passthrough -> `--sink zmq` forwarder chain under a real supervisord, 10,000
 frames of 64x64 uint16 at 500 frames/s, an independent receiver (raw pyzmq + msgpack) at
 the end, and the middle stage killed five times: once after it had run a while, twice as
@@ -25,11 +25,14 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(HERE / "tests" / "integration"))  # the scenario, shared with the test
-
-from kill_support import describe, run_kills  # noqa: E402
+# The scenario, shared with the test, from tests.support: appended to the path, so that
+# `services` is still the one of the checkout PYTHONPATH names (and so is tests.support,
+# if that checkout's tests are a package; an older checkout's are not, and this one's is
+# used).
+sys.path.append(str(HERE))
 
 import services  # noqa: E402  (whichever checkout PYTHONPATH names)
+from tests.support.kills import describe, run_kills  # noqa: E402
 
 QUICK_S = 1.5  # a kill this soon after its instance started is a "quick" one
 

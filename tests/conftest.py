@@ -1,30 +1,24 @@
-"""Fixtures that own every socket, process and file they create, and clean them up."""
+"""Fixtures that own every socket, process and file they create, and clean them up. The
+helpers behind them, which tests import too, are the modules of ``tests.support``."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import pytest
 import zmq
 
-from services.processes import ServiceProcess, free_port
-
-REQUIRE_ALL = os.environ.get("ARROYO_REQUIRE_ALL") == "1"
-
-
-def skip_unless(condition: bool, reason: str) -> None:
-    """Skip with ``reason`` when ``condition`` is false, except in CI where it fails."""
-    if not condition:
-        if REQUIRE_ALL:
-            pytest.fail(f"required in CI: {reason}")
-        pytest.skip(reason)
+from services.processes import ServiceProcess
+from tests.support.addresses import IpcDirectory
 
 
 @pytest.fixture
-def tcp() -> Callable[[], str]:
-    """Factory of fresh loopback tcp addresses (``tcp://127.0.0.1:PORT``)."""
-    return lambda: f"tcp://127.0.0.1:{free_port()}"
+def ipc() -> Iterator[IpcDirectory]:
+    """Fresh ``ipc://`` addresses, ``ipc()`` or ``ipc("name")``, in a short directory of
+    this test's own (no other test can take them), removed at teardown."""
+    directory = IpcDirectory()
+    yield directory
+    directory.remove()
 
 
 @pytest.fixture

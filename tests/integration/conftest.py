@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_support import Supervisor
-from harness import Receiver, skip_unless
 
 from arroyo_core.link import ZmqPublisher
+from tests.support.chain_ends import Feeder
+from tests.support.receiver import Receiver
+from tests.support.requirements import skip_unless
+from tests.support.supervisord import Supervisor
 
 
 @pytest.fixture
@@ -48,7 +50,7 @@ def sender() -> Iterator[Callable[..., ZmqPublisher]]:
 
 @pytest.fixture
 def supervisor(tmp_path) -> Iterator[Callable[[Path], Supervisor]]:
-    """Factory of supervisord runs of a chain file (deploy_support.Supervisor), each in its
+    """Factory of supervisord runs of a chain file (tests.support.supervisord), each in its
     own directory under ``tmp_path``; shut down, children and all, at teardown."""
     started: list[Supervisor] = []
 
@@ -63,11 +65,11 @@ def supervisor(tmp_path) -> Iterator[Callable[[Path], Supervisor]]:
 
 @pytest.fixture
 def redis_server(tmp_path) -> Iterator[Any]:
-    """A fresh redis-server (password, AOF) on a free port (redis_support.RedisServer);
+    """A fresh redis-server (password, AOF) on a free port (tests.support.redis_server);
     stopped at teardown. Request it before ``service`` so that services stop while Redis
     is still there."""
     skip_unless(shutil.which("redis-server") is not None, "redis-server is not installed")
-    from redis_support import RedisServer  # (needs redis-py, which the tests import first)
+    from tests.support.redis_server import RedisServer  # (needs redis-py: tests import it first)
 
     server = RedisServer(tmp_path)
     server.start()
@@ -77,10 +79,8 @@ def redis_server(tmp_path) -> Iterator[Any]:
 
 @pytest.fixture
 def feeder() -> Iterator[Callable[..., Any]]:
-    """Factory of redis_support.Feeders binding a PUSH socket; halted and closed at
-    teardown."""
-    from redis_support import Feeder
-
+    """Factory of Feeders (tests.support.chain_ends) binding a PUSH socket; halted and
+    closed at teardown."""
     made: list[Feeder] = []
 
     def make(address: str, frames: int, rate: float) -> Feeder:

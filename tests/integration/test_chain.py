@@ -1,9 +1,10 @@
 """Three separate service processes deliver every message, in order, over real sockets."""
 
 import pytest
-from harness import exit_within, plugin_env, wait_for
 
 from services.status_server import query_status
+from tests.support.plugins import plugin_env
+from tests.support.waiting import exit_within, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -21,8 +22,8 @@ def wait_for_run(status_endpoint, deadline_s=30.0):
 
 
 @pytest.mark.parametrize("pattern,in_pattern", [("push", "pull"), ("pub", "sub")])
-def test_three_process_chain_loses_nothing(service, tcp, pattern, in_pattern):
-    hop1, hop2, sink_stats = tcp(), tcp(), tcp()
+def test_three_process_chain_loses_nothing(service, ipc, pattern, in_pattern):
+    hop1, hop2, sink_stats = ipc(), ipc(), ipc()
     service("publisher", "--in", ">" + hop2, "--in-pattern", in_pattern, "--sink", "stats",
             "--status", sink_stats, name="sink")
     service("operator", "--in", ">" + hop1, "--in-pattern", in_pattern, "--out", "@" + hop2,
@@ -43,10 +44,10 @@ def order_report(status_endpoint):
 
 
 @pytest.mark.parametrize("pattern,in_pattern", [("push", "pull"), ("pub", "sub")])
-def test_runs_back_to_back_arrive_whole_and_in_frame_order(service, tcp, pattern, in_pattern):
+def test_runs_back_to_back_arrive_whole_and_in_frame_order(service, ipc, pattern, in_pattern):
     """Three runs from one source, then two more from a restarted source (a new sender id
     starting again at seq 0): every frame index arrives in order, end to end."""
-    hop1, hop2, sink_stats, operator_stats = tcp(), tcp(), tcp(), tcp()
+    hop1, hop2, sink_stats, operator_stats = ipc(), ipc(), ipc(), ipc()
     service("publisher", "--in", ">" + hop2, "--in-pattern", in_pattern,
             "--sink", "arroyo_testplugins.sinks:OrderSink", "--status", sink_stats,
             name="sink", env=plugin_env())

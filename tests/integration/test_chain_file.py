@@ -11,11 +11,11 @@ import sys
 import threading
 
 import pytest
-from deploy_support import chain_toml, sink_frames, sink_runs, wait_for, write
-from harness import wait_or_kill
 
-from services.processes import free_port
 from services.serve import EXIT_MARGIN_S
+from tests.support.chains import chain_toml, write
+from tests.support.ledgers import sink_frames, sink_runs
+from tests.support.waiting import wait_for, wait_or_kill
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +60,8 @@ def run_chain():
             wait_or_kill(run.process, 20)
 
 
-def test_run_streams_and_ctrl_c_stops_every_service_without_loss(tmp_path, run_chain):
-    text, stats = chain_toml(frames=100_000, rate=300)
+def test_run_streams_and_ctrl_c_stops_every_service_without_loss(tmp_path, ipc, run_chain):
+    text, stats = chain_toml(ipc, frames=100_000, rate=300)
     run = run_chain(write(tmp_path / "chain.toml", text))
     wait_for(lambda: "READY chain t" in run.text(), 30, "the chain to be ready")
     for name in ("source", "operator", "sink"):
@@ -75,8 +75,8 @@ def test_run_streams_and_ctrl_c_stops_every_service_without_loss(tmp_path, run_c
     assert summary and summary[-1].endswith("lost 0"), run.text()[-3000:]
 
 
-def test_run_ends_when_a_service_fails(tmp_path, run_chain):
-    text, stats = chain_toml(frames=100_000, rate=100)
+def test_run_ends_when_a_service_fails(tmp_path, ipc, run_chain):
+    text, stats = chain_toml(ipc, frames=100_000, rate=100)
     run = run_chain(write(tmp_path / "chain.toml", text))
     wait_for(lambda: "READY chain t" in run.text(), 30, "the chain to be ready")
     wait_for(lambda: sink_frames(stats["sink"]) > 0, 20, "frames at the sink")
@@ -87,8 +87,8 @@ def test_run_ends_when_a_service_fails(tmp_path, run_chain):
     assert "exit codes source 0" in run.text()  # the others were stopped cleanly
 
 
-def test_check_accepts_a_good_chain_and_names_what_is_wrong(tmp_path):
-    text, _ = chain_toml()
+def test_check_accepts_a_good_chain_and_names_what_is_wrong(tmp_path, ipc):
+    text, _ = chain_toml(ipc)
     good = write(tmp_path / "good.toml", text)
     result = subprocess.run([sys.executable, "-m", "services", "check", str(good)],
                             capture_output=True, text=True, timeout=60)
@@ -96,7 +96,7 @@ def test_check_accepts_a_good_chain_and_names_what_is_wrong(tmp_path):
     assert "links ok: 2 connection(s)" in result.stdout
     assert result.stdout.count("config ok") == 3
 
-    unbound = free_port()
+    unbound = 1  # a port no service of the chain binds (`check` opens no socket)
     bad_text = re.sub(r'in = ">tcp://\{operator\}:\d+"', f'in = ">tcp://{{operator}}:{unbound}"',
                       text.replace('operator = "passthrough"', 'operator = "no_such_operator"'))
     bad = write(tmp_path / "bad.toml", bad_text)
@@ -107,10 +107,10 @@ def test_check_accepts_a_good_chain_and_names_what_is_wrong(tmp_path):
     assert f"link: [sink] in >tcp://127.0.0.1:{unbound}: no service" in result.stdout
 
 
-def test_run_starts_each_service_by_name_from_the_chain_file(tmp_path, run_chain):
+def test_run_starts_each_service_by_name_from_the_chain_file(tmp_path, ipc, run_chain):
     """No command line is rebuilt from the chain: each child is `arroyo service FILE NAME`
     and reads its settings (here under the deprecated 'stats' name, too) from the file."""
-    text, stats = chain_toml(frames=100_000, rate=100)
+    text, stats = chain_toml(ipc, frames=100_000, rate=100)
     text = text.replace(f'status = "{stats["sink"]}"', f'stats = "{stats["sink"]}"')
     chain_file = write(tmp_path / "chain.toml", text)
     run = run_chain(chain_file)
@@ -153,8 +153,8 @@ def port_free(port: int) -> bool:
     return True
 
 
-def ready_chain(tmp_path, run_chain, **options) -> tuple[Run, str, dict[str, str]]:
-    text, stats = chain_toml(frames=1_000_000, rate=200, **options)
+def ready_chain(tmp_path, ipc, run_chain, **options) -> tuple[Run, str, dict[str, str]]:
+    text, stats = chain_toml(ipc, frames=1_000_000, rate=200, **options)
     run = run_chain(write(tmp_path / "chain.toml", text))
     wait_for(lambda: any(line.startswith("READY chain") for line in run.lines), 30,
              "the chain to be ready")
@@ -163,8 +163,8 @@ def ready_chain(tmp_path, run_chain, **options) -> tuple[Run, str, dict[str, str
 
 # --- no service outlives `arroyo run` ---------------------------------------------------
 
-def test_sighup_stops_the_chain_like_sigterm(tmp_path, run_chain):
-    run, _, stats = ready_chain(tmp_path, run_chain)
+def test_sighup_stops_the_chain_like_sigterm(tmp_path, ipc, run_chain):
+    run, _, stats = ready_chain(tmp_path, ipc, run_chain)
     wait_for(lambda: sink_runs(stats["sink"]) and sink_runs(stats["sink"])[-1]["frames"] > 50,
              20, "frames at the sink")
     pids = service_pids(run)
@@ -176,8 +176,8 @@ def test_sighup_stops_the_chain_like_sigterm(tmp_path, run_chain):
     assert not any(alive(pid) for pid in pids.values())
 
 
-def test_services_do_not_outlive_a_killed_arroyo_run(tmp_path, run_chain):
-    run, text, stats = ready_chain(tmp_path, run_chain)
+def test_services_do_not_outlive_a_killed_arroyo_run(tmp_path, ipc, run_chain):
+    run, text, stats = ready_chain(tmp_path, ipc, run_chain, tcp_status=True)
     pids = service_pids(run)
     ports = [int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", text)]
     assert set(pids) == {"source", "operator", "sink"} and len(ports) == 5
@@ -191,8 +191,8 @@ def test_services_do_not_outlive_a_killed_arroyo_run(tmp_path, run_chain):
 
 # --- a normal end is not a warning --------------------------------------------------------
 
-def test_a_clean_three_service_run_logs_no_warning(tmp_path, run_chain):
-    text, stats = chain_toml(frames=300, rate=300)
+def test_a_clean_three_service_run_logs_no_warning(tmp_path, ipc, run_chain):
+    text, stats = chain_toml(ipc, frames=300, rate=300)
     run = run_chain(write(tmp_path / "chain.toml", text))
     wait_for(lambda: (sink_runs(stats["sink"]) or [{}])[-1].get("complete"), 30,
              "the run to end at the sink")

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import csv
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from deploy_support import chain_toml, wait_for, write
 
 from arroyo_core.address import FORMS
-from services.processes import ServiceProcess, free_port
+from services.processes import ServiceProcess
+from tests.support.addresses import IpcDirectory
+from tests.support.chains import chain_toml, write
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -106,9 +109,10 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    """The files the cases name, with free ports in their addresses."""
+    """The files the cases name. Every case is refused before a socket opens, so the port
+    connected to is any; one bound would be the system's pick."""
     directory = tmp_path_factory.mktemp("user")
-    ports = {"a": free_port(), "b": free_port()}
+    ports = {"a": 5555, "b": "*"}
     for name, text in FILES.items():
         (directory / name).write_text(text.format(**ports) if "{" in text and
                                       name != "my_ops.py" else text)
@@ -132,12 +136,14 @@ def test_status_refuses_what_is_no_status_address_and_reads_a_chain_file(tmp_pat
                    "you mean tcp://127.0.0.1:6000?")
     chain = tmp_path / "chain.toml"
     chain.write_text('[services.source]\nrole = "listener"\nsource = "simulated"\n'
-                     f'out = "@tcp://127.0.0.1:{free_port()}"\n')
+                     'out = "@tcp://127.0.0.1:*"\n')
     assert_refused(arroyo("status", str(chain)), f"{chain}: no service of chain 'chain' has a "
                    "status socket (status = ADDRESS)")
-    port = free_port()
-    chain.write_text(chain.read_text() + f'status = "tcp://*:{port}"\n')
-    result = arroyo("status", "--timeout", "0.2", str(chain))  # nothing runs: unreachable
+    with socket.socket() as held:  # a port bound and not listening: nothing can answer there
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        chain.write_text(chain.read_text() + f'status = "tcp://*:{port}"\n')
+        result = arroyo("status", "--timeout", "0.2", str(chain))  # unreachable
     assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
     assert f"no status answer from tcp://127.0.0.1:{port}" in result.stderr
 
@@ -199,13 +205,14 @@ def test_readme_sink_runs_as_a_publisher_service(tmp_path, service):
     command = ("arroyo publisher --in '>tcp://127.0.0.1:5556' --sink my_sinks:CsvSink "
                "-o path=frames.csv")
     assert f"`{command}`" in README
-    port = free_port()
-    args = [word.strip("'").replace("5556", str(port)) for word in command.split()[2:]]
+    # the source binds a port of the system's choosing and waits for the sink
+    source = service("listener", "--source", "simulated", "-o", "frames=20", "-o", "rate=0",
+                     "-o", "shape=[8,8]", "--out", "@tcp://127.0.0.1:*")
+    port = source.bound("out").rpartition(":")[2]
+    args = [word.strip("'").replace("5556", port) for word in command.split()[2:]]
     sink = ServiceProcess.from_argv(["publisher", "--name", "sink", *args], "sink", cwd=tmp_path)
     try:
         sink.wait_ready()
-        service("listener", "--source", "simulated", "-o", "frames=20", "-o", "rate=0",
-                "-o", "shape=[8,8]", "--out", f"@tcp://127.0.0.1:{port}")
         rows = wait_for(lambda: len(csv_rows(tmp_path / "frames.csv")) == 20
                         and csv_rows(tmp_path / "frames.csv"), 30, "20 rows")
     finally:
@@ -221,13 +228,13 @@ def test_readme_sink_runs_as_a_publisher_service(tmp_path, service):
                    message)
 
 
-def user_chain(home: Path, frames: int, rate: float) -> Path:
+def user_chain(home: Path, ipc: IpcDirectory, frames: int, rate: float) -> Path:
     """A chain in ``home`` whose operator and sink are README's my_ops.py and my_sinks.py,
     next to the chain file; the sink writes the relative path frames.csv."""
     home.mkdir()
     (home / "my_ops.py").write_text(readme_block("# my_ops.py"))
     (home / "my_sinks.py").write_text(readme_block("# my_sinks.py"))
-    text, _ = chain_toml("user", frames=frames, rate=rate, shape="[16, 16]",
+    text, _ = chain_toml(ipc, "user", frames=frames, rate=rate, shape="[16, 16]",
                          operator="my_ops:Centroid", sink="my_sinks:CsvSink",
                          sink_options='path = "frames.csv"')
     return write(home / "chain.toml", text)
@@ -242,8 +249,8 @@ def consecutive_rows(path: Path, at_least: int) -> list[list[str]] | None:
     return rows
 
 
-def test_user_code_next_to_the_chain_file_passes_check_and_runs_under_arroyo_run(tmp_path):
-    chain = user_chain(tmp_path / "chain", frames=2000, rate=200)
+def test_user_code_next_to_the_chain_file_passes_check_and_runs_under_arroyo_run(tmp_path, ipc):
+    chain = user_chain(tmp_path / "chain", ipc, frames=2000, rate=200)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     result = arroyo("check", str(chain), cwd=elsewhere)
@@ -265,11 +272,11 @@ def test_user_code_next_to_the_chain_file_passes_check_and_runs_under_arroyo_run
 
 
 @pytest.mark.slow
-def test_user_code_next_to_the_chain_file_runs_under_supervisord(tmp_path, supervisor):
+def test_user_code_next_to_the_chain_file_runs_under_supervisord(tmp_path, ipc, supervisor):
     """supervisord started elsewhere (the test's directory) runs the generated programs in
     the chain file's directory: the operator and sink import my_ops and my_sinks there,
     and frames.csv is written there."""
-    chain = user_chain(tmp_path / "chain", frames=5000, rate=200)
+    chain = user_chain(tmp_path / "chain", ipc, frames=5000, rate=200)
     sv = supervisor(chain)
     wait_for(lambda: consecutive_rows(chain.parent / "frames.csv", 20), 40,
              "rows under supervisord")

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 
 import pytest
-from deploy_support import Supervisor, logged_ledger, write
-from harness import exit_within, final_ledger, status, wait_for
 
-from services.processes import free_port
 from services.serve import EXIT_MARGIN_S
+from tests.support.chains import write
+from tests.support.ledgers import final_ledger, logged_ledger, status
+from tests.support.supervisord import Supervisor
+from tests.support.waiting import exit_within, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,14 +52,14 @@ def drain_config(tmp_path, seconds: float) -> list[str]:
 def test_no_downstream_under_supervisord_stops_within_stopwaitsecs(tmp_path):
     """The case measured at ~17 s: a source with no consumer, default drain_timeout (10 s),
     stopwaitsecs 15."""
-    chain = write(tmp_path / "chain.toml", f"""
+    chain = write(tmp_path / "chain.toml", """
 name = "alone"
 
 [services.source]
 role = "listener"
 source = "simulated"
-options = {{ shape = [32, 32], frames = 1000000, rate = 300 }}
-out = "@tcp://127.0.0.1:{free_port()}"
+options = { shape = [32, 32], frames = 1000000, rate = 300 }
+out = "@tcp://127.0.0.1:*"
 """)
     supervisor = Supervisor(tmp_path / "supervisor", chain)
     try:
@@ -77,14 +79,14 @@ out = "@tcp://127.0.0.1:{free_port()}"
         supervisor.stop()
 
 
-def test_no_upstream_stops_at_once(service, tcp):
-    operator = service("operator", "--in", ">" + tcp(), "--out", "@" + tcp(), name="operator")
+def test_no_upstream_stops_at_once(service, ipc):
+    operator = service("operator", "--in", ">" + ipc(), "--out", "@" + ipc(), name="operator")
     stop_within(operator, 3.0)
     assert " WARNING " not in operator.output(), operator.output()
 
 
-def test_mid_run_blocked_on_a_full_peer_stops_within_its_drain(service, tcp, tmp_path):
-    hop1, hop2, stats = tcp(), tcp(), tcp()
+def test_mid_run_blocked_on_a_full_peer_stops_within_its_drain(service, ipc, tmp_path):
+    hop1, hop2, stats = ipc(), ipc(), ipc()
     sink = service("publisher", "--in", ">" + hop2, name="sink")
     operator = service("operator", *drain_config(tmp_path, 2.0), "--in", ">" + hop1,
                        "--out", "@" + hop2, "--out-option", "hwm=5", "--status", stats,
@@ -106,9 +108,9 @@ def test_mid_run_blocked_on_a_full_peer_stops_within_its_drain(service, tcp, tmp
             process.process.wait()
 
 
-def test_a_second_signal_exits_at_once_with_the_ledger(service, tcp):
-    stats = tcp()
-    source = service("listener", *SOURCE, "--out", "@" + tcp(), "--status", stats,
+def test_a_second_signal_exits_at_once_with_the_ledger(service, ipc):
+    stats = ipc()
+    source = service("listener", *SOURCE, "--out", "@" + ipc(), "--status", stats,
                      name="source")
     # its run has begun, so the stop has a Start with no peer to wait for
     wait_for(lambda: status(stats)["queue"]["sent"], 10, "the source's run to begin")
@@ -125,8 +127,8 @@ def test_a_second_signal_exits_at_once_with_the_ledger(service, tcp):
 
 # --- a service that waits says what for ---------------------------------------------------
 
-def test_a_source_without_a_consumer_says_what_it_waits_for(service, tcp, tmp_path):
-    out = tcp()
+def test_a_source_without_a_consumer_says_what_it_waits_for(service, ipc, tmp_path):
+    out = ipc()
     source = service("listener", *drain_config(tmp_path, 1.0), *SOURCE, "--out", "@" + out,
                      name="source")
     wait_for(lambda: "waiting 5 s to send" in source.output(), 12, "the first wait line")
@@ -134,13 +136,16 @@ def test_a_source_without_a_consumer_says_what_it_waits_for(service, tcp, tmp_pa
     assert " WARNING " not in source.output()
 
 
-def test_inputs_with_no_peer_say_why(service, tcp):
-    """Connecting to a port nothing binds, and to a host name that does not resolve."""
-    nothing = service("publisher", "--in", ">" + tcp(), name="nothing")
-    unresolved = service("publisher", "--in", ">tcp://no-such-host.invalid:5555",
-                         name="unresolved")
-    wait_for(lambda: "no peer for 5 s" in unresolved.output(), 12, "the first wait line")
-    wait_for(lambda: "no peer for 5 s" in nothing.output(), 5, "the first wait line")
+def test_inputs_with_no_peer_say_why(service):
+    """Connecting to a port nothing accepts on, and to a host name that does not resolve."""
+    with socket.socket() as held:  # bound and not listening: connections to it are refused
+        held.bind(("127.0.0.1", 0))
+        nothing = service("publisher", "--in", f">tcp://127.0.0.1:{held.getsockname()[1]}",
+                          name="nothing")
+        unresolved = service("publisher", "--in", ">tcp://no-such-host.invalid:5555",
+                             name="unresolved")
+        wait_for(lambda: "no peer for 5 s" in unresolved.output(), 12, "the first wait line")
+        wait_for(lambda: "no peer for 5 s" in nothing.output(), 5, "the first wait line")
     assert "nothing accepts connections at tcp://127.0.0.1:" in nothing.output()
     assert "host name 'no-such-host.invalid' does not resolve" in unresolved.output(), \
         unresolved.output()

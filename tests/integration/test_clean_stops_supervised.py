@@ -9,49 +9,50 @@ import signal
 import time
 
 import pytest
-from deploy_support import Supervisor, logged_ledger, write
-from harness import wait_for
 
-from services.processes import free_port
+from tests.support.chains import write
+from tests.support.ledgers import logged_ledger
+from tests.support.supervisord import Supervisor
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DRAIN_S = 2.0  # each service's drain_timeout: its grace period is this plus a margin
 
 
-def chain(tmp_path, state: str):
-    ports = [free_port() for _ in range(2)]
+def chain(tmp_path, ipc, state: str):
+    hops = [ipc("hop1"), ipc("hop2")]  # (the stops are the subject, not the transport)
     source = f"""
 [services.source]
 role = "listener"
 source = "simulated"
 options = {{ shape = [256, 256], frames = 1000000, rate = 2000 }}
-out = "@tcp://127.0.0.1:{ports[0]}"
+out = "@{hops[0]}"
 drain_timeout = {DRAIN_S}
 """
     operator = f"""
 [services.operator]
 role = "operator"
-in = ">tcp://127.0.0.1:{ports[0]}"
-out = "@tcp://127.0.0.1:{ports[1]}"
+in = ">{hops[0]}"
+out = "@{hops[1]}"
 out_options = {{ hwm = 5 }}
 drain_timeout = {DRAIN_S}
 """
     sink = f"""
 [services.sink]
 role = "publisher"
-in = ">tcp://127.0.0.1:{ports[1]}"
+in = ">{hops[1]}"
 drain_timeout = {DRAIN_S}
 """
     services = {"no-upstream": operator, "mid-run": source + operator + sink,
                 "blocked": source + operator + sink}[state]
-    return write(tmp_path / "chain.toml", f'name = "stops"\nexternal = '
-                 f'["tcp://127.0.0.1:{ports[0]}"]\n' + services)
+    return write(tmp_path / "chain.toml", f'name = "stops"\nexternal = ["{hops[0]}"]\n'
+                 + services)
 
 
 @pytest.mark.parametrize("state", ["no-upstream", "mid-run", "blocked"])
-def test_supervisorctl_stop_ends_every_state_cleanly_within_stopwaitsecs(tmp_path, state):
-    supervisor = Supervisor(tmp_path / "supervisor", chain(tmp_path, state))
+def test_supervisorctl_stop_ends_every_state_cleanly_within_stopwaitsecs(tmp_path, ipc, state):
+    supervisor = Supervisor(tmp_path / "supervisor", chain(tmp_path, ipc, state))
     try:
         wait_for(lambda: supervisor.state("stops:operator") == "RUNNING", 30, "RUNNING")
         wait_for(lambda: "READY operator" in supervisor.log("stops:operator"), 15, "READY")

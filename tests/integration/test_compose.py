@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_support import logged_ledger, wait_for
-from netns_support import Namespaces, require_root
 
 from services.chain import load_chain
 from services.processes import ServiceProcess, free_port
+from tests.support.ledgers import logged_ledger
+from tests.support.netns import Namespaces, require_root
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import yaml
 import zmq
-from harness import status
 
 from arroyo_core.message import Event, Start, Stop
+from arroyo_core.wire import decode, encode
+from tests.support.ledgers import status
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +45,9 @@ def arroyo(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("fmt,pattern", [("toml", "push"), ("yaml", "pub")])
-def test_operator_service_runs_from_a_config_file(service, tcp, sender, receiver, tmp_path,
+def test_operator_service_runs_from_a_config_file(service, ipc, sender, receiver, tmp_path,
                                                   fmt, pattern):
-    hop1, hop2, stats = tcp(), tcp(), tcp()
+    hop1, hop2, stats = ipc(), ipc(), ipc()
     in_pattern = {"push": "pull", "pub": "sub"}[pattern]
     config = write_config(tmp_path, fmt, {
         "name": f"binner-{fmt}", "operator": "downsample",
@@ -73,9 +74,9 @@ def test_operator_service_runs_from_a_config_file(service, tcp, sender, receiver
     assert ledger["outputs"][0]["link"].startswith(f"output {pattern} @")
 
 
-def test_command_line_options_win_over_the_config_file(service, tcp, sender, receiver,
+def test_command_line_options_win_over_the_config_file(service, ipc, sender, receiver,
                                                        tmp_path):
-    hop1, hop2 = tcp(), tcp()
+    hop1, hop2 = ipc(), ipc()
     config = write_config(tmp_path, "toml", {
         "operator": "downsample", "in": ">" + hop1, "out": "@" + hop2,
         "options": {"factor": 2, "method": "sum"}})
@@ -90,8 +91,8 @@ def test_command_line_options_win_over_the_config_file(service, tcp, sender, rec
 
 
 @pytest.mark.parametrize("fmt", ["toml", "yaml"])
-def test_check_accepts_a_good_config_without_opening_sockets(tmp_path, tcp, fmt):
-    hop = tcp()
+def test_check_accepts_a_good_config_without_opening_sockets(tmp_path, ipc, fmt):
+    hop = ipc()
     config = write_config(tmp_path, fmt, {
         "name": "checked", "operator": "reduce", "in": ">" + hop, "out": "@" + hop,
         "options": {"roi": [0, 2, 0, 2], "stats": ["sum", "max"]}})
@@ -117,8 +118,8 @@ def test_check_accepts_a_good_config_without_opening_sockets(tmp_path, tcp, fmt)
     ({"operator": "reduce", "in": ">tcp://127.0.0.1"}, "is not a valid address"),
 ], ids=["unknown-key", "unknown-operator", "bad-option", "bad-value", "bad-pattern",
         "bad-transport", "no-port"])
-def test_check_rejects_a_bad_config_naming_what_is_wrong(tmp_path, tcp, config, message):
-    full = {"in": ">" + tcp(), "out": "@" + tcp(), **config}
+def test_check_rejects_a_bad_config_naming_what_is_wrong(tmp_path, ipc, config, message):
+    full = {"in": ">" + ipc(), "out": "@" + ipc(), **config}
     path = write_config(tmp_path, "yaml", full)
     result = arroyo("operator", "-c", str(path), "--check")
     assert result.returncode == 2, result.stdout + result.stderr
@@ -140,8 +141,8 @@ def test_check_rejects_a_file_that_does_not_parse(tmp_path):
     (["--in", ">nonsense"], "is not a valid address"),
     (["--out", "@tcp://192.0.2.1:5000"], "cannot bind tcp://192.0.2.1:5000"),  # not our host
 ], ids=["unknown-operator", "bad-port", "bad-in", "foreign-host"])
-def test_service_that_cannot_start_exits_2_with_a_clear_message(service, tcp, args, message):
-    defaults = {"--in": ">" + tcp(), "--out": "@" + tcp()}
+def test_service_that_cannot_start_exits_2_with_a_clear_message(service, ipc, args, message):
+    defaults = {"--in": ">" + ipc(), "--out": "@" + ipc()}
     for key in args[::2]:
         defaults.pop(key, None)
     flat = [item for pair in defaults.items() for item in pair]
@@ -151,12 +152,40 @@ def test_service_that_cannot_start_exits_2_with_a_clear_message(service, tcp, ar
     assert "READY" not in process.output()
 
 
-def test_service_whose_port_is_in_use_exits_2(service, tcp, zmq_socket):
-    busy = tcp()
-    zmq_socket(zmq.PULL).bind(busy)
-    process = service("operator", "--in", ">" + tcp(), "--out", "@" + busy, name="clash",
+def test_service_whose_port_is_in_use_exits_2(service, ipc, zmq_socket):
+    busy = f"tcp://127.0.0.1:{zmq_socket(zmq.PULL).bind_to_random_port('tcp://127.0.0.1')}"
+    process = service("operator", "--in", ">" + ipc(), "--out", "@" + busy, name="clash",
                       ready=False)
     assert process.process.wait(15) == 2
     output = process.output()
     assert f"cannot bind {busy}" in output and "Address already in use" in output
     assert "READY" not in output
+
+
+def test_a_service_says_which_ports_it_was_given(service, zmq_socket):
+    """Bound to port '*', a service's READY line, log and status record give the port the
+    system picked: what a client connects to, and what `arroyo status` reads."""
+    process = service("operator", "--in", "@tcp://127.0.0.1:*", "--out", "@tcp://127.0.0.1:*",
+                      "--status", "tcp://127.0.0.1:*", name="anyport")
+    bound = {key: process.bound(key) for key in ("in", "out", "status")}
+    assert process.ready_line == (f"READY anyport in={bound['in']} out={bound['out']} "
+                                  f"status={bound['status']}")
+    assert all(address.startswith("tcp://127.0.0.1:") and not address.endswith(":*")
+               for address in bound.values()), bound
+    assert len(set(bound.values())) == 3
+    ledger = status(bound["status"])
+    assert ledger["input"]["address"] == "@tcp://127.0.0.1:*"
+    assert ledger["input"]["bound"] == bound["in"]
+    assert ledger["outputs"][0]["bound"] == bound["out"]
+    for key in ("in", "out", "status"):
+        assert f"bound to {bound[key]}" in process.output()
+    table = arroyo("status", bound["status"])
+    assert table.returncode == 0 and "anyport" in table.stdout, table.stdout + table.stderr
+
+    upstream, downstream = zmq_socket(zmq.PUSH), zmq_socket(zmq.PULL)
+    upstream.connect(bound["in"])  # what connects to the ports it was given gets through
+    downstream.connect(bound["out"])
+    for seq, message in enumerate([Start({"run": "r"}), Stop({"run": "r"})]):
+        upstream.send_multipart(encode(message, src="upstream", seq=seq))
+        assert downstream.poll(10_000), "nothing came through"
+        assert decode(downstream.recv_multipart())[0].meta == {"run": "r"}

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import zmq
 import zmq.auth
-from harness import wait_for
 
 from arroyo_core.link import ZmqListener, ZmqPublisher
 from arroyo_core.message import Event, Start, Stop
@@ -28,6 +27,7 @@ from arroyo_core.transports.zmq.connections import RECONNECT_AFTER_S
 from arroyo_core.transports.zmq.curve import load_secret_key
 from arroyo_core.wire import encode
 from services.status_server import query_status
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -96,11 +96,13 @@ def intruder(zmq_socket, endpoint: str, kind: str, keys: Path) -> bytes | None:
     return public
 
 
-def test_only_the_listed_client_gets_in(service, tcp, tmp_path, keys, zmq_socket):
-    endpoint, stats = tcp(), tcp()
-    config = sink_config(tmp_path / "sink.toml", endpoint, stats, {
+def test_only_the_listed_client_gets_in(service, ipc, tmp_path, keys, zmq_socket):
+    # tcp, because the refusals name the client's host
+    stats = ipc()
+    config = sink_config(tmp_path / "sink.toml", "tcp://127.0.0.1:*", stats, {
         "curve_secret_key_file": keys / "server.key_secret", "curve_allow": keys / "allowed"})
     sink = service("publisher", "-c", str(config), name="sink")
+    endpoint = sink.bound("in")
 
     # One intruder at a time, so that each refusal is known to be its own. A client
     # without CURVE is refused for a mechanism mismatch, or, when it notices the mismatch
@@ -150,15 +152,16 @@ def test_only_the_listed_client_gets_in(service, tcp, tmp_path, keys, zmq_socket
         assert secret.decode() not in output, f"{name}'s secret key was logged"
 
 
-def test_a_refused_client_says_so_and_does_not_retry(tcp, keys, caplog):
+def test_a_refused_client_says_so_and_does_not_retry(keys, caplog):
     """libzmq does not retry a refused handshake; the listener must not either (it
     reconnects only a connection that was up), or it would hammer the server."""
-    endpoint = tcp()
-    server = ZmqPublisher("@" + endpoint, curve_secret_key_file=str(keys / "server.key_secret"),
+    server = ZmqPublisher("@tcp://127.0.0.1:*",
+                          curve_secret_key_file=str(keys / "server.key_secret"),
                           curve_allow=str(keys / "allowed"), linger_ms=0)
+    server.open()
+    endpoint = server.status().bound
     client = ZmqListener(">" + endpoint, curve_secret_key_file=str(keys / "intruder.key_secret"),
                          curve_server_key_file=str(keys / "server.key"))
-    server.open()
     client.open()
     thread = threading.Thread(target=client.start, args=(lambda message: None,), daemon=True)
     thread.start()
@@ -178,11 +181,11 @@ def test_a_refused_client_says_so_and_does_not_retry(tcp, keys, caplog):
         server.close()
 
 
-def test_service_refuses_a_secret_key_others_can_read(service, tcp, tmp_path, keys):
+def test_service_refuses_a_secret_key_others_can_read(service, ipc, tmp_path, keys):
     secret = tmp_path / "server.key_secret"
     secret.write_bytes((keys / "server.key_secret").read_bytes())
     secret.chmod(0o644)
-    config = sink_config(tmp_path / "sink.toml", tcp(), tcp(), {
+    config = sink_config(tmp_path / "sink.toml", ipc(), ipc(), {
         "curve_secret_key_file": secret, "curve_allow": keys / "allowed"})
     sink = service("publisher", "-c", str(config), name="sink", ready=False)
     assert sink.process.wait(15) == 2

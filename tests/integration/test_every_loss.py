@@ -1,7 +1,7 @@
 """Every loss counted, under supervisord, with the middle stage killed five times.
 
 source -> middle (passthrough) -> forwarder (`--sink zmq`) -> an independent receiver
-(raw pyzmq and msgpack: kill_support.RawReceiver). The middle is killed with SIGKILL five
+(raw pyzmq and msgpack: tests.support.kills.RawReceiver). The middle is killed with SIGKILL five
 times: three of them as soon as frames flow again through its new instance (about half a
 second after its start), and every kill after the first within supervisor's startsecs of
 the previous start. For PUSH and for PUB between the middle and the forwarder:
@@ -16,7 +16,8 @@ the previous start. For PUSH and for PUB between the middle and the forwarder:
 from __future__ import annotations
 
 import pytest
-from kill_support import describe, run_kills
+
+from tests.support.kills import describe, run_kills
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from container_support import Container, base_image, host_pip_settings, require_podman
-from harness import skip_unless
+
+from tests.support.containers import Container, base_image, host_pip_settings, require_podman
+from tests.support.requirements import skip_unless
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = {"root": "/root", "newcomer": "/home/newcomer"}  # user -> home

@@ -9,15 +9,16 @@ import zlib
 import h5py
 import numpy as np
 import pytest
-from harness import status, wait_for
 
 from arroyo_core import Event, Start, Stop, ZmqPublisher
+from tests.support.ledgers import status
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def test_publisher_service_writes_each_run_to_hdf5(service, tcp, tmp_path):
-    address = tcp()
+def test_publisher_service_writes_each_run_to_hdf5(service, ipc, tmp_path):
+    address = ipc()
     sink = service("publisher", "--in", "@" + address, "--sink", "hdf5",
                    "-o", f"directory={tmp_path}", name="hdf5")
     sender = ZmqPublisher(">" + address)
@@ -55,8 +56,8 @@ def frame(index: int) -> np.ndarray:
 
 
 def test_a_publisher_killed_mid_run_leaves_a_readable_file_of_what_it_flushed(
-        service, tcp, sender, tmp_path):
-    address, stats = tcp(), tcp()
+        service, ipc, sender, tmp_path):
+    address, stats = ipc(), ipc()
     sink = service("publisher", "--in", "@" + address, "--sink", "hdf5", "--status", stats,
                    "-o", f"directory={tmp_path}", "-o", "flush_frames=10",
                    "-o", "flush_seconds=0.25", name="hdf5-killed")

@@ -19,11 +19,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def pair(zmq_socket, tcp):
+def pair(zmq_socket):
     push, pull = zmq_socket(zmq.PUSH), zmq_socket(zmq.PULL)
-    address = tcp()
-    pull.bind(address)
-    push.connect(address)
+    push.connect(f"tcp://127.0.0.1:{pull.bind_to_random_port('tcp://127.0.0.1')}")
     pull.rcvtimeo = push.sndtimeo = 5000  # a lost message fails the test instead of hanging
     return push, pull
 
@@ -41,10 +39,10 @@ def test_send_frames_and_recv_frames_keep_messages_whole_and_apart(pair):
         pull.recv(zmq.NOBLOCK)
 
 
-def test_a_full_socket_raises_again_and_sends_nothing_with_noblock(zmq_socket, tcp):
+def test_a_full_socket_raises_again_and_sends_nothing_with_noblock(zmq_socket):
     push = zmq_socket(zmq.PUSH)
     push.sndhwm = 1
-    push.bind(tcp())  # nobody connects: nothing can be queued
+    push.bind_to_random_port("tcp://127.0.0.1")  # nobody connects: nothing can be queued
     with pytest.raises(zmq.Again):
         send_frames(push, [b"header", b"payload"], zmq.NOBLOCK)
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import zmq
@@ -18,19 +16,13 @@ from arroyo_core.message import Event, Start, Stop
 from arroyo_core.operators import PassThrough
 from arroyo_core.runtime import Runtime
 from arroyo_core.wire import decode, encode
+from tests.support.addresses import IpcDirectory
 
 pytestmark = pytest.mark.integration
 
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-@pytest.fixture
-def ipc_dir():
-    """A short directory for ipc:// paths (they must stay under about 100 characters)."""
-    with tempfile.TemporaryDirectory(prefix="arroyo-") as path:
-        yield Path(path)
 
 
 def stable_fds() -> int:
@@ -55,10 +47,10 @@ def settle(threads: int, timeout: float = 5.0) -> None:
         time.sleep(0.02)
 
 
-def one_cycle(ipc_dir: Path, feeder: zmq.Socket, drain: zmq.Socket, cycle: int) -> None:
+def one_cycle(ipc: IpcDirectory, feeder: zmq.Socket, drain: zmq.Socket, cycle: int) -> None:
     """Open a runtime, pass a run through it, stop it, and check it ended and closed."""
-    listener = ZmqListener(f">ipc://{ipc_dir}/in")
-    publisher = ZmqPublisher(f">ipc://{ipc_dir}/out", linger_ms=2000)
+    listener = ZmqListener(">" + ipc("in"))
+    publisher = ZmqPublisher(">" + ipc("out"), linger_ms=2000)
     runtime = Runtime(listener, PassThrough(), [publisher], drain_timeout=5.0)
     runtime.open()
     thread = threading.Thread(target=runtime.run, name=f"cycle-{cycle}")
@@ -79,21 +71,21 @@ def one_cycle(ipc_dir: Path, feeder: zmq.Socket, drain: zmq.Socket, cycle: int) 
     assert runtime.stats()["input"]["received"] == 3
 
 
-def test_hundred_runtime_cycles_leave_no_descriptors_or_threads(ipc_dir, zmq_socket):
+def test_hundred_runtime_cycles_leave_no_descriptors_or_threads(ipc, zmq_socket):
     # The test's sockets bind once; each cycle's sockets connect, so between cycles nothing
     # of the test's is reconnecting (which would hold descriptors for a moment).
     feeder = zmq_socket(zmq.PUSH)
-    feeder.bind(f"ipc://{ipc_dir}/in")
+    feeder.bind(ipc("in"))
     drain = zmq_socket(zmq.PULL)
-    drain.bind(f"ipc://{ipc_dir}/out")
+    drain.bind(ipc("out"))
     threads = threading.active_count()
     for cycle in range(5):  # warm-up: lazily created context threads and caches
-        one_cycle(ipc_dir, feeder, drain, cycle)
+        one_cycle(ipc, feeder, drain, cycle)
     settle(threads)
     fds = stable_fds()
     began = time.monotonic()
     for cycle in range(5, 100):
-        one_cycle(ipc_dir, feeder, drain, cycle)
+        one_cycle(ipc, feeder, drain, cycle)
     took = time.monotonic() - began
     settle(threads)
     assert stable_fds() == fds, (fds, open_fds())
@@ -101,11 +93,11 @@ def test_hundred_runtime_cycles_leave_no_descriptors_or_threads(ipc_dir, zmq_soc
           f"threads {threads} -> {threading.active_count()}")
 
 
-def test_service_process_cycles_stop_cleanly(service, tcp):
+def test_service_process_cycles_stop_cleanly(service, ipc):
     fds = None
     for cycle in range(6):
-        process = service("publisher", "--in", ">" + tcp(), "--sink", "stats",
-                          "--status", tcp(), name=f"cycle{cycle}")
+        process = service("publisher", "--in", ">" + ipc(), "--sink", "stats",
+                          "--status", ipc(), name=f"cycle{cycle}")
         process.signal(signal.SIGTERM)
         assert process.process.wait(10) == 0, process.output()
         assert "stopped; ledger" in process.output()

@@ -11,10 +11,11 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from harness import status, wait_for
 
 from arroyo_core.message import Event, Start, Stop
 from arroyo_core.wire import encode
+from tests.support.ledgers import status
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,9 +40,9 @@ MALFORMED = {
 
 
 @pytest.fixture
-def guarded_operator(service, tcp, zmq_socket, receiver, tmp_path):
+def guarded_operator(service, ipc, zmq_socket, receiver, tmp_path):
     """(raw PUSH socket feeding it, Receiver of its output, its status endpoint, process)."""
-    hop1, hop2, stats = tcp(), tcp(), tcp()
+    hop1, hop2, stats = ipc(), ipc(), ipc()
     raw = zmq_socket(zmq.PUSH)
     raw.bind(hop1)
     config = tmp_path / "guard.toml"

@@ -9,11 +9,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from deploy_support import sink_frames, sink_runs, wait_for, write
-from netns_support import Namespaces, ip, require_root
 
 from services.chain import load_chain, service_command
 from services.processes import ServiceProcess
+from tests.support.chains import write
+from tests.support.ledgers import sink_frames, sink_runs
+from tests.support.netns import Namespaces, ip, require_root
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from harness import plugin_env, status, wait_for
+
+from tests.support.ledgers import status
+from tests.support.plugins import plugin_env
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,11 +29,11 @@ def completed_run(endpoint: str, timeout: float = 30.0) -> dict:
     return wait_for(run, timeout, f"the run to complete at {endpoint}")
 
 
-def test_a_pub_told_its_subscribers_gives_each_the_whole_run(service, tcp):
-    hop, first, second = tcp(), tcp(), tcp()
+def test_a_pub_told_its_subscribers_gives_each_the_whole_run(service, ipc):
+    hop, first, second = ipc(), ipc(), ipc()
     service("publisher", "--in", ">" + hop, "--in-pattern", "sub", "--sink", "stats",
             "--status", first, name="sink1")
-    source_stats = tcp()
+    source_stats = ipc()
     service("listener", *source_args(1000, 2000), "--out", "@" + hop, "--out-pattern", "pub",
             "--out-option", "subscribers=2", "--status", source_stats, name="source")
     # One subscriber is there: the run does not begin until the second one is.
@@ -50,8 +53,8 @@ def test_a_pub_told_its_subscribers_gives_each_the_whole_run(service, tcp):
     ("threshold", ["-o", "level=1e30", "-o", "drop_empty=true"], 40, 0),
 ])
 def test_what_an_operator_filters_or_fails_on_is_counted_as_such_not_lost(
-        service, tcp, operator, options, filtered, failed):
-    hop1, hop2, operator_stats, sink_stats = tcp(), tcp(), tcp(), tcp()
+        service, ipc, operator, options, filtered, failed):
+    hop1, hop2, operator_stats, sink_stats = ipc(), ipc(), ipc(), ipc()
     service("publisher", "--in", ">" + hop2, "--sink", "stats", "--status", sink_stats,
             name="sink")
     service("operator", "--in", ">" + hop1, "--operator", operator, *options, "--out",
@@ -79,8 +82,8 @@ def test_what_an_operator_filters_or_fails_on_is_counted_as_such_not_lost(
         assert f"failed {failed}" in end, table.stdout
 
 
-def test_json_logs_and_the_final_ledger_as_json(service, tcp):
-    hop = tcp()
+def test_json_logs_and_the_final_ledger_as_json(service, ipc):
+    hop = ipc()
     sink = service("publisher", "--in", ">" + hop, "--sink", "stats", "--log-format", "json",
                    name="sink")
     service("listener", *source_args(5, 0), "--out", "@" + hop, name="source")
@@ -99,8 +102,8 @@ def arroyo_status(*args: str) -> subprocess.CompletedProcess:
                            *args], capture_output=True, text=True, timeout=60)
 
 
-def test_a_run_as_it_goes_a_sink_restarted_mid_run_and_a_run_cut_short(service, tcp):
-    hop, source_stats, first_stats, second_stats = tcp(), tcp(), tcp(), tcp()
+def test_a_run_as_it_goes_a_sink_restarted_mid_run_and_a_run_cut_short(service, ipc):
+    hop, source_stats, first_stats, second_stats = ipc(), ipc(), ipc(), ipc()
     first = service("publisher", "--in", ">" + hop, "--sink", "stats", "--status",
                     first_stats, name="sink")
     source = service("listener", *source_args(100_000, 500), "--out", "@" + hop,

@@ -8,10 +8,12 @@ import logging
 
 import numpy as np
 import pytest
-from arroyo_testplugins.operators import Misbehaving
-from harness import plugin_env, status, wait_for
 
 from arroyo_core import CollectingSink, Event, MemoryListener, Runtime, Start, Stop
+from tests.support.ledgers import status
+from tests.support.plugins import plugin_env
+from tests.support.user_packages.arroyo_testplugins.operators import Misbehaving
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +39,7 @@ def messages():
 
 
 @pytest.mark.parametrize("mistake", EXPECTED)
-def test_a_mistake_fails_alike_in_one_process_and_as_a_service(mistake, service, tcp, sender,
+def test_a_mistake_fails_alike_in_one_process_and_as_a_service(mistake, service, ipc, sender,
                                                                receiver, caplog):
     error, line = EXPECTED[mistake]
 
@@ -52,7 +54,7 @@ def test_a_mistake_fails_alike_in_one_process_and_as_a_service(mistake, service,
     assert len(failures) == 1 and line in caplog.text
 
     # as a service
-    hop1, hop2, stats = tcp(), tcp(), tcp()
+    hop1, hop2, stats = ipc(), ipc(), ipc()
     source = sender("@" + hop1)
     operator = service("operator", "--in", ">" + hop1, "--out", "@" + hop2, "--status", stats,
                        "--operator", "arroyo_testplugins.operators:Misbehaving",

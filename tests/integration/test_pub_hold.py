@@ -10,9 +10,9 @@ import threading
 import msgpack
 import pytest
 import zmq
-from harness import wait_for
 
 from arroyo_core.message import Event, Start, Stop
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,8 +52,8 @@ def events(frames) -> list[Event]:
 
 
 def test_a_pub_whose_subscribers_went_away_mid_run_waits_until_they_are_back(
-        sender, zmq_socket, tcp):
-    address = tcp()
+        sender, zmq_socket, ipc):
+    address = ipc()
     pub = sender("@" + address, pattern="pub")
     first = subscriber(zmq_socket, address)
     publish_in_thread(pub, [Start({"run": "r"}), *events(range(20))]).join(10)
@@ -74,10 +74,10 @@ def test_a_pub_whose_subscribers_went_away_mid_run_waits_until_they_are_back(
 
 
 def test_a_pub_restarted_mid_run_waits_for_its_subscriber_to_reconnect(
-        sender, zmq_socket, tcp):
+        sender, zmq_socket, ipc):
     """What a stage killed and restarted by supervisor does: the new sender has no Start
     to wait at, and its subscriber is still reconnecting when the first events come."""
-    address = tcp()
+    address = ipc()
     before = sender("@" + address, pattern="pub")
     sub = subscriber(zmq_socket, address)
     publish_in_thread(before, [Start({"run": "r"}), *events(range(10))]).join(10)
@@ -96,9 +96,9 @@ def test_a_pub_restarted_mid_run_waits_for_its_subscriber_to_reconnect(
     ({"overflow": "drop-newest"}, False),  # the policy: drop what no subscriber takes
     ({"peer_timeout": 0.3}, True),  # wait that long once, then drop until they are back
 ])
-def test_what_a_pub_drops_instead_of_waiting_is_counted(sender, zmq_socket, tcp, options,
+def test_what_a_pub_drops_instead_of_waiting_is_counted(sender, zmq_socket, ipc, options,
                                                         waits):
-    address = tcp()
+    address = ipc()
     pub = sender("@" + address, pattern="pub", **options)
     sub = subscriber(zmq_socket, address)
     publish_in_thread(pub, [Start({"run": "r"}), *events(range(5))]).join(10)

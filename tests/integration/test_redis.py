@@ -2,7 +2,8 @@
 
 The server requires a password and the links use database 3, so every URL here carries
 both. Service tests run real ``arroyo`` processes; the test process is the final sink (a
-ZeroMQ PULL socket that records each frame index it receives). Helpers: redis_support.
+ZeroMQ PULL socket that records each frame index it receives). Helpers:
+tests.support.redis_server and tests.support.chain_ends.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from harness import skip_unless, wait_for
 
 from arroyo_core.errors import ConfigError
 from arroyo_core.link import ZmqListener, ZmqPublisher
@@ -25,21 +25,22 @@ from arroyo_core.operators import PassThrough
 from arroyo_core.runtime import Runtime
 from arroyo_core.sinks import CollectingSink
 from services.status_server import query_status
+from tests.support.chain_ends import FrameSink
+from tests.support.requirements import skip_unless
+from tests.support.waiting import wait_for
 
 redis = pytest.importorskip("redis")
-from redis_support import (  # noqa: E402
-    PASSWORD,
-    FrameSink,
-    RedisServer,
-    acknowledged,
-    redis_entries,
-)
-
 from arroyo_core.transports.redis import (  # noqa: E402  (needs redis-py)
     RedisPubSubListener,
     RedisPubSubPublisher,
     RedisStreamListener,
     RedisStreamPublisher,
+)
+from tests.support.redis_server import (  # noqa: E402
+    PASSWORD,
+    RedisServer,
+    acknowledged,
+    redis_entries,
 )
 
 pytestmark = pytest.mark.integration
@@ -164,8 +165,8 @@ def test_pubsub_round_trip_of_every_message_kind_is_bit_identical(redis_server, 
 
 
 def test_message_received_over_zeromq_and_republished_to_redis_is_bit_identical(
-        redis_server, runtimes, tcp):
-    address = tcp()
+        redis_server, runtimes, ipc):
+    address = ipc()
     source = ZmqPublisher("@" + address, linger_ms=0)
     source.open()
     # The publisher-service arrangement: ZeroMQ in, Redis stream out.
@@ -331,9 +332,9 @@ def test_links_started_while_redis_is_down_count_and_then_connect(tmp_path, runt
 
 
 def test_kill_9_of_stream_listener_service_loses_no_acknowledged_message(
-        redis_server, service, feeder, tcp, zmq_socket, tmp_path):
+        redis_server, service, feeder, ipc, zmq_socket, tmp_path):
     frames, url = 1500, redis_server.url()
-    to_bridge, to_sink = tcp(), tcp()
+    to_bridge, to_sink = ipc(), ipc()
     sink = FrameSink(zmq_socket, to_sink, [])
     start = sink.starter(service)
     config = tmp_path / "redis-listener.toml"  # the listener runs from a config file
@@ -371,9 +372,9 @@ def test_kill_9_of_stream_listener_service_loses_no_acknowledged_message(
 
 
 def test_redis_restart_mid_run_stream_services_reconnect_and_the_stream_completes(
-        redis_server, service, feeder, tcp, zmq_socket):
+        redis_server, service, feeder, ipc, zmq_socket):
     frames, url = 1200, redis_server.url()
-    to_bridge, to_sink, bridge_stats, listener_stats = tcp(), tcp(), tcp(), tcp()
+    to_bridge, to_sink, bridge_stats, listener_stats = ipc(), ipc(), ipc(), ipc()
     sink = FrameSink(zmq_socket, to_sink, [])
     start = sink.starter(service)
     start("listener", "--source", "redis-stream", "-o", f"url={url}", "-o", "stream=frames",
@@ -398,9 +399,9 @@ def test_redis_restart_mid_run_stream_services_reconnect_and_the_stream_complete
 
 
 def test_redis_restart_mid_run_pubsub_losses_are_reported(
-        redis_server, service, feeder, tcp, zmq_socket):
+        redis_server, service, feeder, ipc, zmq_socket):
     frames, url = 1200, redis_server.url()
-    to_bridge, to_sink, bridge_stats, listener_stats = tcp(), tcp(), tcp(), tcp()
+    to_bridge, to_sink, bridge_stats, listener_stats = ipc(), ipc(), ipc(), ipc()
     sink = FrameSink(zmq_socket, to_sink, [])
     start = sink.starter(service)
     start("listener", "--source", "redis-pubsub", "-o", f"url={url}", "-o", "channel=live",

@@ -14,12 +14,14 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from harness import exit_within, final_ledger, wait_for
 
 from services.status_server import query_status
+from tests.support.chain_ends import FrameSink
+from tests.support.ledgers import final_ledger
+from tests.support.waiting import exit_within, wait_for
 
 redis = pytest.importorskip("redis")
-from redis_support import PASSWORD, FrameSink, redis_entries  # noqa: E402
+from tests.support.redis_server import PASSWORD, redis_entries  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +55,8 @@ def assert_sink_got_every_frame_once(sink: FrameSink, frames: int) -> None:
 
 
 def test_operator_reads_a_redis_stream_address_and_sends_over_zeromq(
-        redis_server, service, tcp, zmq_socket):
-    url, to_sink, operator_status = redis_server.url(), tcp(), tcp()
+        redis_server, service, ipc, zmq_socket):
+    url, to_sink, operator_status = redis_server.url(), ipc(), ipc()
     sink = FrameSink(zmq_socket, ">" + to_sink, [])
     start = sink.starter(service)
     operator = start("operator", "--in", f"{url}?stream=frames&group=g&consumer=op",
@@ -83,8 +85,8 @@ def test_operator_reads_a_redis_stream_address_and_sends_over_zeromq(
 
 
 def test_operator_reads_zeromq_and_writes_a_redis_stream_address(
-        redis_server, service, feeder, tcp):
-    url, to_operator, operator_status = redis_server.url(), tcp(), tcp()
+        redis_server, service, feeder, ipc):
+    url, to_operator, operator_status = redis_server.url(), ipc(), ipc()
     operator = service("operator", "--in", ">" + to_operator,
                        "--out", f"{url}?stream=out&maxlen=0", "--stats", operator_status,
                        name="operator")
@@ -109,8 +111,8 @@ def test_operator_reads_zeromq_and_writes_a_redis_stream_address(
 
 
 def test_pubsub_addresses_between_a_source_and_an_operator(
-        redis_server, service, tcp, zmq_socket):
-    url, to_sink, operator_status = redis_server.url(), tcp(), tcp()
+        redis_server, service, ipc, zmq_socket):
+    url, to_sink, operator_status = redis_server.url(), ipc(), ipc()
     sink = FrameSink(zmq_socket, ">" + to_sink, [])
     start = sink.starter(service)
     start("operator", "--in", f"{url}?channel=live", "--out", "@" + to_sink,

@@ -15,10 +15,12 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from harness import final_ledger, plugin_env, status, wait_for
 
 from arroyo_core.message import Event, Start, Stop
 from arroyo_core.wire import decode, encode
+from tests.support.ledgers import final_ledger, status
+from tests.support.plugins import plugin_env
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +52,8 @@ def completed_run(endpoint: str, timeout: float = 30.0) -> dict:
 # -- 1. slow joiners -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("pattern,in_pattern", [("push", "pull"), ("pub", "sub")])
-def test_downstream_started_late_loses_nothing(service, tcp, pattern, in_pattern):
-    hop1, hop2, source_stats, operator_stats, sink_stats = (tcp() for _ in range(5))
+def test_downstream_started_late_loses_nothing(service, ipc, pattern, in_pattern):
+    hop1, hop2, source_stats, operator_stats, sink_stats = (ipc() for _ in range(5))
     service("listener", *source_args(400, 0), "--out", "@" + hop1, "--out-pattern", pattern,
             "--status", source_stats, name="source")
     # The source is running and held back: its queue is full and it has sent nothing.
@@ -71,8 +73,8 @@ def test_downstream_started_late_loses_nothing(service, tcp, pattern, in_pattern
         assert link["missing"] == 0 and link["received"] == 402, link
 
 
-def test_push_waits_for_every_expected_puller(service, tcp, zmq_socket):
-    hop, stats = tcp(), tcp()
+def test_push_waits_for_every_expected_puller(service, ipc, zmq_socket):
+    hop, stats = ipc(), ipc()
     source = service("listener", *source_args(600, 0, "[8,8]"), "--out", "@" + hop,
                      "--out-option", "peers=3", "--out-option", "peer_timeout=0",
                      "--status", stats, name="source")
@@ -104,17 +106,18 @@ def test_push_waits_for_every_expected_puller(service, tcp, zmq_socket):
     assert all(len(got) >= 150 for got in seqs.values()), {i: len(g) for i, g in seqs.items()}
 
 
-def test_source_that_ends_while_its_peer_is_held_back_loses_nothing(service, tcp,
+def test_source_that_ends_while_its_peer_is_held_back_loses_nothing(service, ipc,
                                                                      zmq_socket):
-    hop, stats = tcp(), tcp()
+    stats = ipc()
     frames = 600  # 1.2 MiB: the kernels' buffers hold what the held-back peer has not read
+    # 2 s at 300 frames/s: long enough for heartbeats to be in the stream it sends (over
+    # tcp, whose kernel buffers are what this is about; it waits for its peer to start)
+    source = service("listener", *source_args(frames, 300, "[32,32]"),
+                     "--out", "@tcp://127.0.0.1:*", "--status", stats, name="source")
     puller = zmq_socket(zmq.PULL)
     puller.rcvhwm = 10
     puller.rcvbuf = 64 * 1024  # most of the run waits in the source's kernel buffer
-    puller.connect(hop)
-    # 2 s at 300 frames/s: long enough for heartbeats to be in the stream it sends
-    source = service("listener", *source_args(frames, 300, "[32,32]"), "--out", "@" + hop,
-                     "--status", stats, name="source")
+    puller.connect(source.bound("out"))
     got = [puller.recv_multipart(copy=False) for _ in range(50)]
     # The source has handed all its frames to the kernel and ended its run; this peer is
     # held back (reads nothing) for a while, as a stage whose own output is blocked.
@@ -131,11 +134,11 @@ def test_source_that_ends_while_its_peer_is_held_back_loses_nothing(service, tcp
 
 # -- 4. dead and slow peers --------------------------------------------------------------------
 
-def test_killed_peer_is_noticed_at_once_and_its_return_logged(service, tcp):
-    hop, stats = tcp(), tcp()
-    source = service("listener", *source_args(100000, 200), "--out", "@" + hop,
+def test_killed_peer_is_noticed_at_once_and_its_return_logged(service, ipc):
+    stats = ipc()
+    source = service("listener", *source_args(100000, 200), "--out", "@tcp://127.0.0.1:*",
                      "--status", stats, name="source")
-    sink_args = ["--in", ">" + hop, "--sink", "stats", "-o", "interval=0"]
+    sink_args = ["--in", ">" + source.bound("out"), "--sink", "stats", "-o", "interval=0"]
     sink = service("publisher", *sink_args, name="sink")
     wait_for(lambda: status(stats)["outputs"][0]["peers"]["peers"] == 1, 10, "the sink seen")
 
@@ -155,15 +158,15 @@ def test_killed_peer_is_noticed_at_once_and_its_return_logged(service, tcp):
           f"connected {back:.2f} s after it was started")
 
 
-def test_silent_peer_is_dropped_by_heartbeat_and_the_loss_is_counted(service, tcp):
-    hop, stats, sink_stats = tcp(), tcp(), tcp()
+def test_silent_peer_is_dropped_by_heartbeat_and_the_loss_is_counted(service, ipc):
+    stats, sink_stats = ipc(), ipc()
     heartbeat = ["heartbeat_ms=200", "heartbeat_timeout_ms=1000"]
     frames = 1000
-    source = service("listener", *source_args(frames, 250), "--out", "@" + hop,
+    source = service("listener", *source_args(frames, 250), "--out", "@tcp://127.0.0.1:*",
                      *(a for h in heartbeat for a in ("--out-option", h)),
                      "--status", stats, name="source")
-    sink = service("publisher", "--in", ">" + hop, "--sink", "stats", "-o", "interval=0",
-                   "--status", sink_stats, name="sink")
+    sink = service("publisher", "--in", ">" + source.bound("out"), "--sink", "stats",
+                   "-o", "interval=0", "--status", sink_stats, name="sink")
     wait_for(lambda: last_run(sink_stats).get("frames", 0) >= 100, 10, "frames flowing")
 
     sink.signal(signal.SIGSTOP)
@@ -186,14 +189,14 @@ def test_silent_peer_is_dropped_by_heartbeat_and_the_loss_is_counted(service, tc
           f"(heartbeat 200 ms, timeout 1 s); {run['lost']} queued frames lost and counted")
 
 
-def test_subscriber_too_far_behind_disconnects_loudly(service, tcp):
-    hop, stats = tcp(), tcp()
+def test_subscriber_too_far_behind_disconnects_loudly(service, ipc):
+    hop, stats = ipc(), ipc()
     # A PUB waits peer_timeout for a subscriber that went away to come back (test_pub_hold);
     # for an optional viewer that may never come back, a short one.
     service("listener", *source_args(2000, 400), "--out", "@" + hop, "--out-pattern", "pub",
             "--out-option", "peer_timeout=1", "--status", stats, name="source")
     viewer = service("publisher", "--in", ">" + hop, "--in-pattern", "sub",
-                     "--sink", "reliability_plugins:SlowSink", "-o", "delay=0.02",
+                     "--sink", "arroyo_testplugins.sinks:SlowSink", "-o", "delay=0.02",
                      "--in-option", "max_lag=0.5", "--in-option", "on_lag=disconnect",
                      name="viewer", env=plugin_env())
     assert viewer.process.wait(30) == 1  # exits non-zero: supervisor restarts it fresh
@@ -212,9 +215,9 @@ def test_subscriber_too_far_behind_disconnects_loudly(service, tcp):
 # -- 3. overflow policies and memory budget ------------------------------------------------
 
 @pytest.mark.parametrize("policy", ["block", "drop-newest", "drop-oldest"])
-def test_paused_stage_keeps_upstream_memory_in_budget(service, tcp, tmp_path, policy):
+def test_paused_stage_keeps_upstream_memory_in_budget(service, ipc, tmp_path, policy):
     frames, frame_bytes, budget = 400, 512 * 1024, 24 * MiB
-    hop1, hop2, source_stats, sink_stats = (tcp() for _ in range(4))
+    hop1, hop2, source_stats, sink_stats = (ipc() for _ in range(4))
     record = tmp_path / "received.txt"
     policy_args = {"block": [],
                    "drop-newest": ["--out-option", "overflow=drop-newest"],
@@ -269,11 +272,11 @@ def test_paused_stage_keeps_upstream_memory_in_budget(service, tcp, tmp_path, po
 
 
 def test_slow_keep_latest_viewer_gets_the_newest_frame_without_slowing_the_source(
-        service, tcp):
+        service, ipc):
     frames, rate = 400, 200.0
-    hop, source_stats, viewer_stats = tcp(), tcp(), tcp()
+    hop, source_stats, viewer_stats = ipc(), ipc(), ipc()
     service("publisher", "--in", ">" + hop, "--in-pattern", "sub",
-            "--sink", "reliability_plugins:SlowSink", "-o", "delay=0.05",
+            "--sink", "arroyo_testplugins.sinks:SlowSink", "-o", "delay=0.05",
             "--queue-policy", "keep-latest", "--in-option", "hwm=4",
             "--status", viewer_stats, name="viewer", env=plugin_env())
     source = service("listener", *source_args(frames, rate, "[256,256]"), "--out", "@" + hop,
@@ -307,8 +310,8 @@ def _bad(**fields):
 
 
 def test_flood_of_malformed_messages_is_counted_and_does_not_grow_memory(
-        service, tcp, zmq_socket):
-    hop, stats = tcp(), tcp()
+        service, ipc, zmq_socket):
+    hop, stats = ipc(), ipc()
     big = b"\x00" * 65536  # malformed messages that would show if they were kept
     malformed = {
         "msgpack": [b"\xc1 never msgpack", big],

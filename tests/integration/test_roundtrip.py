@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from harness import Receiver, assert_same
 
 from arroyo_core.link import ZmqPublisher
 from arroyo_core.message import Event, Start, Stop
-from services.processes import ServiceProcess, free_port
+from services.processes import ServiceProcess
+from tests.support.addresses import IpcDirectory
+from tests.support.messages import assert_same
+from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +41,8 @@ class Relay:
 
     def __init__(self, pattern: str) -> None:
         in_pattern = {"push": "pull", "pub": "sub"}[pattern]
-        hop1 = f"tcp://127.0.0.1:{free_port()}"
-        hop2 = f"tcp://127.0.0.1:{free_port()}"
+        self.ipc = IpcDirectory()
+        hop1, hop2 = self.ipc("hop1"), self.ipc("hop2")
         self.operator = ServiceProcess("operator", [
             "--in", ">" + hop1, "--in-pattern", in_pattern,
             "--out", "@" + hop2, "--out-pattern", pattern], name=f"relay-{pattern}")
@@ -66,6 +68,7 @@ class Relay:
             self.sender.abandon()
             self.sender.close()
         self.operator.stop(timeout=10)
+        self.ipc.remove()
 
 
 @pytest.fixture(scope="module", params=["push", "pub"])

@@ -7,7 +7,9 @@ import signal
 import time
 
 import pytest
-from harness import exit_within, final_ledger, status, wait_for
+
+from tests.support.ledgers import final_ledger, status
+from tests.support.waiting import exit_within, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,8 +63,8 @@ def assert_nothing_lost_inside(ledger: dict) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
-def test_operator_stopped_mid_stream_forwards_all_it_took(service, tcp, drain, signum):
-    hop1, hop2, sink_stats = tcp(), tcp(), tcp()
+def test_operator_stopped_mid_stream_forwards_all_it_took(service, ipc, drain, signum):
+    hop1, hop2, sink_stats = ipc(), ipc(), ipc()
     sink = service("publisher", "--in", ">" + hop2, "--status", sink_stats, name="sink")
     operator = service("operator", *drain, "--in", ">" + hop1, "--out", "@" + hop2,
                        name="operator")
@@ -84,8 +86,8 @@ def test_operator_stopped_mid_stream_forwards_all_it_took(service, tcp, drain, s
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
-def test_source_stopped_mid_run_closes_the_run_with_nothing_lost(service, tcp, drain, signum):
-    hop, sink_stats = tcp(), tcp()
+def test_source_stopped_mid_run_closes_the_run_with_nothing_lost(service, ipc, drain, signum):
+    hop, sink_stats = ipc(), ipc()
     service("publisher", "--in", ">" + hop, "--status", sink_stats, name="sink")
     source = service("listener", *drain, *SOURCE, "--out", "@" + hop, name="source")
     frames_at(sink_stats, 100)
@@ -101,8 +103,8 @@ def test_source_stopped_mid_run_closes_the_run_with_nothing_lost(service, tcp, d
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
-def test_sink_stopped_mid_stream_hands_its_sink_all_it_received(service, tcp, drain, signum):
-    hop, sink_stats = tcp(), tcp()
+def test_sink_stopped_mid_stream_hands_its_sink_all_it_received(service, ipc, drain, signum):
+    hop, sink_stats = ipc(), ipc()
     sink = service("publisher", *drain, "--in", ">" + hop, "--status", sink_stats, name="sink")
     source = service("listener", *SOURCE, "--out", "@" + hop, name="source")
     frames_at(sink_stats, 100)
@@ -117,9 +119,9 @@ def test_sink_stopped_mid_stream_hands_its_sink_all_it_received(service, tcp, dr
     assert seconds < FEW_SECONDS, f"the sink took {seconds:.1f} s to stop"
 
 
-def test_whole_chain_stopped_at_once_loses_nothing(service, tcp):
+def test_whole_chain_stopped_at_once_loses_nothing(service, ipc):
     """As supervisord stops a group: every service gets SIGTERM at the same moment."""
-    hop1, hop2, sink_stats = tcp(), tcp(), tcp()
+    hop1, hop2, sink_stats = ipc(), ipc(), ipc()
     sink = service("publisher", "--in", ">" + hop2, "--status", sink_stats, name="sink")
     operator = service("operator", "--in", ">" + hop1, "--out", "@" + hop2, name="operator")
     source = service("listener", *SOURCE, "--out", "@" + hop1, name="source")

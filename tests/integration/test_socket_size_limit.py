@@ -21,12 +21,12 @@ import time
 import numpy as np
 import pytest
 import zmq
-from harness import wait_for
 
 from arroyo_core.message import Event, Start, Stop
 from arroyo_core.transports.zmq.receiver import FRAME_CEILING
 from arroyo_core.wire import encode
 from services.status_server import query_status
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +34,12 @@ LIMIT = 16 * 1024  # the listener's max_message_bytes
 OVERSIZED = 64 * LIMIT  # over MAXMSGSIZE, which is a multiple of max_message_bytes
 
 
-def test_a_frame_over_maxmsgsize_drops_one_connection_not_the_service(service, tcp, zmq_socket,
+def test_a_frame_over_maxmsgsize_drops_one_connection_not_the_service(service, ipc, zmq_socket,
                                                                         tmp_path):
-    endpoint, stats = tcp(), tcp()
+    stats = ipc()
     upstream = zmq_socket(zmq.PUSH)
     upstream.sndtimeo = 10_000  # a send that cannot go fails the test instead of hanging
-    upstream.bind(endpoint)
+    endpoint = f"tcp://127.0.0.1:{upstream.bind_to_random_port('tcp://127.0.0.1')}"
     config = tmp_path / "sink.toml"
     config.write_text(f'sink = "stats"\nin = ">{endpoint}"\nstatus = "{stats}"\n'
                       f"[in_options]\nmax_message_bytes = {LIMIT}\n")
@@ -91,18 +91,16 @@ def test_a_frame_over_maxmsgsize_drops_one_connection_not_the_service(service, t
 
 @pytest.mark.parametrize("listener_binds", [False, True],
                          ids=["listener-connects", "listener-binds"])
-def test_the_frame_ceiling_is_where_a_connection_drops(receiver, zmq_socket, tcp,
-                                                       listener_binds):
+def test_the_frame_ceiling_is_where_a_connection_drops(receiver, zmq_socket, listener_binds):
     ceiling = FRAME_CEILING * LIMIT
-    endpoint = tcp()
     upstream = zmq_socket(zmq.PUSH)
     upstream.sndtimeo = 10_000  # a send that cannot go fails the test instead of hanging
     if listener_binds:
-        rx = receiver("@" + endpoint, max_message_bytes=LIMIT)
-        upstream.connect(endpoint)
+        rx = receiver("@tcp://127.0.0.1:*", max_message_bytes=LIMIT)
+        upstream.connect(rx.bound)
     else:
-        upstream.bind(endpoint)
-        rx = receiver(">" + endpoint, max_message_bytes=LIMIT)
+        port = upstream.bind_to_random_port("tcp://127.0.0.1")
+        rx = receiver(f">tcp://127.0.0.1:{port}", max_message_bytes=LIMIT)
     seq = itertools.count()
 
     def send(message):

@@ -17,8 +17,10 @@ import sys
 import time
 
 import pytest
-from deploy_support import chain_toml, write
-from harness import status, wait_for
+
+from tests.support.chains import chain_toml, write
+from tests.support.ledgers import status
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +28,7 @@ MIDDLE = "faults:operator"  # supervisor's GROUP:NAME for the middle stage
 
 
 def test_middle_stage_killed_repeatedly_loses_exactly_what_the_ledger_reports(
-        supervisor, tmp_path):
+        supervisor, tmp_path, ipc):
     frames, kills_wanted = 40000, 3
     record = tmp_path / "received.txt"
     # A restarted middle stage's life (killed within a second) is shorter than the generated
@@ -35,7 +37,7 @@ def test_middle_stage_killed_repeatedly_loses_exactly_what_the_ledger_reports(
     programs = "".join(f"\n[services.{name}.program]\nstartsecs = 0\n"
                        for name in ("source", "operator"))
     text, stats = chain_toml(
-        name="faults", frames=frames, rate=8000, shape="[32, 32]", drain_timeout=10.0,
+        ipc, name="faults", frames=frames, rate=8000, shape="[32, 32]", drain_timeout=10.0,
         source_options="checksum = true", sink="arroyo_core.verify:VerifyingSink",
         sink_options=f'record = "{record}"', extra=programs)
     sv = supervisor(write(tmp_path / "chain.toml", text))

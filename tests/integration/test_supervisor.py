@@ -11,19 +11,21 @@ import socket
 import time
 
 import pytest
-from deploy_support import chain_toml, logged_ledger, sink_frames, sink_runs, wait_for, write
 
-from services.processes import free_port
 from services.status_server import query_status
+from tests.support.chains import chain_toml, write
+from tests.support.ledgers import logged_ledger, sink_frames, sink_runs
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.slow
-def test_kill_9_restarts_and_counts_losses_and_stop_all_loses_nothing(tmp_path, supervisor):
+def test_kill_9_restarts_and_counts_losses_and_stop_all_loses_nothing(tmp_path, ipc,
+                                                                        supervisor):
     # the run outlasts startsecs (3 s; a shorter one waits that long to exit)
     frames, rate = 4000, 250.0
-    text, stats = chain_toml(frames=frames, rate=rate, drain_timeout=3.0)
+    text, stats = chain_toml(ipc, frames=frames, rate=rate, drain_timeout=3.0)
     sv = supervisor(write(tmp_path / "chain.toml", text))
     names = ["t:source", "t:operator", "t:sink"]
 
@@ -94,7 +96,7 @@ name = "bad"
 [services.bad-address]  # 192.0.2.1 (TEST-NET-1) is on no host
 role = "listener"
 source = "simulated"
-out = "@tcp://192.0.2.1:{free_port()}"
+out = "@tcp://192.0.2.1:*"
 
 [services.port-in-use]
 role = "listener"
@@ -104,8 +106,8 @@ out = "@tcp://127.0.0.1:{busy}"
 [services.unknown-operator]
 role = "operator"
 operator = "no_such_operator"
-in = "@tcp://127.0.0.1:{free_port()}"
-out = "@tcp://127.0.0.1:{free_port()}"
+in = "@tcp://127.0.0.1:*"
+out = "@tcp://127.0.0.1:*"
 """
     try:
         sv = supervisor(write(tmp_path / "bad.toml", text))
@@ -132,11 +134,11 @@ out = "@tcp://127.0.0.1:{free_port()}"
 
 
 @pytest.mark.slow
-def test_a_source_run_shorter_than_startsecs_is_never_repeated(tmp_path, supervisor):
+def test_a_source_run_shorter_than_startsecs_is_never_repeated(tmp_path, ipc, supervisor):
     """Issue 9 item 3: a run of 0.2 s exited 0 within startsecs, which supervisor took for
     a failed start: it ran it three times more, then marked it FATAL. The source now stays
     up until startsecs has passed, so its exit 0 is a clean end, and final."""
-    text, stats = chain_toml(name="short", frames=40, rate=200.0)
+    text, stats = chain_toml(ipc, name="short", frames=40, rate=200.0)
     sv = supervisor(write(tmp_path / "chain.toml", text))
     wait_for(lambda: sv.state("short:source") == "EXITED", 30, "the source to end its run")
     info = sv.info("short:source")

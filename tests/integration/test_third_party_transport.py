@@ -1,38 +1,29 @@
 """A transport from another package links two real services with no change to Arroyo:
-``frames://`` (tests/integration/third_party, plain TCP sockets, no ZeroMQ) is found by
+``frames://`` (tests/support/third_party, plain TCP sockets, no ZeroMQ) is found by
 its own distribution's ``arroyo.transports`` entry point, as a user's would be."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from harness import HERE, exit_within, wait_for
 
-from services.processes import free_port
 from services.status_server import query_status
+from tests.support.plugins import THIRD_PARTY, plugin_env
+from tests.support.waiting import exit_within, wait_for
 
 pytestmark = pytest.mark.integration
 
-THIRD_PARTY = HERE / "third_party"
 
-
-def third_party_env() -> dict[str, str]:
-    """Both the test transport's distribution and arroyo_testplugins on the path."""
-    path = os.environ.get("PYTHONPATH")
-    parts = [str(THIRD_PARTY), str(HERE)] + ([path] if path else [])
-    return {"PYTHONPATH": os.pathsep.join(parts)}
-
-
-def test_a_transport_registered_by_another_package_links_two_services(service, tcp):
-    address = f"127.0.0.1:{free_port()}"
-    sink_status = tcp()
-    env = third_party_env()
+def test_a_transport_registered_by_another_package_links_two_services(service, ipc):
+    sink_status = ipc()
+    env = plugin_env(THIRD_PARTY)  # the transport's distribution, and arroyo_testplugins
+    # the source binds a port the system picks (its READY line says which), then waits
+    # for the sink to connect
+    source = service("listener", "--source", "simulated", "-o", "shape=[32,32]",
+                     "-o", "frames=300", "-o", "rate=0", "--out", "@frames://127.0.0.1:0",
+                     name="source", env=env)
+    address = source.bound("out").removeprefix("frames://")
     service("publisher", "--in", f">frames://{address}", "--sink",
             "arroyo_testplugins.sinks:OrderSink", "--stats", sink_status, name="sink", env=env)
-    source = service("listener", "--source", "simulated", "-o", "shape=[32,32]",
-                     "-o", "frames=300", "-o", "rate=0", "--out", f"@frames://{address}",
-                     name="source", env=env)
     assert exit_within(source, 30) == 0
 
     def finished():

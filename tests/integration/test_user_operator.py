@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from harness import plugin_env, status, wait_for
 
 from arroyo_core.message import Event, Start, Stop
+from tests.support.ledgers import status
+from tests.support.plugins import plugin_env
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def test_user_operator_gets_its_options_and_survives_its_own_errors(service, tcp, sender,
+def test_user_operator_gets_its_options_and_survives_its_own_errors(service, ipc, sender,
                                                                     receiver):
-    hop1, hop2, stats = tcp(), tcp(), tcp()
+    hop1, hop2, stats = ipc(), ipc(), ipc()
     source = sender("@" + hop1)
     operator = service(
         "operator", "--in", ">" + hop1, "--out", "@" + hop2, "--status", stats,
@@ -58,16 +60,16 @@ def test_user_operator_gets_its_options_and_survives_its_own_errors(service, tcp
     assert operator.process.poll() is None
 
 
-def test_user_operator_that_cannot_be_imported_fails_the_service(service, tcp):
-    process = service("operator", "--in", ">" + tcp(), "--out", "@" + tcp(),
+def test_user_operator_that_cannot_be_imported_fails_the_service(service, ipc):
+    process = service("operator", "--in", ">" + ipc(), "--out", "@" + ipc(),
                       "--operator", "arroyo_testplugins.operators:NoSuchClass",
                       name="missing", ready=False, env=plugin_env())
     assert process.process.wait(15) == 2
     assert "arroyo_testplugins.operators:NoSuchClass" in process.output()
 
 
-def test_user_operator_given_an_unknown_option_fails_the_service(service, tcp):
-    process = service("operator", "--in", ">" + tcp(), "--out", "@" + tcp(),
+def test_user_operator_given_an_unknown_option_fails_the_service(service, ipc):
+    process = service("operator", "--in", ">" + ipc(), "--out", "@" + ipc(),
                       "--operator", "arroyo_testplugins.operators:Flaky", "-o", "colour=red",
                       name="badoption", ready=False, env=plugin_env())
     assert process.process.wait(15) == 2

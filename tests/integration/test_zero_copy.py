@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
-from harness import wait_for
 
 from arroyo_core.link import ZmqListener, ZmqPublisher
 from arroyo_core.message import Event, Start, Stop
 from arroyo_core.operators import PassThrough
 from arroyo_core.runtime import Runtime
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -93,8 +93,8 @@ class SpySocket:
 class InProcessHop:
     """sender -> [ZmqListener -> Runtime(operator) -> ZmqPublisher] -> raw PULL, one process."""
 
-    def __init__(self, tcp, operator: Any, publish: bool = True) -> None:
-        hop1, hop2 = tcp(), tcp()
+    def __init__(self, ipc, operator: Any, publish: bool = True) -> None:
+        hop1, hop2 = ipc(), ipc()
         self.sender = ZmqPublisher("@" + hop1)
         self.sender.open()
         self.output = ZmqPublisher("@" + hop2) if publish else None
@@ -118,11 +118,11 @@ class InProcessHop:
 
 
 @pytest.fixture
-def hop(tcp):
+def hop(ipc):
     made: list[InProcessHop] = []
 
     def make(operator: Any, publish: bool = True) -> InProcessHop:
-        made.append(InProcessHop(tcp, operator, publish))
+        made.append(InProcessHop(ipc, operator, publish))
         return made[-1]
 
     yield make

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from harness import skip_unless
+from tests.support.requirements import skip_unless
 
 ETC_NETNS = Path("/etc/netns")
 

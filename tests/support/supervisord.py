@@ -1,10 +1,8 @@
-"""Helpers for the deployment tests: chain files with free ports, polling with a deadline
-(harness.wait_for), a real supervisord running a generated chain, and reading a sink's
-ledger from its status socket or its last log line."""
+"""A real supervisord, run with the project's deploy/supervisor/supervisord.conf, managing
+what `arroyo deploy supervisor` generates for a chain file."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -14,58 +12,13 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
-from harness import wait_for, wait_or_kill
-
-from services.processes import free_port
-from services.status_server import query_status
+from tests.support.waiting import wait_for, wait_or_kill
 
 ROOT = Path(__file__).resolve().parents[2]
 ARROYO = f"{sys.executable} -m services"  # how supervisord starts this checkout's arroyo
 # the supervisor package's own commands, whether or not its scripts are on PATH
 SUPERVISORD = [sys.executable, "-m", "supervisor.supervisord"]
 SUPERVISORCTL = [sys.executable, "-m", "supervisor.supervisorctl"]
-
-
-def chain_toml(name: str = "t", frames: int = 300, rate: float = 200.0, shape: str = "[64, 64]",
-               drain_timeout: float = 3.0, operator: str = "passthrough",
-               source_options: str = "", sink: str = "stats", sink_options: str = "interval = 0",
-               extra: str = "") -> tuple[str, dict[str, str]]:
-    """A source -> operator -> sink chain on free loopback ports, and its status endpoints.
-
-    ``source_options`` are added to the simulated source's options, ``sink_options`` are the
-    sink's (TOML inline-table entries); ``extra`` is appended (e.g. ``program`` tables).
-    """
-    hop1, hop2 = free_port(), free_port()
-    stats = {svc: f"tcp://127.0.0.1:{free_port()}" for svc in ("source", "operator", "sink")}
-    more = f", {source_options}" if source_options else ""
-    text = f"""
-name = "{name}"
-
-[services.source]
-role = "listener"
-source = "simulated"
-options = {{ shape = {shape}, frames = {frames}, rate = {rate}{more} }}
-out = "@tcp://127.0.0.1:{hop1}"
-status = "{stats['source']}"
-drain_timeout = {drain_timeout}
-
-[services.operator]
-role = "operator"
-operator = "{operator}"
-in = ">tcp://{{source}}:{hop1}"
-out = "@tcp://127.0.0.1:{hop2}"
-status = "{stats['operator']}"
-drain_timeout = {drain_timeout}
-
-[services.sink]
-role = "publisher"
-sink = "{sink}"
-options = {{ {sink_options} }}
-in = ">tcp://{{operator}}:{hop2}"
-status = "{stats['sink']}"
-drain_timeout = {drain_timeout}
-{extra}"""
-    return text, stats
 
 
 class Supervisor:
@@ -144,27 +97,3 @@ def _namespace(socket_url: str, name: str) -> Any:
 
     transport = SupervisorTransport(None, None, socket_url)
     return getattr(xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport), name)
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
-
-
-def sink_runs(endpoint: str) -> list[dict[str, Any]]:
-    """The sink's per-run summaries (frames, frames_sent, lost, complete ...)."""
-    return query_status(endpoint, timeout=5.0)["outputs"][0]["runs"]
-
-
-def sink_frames(endpoint: str) -> int:
-    runs = sink_runs(endpoint)
-    return runs[-1]["frames"] if runs else 0
-
-
-def logged_ledger(log: str) -> dict[str, Any]:
-    """The ledger a stopped service logged as its last word ('... stopped; ledger: {...}')."""
-    for line in reversed(log.splitlines()):
-        _, marker, text = line.partition(" stopped; ledger: ")
-        if marker:
-            return json.loads(text)
-    raise AssertionError(f"no final ledger in the log:\n{log[-3000:]}")

@@ -3,7 +3,8 @@ moves multipart messages over one plain TCP connection (Python's ``socket``, no 
 Registered through its own distribution's ``arroyo.transports`` entry point.
 
 On the wire: a 4-byte frame count, an 8-byte length per frame, then the frames. The
-sending side binds (``@frames://host:port``), the receiving side connects.
+sending side binds (``@frames://host:port``; port 0 lets the system pick one, which the
+sender then gives as ``bound``), the receiving side connects.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class FramesSender(FrameSender):
     def open(self) -> None:
         self.listener = socket.create_server((self.address.host, int(self.address.port)))
         self.listener.settimeout(WAIT_S)
+        host, port = self.listener.getsockname()[:2]
+        self.bound = f"frames://{host}:{port}"
 
     def send(self, frames: list[Any], droppable: bool) -> str | None:
         while self.peer is None:

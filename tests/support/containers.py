@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import skip_unless
+from tests.support.requirements import skip_unless
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE_SCRIPT = ROOT / "deploy" / "base-image.sh"

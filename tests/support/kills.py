@@ -27,22 +27,29 @@ from typing import Any
 
 import msgpack
 import zmq
-from deploy_support import Supervisor, write
-from harness import wait_for
 
 from services.processes import free_port
+from tests.support.addresses import IpcDirectory
+from tests.support.chains import write
+from tests.support.supervisord import Supervisor
+from tests.support.waiting import wait_for
 
 GROUP = "kills"
 MIDDLE = f"{GROUP}:middle"
 PEER = {"push": "pull", "pub": "sub"}
 
 
-def chain_text(pattern: str, frames: int, rate: float, shape: int,
+def chain_text(pattern: str, frames: int, rate: float, shape: int, ipc: IpcDirectory,
                ) -> tuple[str, dict[str, str], str]:
-    """The chain file, the status endpoints by service, and the forwarder's address."""
+    """The chain file, the status endpoints by service (``ipc://`` paths from ``ipc``), and
+    the forwarder's address.
+
+    The hops and the forwarder's output are tcp ports picked here, before anything runs:
+    supervisord starts the whole chain at once, so no service can pick one and tell the
+    next, and the scenario runs against checkouts whose services do not say what they bound.
+    """
     hop1, hop2, out = free_port(), free_port(), f"tcp://127.0.0.1:{free_port()}"
-    status = {name: f"tcp://127.0.0.1:{free_port()}" for name in ("source", "middle",
-                                                                  "forwarder")}
+    status = {name: ipc(f"{name}.status") for name in ("source", "middle", "forwarder")}
     text = f"""
 name = "{GROUP}"
 
@@ -178,7 +185,8 @@ def run_kills(directory: Path, pattern: str, frames: int = 10_000, rate: float =
     entry: that many seconds after frames flowed again through its previous instance (0:
     at once, which is within about a second of that instance's start). Returns what the
     receiver got, each kill's timings, and what ``arroyo status`` reported."""
-    text, status, out = chain_text(pattern, frames, rate, shape)
+    ipc = IpcDirectory()
+    text, status, out = chain_text(pattern, frames, rate, shape, ipc)
     directory.mkdir(parents=True, exist_ok=True)
     receiver = RawReceiver(out)
     receiver.start()
@@ -231,6 +239,7 @@ def run_kills(directory: Path, pattern: str, frames: int = 10_000, rate: float =
     finally:
         receiver.stop()
         sv.stop()
+        ipc.remove()
     outcome.received = list(receiver.frames)
     outcome.frames_sent = dict(receiver.frames_sent)
     _attribute(outcome, receiver.arrivals)
