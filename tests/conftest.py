@@ -11,6 +11,10 @@ import zmq
 from services.processes import ServiceProcess
 from tests.support.addresses import IpcDirectory
 
+# open_sockets fails a test that leaves a ZeroMQ socket open (an autouse fixture);
+# pytester runs pytest on a test file, for the tests of that check.
+pytest_plugins = ["tests.support.open_sockets", "pytester"]
+
 
 @pytest.fixture
 def ipc() -> Iterator[IpcDirectory]:

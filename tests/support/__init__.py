@@ -5,6 +5,7 @@
 ``waiting``        wait for a condition, or a process, with a deadline
 ``addresses``      ipc:// addresses in a short per-test directory, tcp ports that
                    the binding side picks
+``open_sockets``   the check (a pytest plug-in) that fails a test leaving ZeroMQ sockets open
 ``messages``       bit-for-bit comparison of messages
 ``receiver``       a real listener in a thread, collecting what it delivers
 ``ledgers``        a service's ledger: from its status socket, or its last log line
