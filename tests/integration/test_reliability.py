@@ -245,7 +245,10 @@ def test_paused_stage_keeps_upstream_memory_in_budget(service, ipc, tmp_path, po
         middle.signal(signal.SIGCONT)
 
     run = completed_run(sink_stats)
-    ledger = status(source_stats)
+    # The source ends after its run, maybe before its status socket could be asked: its
+    # ledger is the one it logs as it stops.
+    wait_for(lambda: source.process.poll() is not None, 15, "the source to end its run")
+    ledger = final_ledger(source)
     received = [line.split() for line in record.read_text().splitlines()]
     indices = [int(frame) for _, frame, _ in received]
     true_loss = frames - len(set(indices))
