@@ -80,7 +80,11 @@ def _stop_all(chain: Chain, started: dict[str, ServiceProcess]) -> dict[str, int
             click.echo(f"arroyo run: {name} did not stop in time; killing it", err=True)
             process.process.kill()
             codes[name] = process.process.wait()
-        process.output()  # let the reader thread echo the last lines
+        said = process.output()  # (also lets the reader thread echo the last lines)
+        if codes[name] == -signal.SIGTERM and f"EXIT {name} 0" in said.splitlines():
+            # It had ended by itself (its run was over) and our SIGTERM reached only its
+            # interpreter's exit, where Python no longer handles signals: a clean end.
+            codes[name] = 0
     return codes
 
 
