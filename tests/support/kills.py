@@ -84,7 +84,8 @@ drain_timeout = 5.0
 
 class RawReceiver(threading.Thread):
     """Receives what leaves the chain on a PULL socket and notes, per Event, when it came
-    and its run and frame (docs/protocol.md: a msgpack header map, then payload frames)."""
+    and its run and frame (docs/protocol.md: a msgpack header map, then payload frames; a
+    ``batch`` header lists several Events' ``[meta, arrays]`` under ``events``)."""
 
     def __init__(self, address: str) -> None:
         super().__init__(daemon=True, name="raw-receiver")
@@ -104,12 +105,18 @@ class RawReceiver(threading.Thread):
             except zmq.Again:
                 continue
             header = msgpack.unpackb(parts[0].bytes, raw=False)
-            meta = header["meta"]
-            if header["kind"] == "event":
+            if header["kind"] == "batch":
+                events = [meta for meta, _arrays in header["events"]]
+            elif header["kind"] == "event":
+                events = [header["meta"]]
+            else:
+                events = []
+                if header["kind"] == "stop":
+                    self.frames_sent[header["meta"].get("run")] = header["meta"].get(
+                        "frames_sent")
+            for meta in events:
                 self.arrivals.append(time.monotonic())
                 self.frames.append((meta.get("run"), meta.get("frame")))
-            elif header["kind"] == "stop":
-                self.frames_sent[meta.get("run")] = meta.get("frames_sent")
         self.socket.close(linger=0)
 
     def count(self) -> int:
