@@ -100,7 +100,6 @@ class OutputLink(Publisher):
             self._batch = EventBatch()
 
     def publish(self, message: Message) -> None:
-        kind = message.kind
         batch = self._batch
         if batch is not None:
             if isinstance(message, Event) and batch.add(message):
