@@ -44,6 +44,7 @@ ALIGN = 8  # each array starts at a multiple of this in the data frame, so views
 # copying such an Event into a batch costs what sending it alone copies anyway.
 BATCH_EVENT_BYTES = 2**16
 _PADDING = bytes(ALIGN)
+_DTYPE_TEXT: dict[np.dtype, str] = {}  # plain dtypes are few: a bounded set
 
 
 class EventBatch:
@@ -81,7 +82,11 @@ class EventBatch:
                     and value.dtype.kind in _PLAIN_KINDS
                     and value.dtype.char not in "gG"):  # the usual case, quicker
                 # (long doubles in the other byte order have no buffer: the slow path)
-                descriptors.append([name, value.dtype.str, list(value.shape)])
+                dtype = value.dtype
+                text = _DTYPE_TEXT.get(dtype)
+                if text is None:
+                    text = _DTYPE_TEXT[dtype] = dtype.str  # a new string on every call
+                descriptors.append([name, text, list(value.shape)])
                 buffer = value.data
                 size += value.nbytes
             else:
