@@ -235,8 +235,12 @@ def run_kills(directory: Path, pattern: str, frames: int = 10_000, rate: float =
                      "the run's Stop at the receiver")
         except AssertionError:
             pass  # reported as such by the caller
-        outcome.states = {name: sv.state(f"{GROUP}:{name}")
-                          for name in ("source", "middle", "forwarder")}
+        names = [f"{GROUP}:{name}" for name in ("source", "middle", "forwarder")]
+        try:  # a stage restarted less than startsecs ago is STARTING: see where it settles
+            wait_for(lambda: "STARTING" not in map(sv.state, names), 10, "settled states")
+        except AssertionError:
+            pass  # reported by the caller, which wants each RUNNING
+        outcome.states = {name.split(":")[1]: sv.state(name) for name in names}
         outcome.reported, outcome.table = _reported(status)
         try:
             outcome.restarts = dict(sv.rpc_namespace("arroyo").getRestarts())
