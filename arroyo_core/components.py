@@ -21,9 +21,15 @@ Results = Message | Iterable[Message] | None
 
 
 class Listener(ABC):
-    """Receives from the outside world and hands each Message to ``deliver``."""
+    """Receives from the outside world and hands each Message to ``deliver``.
+
+    ``acknowledges``: true for a durable source that forgets a message once told it was
+    :meth:`handled`; the runtime then sends what it made of each message before saying
+    so (its outputs do not batch).
+    """
 
     _stop_requested: threading.Event | None = None
+    acknowledges = False
 
     @property
     def stop_requested(self) -> threading.Event:
@@ -48,7 +54,8 @@ class Listener(ABC):
         the operator and its results handed to every publisher, or the operator failed on it
         (counted). Runtimes handle messages in the order they were delivered, so every
         message delivered before it has been handled or dropped by the queue's policy. A
-        durable source acknowledges here; the default does nothing."""
+        durable source acknowledges here (and sets ``acknowledges``, so that the results
+        were sent, not held back in a batch); the default does nothing."""
 
     def close(self) -> None:
         """Release what :meth:`open` acquired."""
@@ -73,6 +80,14 @@ class Publisher(ABC):
     @abstractmethod
     def publish(self, message: Message) -> None:
         """Send one message; called from the runtime's processing thread only."""
+
+    def allow_batching(self) -> None:
+        """Told by a caller that will call :meth:`flush` whenever it has nothing more to
+        publish for now (the runtime): :meth:`publish` may then hold small messages back
+        to send them together."""
+
+    def flush(self) -> None:
+        """Send what :meth:`publish` held back, if anything."""
 
     def abandon(self) -> None:
         """Give up on sends still waiting for a peer (the runtime's drain time ran out)."""

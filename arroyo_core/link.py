@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import weakref
 from collections import deque
 from typing import Any
 
 from .address import Address
+from .batch import EventBatch, decode_all
 from .components import Deliver, Listener, Publisher
 from .errors import ConfigError, DecodeError
 from .lag import LagWatch
 from .ledger import InputLedger, OutputLedger
-from .message import Message, Stop
+from .message import Event, Message, Stop
 from .run_ledger import RunLedger
 from .status import LinkStatus
 from .transport import Transport, transport_for
-from .wire import DEFAULT_LIMITS, Limits, decode, encode
+from .wire import DEFAULT_LIMITS, Limits, encode
 
 SENDER_ID_BYTES = 4  # random bytes in a sender id, after the process id
 
@@ -58,11 +60,22 @@ class OutputLink(Publisher):
     ``>tcp://host:5555`` (connected), ``ipc:///path``, ``redis://host:6379/0?stream=NAME``
     or any registered transport's scheme.
 
-    Every option goes to the transport (e.g. ``pattern``, ``hwm``, ``overflow`` for
-    ZeroMQ; see its sender's docstring); an option it does not know is a ConfigError.
+    Parameters
+    ----------
+    batch, batch_bytes, batch_delay
+        Events under 64 KiB (``batch.BATCH_EVENT_BYTES``) go in batches
+        (:mod:`arroyo_core.batch`) of at most ``batch`` Events (default: the transport's
+        choice, 64 on ZeroMQ, none on Redis; 0 or 1: never batch) and ``batch_bytes`` of
+        data, sent once full, once the first has waited ``batch_delay`` seconds, or at once
+        when the runtime has nothing more queued. Only with a caller that calls
+        :meth:`flush` (the runtime); a link used on its own sends every message at once.
+    options
+        For the transport (e.g. ``pattern``, ``hwm``, ``overflow`` for ZeroMQ; see its
+        sender's docstring); an option it does not know is a ConfigError.
     """
 
-    def __init__(self, address: str, **options: Any) -> None:
+    def __init__(self, address: str, batch: int | None = None, batch_bytes: int = 2**18,
+                 batch_delay: float = 0.002, **options: Any) -> None:
         transport, self.address, options, link = _transport(address, options, output=True)
         self.ledger = OutputLedger(link)
         self.runs = RunLedger(link)
@@ -73,11 +86,33 @@ class OutputLink(Publisher):
         self.src = new_sender_id()
         self.seq = 0
         self._numbers_drops = self.sender.numbers_drops
+        batch = self.sender.batch if batch is None else int(batch)
+        self.batch_limits = (batch, int(batch_bytes), float(batch_delay))
+        self._batch: EventBatch | None = None  # None until a caller will flush
+        self.batches = 0  # batches sent
+        self.batched = 0  # Events in them (counted in ledger.sent too)
 
     def open(self) -> None:
         self.sender.open()
 
+    def allow_batching(self) -> None:
+        if self.batch_limits[0] > 1:
+            self._batch = EventBatch()
+
     def publish(self, message: Message) -> None:
+        batch = self._batch
+        if batch is not None:
+            if isinstance(message, Event) and batch.add(message):
+                most, most_bytes, delay = self.batch_limits
+                if (len(batch) >= most or batch.nbytes >= most_bytes
+                        or time.monotonic() - batch.began >= delay):
+                    self.flush()
+                return
+            if batch:
+                self.flush()  # in order: what was held back goes first
+        self._send(message)
+
+    def _send(self, message: Message) -> None:
         kind = message.kind
         if kind == "start":
             self.sender.wait_for_peers()
@@ -98,6 +133,30 @@ class OutputLink(Publisher):
             self.ledger.drop(dropped)
             self.runs.drop(message)
 
+    def flush(self) -> None:
+        """Send the Events held back in a batch, if any (one alone as a plain Event)."""
+        batch = self._batch
+        if not batch:
+            return
+        if len(batch) == 1:
+            self._send(batch.clear()[0])
+            return
+        frames = batch.frames(src=self.src, seq=self.seq)
+        events = batch.clear()
+        dropped = self.sender.send(frames, True)
+        if dropped is None or self._numbers_drops:
+            self.seq += len(events)
+        if dropped is None:
+            self.batches += 1
+            self.batched += len(events)
+            self.ledger.sent += len(events)
+            for event in events:
+                self.runs.observe(event)
+        else:
+            for event in events:
+                self.ledger.drop(dropped)
+                self.runs.drop(event)
+
     def _with_drops(self, stop: Message) -> Message:
         """The run's Stop with this link's drops added to its ``dropped`` (a copy: the
         same Stop may go to other outputs too), so the next hop counts them as dropped by
@@ -113,11 +172,13 @@ class OutputLink(Publisher):
         self.sender.abandon()
 
     def close(self) -> None:
+        self.flush()
         self.sender.close()
 
     def status(self) -> LinkStatus:
         record = self.ledger.status(address=self.address.shown, bound=self.sender.bound,
                                     scheme=self.address.scheme, src=self.src, next_seq=self.seq,
+                                    batches=self.batches, batched=self.batched,
                                     run_ledger=self.runs.status())
         return record.with_transport(self.sender.status())
 
@@ -156,6 +217,7 @@ class InputLink(Listener):
             self.receiver = transport.receiver(self.address, options, link)
         except TypeError as exc:
             raise ConfigError(f"{link}: {exc}") from None
+        self.acknowledges = self.receiver.acknowledges
         # Messages delivered and not yet handled, in delivery order, for a receiver that
         # acknowledges: handled(m) acknowledges every token up to m's, since runtimes
         # handle in delivery order and a queue's drop policy may skip some. Weak keys: a
@@ -174,28 +236,36 @@ class InputLink(Listener):
             try:
                 if isinstance(frames, DecodeError):
                     raise frames  # received, but the transport could not unpack it
-                message, envelope = decode(frames, limits)
+                messages = decode_all(frames, limits)
             except DecodeError as exc:
                 ledger.reject(exc.reason, str(exc))
                 if acknowledges:
                     self.receiver.acknowledge([token])  # out of the way: it never will parse
                 continue
             if lag is not None:
-                lag.observe(envelope.time)  # may raise FallenBehindError: the service ends
-            if not ledger.observe(envelope.src, envelope.seq):
-                if acknowledges:
-                    self.receiver.acknowledge([token])  # a duplicate: handled before
-                continue
-            runs.observe(message, envelope.src)
-            if message.kind in ("start", "stop"):
-                self.receiver.run_state(message.kind == "start")
+                lag.observe(messages[0][1].time)  # may raise FallenBehindError: the service ends
+            fresh = []
+            for message, envelope in messages:  # one, or each Event of a batch
+                if ledger.observe(envelope.src, envelope.seq):  # else a duplicate
+                    runs.observe(message, envelope.src)
+                    if message.kind in ("start", "stop"):
+                        self.receiver.run_state(message.kind == "start")
+                    fresh.append(message)
             if acknowledges:
-                self._serial += 1
-                self._serial_of[message] = self._serial
+                if not fresh:
+                    self.receiver.acknowledge([token])  # duplicates: handled before
+                    continue
+                for message in fresh:
+                    self._serial += 1
+                    self._serial_of[message] = self._serial
+                # acknowledged once the last is handled: handled() takes every token up to it
                 self._inflight.append((self._serial, token))
-            deliver(message)
+            for message in fresh:
+                deliver(message)
 
     def handled(self, message: Message) -> None:
+        if not self._inflight:
+            return  # a receiver that does not acknowledge, or nothing in flight
         serial = self._serial_of.pop(message, None)
         if serial is None:
             return

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .components import Listener, Operator, Publisher, as_operator
-from .message import Event, Message
+from .message import Event, Message, Start, Stop
 from .queues import MessageQueue
 from .results import checked_publish, operator_results, read_only
 from .run_ledger import ACCOUNTED, MAX_RUNS, accounted, run_key
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 FINISH_IDLE_S = 1.0  # with finish_run, how long an idle input is waited on for a Stop
 _END = object()  # put by the receiving thread when its listener has returned
+# What a hook usually returns, known not to be awaitable without asking (inspect's check
+# costs more than forwarding a small event does)
+_NOT_AWAITABLE = frozenset([type(None), list, tuple, Start, Event, Stop])
 
 
 class Runtime:
@@ -118,6 +121,12 @@ class Runtime:
             self.open()
         receiver = threading.Thread(target=self._receive, name="arroyo-receive", daemon=True)
         receiver.start()
+        # A durable source forgets a message once told it was handled: what the operator
+        # made of it must have been sent by then, so outputs hold nothing back.
+        acknowledges = self.listener.acknowledges
+        if not acknowledges:
+            for publisher in self.publishers:
+                publisher.allow_batching()  # flushed below whenever the queue is empty
         self.ready.set()
         try:
             ended = False
@@ -130,6 +139,8 @@ class Runtime:
                         break
                     self._handle(item)
                     self.listener.handled(item)  # a durable source may acknowledge it now
+                for publisher in self.publishers:
+                    publisher.flush()  # what they held back, now the queue is empty
         finally:
             receiver.join(timeout=self.drain_timeout)
             self.close()
@@ -246,7 +257,7 @@ class Runtime:
             self._stop_counts = self._accounted(message)
         try:
             results = self.operator.process(message)
-            if inspect.isawaitable(results):
+            if results.__class__ not in _NOT_AWAITABLE and inspect.isawaitable(results):
                 results = self._await(results)
             self._routing = True
             try:

@@ -178,6 +178,8 @@ class LinkStatus(Record):
     senders: dict[str, SenderStatus] = field(default_factory=dict)
     src: str | None = None  # an output's sender id: the inputs it reaches list it in senders
     next_seq: int | None = None  # an output's next sequence number
+    batches: int | None = None  # an output's batches sent (docs/protocol.md section 9)
+    batched: int | None = None  # Events of those batches (counted in sent too)
     lag: LagStatus | None = None
     unhandled: int | None = None  # delivered, not yet acknowledged (acknowledging inputs)
     runs: list[RunStatus] | None = None  # a sink that counts runs
@@ -265,6 +267,8 @@ _FIELD_TYPES: dict[str, Check] = {
         isinstance(k, str) and _fits(SenderStatus, s) for k, s in value.items()),
     "src": _optional(lambda value: isinstance(value, str)),
     "next_seq": _optional(_is_int),
+    "batches": _optional(_is_int),
+    "batched": _optional(_is_int),
     "lag": _optional(lambda value: _fits(LagStatus, value)),
     "unhandled": _optional(_is_int),
     "runs": _optional(_all_records(RunStatus)),

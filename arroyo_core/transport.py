@@ -41,6 +41,10 @@ class FrameSender(ABC):
     messages the sender does not know of, like pub/sub); if false, drops are counted only
     at the sender.
 
+    ``batch``: how many small Events an output link gathers into one message by default
+    over this transport (:mod:`arroyo_core.batch`); 0: each goes alone unless the link's
+    ``batch`` option says otherwise.
+
     ``bound``: once open, the address this end bound, with a port the system chose
     filled in (``tcp://127.0.0.1:40123`` for ``@tcp://127.0.0.1:*``), for the ledger and
     the service's READY line; None for an end that connects, or a transport that does not
@@ -48,6 +52,7 @@ class FrameSender(ABC):
     """
 
     numbers_drops = False
+    batch = 0
     bound: str | None = None
 
     def open(self) -> None:

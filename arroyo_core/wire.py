@@ -40,6 +40,7 @@ class Limits:
     max_header_bytes: int = 2**20
     max_arrays: int = 64
     max_ndim: int = 32
+    max_batch_events: int = 4096
 
 
 DEFAULT_LIMITS = Limits()
@@ -253,22 +254,41 @@ def _header(frame: Any, limits: Limits) -> dict[str, Any]:
 def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> tuple[Message, Envelope]:
     """Return the Message and Envelope that ``frames`` (bytes or zmq Frames) carry.
 
-    Raises DecodeError, and nothing else, for any input that is not a valid message.
+    Raises DecodeError, and nothing else, for any input that is not a valid message (a
+    batch of events, too: :func:`arroyo_core.batch.decode_all` reads those).
     """
+    return message_from(read_header(frames, limits), frames, limits)
+
+
+def read_header(frames: Sequence[Any], limits: Limits) -> dict[str, Any]:
+    """The header map of ``frames``, after the checks every kind of message shares (size,
+    msgpack, map keys, version); DecodeError otherwise."""
     if not frames:
         raise DecodeError("frames", "no frames")
     total = sum(map(len, frames))
     if total > limits.max_message_bytes:
         raise DecodeError("size", f"message of {total} bytes exceeds {limits.max_message_bytes}")
-    header = _header(frames[0], limits)
-    kind, meta, arrays = header.get("kind"), header.get("meta"), header.get("arrays")
+    return _header(frames[0], limits)
+
+
+def envelope_of(header: dict[str, Any]) -> Envelope:
+    """The header's ``src``, ``seq`` and ``time``, checked."""
     src, seq, sent = header.get("src"), header.get("seq"), header.get("time")
+    if not (isinstance(src, str) and type(seq) is int and seq >= 0 and isinstance(sent, float)):
+        raise DecodeError("header", "header fields src/seq/time missing or mistyped")
+    return Envelope(src, seq, sent)
+
+
+def message_from(header: dict[str, Any], frames: Sequence[Any], limits: Limits,
+                 ) -> tuple[Message, Envelope]:
+    """The message of a (single-message) header read by :func:`read_header`."""
+    kind, meta, arrays = header.get("kind"), header.get("meta"), header.get("arrays")
     cls = KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise DecodeError("header", f"unknown message kind {_show(kind)}")
-    if not (isinstance(meta, dict) and isinstance(arrays, list) and isinstance(src, str)
-            and type(seq) is int and seq >= 0 and isinstance(sent, float)):
+    if not (isinstance(meta, dict) and isinstance(arrays, list)):
         raise DecodeError("header", "header fields meta/arrays/src/seq/time missing or mistyped")
+    envelope = envelope_of(header)
     if len(arrays) > limits.max_arrays:
         raise DecodeError("size", f"{len(arrays)} arrays exceed the limit of {limits.max_arrays}")
     if len(arrays) != len(frames) - 1:
@@ -276,19 +296,20 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> tuple[Mess
                           f"header names {len(arrays)} arrays, {len(frames) - 1} frames came")
     if arrays and cls is not Event:
         raise DecodeError("header", f"a {kind} message carries no arrays")
-    envelope = Envelope(src, seq, sent)
     if cls is not Event:
         return cls(meta=meta), envelope
     payload: dict[str, Payload] = {}
     for descriptor, frame in zip(arrays, frames[1:], strict=True):
-        name, value = _array(descriptor, frame, limits)
-        payload[name] = value
+        name, dtype, shape, expected = parse_descriptor(descriptor, limits)
+        payload[name] = array_view(name, dtype, shape, expected, memoryview(frame))
     if len(payload) != len(arrays):
         raise DecodeError("header", "two arrays have the same name")
     return Event(meta=meta, payload=payload), envelope
 
 
-def _array(descriptor: Any, frame: Any, limits: Limits) -> tuple[str, Payload]:
+def parse_descriptor(descriptor: Any, limits: Limits,
+                     ) -> tuple[str, np.dtype | None, list[int], int]:
+    """``(name, dtype, shape, nbytes)`` of an array descriptor (dtype None: raw bytes)."""
     if not (isinstance(descriptor, list) and len(descriptor) == 3
             and isinstance(descriptor[0], str) and isinstance(descriptor[2], list)):
         raise DecodeError("header",
@@ -299,23 +320,31 @@ def _array(descriptor: Any, frame: Any, limits: Limits) -> tuple[str, Payload]:
             or (dtype is None and len(shape) != 1)):
         raise DecodeError("shape", f"array {_show(name)}: shape {_show(shape)} is not a list "
                           "of sizes (one size for bytes)")
-    buffer = memoryview(frame).toreadonly()  # zmq Frames are writable; Event promises read-only
     expected = shape[0] if dtype is None else dtype.itemsize * math.prod(shape)
-    if buffer.nbytes != expected:
-        raise DecodeError("length", f"array {_show(name)}: {dtype_text} {_show(shape)} needs "
-                          f"{expected} bytes, frame has {buffer.nbytes}")
-    if dtype is None:
-        return name, buffer
     # An empty array may claim no more extent than a full one could have: shape (2**54, 0)
     # costs no bytes to send, but numpy cannot reshape to 2**63 and iterating it never ends.
-    if expected == 0 and (dtype.itemsize * math.prod(n for n in shape if n)
-                          > min(limits.max_message_bytes, 2**63 - 1)):
+    if expected == 0 and dtype is not None and (
+            dtype.itemsize * math.prod(n for n in shape if n)
+            > min(limits.max_message_bytes, 2**63 - 1)):
         raise DecodeError("shape", f"array {_show(name)}: empty, but shape {_show(shape)} "
                           "is larger than a message may be")
+    return name, dtype, shape, expected
+
+
+def array_view(name: str, dtype: np.dtype | None, shape: list[int], expected: int,
+               buffer: memoryview) -> Payload:
+    """A read-only array (or memoryview for raw bytes) on ``buffer``, which must hold
+    exactly ``expected`` bytes."""
+    buffer = buffer.toreadonly()  # zmq Frames are writable; Event promises read-only
+    if buffer.nbytes != expected:
+        raise DecodeError("length", f"array {_show(name)}: {dtype or RAW_BYTES} {_show(shape)} "
+                          f"needs {expected} bytes, frame has {buffer.nbytes}")
+    if dtype is None:
+        return buffer
     array = np.ndarray(shape, dtype, buffer)  # a read-only view, as frombuffer+reshape but quicker
     if dtype.kind == "U" and expected and _max_code_point(buffer, dtype) > 0x10FFFF:
         raise DecodeError("value", f"array {_show(name)}: a character is beyond U+10FFFF")
-    return name, array
+    return array
 
 
 def _max_code_point(buffer: memoryview, dtype: np.dtype) -> int:

@@ -87,6 +87,8 @@ def _output_row(name: str, link: LinkStatus) -> list[str]:
     budget = link.transport.get("budget")
     if budget:
         notes.append(f"hwm {budget.get('hwm')} for {budget.get('max_bytes')} B")
+    if link.batches:
+        notes.append(f"{link.batched} in {link.batches} batches")
     sent = link.sent
     if link.runs is not None:  # a sink that counts runs: the frames it took
         sent = sum(run.frames for run in link.runs)

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import zmq
 
+from arroyo_core.batch import decode_all
 from arroyo_core.message import Event, Start, Stop
-from arroyo_core.wire import decode, encode
+from arroyo_core.wire import DEFAULT_LIMITS, decode, encode
 from tests.support.ledgers import final_ledger, status
 from tests.support.plugins import plugin_env
 from tests.support.waiting import wait_for
@@ -75,8 +76,11 @@ def test_downstream_started_late_loses_nothing(service, ipc, pattern, in_pattern
 
 def test_push_waits_for_every_expected_puller(service, ipc, zmq_socket):
     hop, stats = ipc(), ipc()
+    # batch=0: what is shared out here is messages, one per event (batches are shared
+    # the same way: tests/integration/test_batching.py)
     source = service("listener", *source_args(600, 0, "[8,8]"), "--out", "@" + hop,
                      "--out-option", "peers=3", "--out-option", "peer_timeout=0",
+                     "--out-option", "batch=0",
                      "--status", stats, name="source")
     pullers = []
     for connected in (1, 2):
@@ -118,16 +122,17 @@ def test_source_that_ends_while_its_peer_is_held_back_loses_nothing(service, ipc
     puller.rcvhwm = 10
     puller.rcvbuf = 64 * 1024  # most of the run waits in the source's kernel buffer
     puller.connect(source.bound("out"))
-    got = [puller.recv_multipart(copy=False) for _ in range(50)]
+    seqs = [envelope.seq for _ in range(50)
+            for _, envelope in decode_all(puller.recv_multipart(copy=False), DEFAULT_LIMITS)]
     # The source has handed all its frames to the kernel and ended its run; this peer is
     # held back (reads nothing) for a while, as a stage whose own output is blocked.
     wait_for(lambda: status(stats)["outputs"][0]["sent"] == frames + 2, 10,
              "the source to hand over its whole run")
     time.sleep(2.0)  # holding back on purpose, not waiting for a condition
     # (a 64 KiB receive buffer on loopback can leave TCP probing a zero window for a few s)
-    while len(got) < frames + 2 and puller.poll(6000):
-        got.append(puller.recv_multipart(copy=False))
-    seqs = [decode(frames_)[1].seq for frames_ in got]
+    while len(seqs) < frames + 2 and puller.poll(6000):
+        seqs += [envelope.seq for _, envelope in
+                 decode_all(puller.recv_multipart(copy=False), DEFAULT_LIMITS)]
     assert seqs == list(range(frames + 2))
     assert source.process.wait(10) == 0
 

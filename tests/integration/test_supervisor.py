@@ -117,7 +117,8 @@ out = "@tcp://127.0.0.1:*"
             "bad:unknown-operator": "no operator named 'no_such_operator'",
         }
         for name, message in expected.items():
-            wait_for(lambda n=name: sv.state(n) == "FATAL", 40, f"{name} FATAL")
+            # four tries of a Python start each: slow on a busy machine
+            wait_for(lambda n=name: sv.state(n) == "FATAL", 90, f"{name} FATAL")
             info = sv.info(name)
             assert "Exited too quickly" in info["spawnerr"]
             log = sv.log(name)

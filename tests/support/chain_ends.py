@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import zmq
 
+from arroyo_core.batch import decode_all
 from arroyo_core.link import ZmqPublisher
 from arroyo_core.message import Event, Start, Stop
-from arroyo_core.wire import decode
+from arroyo_core.wire import DEFAULT_LIMITS
 
 
 class FrameSink:
@@ -51,12 +52,13 @@ class FrameSink:
                 raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
                                      f"got {self.kinds}\n{tails}")
             if self.socket.poll(20):
-                message, _ = decode(self.socket.recv_multipart(copy=False))
-                self.kinds[message.kind] += 1
-                if isinstance(message, Event):
-                    self.frames[message.meta["frame"]] += 1
-                elif isinstance(message, Stop):
-                    self.stop_meta = message.meta
+                for message, _ in decode_all(self.socket.recv_multipart(copy=False),
+                                             DEFAULT_LIMITS):
+                    self.kinds[message.kind] += 1
+                    if isinstance(message, Event):
+                        self.frames[message.meta["frame"]] += 1
+                    elif isinstance(message, Stop):
+                        self.stop_meta = message.meta
 
 
 class Feeder:

@@ -84,7 +84,8 @@ drain_timeout = 5.0
 
 class RawReceiver(threading.Thread):
     """Receives what leaves the chain on a PULL socket and notes, per Event, when it came
-    and its run and frame (docs/protocol.md: a msgpack header map, then payload frames)."""
+    and its run and frame (docs/protocol.md: a msgpack header map, then payload frames; a
+    ``batch`` header lists several Events' ``[meta, arrays]`` under ``events``)."""
 
     def __init__(self, address: str) -> None:
         super().__init__(daemon=True, name="raw-receiver")
@@ -104,12 +105,18 @@ class RawReceiver(threading.Thread):
             except zmq.Again:
                 continue
             header = msgpack.unpackb(parts[0].bytes, raw=False)
-            meta = header["meta"]
-            if header["kind"] == "event":
+            if header["kind"] == "batch":
+                events = [meta for meta, _arrays in header["events"]]
+            elif header["kind"] == "event":
+                events = [header["meta"]]
+            else:
+                events = []
+                if header["kind"] == "stop":
+                    self.frames_sent[header["meta"].get("run")] = header["meta"].get(
+                        "frames_sent")
+            for meta in events:
                 self.arrivals.append(time.monotonic())
                 self.frames.append((meta.get("run"), meta.get("frame")))
-            elif header["kind"] == "stop":
-                self.frames_sent[meta.get("run")] = meta.get("frames_sent")
         self.socket.close(linger=0)
 
     def count(self) -> int:
@@ -228,8 +235,12 @@ def run_kills(directory: Path, pattern: str, frames: int = 10_000, rate: float =
                      "the run's Stop at the receiver")
         except AssertionError:
             pass  # reported as such by the caller
-        outcome.states = {name: sv.state(f"{GROUP}:{name}")
-                          for name in ("source", "middle", "forwarder")}
+        names = [f"{GROUP}:{name}" for name in ("source", "middle", "forwarder")]
+        try:  # a stage restarted less than startsecs ago is STARTING: see where it settles
+            wait_for(lambda: "STARTING" not in map(sv.state, names), 10, "settled states")
+        except AssertionError:
+            pass  # reported by the caller, which wants each RUNNING
+        outcome.states = {name.split(":")[1]: sv.state(name) for name in names}
         outcome.reported, outcome.table = _reported(status)
         try:
             outcome.restarts = dict(sv.rpc_namespace("arroyo").getRestarts())

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from arroyo_core import Event, Start, Stop, decode, encode
+from arroyo_core.batch import EventBatch, decode_all
+from arroyo_core.wire import DEFAULT_LIMITS
 
 PROTOCOL = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 SRC = "det-1"
@@ -26,6 +28,13 @@ VECTORS = {
                           {"note": b"hi!", "mask": np.zeros((0, 4), dtype="|b1")}),
                     2, 1700000000.75),
     "stop": (Stop({"frames_sent": 2}), 3, 1700000001.0),
+}
+
+# Section 9's batch: its Events, the first one's seq, and time.
+BATCH_VECTORS = {
+    "batch": ([Event({"frame": 4}, {"image": np.arange(3, dtype="<u2")}),
+               Event({"frame": 5}, {"note": b"ok", "gain": np.array(2.0, dtype="<f4")})],
+              4, 1700000002.0),
 }
 
 _BLOCK = re.compile(r"^```hexdump\n(.*?)^```", re.S | re.M)
@@ -69,7 +78,7 @@ def documented() -> dict[str, list[bytes]]:
 
 
 def test_document_holds_every_vector(documented):
-    assert sorted(documented) == sorted(VECTORS)
+    assert sorted(documented) == sorted([*VECTORS, *BATCH_VECTORS])
 
 
 @pytest.mark.parametrize("name", sorted(VECTORS))
@@ -104,3 +113,33 @@ def test_parser_rejects_a_doctored_dump():
     assert doctored != text
     with pytest.raises(AssertionError, match="byte counts"):
         parse_vectors(doctored)
+
+
+def _same_payload(got: dict, want: dict) -> None:
+    assert list(got) == list(want)
+    for key, value in want.items():
+        if isinstance(value, bytes):
+            assert isinstance(got[key], memoryview) and bytes(got[key]) == value
+        else:
+            assert got[key].dtype.str == value.dtype.str and got[key].shape == value.shape
+            assert np.array_equal(got[key], value)
+
+
+@pytest.mark.parametrize("name", sorted(BATCH_VECTORS))
+def test_batch_writes_the_documented_bytes(documented, name):
+    events, seq, time = BATCH_VECTORS[name]
+    batch = EventBatch()
+    for event in events:
+        assert batch.add(event)
+    assert [bytes(f) for f in batch.frames(src=SRC, seq=seq, time=time)] == documented[name]
+
+
+@pytest.mark.parametrize("name", sorted(BATCH_VECTORS))
+def test_batch_reads_back_as_its_events(documented, name):
+    events, seq, time = BATCH_VECTORS[name]
+    decoded = decode_all(documented[name], DEFAULT_LIMITS)
+    assert [tuple(envelope) for _, envelope in decoded] == [
+        (SRC, seq + index, time) for index in range(len(events))]
+    for (message, _), want in zip(decoded, events, strict=True):
+        assert type(message) is Event and message.meta == want.meta
+        _same_payload(message.payload, want.payload)

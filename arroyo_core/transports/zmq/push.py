@@ -33,12 +33,12 @@ OVERFLOW = ("block", "drop-newest")
 
 
 class PushSender(FrameSender):
-    """Sends on a PUSH socket.
+    """Sends on a PUSH socket; small Events go in batches (docs/protocol.md section 9).
 
     Parameters
     ----------
     hwm
-        Messages queued per peer before the overflow policy applies.
+        Messages queued per peer before the overflow policy applies (a batch is one).
     overflow
         ``block`` waits for the peer (back-pressure), ``drop-newest`` discards the event
         that does not fit and counts it; Start and Stop always wait. Either way nothing is
@@ -68,6 +68,7 @@ class PushSender(FrameSender):
     """
 
     socket_type = zmq.PUSH
+    batch = 64  # Events per batch by default (arroyo_core.link.OutputLink)
     pattern = "push"
 
     def __init__(self, address: Address, link: str, hwm: int = 100, overflow: str = "block",
