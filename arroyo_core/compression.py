@@ -95,7 +95,7 @@ def decompress(data: Payload, codec: str, dtype: np.dtype, shape: Sequence[int],
     out = np.empty(tuple(shape), dtype)
     if codec == "bitshuffle-lz4":
         bitshuffle = _module(codec)
-        block = _check_bitshuffle(raw, nbytes, dtype.itemsize)
+        block = check_bitshuffle(raw, nbytes, dtype.itemsize)
         if nbytes:
             flat = bitshuffle.decompress_lz4(raw[_BSHUF_HEADER.size:], (out.size,), dtype, block)
             out.reshape(-1)[...] = flat
@@ -117,7 +117,7 @@ def decompress(data: Payload, codec: str, dtype: np.dtype, shape: Sequence[int],
     raise ValueError(f"unknown codec {codec!r}; known: {', '.join(CODECS)}")
 
 
-def _check_bitshuffle(raw: np.ndarray, nbytes: int, itemsize: int) -> int:
+def check_bitshuffle(raw: np.ndarray, nbytes: int, itemsize: int) -> int:
     """Walk the chunk's block lengths against its size (bitshuffle's decoder trusts them);
     return the block size in elements."""
     if raw.nbytes < _BSHUF_HEADER.size:
