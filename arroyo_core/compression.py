@@ -110,7 +110,8 @@ def decompress(data: Payload, codec: str, dtype: np.dtype, shape: Sequence[int],
             raise ValueError(f"blosc2 entry holds {claimed} bytes in {stored}; expected "
                              f"{nbytes} in {raw.nbytes}")
         try:
-            blosc2.decompress2(raw, dst=out)
+            if nbytes:  # blosc2 refuses an empty destination
+                blosc2.decompress2(raw, dst=out)
         except Exception as exc:
             raise ValueError(f"blosc2 entry does not decompress ({exc})") from None
         return out

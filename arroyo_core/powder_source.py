@@ -19,7 +19,7 @@ from .integrate import require_pyfai
 from .sources import SimulatedDetector
 
 
-def powder_geometry(shape: tuple[int, int], pixel: float = 75e-6, distance: float = 0.1,
+def powder_geometry(shape: tuple[int, int], pixel: float = 75e-6, distance: float = 0.05,
                     wavelength: float = 1e-10) -> dict[str, Any]:
     """PONI keys of a flat detector of ``shape`` square pixels, the beam at its centre."""
     return {"poni_version": 2, "detector": "Detector",
@@ -79,7 +79,7 @@ class SimulatedPowder(SimulatedDetector):
 
     def __init__(self, shape: Iterable[int] = (512, 512), frames: int = 100,
                  rate: float = 10.0, runs: int = 1, ring: int = 4, calibrant: str = "LaB6",
-                 photons: float = 20.0, background: float = 0.02, distance: float = 0.1,
+                 photons: float = 20.0, background: float = 0.02, distance: float = 0.05,
                  seed: int = 0, checksum: bool = False) -> None:
         dims = tuple(int(n) for n in shape)
         if len(dims) != 2:
