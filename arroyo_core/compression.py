@@ -74,9 +74,9 @@ def compress(array: np.ndarray, codec: str, level: int = 5) -> bytes | memoryvie
         block = default_block_size(array.dtype.itemsize)
         body = bitshuffle.compress_lz4(array.reshape(-1), block)
         out = np.empty(_BSHUF_HEADER.size + body.nbytes, np.uint8)
-        _BSHUF_HEADER.pack_into(out, 0, array.nbytes, block * array.dtype.itemsize)
+        _BSHUF_HEADER.pack_into(out.data, 0, array.nbytes, block * array.dtype.itemsize)
         out[_BSHUF_HEADER.size:] = body
-        return memoryview(out)  # travels as a bytes entry
+        return out.data  # a memoryview: travels as a bytes entry
     if codec == "blosc2":
         blosc2 = _module(codec)
         return blosc2.compress2(array, typesize=array.dtype.itemsize, clevel=level,
@@ -123,7 +123,7 @@ def check_bitshuffle(raw: np.ndarray, nbytes: int, itemsize: int) -> int:
     return the block size in elements."""
     if raw.nbytes < _BSHUF_HEADER.size:
         raise ValueError("bitshuffle-lz4 entry shorter than its 12-byte header")
-    claimed, block_bytes = _BSHUF_HEADER.unpack_from(raw, 0)
+    claimed, block_bytes = _BSHUF_HEADER.unpack_from(raw.data, 0)
     if claimed != nbytes:
         raise ValueError(f"bitshuffle-lz4 entry holds {claimed} bytes; expected {nbytes}")
     block = block_bytes // itemsize
@@ -137,7 +137,7 @@ def check_bitshuffle(raw: np.ndarray, nbytes: int, itemsize: int) -> int:
     for _ in range(blocks):
         if position + 4 > end:
             raise ValueError("bitshuffle-lz4 entry is truncated")
-        (length,) = _BLOCK_PREFIX.unpack_from(raw, position)
+        (length,) = _BLOCK_PREFIX.unpack_from(raw.data, position)
         position += 4 + length
     if position != end:
         raise ValueError(f"bitshuffle-lz4 entry: blocks end at byte {position}, expected {end}")

@@ -12,7 +12,8 @@ The layout (``docs/beamline.md``)::
         ├── data (NXdata)                     signal "data": links to the frames
         ├── results (NXdata)                  every other payload entry (n, *shape); the axes
         │                                     the Start's ``nxdata`` names once, with units
-        └── stop (NXcollection)               complete (1,): 1 once the Stop came; attrs: its metadata
+        └── stop (NXcollection)               complete (1,): 1 once the Stop came;
+                                              attrs: the Stop's metadata
 
 The datasets are made at the run's first Event (its payload says their shapes), then the
 file turns to SWMR mode: from then on a reader that opens it with ``swmr=True`` and calls
@@ -156,8 +157,9 @@ class NexusSink(Publisher):
         """The run's datasets, shaped by its first Event; then SWMR mode (no new datasets)."""
         entry = self.file["entry"]
         event_meta = compressed_entries(event.meta)
-        hints = self._meta.get("nxdata") if isinstance(self._meta.get("nxdata"), dict) else {}
-        axes = hints.get("axes") if isinstance(hints.get("axes"), dict) else {}
+        given = self._meta.get("nxdata")
+        hints: dict[str, Any] = given if isinstance(given, dict) else {}
+        axes: dict[str, Any] = hints["axes"] if isinstance(hints.get("axes"), dict) else {}
         frames = entry.create_dataset("frame_number", (0,), maxshape=(None,), dtype="<i8",
                                       chunks=(4096,))
         self._datasets = {"frame_number": frames}
@@ -252,7 +254,8 @@ class NexusSink(Publisher):
             raise ValueError(f"nexus sink: an Event with entries {sorted(payload)} in a "
                              f"run whose datasets (fixed in SWMR mode by its first Event) are "
                              f"{sorted(set(self._datasets) - {'frame_number'})}")
-        rows, chunks = self.rows, {}
+        rows = self.rows
+        chunks: dict[str, Any] = {}
         for name, dataset in self._datasets.items():
             if name == "frame_number":
                 continue
@@ -339,6 +342,7 @@ class NexusSink(Publisher):
         return LinkStatus(name=f"nexus {self.directory}", direction="output", kind="sink",
                           sent=self.written,
                           transport={"file": str(self.path) if self.path else None,
+                                     "open": self.file is not None,
                                      "files": self.files, "rows": self.rows,
                                      "flushed_rows": self.flushed_rows,
                                      "stored_compressed": self.stored_compressed})
