@@ -212,3 +212,29 @@ def test_frames_compressed_by_one_service_are_restored_bit_exact_by_the_next(
         assert message.payload["image"].tobytes() == frame.tobytes()
         assert message.payload["gain"] == np.float32(2.0)
         assert "compressed" not in message.meta
+
+
+def test_the_beamline_demo_writes_a_file_of_frames_and_curves(tmp_path):
+    pytest.importorskip("pyFAI")
+    result = subprocess.run(
+        [sys.executable, "-P", "-m", "services", "demo", "--integrate", "--frames", "20",
+         "--rate", "0", "--shape", "128,128", "--directory", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "summary: 20 of 20 frames" in result.stdout
+    (path,) = tmp_path.glob("*.nxs")
+    with h5py.File(path, "r") as f:
+        assert f["entry/instrument/detector/data"].shape == (20, 128, 128)
+        assert f["entry/results/intensity"].shape == (20, 500)
+        assert f["entry/stop/complete"][0] == 1
+
+
+def test_the_beamline_chain_file_checks():
+    pytest.importorskip("pyFAI")
+    from pathlib import Path
+
+    chain = Path(__file__).resolve().parents[2] / "deploy" / "beamline.toml"
+    result = subprocess.run([sys.executable, "-P", "-m", "services", "check", str(chain)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "service integrate: config ok" in result.stdout
