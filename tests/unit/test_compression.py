@@ -54,7 +54,7 @@ def test_sparse_frames_compress(codec="bitshuffle-lz4"):
 
 def section_9() -> dict[str, list[bytes]]:
     text = PROTOCOL.read_text(encoding="utf-8").split("## 9. ")[1]
-    return parse_vectors(text.replace("```compressed-hexdump", "```hexdump"))
+    return parse_vectors(text.replace("```hexdump codec\n", "```hexdump\n"))
 
 
 @pytest.mark.parametrize("codec", CODECS)
