@@ -228,13 +228,3 @@ def test_the_beamline_demo_writes_a_file_of_frames_and_curves(tmp_path):
         assert f["entry/results/intensity"].shape == (20, 500)
         assert f["entry/stop/complete"][0] == 1
 
-
-def test_the_beamline_chain_file_checks():
-    pytest.importorskip("pyFAI")
-    from pathlib import Path
-
-    chain = Path(__file__).resolve().parents[2] / "deploy" / "beamline.toml"
-    result = subprocess.run([sys.executable, "-P", "-m", "services", "check", str(chain)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "service integrate: config ok" in result.stdout
