@@ -67,7 +67,7 @@ def main() -> None:
                 geometry = powder_geometry(shape)
                 ring = powder_frames(shape, 4, geometry=geometry)
 
-                def service_round() -> float:
+                def service_round(shape=shape, geometry=geometry, ring=ring) -> float:
                     sender.publish(Start({"run": "bench", "shape": list(shape),
                                           "geometry": geometry}))
                     for i in range(frames_n):
@@ -83,7 +83,7 @@ def main() -> None:
                     assert len(arrivals) == frames_n, f"{len(arrivals)} of {frames_n} curves"
                     return (frames_n - 1) / (arrivals[-1] - arrivals[0])
 
-                def loop_round() -> float:
+                def loop_round(geometry=geometry, ring=ring) -> float:
                     integrator = pyFAI.load(geometry)
                     integrator.integrate1d(ring[0], args.bins, unit="q_nm^-1",
                                            method=args.method)  # warm-up: the tables

@@ -45,7 +45,6 @@ def main() -> None:
     import bitshuffle
     import h5py
     import hdf5plugin
-    import numpy as np
 
     from arroyo_core import compression
     from arroyo_core.compression import compress, descriptor
@@ -104,10 +103,11 @@ def main() -> None:
             packed = [compress(f, "bitshuffle-lz4") for f in ring]
             nbytes = ring[0].nbytes * frames_n
             rows = {
-                "NexusSink, frames as arrays": lambda: sink_run(ring, None),
-                "NexusSink, frames arrive bitshuffle-lz4": lambda: sink_run(ring, packed),
-                "bare h5py + bitshuffle, direct chunks": lambda: bare(ring, True),
-                "bare h5py, hdf5plugin filter": lambda: bare(ring, False),
+                "NexusSink, frames as arrays": lambda ring=ring: sink_run(ring, None),
+                "NexusSink, frames arrive bitshuffle-lz4":
+                    lambda ring=ring, packed=packed: sink_run(ring, packed),
+                "bare h5py + bitshuffle, direct chunks": lambda ring=ring: bare(ring, True),
+                "bare h5py, hdf5plugin filter": lambda ring=ring: bare(ring, False),
             }
             times: dict[str, list[float]] = {name: [] for name in rows}
             for _ in range(repeats):  # alternating, so drift of the machine hits all alike
@@ -122,7 +122,7 @@ def main() -> None:
             spent = [0.0]
             original = compression.compress
 
-            def timed(*a, **k):
+            def timed(*a, original=original, spent=spent, **k):
                 began = time.perf_counter()
                 try:
                     return original(*a, **k)
