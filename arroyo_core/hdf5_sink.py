@@ -117,14 +117,7 @@ class HDF5Sink(Publisher):
 
     def _open_file(self, meta: dict[str, Any]) -> None:
         self._close_file()
-        # The run id comes from the network: keep it from naming a path outside directory.
-        run = _SAFE_NAME.sub("_", str(meta.get("run") or ""))[:100].lstrip(".")
-        name = run or time.strftime("%Y%m%d-%H%M%S")
-        path = self.directory / f"{name}.h5"
-        counter = 1
-        while path.exists():  # never overwrite an earlier run's file
-            path = self.directory / f"{name}-{counter}.h5"
-            counter += 1
+        path = run_path(self.directory, meta, ".h5")
         # At most the 1.8 format: a version 3 superblock marks the file open for writing,
         # and a killed writer's file would then not open without h5clear.
         self.file = self._h5py.File(path, "x", libver=("earliest", "v108"))
@@ -216,6 +209,19 @@ class HDF5Sink(Publisher):
 
     def stats(self) -> dict[str, Any]:
         return self.status().to_dict()
+
+
+def run_path(directory: Path, meta: dict[str, Any], suffix: str) -> Path:
+    """``{directory}/{run}{suffix}`` for a run's Start metadata, never an existing file
+    (``{run}-1{suffix}`` ...); the run id is sanitised, as it comes from the network."""
+    run = _SAFE_NAME.sub("_", str(meta.get("run") or ""))[:100].lstrip(".")
+    name = run or time.strftime("%Y%m%d-%H%M%S")
+    path = directory / f"{name}{suffix}"
+    counter = 1
+    while path.exists():  # never overwrite an earlier run's file
+        path = directory / f"{name}-{counter}{suffix}"
+        counter += 1
+    return path
 
 
 def _set_attrs(attrs: Any, meta: dict[str, Any]) -> None:

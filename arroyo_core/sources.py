@@ -87,7 +87,7 @@ class SimulatedDetector(Listener):
         run_id = uuid.uuid4().hex
         deliver(Start({"run": run_id, "shape": list(self.shape), "dtype": self.dtype.str,
                        "frames": self.frames, "rate": self.rate, "source": "simulated",
-                       "started": time.time()}))
+                       "started": time.time(), **self.start_meta()}))
         period = 1.0 / self.rate if self.rate > 0 else 0.0
         began = time.monotonic()
         index = 0
@@ -107,6 +107,10 @@ class SimulatedDetector(Listener):
         deliver(Stop({"run": run_id, "frames_sent": index,
                       "aborted": index < self.frames,
                       "seconds": time.monotonic() - began}))
+
+    def start_meta(self) -> dict[str, Any]:
+        """More metadata for each run's Start (a subclass describes its frames here)."""
+        return {}
 
     def status(self) -> LinkStatus:
         return LinkStatus(name="simulated detector", direction="input", kind="source",

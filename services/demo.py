@@ -28,10 +28,20 @@ def _sink_run(stats_endpoint: str) -> dict:
 @click.option("--operator", default="passthrough", show_default=True,
               help="Operator of the middle service (name or package.module:Class).")
 @click.option("--verbose", is_flag=True, help="Echo the services' own log lines.")
+@click.option("--integrate", is_flag=True,
+              help="The beamline chain instead: simulated powder rings -> pyFAI integration "
+                   "-> NeXus file (needs the pyfai and nexus extras).")
+@click.option("--directory", default="runs", show_default=True,
+              help="With --integrate: where the NeXus files go.")
 def demo(shape: str, dtype: str, frames: int, rate: float, pattern: str, operator: str,
-         verbose: bool) -> None:
+         verbose: bool, integrate: bool, directory: str) -> None:
     """Run simulated detector -> operator -> statistics sink as three processes and show
     live progress, then a summary of frames sent, received and lost."""
+    if integrate:
+        from .beamline_demo import beamline_demo
+
+        beamline_demo(shape, frames, rate, directory, verbose)
+        return
     host = "127.0.0.1"
     hop1, hop2 = (f"tcp://{host}:{free_port()}" for _ in range(2))
     status = {name: f"tcp://{host}:{free_port()}" for name in ("source", "operator", "sink")}
