@@ -69,6 +69,8 @@ class OutputLink(Publisher):
         data, sent once full, once the first has waited ``batch_delay`` seconds, or at once
         when the runtime has nothing more queued. Only with a caller that calls
         :meth:`flush` (the runtime); a link used on its own sends every message at once.
+        A batch is one message to the receiver's ``max_message_bytes``: keep
+        ``batch_bytes`` below it.
     options
         For the transport (e.g. ``pattern``, ``hwm``, ``overflow`` for ZeroMQ; see its
         sender's docstring); an option it does not know is a ConfigError.
