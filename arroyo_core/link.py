@@ -24,6 +24,7 @@ from typing import Any
 from .address import Address
 from .components import Deliver, Listener, Publisher
 from .errors import ConfigError, DecodeError
+from .fanin import FanIn
 from .lag import LagWatch
 from .ledger import InputLedger, OutputLedger
 from .message import Message, Stop
@@ -140,12 +141,17 @@ class InputLink(Listener):
         Report a link that falls further behind its sender than ``max_lag`` seconds (0:
         off); with ``on_lag="disconnect"`` end the service instead (see
         :mod:`arroyo_core.lag`).
+    order, order_window, order_timeout, stop_timeout
+        After a pool: pass Events on in frame order, and give up on a worker's Stop after
+        ``stop_timeout`` s (see :mod:`arroyo_core.fanin`).
     options
         For the transport (see its receiver's docstring).
     """
 
     def __init__(self, address: str, max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes,
-                 max_lag: float = 0.0, on_lag: str = "warn", **options: Any) -> None:
+                 max_lag: float = 0.0, on_lag: str = "warn", order: bool = False,
+                 order_window: int = 256, order_timeout: float = 1.0,
+                 stop_timeout: float = 10.0, **options: Any) -> None:
         options["max_message_bytes"] = int(max_message_bytes)  # the transport's ceiling
         transport, self.address, options, link = _transport(address, options, output=False)
         self.ledger = InputLedger(link)
@@ -156,6 +162,9 @@ class InputLink(Listener):
             self.receiver = transport.receiver(self.address, options, link)
         except TypeError as exc:
             raise ConfigError(f"{link}: {exc}") from None
+        self.fanin = FanIn(link, joins=not self.receiver.shares, order=order,
+                           order_window=order_window, order_timeout=order_timeout,
+                           stop_timeout=stop_timeout)
         # Messages delivered and not yet handled, in delivery order, for a receiver that
         # acknowledges: handled(m) acknowledges every token up to m's, since runtimes
         # handle in delivery order and a queue's drop policy may skip some. Weak keys: a
@@ -168,8 +177,34 @@ class InputLink(Listener):
         self.receiver.open()
 
     def start(self, deliver: Deliver) -> None:
-        ledger, runs, limits, lag = self.ledger, self.runs, self.limits, self.lag
+        runs, receiver = self.runs, self.receiver
+        acknowledges = receiver.acknowledges
+
+        def pass_on(message: Message, tag: tuple[str, Any]) -> None:
+            # after the fan-in (a pool's Starts and Stops joined): what the runtime gets
+            runs.observe(message, tag[0])
+            if message.kind in ("start", "stop"):
+                receiver.run_state(message.kind == "start")
+            if acknowledges:
+                self._serial += 1
+                self._serial_of[message] = self._serial
+                self._inflight.append((self._serial, tag[1]))
+            deliver(message)
+
+        def drop(tag: tuple[str, Any]) -> None:  # absorbed by the fan-in: done with
+            if acknowledges:
+                receiver.acknowledge([tag[1]])
+
+        self.fanin.start(pass_on, drop)
+        try:
+            self._receive()
+        finally:
+            self.fanin.finish()
+
+    def _receive(self) -> None:
+        ledger, limits, lag = self.ledger, self.limits, self.lag
         acknowledges = self.receiver.acknowledges
+        take = self.fanin.take
         for frames, token in self.receiver.receive(self.stop_requested):
             try:
                 if isinstance(frames, DecodeError):
@@ -186,14 +221,7 @@ class InputLink(Listener):
                 if acknowledges:
                     self.receiver.acknowledge([token])  # a duplicate: handled before
                 continue
-            runs.observe(message, envelope.src)
-            if message.kind in ("start", "stop"):
-                self.receiver.run_state(message.kind == "start")
-            if acknowledges:
-                self._serial += 1
-                self._serial_of[message] = self._serial
-                self._inflight.append((self._serial, token))
-            deliver(message)
+            take(message, (envelope.src, token))
 
     def handled(self, message: Message) -> None:
         serial = self._serial_of.pop(message, None)
@@ -222,7 +250,11 @@ class InputLink(Listener):
         record = self.ledger.status(address=self.address.shown, bound=self.receiver.bound,
                                     scheme=self.address.scheme, lag=lag, unhandled=unhandled,
                                     run_ledger=self.runs.status())
-        return record.with_transport(self.receiver.status())
+        transport = self.receiver.status()
+        fanin = self.fanin.status()
+        if fanin["order"] or fanin["stops_joined"]:
+            transport["fan_in"] = fanin
+        return record.with_transport(transport)
 
     def stats(self) -> dict[str, Any]:
         return self.status().to_dict()

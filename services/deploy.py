@@ -29,9 +29,10 @@ def stop_wait(chain: Chain, name: str) -> int:
     return math.ceil(chain.all_services()[name].drain_timeout) + STOP_MARGIN_S
 
 
-def status_address(chain: Chain, name: str) -> str | None:
-    """Where ``arroyo status`` reaches the service from its own host, if it has a status socket."""
-    status = chain.resolve(name).status
+def status_address(chain: Chain, name: str, replica: int | None = None) -> str | None:
+    """Where ``arroyo status`` reaches the service (its worker ``replica``, of a pool) from
+    its own host, if it has a status socket."""
+    status = chain.resolve(name, replica=replica).status
     if not status:
         return None
     address = Address.parse(status, bind_by_default=True).text
