@@ -142,6 +142,9 @@ class FanIn:
                 if kind == "stop":
                     self._release(run, everything=True)
                     run.finished = True
+                    if run.late:  # dropped here by policy: said in the Stop, not lost
+                        dropped = accounted(meta)[2] + run.late
+                        message = type(message)(meta={**meta, "dropped": dropped})
                 else:
                     run.started = True
                 self._send(message, src)

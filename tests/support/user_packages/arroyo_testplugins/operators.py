@@ -64,3 +64,20 @@ class DropOdd(Operator):
 
     def on_event(self, event: Event) -> Results:
         return None if event.meta["frame"] % 2 else event
+
+
+class Busy(Operator):
+    """Spends ``ms`` milliseconds of CPU on every Event (a slow analysis step), then passes
+    it on: what a pool of workers is for."""
+
+    def __init__(self, ms: float = 5.0) -> None:
+        super().__init__()
+        self.seconds = ms / 1000
+
+    def on_event(self, event: Event) -> Results:
+        import time
+
+        end = time.thread_time() + self.seconds
+        while time.thread_time() < end:
+            pass
+        return event
