@@ -229,3 +229,30 @@ def test_kill_9_of_a_worker_under_supervisord_reports_the_true_loss(tmp_path, ip
     assert forwarder["input"]["fan_in"]["stops_timed_out"] == 0
     source = sv.log("pk:source")
     assert "worker 4 joined" in source and "is gone" in source
+
+
+def test_replicas_by_hand_run_a_pool_of_worker_processes(receiver):
+    from arroyo_core.dispatch import DispatchLink
+
+    sink = receiver("@tcp://127.0.0.1:*")  # an InputLink: it joins the workers' Stops
+    feed = DispatchLink("@tcp://127.0.0.1:*", peers=2, linger_ms=0)
+    feed.open()
+    status_port = free_port()
+    pool = ServiceProcess("operator", [
+        "--replicas", "2", "--in", ">" + str(feed.status().bound), "--out", ">" + str(sink.bound),
+        "--status", f"tcp://127.0.0.1:{status_port}"], name="w")
+    try:
+        feed.publish(Start({"run": "r"}))  # waits for both workers
+        for frame in range(20):
+            feed.publish(Event({"run": "r", "frame": frame}, {"x": b"x"}))
+        feed.publish(Stop({"run": "r", "frames_sent": 20}))
+        got = sink.take(22)
+        assert [m.kind for m in got].count("start") == 1 and got[-1].kind == "stop"
+        assert sorted(m.meta["frame"] for m in got if m.kind == "event") == list(range(20))
+        for k in range(2):  # worker K: named w-K, its status at the port + K
+            record = status(f"tcp://127.0.0.1:{status_port + k}")
+            assert record["name"] == f"w-{k}" and record["input"]["received"] >= 2
+    finally:
+        assert pool.stop() == 0
+        feed.abandon()
+        feed.close()
