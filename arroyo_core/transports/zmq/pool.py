@@ -72,6 +72,9 @@ class DispatchSender(PeerSender):
         As on a PUSH output (:class:`.push.PushSender`).
     curve_secret_key_file, curve_allow, curve_server_key_file
         See :mod:`.curve`.
+    max_bytes, message_bytes
+        Accepted (a service's ``memory_limit`` sets them) but not applied: what a pool
+        link holds is bounded by the workers' credits, in messages.
     """
 
     pattern = "dispatch"
@@ -80,7 +83,8 @@ class DispatchSender(PeerSender):
                  peer_timeout: float = 30.0, linger_ms: int = 10_000, heartbeat_ms: int = 1000,
                  heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS,
                  curve_secret_key_file: str | None = None, curve_allow: Any = None,
-                 curve_server_key_file: str | None = None) -> None:
+                 curve_server_key_file: str | None = None, max_bytes: Any = None,
+                 message_bytes: Any = None) -> None:
         if int(hwm) <= CONTROL_SLACK:
             raise ConfigError(f"hwm {hwm}: a dispatcher needs more than {CONTROL_SLACK}")
         self.address = address
@@ -193,6 +197,8 @@ class WorkerReceiver(FrameReceiver):
         As on a PULL input (:class:`.receiver.ZmqReceiver`).
     curve_secret_key_file, curve_allow, curve_server_key_file
         See :mod:`.curve`.
+    max_bytes, message_bytes
+        Accepted, not applied: ``credit`` bounds what a worker holds (as on the dispatcher).
     """
 
     acknowledges = True
@@ -203,7 +209,8 @@ class WorkerReceiver(FrameReceiver):
                  heartbeat_ms: int = 0, heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS,
                  max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes,
                  curve_secret_key_file: str | None = None, curve_allow: Any = None,
-                 curve_server_key_file: str | None = None) -> None:
+                 curve_server_key_file: str | None = None, max_bytes: Any = None,
+                 message_bytes: Any = None) -> None:
         if int(credit) < 1:
             raise ConfigError(f"credit {credit}: a worker must take at least 1 message")
         self.address = address
