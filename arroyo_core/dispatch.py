@@ -261,6 +261,22 @@ class DispatchLink(OutputLink):
             worker.started = False
         return None
 
+    def close(self) -> None:
+        """Wait (up to the sender's linger) until every worker has finished what it was
+        sent, reading its credits, then close. Closing sooner would lose the run's tail:
+        credits unread here make the kernel reset the connections (it answers a close
+        with unread data by RST), and what was still on its way to a worker is gone."""
+        deadline = time.monotonic() + self.peer_sender.linger_s
+        while not self._abandoned() and time.monotonic() < deadline:
+            busy = [w for w in self.workers.values() if w.sent > w.finished]
+            if not busy:
+                break
+            self._listen(CREDIT_WAIT_S)
+            for worker in busy:
+                if not self.peer_sender.probe(worker.peer):
+                    self._dead(worker)
+        super().close()
+
     def status(self) -> LinkStatus:
         record = super().status()
         workers = list(self.workers.values())  # read from the status server's thread

@@ -11,8 +11,8 @@ here, before its run ledger counts anything:
   ``filtered``, ``failed`` and ``dropped`` are the sums over the workers (each counted once
   what they had in common when the pool got them, ``pool.accounted``), without ``pool``;
 - a worker that died after the dispatcher sent it the Stop never sends it on: after
-  ``stop_timeout`` seconds without any message of the run, the Stop goes on with what came
-  (logged, and counted as ``stops_timed_out``);
+  ``stop_timeout`` seconds without any message, the Stop goes on with what came (logged,
+  and counted as ``stops_timed_out``);
 - with ``order``, Events are passed on in the order of their ``frame`` per run: one that
   comes early waits, at most ``order_window`` of them and at most ``order_timeout``
   seconds; past either, the gap is given up and the frames in it that still come are
@@ -75,7 +75,7 @@ class FanIn:
         Pass Events on in frame order, holding at most ``order_window`` Events, each at
         most ``order_timeout`` seconds.
     stop_timeout
-        Seconds without a message of a run after which its Stop goes on without the
+        Seconds without any message after which a run's Stop goes on without the
         Stops still missing (a worker died holding it).
     """
 
@@ -102,6 +102,7 @@ class FanIn:
         self._count = 0  # tie-breaker in the heaps
         self._ticker: threading.Thread | None = None
         self._halt = threading.Event()
+        self._last_any = time.monotonic()  # when any message last came
 
     @property
     def active(self) -> bool:
@@ -131,6 +132,7 @@ class FanIn:
     def take(self, message: Message, src: Any) -> None:
         """One message from the link (after its sequence ledger), from the receiving thread."""
         with self._lock:
+            self._last_any = time.monotonic()  # a worker still sending holds its Stop back
             kind = message.kind
             meta = message.meta
             if kind == "event":
@@ -284,7 +286,8 @@ class FanIn:
                 for key, run in list(self.runs.items()):
                     if run.held and now - run.held_since >= self.order_timeout:
                         self._give_up(run)
-                    if run.stops and not run.finished and now - run.last >= self.stop_timeout:
+                    idle = now - max(run.last, self._last_any)
+                    if run.stops and not run.finished and idle >= self.stop_timeout:
                         self._finish(key, run, timed_out=True)
 
     def status(self) -> dict[str, Any]:

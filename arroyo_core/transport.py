@@ -86,13 +86,15 @@ class PeerSender(FrameSender):
 
     ``expected_peers`` and ``peer_timeout``: how many peers a run waits for before its
     Start, and for how long (0: forever). ``max_credit``: the most one peer may be
-    credited with. ``abandoned``: set by :meth:`abandon`.
+    credited with. ``abandoned``: set by :meth:`abandon`. ``linger_s``: how long the
+    link's close waits for peers to finish what they were sent.
     """
 
     expected_peers = 0
     peer_timeout = 0.0
     max_credit = 1 << 30
     abandoned = False
+    linger_s = 10.0  # how long a close waits for peers to finish what they were sent
 
     def waiting_reason(self) -> str:
         """Why no peer takes messages, as far as the transport can tell (for a log line)."""

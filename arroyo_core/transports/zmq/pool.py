@@ -93,6 +93,7 @@ class DispatchSender(PeerSender):
         self.expected_peers = int(peers)
         self.peer_timeout = float(peer_timeout)
         self.linger_ms = int(linger_ms)
+        self.linger_s = self.linger_ms / 1000
         self.options = link_options(zmq.SNDHWM, self.hwm, self.linger_ms, int(heartbeat_ms),
                                     int(heartbeat_timeout_ms))
         self.options.update({zmq.ROUTER_MANDATORY: 1, zmq.ROUTER_HANDOVER: 1,
