@@ -74,20 +74,29 @@ def run(chain_file: str, services: tuple[str, ...], host: str | None) -> None:
 @click.option("--check", is_flag=True,
               help="Check the service's configuration (plug-ins, options, addresses) and exit "
                    "without opening anything.")
+@click.option("--replica", type=click.IntRange(min=0), metavar="K",
+              help="Of a service with replicas = N: run its worker K (0 to N-1), named "
+                   "NAME-K, its status port + K.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def service(chain_file: str, name: str, target: Target, check: bool, log_level: str) -> None:
+def service(chain_file: str, name: str, target: Target, check: bool, replica: int | None,
+            log_level: str) -> None:
     """Run service NAME of CHAIN_FILE in the foreground, with the settings the file gives it.
     `arroyo run`, the generated supervisor programs and compose services all start this. It
     runs in CHAIN_FILE's directory: relative paths are read there, and user code
     (package.module:Class) is imported from there first."""
-    setup_logging(log_level, name)
+    setup_logging(log_level, name if replica is None else f"{name}-{replica}")
     chain = _load(chain_file, (name,))
     # Under supervisord (which sets SUPERVISOR_ENABLED in its programs' environment), an
     # end sooner than the program's startsecs would count as a failed start and run again.
     min_uptime = startsecs(chain, name) if os.environ.get("SUPERVISOR_ENABLED") else 0.0
     with at_home(home_of(chain_file)):
-        sys.exit(serve(chain.resolve(name, target), check=check, min_uptime=min_uptime))
+        try:
+            config = chain.resolve(name, target, replica)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_CONFIG)
+        sys.exit(serve(config, check=check, min_uptime=min_uptime))
 
 
 @click.command("check")

@@ -22,7 +22,8 @@ from arroyo_core.address import Address
 
 MEETING: dict[str, Literal["point", "broker"]] = {
     "tcp": "point", "ipc": "point", "inproc": "point", "redis": "broker", "rediss": "broker"}
-PEERS = {"push": "pull", "pull": "push", "pub": "sub", "sub": "pub"}
+PEERS = {"push": "pull", "pull": "push", "pub": "sub", "sub": "pub", "dispatch": "worker",
+         "worker": "dispatch"}
 OPPOSITE = {"in": "out", "out": "in"}
 LOCAL = {"127.0.0.1", "localhost", "::1"}
 ANYWHERE = {"*", "0.0.0.0", "::"}
@@ -129,6 +130,39 @@ def problems(ends: list[LinkEnd], hosts: Mapping[str, str],
             found.append(f"{end} and {seen[place]} bind the same address")
         seen[place] = end
     return found
+
+
+def pool_problems(ends: list[LinkEnd], replicas: Mapping[str, int]) -> list[str]:
+    """A pool's workers cannot all bind one address: each data link of a service with
+    replicas > 1 must connect (the service before it and the one after it bind)."""
+    found = []
+    for end in ends:
+        count = replicas.get(end.service, 1)
+        if count > 1 and end.key in OPPOSITE and end.meeting == "point" and end.address.bind:
+            other = "the service that feeds it" if end.key == "in" else "the next service"
+            found.append(f"{end}: [{end.service}] has replicas = {count}, whose workers "
+                         f"cannot all bind one address; let {other} bind and the workers "
+                         f"connect ({end.key} = \">...\")")
+    return found
+
+
+def nth_address(text: str, index: int) -> str:
+    """The status address of worker ``index`` of a pool: the port + index for tcp (a
+    wildcard port stays one), the path + ``-index`` for ipc."""
+    address = Address.parse(text, bind_by_default=True)
+    prefix = text[0] if text[0] in "@>" else ""
+    if address.scheme == "tcp" and address.port.isdigit():
+        head, _, port = address.text.rpartition(":")
+        return f"{prefix}{head}:{int(port) + index}"
+    if address.scheme in ("ipc", "inproc"):
+        return f"{prefix}{address.text}-{index}"
+    return text
+
+
+def reaches(connect: Address, bound: Address, bound_host: str) -> bool:
+    """Whether connecting to ``connect`` reaches ``bound``, bound by a service on
+    ``bound_host`` (tcp, ipc, inproc)."""
+    return _reaches(connect, bound, bound_host)
 
 
 def _seeks(end: LinkEnd) -> bool:
