@@ -1,0 +1,386 @@
+"""The shm sender: payloads into slots of its pool, headers and slot references to its
+receivers over a ROUTER socket, which lets it know which receiver has which message.
+
+A message is *in flight* from its send until each receiver it went to has said it took
+it (or has gone: said bye, or died); its slot is reused only once it is not in flight and
+no process holds it (:mod:`.pool`). A buffer that already lies in a slot of a pool this
+process has mapped (a forwarded array) is not copied: its reference goes on, and the
+buffer is kept alive, holding its slot, until the message is no longer in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from ...address import Address
+from ...budget import parse_bytes
+from ...errors import ConfigError
+from ...transport import Frames, FrameSender, WaitLog, wait_for_count
+from . import control
+from .attached import ATTACHED, SlotRef
+from .pool import Pool, PoolError, sweep
+from .processes import Identity, alive, host_key
+from .sockets import ALIGN, INLINE_BYTES, POLL_MS, fence, open_socket, shown_address
+
+log = logging.getLogger(__name__)
+
+PATTERNS = ("push", "pub")
+OVERFLOW = ("block", "drop-newest")
+POOL_BYTES = 256 * 2**20  # a pool's size unless max_bytes says
+CHECK_S = 0.25  # how often receivers (and the pool's seats) are checked for dead processes
+SLOT_WAIT_MS = 1  # a freed slot is seen in memory, not told: how often to look
+
+
+@dataclass
+class _Flight:
+    pending: set[bytes]  # receivers that have not said they took it
+    slot: int | None  # this sender's slot it uses
+    keep: list[Any] = field(default_factory=list)  # forwarded buffers, holding their slots
+
+
+@dataclass
+class _Peer:
+    who: Identity
+    inflight: set[int] = field(default_factory=set)
+
+
+class ShmSender(FrameSender):
+    """Sends through shared memory to receivers on this host (see :mod:`.__init__`).
+
+    Parameters
+    ----------
+    pattern
+        ``push``: each message to one receiver, the one with the fewest messages in
+        flight; ``pub``: every message to every receiver.
+    max_bytes
+        The pool's size: ``max_bytes // slot size`` slots, made when the first message
+        that needs a slot comes (a service's ``memory_limit`` share, else 256 MiB).
+    message_bytes
+        The slot size; by default the payload size of the first message that needs one.
+        A later, larger message goes inline over the socket (counted as ``inline``).
+    hwm
+        Messages in flight per receiver (taken off its socket not yet said).
+    overflow
+        With no free slot or no receiver with room: ``block`` waits (back-pressure);
+        ``drop-newest`` drops the event (counted; Start and Stop always wait). A slot a
+        receiver holds cannot be taken back: drop-oldest and keep-latest are the
+        receiving service's queue policies, whose drops free their slots.
+    peers, subscribers
+        How many receivers a run waits for before its Start (``peers`` for push,
+        ``subscribers`` for pub); 0: do not wait.
+    peer_timeout
+        Seconds to wait for them before starting anyway (0: forever).
+    linger_ms
+        How long ``close`` waits for receivers to take and release every slot before
+        the pool is removed.
+    inline_bytes
+        Buffers smaller than this go inline over the socket, not through a slot.
+    """
+
+    def __init__(self, address: Address, link: str, pattern: str = "push",
+                 max_bytes: Any = None, message_bytes: Any = None, hwm: int = 100,
+                 overflow: str = "block", peers: int = 1, subscribers: int = 1,
+                 peer_timeout: float = 30.0, linger_ms: int = 10_000,
+                 inline_bytes: int = INLINE_BYTES) -> None:
+        if pattern not in PATTERNS:
+            raise ConfigError(f"output pattern {pattern!r} is not one of {list(PATTERNS)}")
+        if overflow not in OVERFLOW:
+            raise ConfigError(f"overflow {overflow!r} is not one of {list(OVERFLOW)} on shm:// "
+                              "(drop-oldest and keep-latest: the receiving service's "
+                              "queue_policy)")
+        self.address = address
+        self.link = link
+        self.pattern = pattern
+        self.numbers_drops = pattern == "pub"
+        self.pool_bytes = parse_bytes(max_bytes, "max_bytes") if max_bytes else POOL_BYTES
+        self.slot_bytes = parse_bytes(message_bytes, "message_bytes") if message_bytes else None
+        self.hwm = max(1, int(hwm))
+        self.overflow = overflow
+        self.expected = int(subscribers if pattern == "pub" else peers)
+        self.peer_timeout = float(peer_timeout)
+        self.linger_s = int(linger_ms) / 1000
+        self.inline_bytes = int(inline_bytes)
+        self.socket: zmq.Socket | None = None
+        self.pool: Pool | None = None
+        self.busy: np.ndarray | None = None  # per slot: a message in flight uses it
+        self.peers: dict[bytes, _Peer] = {}
+        self.flights: dict[int, _Flight] = {}
+        self.counts: Counter[str] = Counter()  # copied, forwarded, inline, lost_peers...
+        self.refused: Counter[str] = Counter()
+        self._next_id = 0
+        self._next_check = 0.0
+        self._abandoned = False
+        self._wait_log = WaitLog()
+
+    def open(self) -> None:
+        sweep()
+        self.socket = open_socket(zmq.ROUTER, self.address, f"{self.pattern} shm output",
+                                  {zmq.ROUTER_MANDATORY: 1})
+        if self.address.bind:
+            self.bound = shown_address(self.socket)
+        if self.slot_bytes:
+            self._make_pool(self.slot_bytes)
+
+    def _make_pool(self, slot_bytes: int) -> None:
+        slots = max(2, self.pool_bytes // slot_bytes)
+        try:
+            self.pool = Pool.create(slots, slot_bytes)
+        except PoolError as exc:
+            raise ConfigError(f"{self.link}: {exc}") from None
+        self.busy = np.zeros(self.pool.slots, bool)
+        log.info("%s: pool %s of %d slots of %d bytes", self.link, self.pool.name,
+                 self.pool.slots, self.pool.slot_bytes)
+
+    # --- control messages and peers -------------------------------------------------------
+
+    def _service(self, timeout_ms: int = 0) -> None:
+        """Read what receivers said (waiting up to ``timeout_ms`` for it); check for dead
+        receivers every CHECK_S."""
+        socket = self.socket
+        assert socket is not None, "send() before open()"
+        if socket.poll(timeout_ms, zmq.POLLIN):
+            while True:
+                try:
+                    parts = socket.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._heard(parts)
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + CHECK_S
+            for ident, peer in list(self.peers.items()):
+                if not alive(peer.who):
+                    self._lost(ident, f"receiver pid {peer.who.pid} died")
+            if self.pool is not None:
+                for who in self.pool.reclaim_dead_seats():
+                    log.warning("%s: pid %d died holding slots of pool %s; they are free "
+                                "again", self.link, who.pid, self.pool.name)
+
+    def _heard(self, parts: list[bytes]) -> None:
+        ident, kind, body = parts[0], parts[1] if len(parts) > 1 else b"", parts[2:]
+        if kind == control.TOOK and body:
+            for message_id in control.read_took(body[0]):
+                self._took(ident, message_id)
+        elif kind == control.HELLO and body and ident not in self.peers:
+            said = control.read_hello(body[0])
+            if said is None:
+                self._refuse("malformed hello", ident)
+            elif said[1] != host_key():
+                self._refuse("receiver on another host or pid namespace", ident)
+            else:
+                self.peers[ident] = _Peer(said[0])
+                log.info("%s: receiver pid %d joined; %d receiver(s) now", self.link,
+                         said[0].pid, len(self.peers))
+        elif kind == control.BYE:
+            self._lost(ident, "receiver closed", warn=False)
+        elif kind != control.HELLO:
+            self._refuse("malformed control message", ident)
+
+    def _refuse(self, reason: str, ident: bytes) -> None:
+        self.refused[reason] += 1
+        if self.refused[reason] == 1:
+            log.warning("%s: %s (%r); further ones are only counted", self.link, reason,
+                        ident[:40])
+
+    def _took(self, ident: bytes, message_id: int) -> None:
+        flight = self.flights.get(message_id)
+        peer = self.peers.get(ident)
+        if peer is not None:
+            peer.inflight.discard(message_id)
+        if flight is not None:
+            flight.pending.discard(ident)
+            if not flight.pending:
+                self._land(message_id)
+
+    def _land(self, message_id: int) -> None:
+        flight = self.flights.pop(message_id)
+        if flight.slot is not None and self.busy is not None:
+            self.busy[flight.slot] = False
+
+    def _lost(self, ident: bytes, why: str, warn: bool = True) -> None:
+        peer = self.peers.pop(ident, None)
+        if peer is None:
+            return
+        if peer.inflight and warn:
+            self.counts["lost_in_flight"] += len(peer.inflight)
+        (log.warning if warn else log.info)(
+            "%s: %s with %d message(s) in flight; %d receiver(s) left", self.link, why,
+            len(peer.inflight), len(self.peers))
+        for message_id in peer.inflight:
+            self._took(ident, message_id)
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def wait_for_peers(self) -> None:
+        if self.expected:
+            wait_for_count(lambda: len(self.peers), self.expected, self.peer_timeout,
+                           lambda: self._service(POLL_MS), lambda: self._abandoned,
+                           self.link, "receiver(s)")
+
+    def send(self, frames: Frames, droppable: bool) -> str | None:
+        refs: list[SlotRef | None] = []
+        keep: list[Any] = []
+        copies: list[tuple[int, Any]] = []  # (index in frames, buffer) to copy into a slot
+        need = 0
+        for index in range(1, len(frames)):
+            buffer = frames[index]
+            nbytes = memoryview(buffer).nbytes
+            ref = ATTACHED.locate(buffer) if nbytes >= self.inline_bytes else None
+            refs.append(ref)
+            if ref is not None:
+                keep.append(buffer)
+            elif nbytes >= self.inline_bytes:
+                copies.append((index, buffer))
+                need += -(-nbytes // ALIGN) * ALIGN
+        if copies and self.pool is None:
+            self._make_pool(need)
+        if copies and need > self.pool.slot_bytes:  # type: ignore[union-attr]
+            self.counts["inline"] += 1
+            if self.counts["inline"] == 1:
+                log.warning("%s: a message of %d payload bytes does not fit a slot of %d; "
+                            "such messages go inline over the socket", self.link, need,
+                            self.pool.slot_bytes)  # type: ignore[union-attr]
+            copies = []
+        dropped, targets, slot = self._ready(bool(copies), droppable)
+        if dropped is not None:
+            return dropped
+        if copies:
+            self._copy(slot, copies, refs, frames)
+        return self._dispatch(frames, refs, keep, targets, slot)
+
+    def _ready(self, needs_slot: bool, droppable: bool) -> tuple[str | None, list[bytes], int]:
+        """Wait (or not, by the overflow policy) for receivers with room and a free slot."""
+        dropping = droppable and self.overflow == "drop-newest"
+        waiting = self._wait_log
+        waiting.reset()
+        timeout = 0
+        while True:
+            self._service(timeout)
+            if self._abandoned:
+                return "no receiver took it before shutdown", [], -1
+            targets = self._targets()
+            slot = self._free_slot() if targets and needs_slot else -1
+            if targets and (slot >= 0 or not needs_slot):
+                return None, targets, slot
+            why = ("pool full" if targets else
+                   "no receiver" if not self.peers else "receivers' queues full")
+            if dropping:
+                return why, [], -1
+            if waiting.due():
+                log.info("%s: waiting %.0f s to send: %s (%d receiver(s))", self.link,
+                         waiting.waited, why, len(self.peers))
+            timeout = SLOT_WAIT_MS if targets else POLL_MS
+
+    def _targets(self) -> list[bytes]:
+        peers = self.peers
+        if self.pattern == "pub":
+            full = any(len(p.inflight) >= self.hwm for p in peers.values())
+            return [] if full else list(peers)
+        best = min(peers.items(), key=lambda item: len(item[1].inflight), default=None)
+        return [best[0]] if best is not None and len(best[1].inflight) < self.hwm else []
+
+    def _free_slot(self) -> int:
+        pool, busy = self.pool, self.busy
+        assert pool is not None and busy is not None
+        free = np.flatnonzero(~busy & ~pool.held())
+        for slot in free:
+            pool.gens[slot] += 1  # stale references to it no longer match...
+            fence()
+            if not pool.holds[slot].any():  # ...and no reader raised a hold meanwhile
+                return int(slot)
+        return -1
+
+    def _copy(self, slot: int, copies: list[tuple[int, Any]], refs: list[SlotRef | None],
+              frames: Frames) -> None:
+        pool = self.pool
+        assert pool is not None
+        data = pool.slot(slot)
+        gen = int(pool.gens[slot])
+        offset = 0
+        for index, buffer in copies:
+            source = np.frombuffer(buffer, np.uint8) if not isinstance(buffer, np.ndarray) \
+                else buffer.reshape(-1).view(np.uint8)
+            data[offset:offset + source.nbytes] = source  # the one copy, into shared memory
+            refs[index - 1] = SlotRef(pool.name, slot, gen, offset, source.nbytes)
+            offset += -(-source.nbytes // ALIGN) * ALIGN
+        self.counts["copied"] += 1
+
+    def _dispatch(self, frames: Frames, refs: list[SlotRef | None], keep: list[Any],
+                  targets: list[bytes], slot: int) -> str | None:
+        socket = self.socket
+        assert socket is not None
+        message_id = self._next_id
+        self._next_id += 1
+        parts = [control.message_head(message_id, refs), frames[0],
+                 *(frames[i + 1] for i, ref in enumerate(refs) if ref is None)]
+        sent = set()
+        for ident in targets:
+            try:
+                socket.send(ident, zmq.SNDMORE)
+                socket.send_multipart(parts, copy=False)
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                self._lost(ident, "receiver disconnected")
+                continue
+            self.peers[ident].inflight.add(message_id)
+            sent.add(ident)
+        if not sent:
+            if slot >= 0:
+                assert self.busy is not None
+                self.busy[slot] = False
+            return "receiver went away"
+        if keep:
+            self.counts["forwarded"] += 1
+        self.flights[message_id] = _Flight(sent, slot if slot >= 0 else None, keep)
+        if slot >= 0:
+            assert self.busy is not None
+            self.busy[slot] = True
+        return None
+
+    def abandon(self) -> None:
+        self._abandoned = True
+
+    def close(self) -> None:
+        if self.socket is None:
+            return
+        deadline = time.monotonic() + self.linger_s
+        began = time.monotonic()
+        while not self._abandoned and time.monotonic() < deadline and self._unreleased():
+            self._service(10)
+        if self._unreleased():
+            log.warning("%s: closing with %d message(s) in flight and %d slot(s) held; "
+                        "what was not taken is lost", self.link, len(self.flights),
+                        0 if self.pool is None else int(self.pool.held().sum()))
+        elif time.monotonic() - began > 0.2:
+            log.info("%s: waited %.1f s at close until receivers were done with every slot",
+                     self.link, time.monotonic() - began)
+        self.flights.clear()
+        self.socket.close(linger=0)
+        self.socket = None
+        if self.pool is not None:
+            self.pool.unlink()
+            self.pool.close()
+            self.pool = None
+
+    def _unreleased(self) -> bool:
+        return bool(self.flights) or (self.pool is not None and bool(self.pool.held().any()))
+
+    def status(self) -> dict[str, Any]:
+        pool = self.pool
+        stats: dict[str, Any] = {
+            "pattern": self.pattern, "overflow": self.overflow,
+            "peers": {"peers": len(self.peers)}, "in_flight": len(self.flights),
+            "messages": dict(self.counts), "refused": dict(self.refused)}
+        if pool is not None and self.busy is not None:
+            stats["pool"] = {"name": pool.name, "slots": pool.slots,
+                             "slot_bytes": pool.slot_bytes,
+                             "free": int((~self.busy & ~pool.held()).sum())}
+        return stats
