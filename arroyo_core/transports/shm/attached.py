@@ -129,7 +129,7 @@ class Attachments:
                 if not attachment.counts:
                     attachment.pool.close()
         if dead:
-            log.info("the owner of pool(s) %s has died; unmapping them", ", ".join(dead))
+            log.info("the owner of pool(s) %s has ended; unmapping them", ", ".join(dead))
             sweep(self.directory)
         return dead
 

@@ -118,6 +118,7 @@ class ShmSender(FrameSender):
         self._next_check = 0.0
         self._abandoned = False
         self._wait_log = WaitLog()
+        self._closed_pool: dict[str, Any] | None = None
 
     def open(self) -> None:
         sweep()
@@ -366,6 +367,7 @@ class ShmSender(FrameSender):
         self.socket.close(linger=0)
         self.socket = None
         if self.pool is not None:
+            self._closed_pool = self._pool_stats()  # what the final ledger shows
             self.pool.unlink()
             self.pool.close()
             self.pool = None
@@ -374,13 +376,18 @@ class ShmSender(FrameSender):
         return bool(self.flights) or (self.pool is not None and bool(self.pool.held().any()))
 
     def status(self) -> dict[str, Any]:
-        pool = self.pool
         stats: dict[str, Any] = {
             "pattern": self.pattern, "overflow": self.overflow,
             "peers": {"peers": len(self.peers)}, "in_flight": len(self.flights),
             "messages": dict(self.counts), "refused": dict(self.refused)}
-        if pool is not None and self.busy is not None:
-            stats["pool"] = {"name": pool.name, "slots": pool.slots,
-                             "slot_bytes": pool.slot_bytes,
-                             "free": int((~self.busy & ~pool.held()).sum())}
+        if self.pool is not None:
+            stats["pool"] = self._pool_stats()
+        elif self._closed_pool is not None:
+            stats["pool"] = self._closed_pool
         return stats
+
+    def _pool_stats(self) -> dict[str, Any]:
+        pool, busy = self.pool, self.busy
+        assert pool is not None and busy is not None
+        return {"name": pool.name, "slots": pool.slots, "slot_bytes": pool.slot_bytes,
+                "free": int((~busy & ~pool.held()).sum())}
