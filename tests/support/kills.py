@@ -144,6 +144,7 @@ class Outcome:
     table: str = ""
     restarts: dict[str, int] = field(default_factory=dict)
     log: str = ""
+    source_log: str = ""  # the source's whole log, read once it had ended (or 20 s on)
 
     @property
     def true_loss(self) -> int:
@@ -239,6 +240,11 @@ def run_kills(directory: Path, pattern: str, frames: int = 10_000, rate: float =
         except Exception:  # a checkout without the plug-in
             outcome.restarts = {}
         outcome.log = sv.log(MIDDLE)[-3000:]
+        try:  # a source ends after its run: its log then ends with its final ledger
+            wait_for(lambda: sv.state(f"{GROUP}:source") != "RUNNING", 20, "the source's end")
+        except AssertionError:
+            pass
+        outcome.source_log = sv.log(f"{GROUP}:source")
     finally:
         receiver.stop()
         sv.stop()

@@ -249,12 +249,14 @@ class ShmSender(FrameSender):
                             "such messages go inline over the socket", self.link, need,
                             self.pool.slot_bytes)  # type: ignore[union-attr]
             copies = []
-        dropped, targets, slot = self._ready(bool(copies), droppable)
-        if dropped is not None:
-            return dropped
-        if copies:
-            self._copy(slot, copies, refs, frames)
-        return self._dispatch(frames, refs, keep, targets, slot)
+        while True:  # again only if every receiver it went to had gone meanwhile
+            dropped, targets, slot = self._ready(bool(copies), droppable)
+            if dropped is not None:
+                return dropped
+            if copies:
+                self._copy(slot, copies, refs, frames)
+            if self._dispatch(frames, refs, keep, targets, slot):
+                return None
 
     def _ready(self, needs_slot: bool, droppable: bool) -> tuple[str | None, list[bytes], int]:
         """Wait (or not, by the overflow policy) for receivers with room and a free slot."""
@@ -314,7 +316,8 @@ class ShmSender(FrameSender):
         self.counts["copied"] += 1
 
     def _dispatch(self, frames: Frames, refs: list[SlotRef | None], keep: list[Any],
-                  targets: list[bytes], slot: int) -> str | None:
+                  targets: list[bytes], slot: int) -> bool:
+        """Send to ``targets``; False if every one of them had gone."""
         socket = self.socket
         assert socket is not None
         message_id = self._next_id
@@ -334,17 +337,14 @@ class ShmSender(FrameSender):
             self.peers[ident].inflight.add(message_id)
             sent.add(ident)
         if not sent:
-            if slot >= 0:
-                assert self.busy is not None
-                self.busy[slot] = False
-            return "receiver went away"
+            return False
         if keep:
             self.counts["forwarded"] += 1
         self.flights[message_id] = _Flight(sent, slot if slot >= 0 else None, keep)
         if slot >= 0:
             assert self.busy is not None
             self.busy[slot] = True
-        return None
+        return True
 
     def abandon(self) -> None:
         self._abandoned = True
