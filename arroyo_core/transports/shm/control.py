@@ -65,11 +65,13 @@ def read_message(frames: list[Any]) -> tuple[int, list[Any], list[SlotRef | None
     if len(frames) < 2:
         raise DecodeError("frames", f"a shm message of {len(frames)} frame(s)")
     try:
-        message_id, refs = msgpack.unpackb(frames[0], raw=False)
+        head = msgpack.unpackb(frames[0], raw=False)
     except Exception as exc:
-        raise DecodeError("msgpack", f"shm message head is not [id, refs] ({exc})") from None
-    if type(message_id) is not int or not isinstance(refs, list):
+        raise DecodeError("msgpack", f"shm message head is not msgpack ({exc})") from None
+    if not (isinstance(head, list) and len(head) == 2 and type(head[0]) is int
+            and isinstance(head[1], list)):
         raise DecodeError("header", "shm message head is not [id, refs]")
+    message_id, refs = head
     out: list[Any] = [frames[1]]
     slot_refs: list[SlotRef | None] = []
     inline = iter(frames[2:])
