@@ -113,7 +113,6 @@ def test_a_killed_receiver_gives_its_slots_back_and_a_reused_slot_is_never_read(
         peer.wait()
 
         def free() -> int:
-            sender.sender._service()  # what a send does first: the sender is not threaded
             return sender.status().transport["pool"]["free"]
 
         wait_for(lambda: free() == 2, 5, "both slots back after the kill")

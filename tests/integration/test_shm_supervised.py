@@ -53,5 +53,5 @@ def test_killed_middle_loss_is_true_loss_slots_come_back_and_dev_shm_is_clean(
     assert outcome.states["middle"] == "RUNNING"
 
     source = logged_ledger(outcome.source_log)["outputs"][0]["pool"]
-    assert source["free"] == source["slots"], source  # no slot leaked to a killed middle
+    assert source["free"] == source["slots"], outcome.source_log[-4000:]  # none leaked
     assert not (pools() - before), "pools left in /dev/shm"

@@ -13,6 +13,7 @@ on: one copy of the payload, at the first shm sender, and none after it.
     attached   the pools this process reads: views that hold their slot while they live
     control    the control messages (hello, took, bye; a message's slot references)
     sockets    the control socket's address and options
+    receivers  a sender's receivers and its messages in flight to them
     sender     ShmSender: PUSH (to one receiver) or PUB (to all)
     receiver   ShmReceiver
 

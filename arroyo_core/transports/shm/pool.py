@@ -183,6 +183,11 @@ class Pool:
         """Per slot: whether any seat holds it."""
         return np.asarray(self.holds.any(axis=1))
 
+    def holders(self) -> dict[int, int]:
+        """pid -> how many slots it holds."""
+        counts = self.holds.sum(axis=0)
+        return {int(self.seats[seat, 0]): int(counts[seat]) for seat in np.flatnonzero(counts)}
+
     def slot(self, index: int) -> np.ndarray:
         """The data of slot ``index`` (a writable view)."""
         begin = index * self.slot_bytes

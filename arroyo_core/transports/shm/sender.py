@@ -11,9 +11,9 @@ buffer is kept alive, holding its slot, until the message is no longer in flight
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from ...transport import Frames, FrameSender, WaitLog, wait_for_count
 from . import control
 from .attached import ATTACHED, SlotRef
 from .pool import Pool, PoolError, sweep
-from .processes import Identity, alive, host_key
+from .receivers import Receivers
 from .sockets import ALIGN, INLINE_BYTES, POLL_MS, fence, open_socket, shown_address
 
 log = logging.getLogger(__name__)
@@ -35,20 +35,8 @@ PATTERNS = ("push", "pub")
 OVERFLOW = ("block", "drop-newest")
 POOL_BYTES = 256 * 2**20  # a pool's size unless max_bytes says
 CHECK_S = 0.25  # how often receivers (and the pool's seats) are checked for dead processes
+IDLE_S = 0.02  # how often an idle sender reads what its receivers said
 SLOT_WAIT_MS = 1  # a freed slot is seen in memory, not told: how often to look
-
-
-@dataclass
-class _Flight:
-    pending: set[bytes]  # receivers that have not said they took it
-    slot: int | None  # this sender's slot it uses
-    keep: list[Any] = field(default_factory=list)  # forwarded buffers, holding their slots
-
-
-@dataclass
-class _Peer:
-    who: Identity
-    inflight: set[int] = field(default_factory=set)
 
 
 class ShmSender(FrameSender):
@@ -109,12 +97,15 @@ class ShmSender(FrameSender):
         self.inline_bytes = int(inline_bytes)
         self.socket: zmq.Socket | None = None
         self.pool: Pool | None = None
-        self.busy: np.ndarray | None = None  # per slot: a message in flight uses it
-        self.peers: dict[bytes, _Peer] = {}
-        self.flights: dict[int, _Flight] = {}
-        self.counts: Counter[str] = Counter()  # copied, forwarded, inline, lost_peers...
-        self.refused: Counter[str] = Counter()
-        self._next_id = 0
+        self.receivers = Receivers(link)
+        self.peers = self.receivers.peers
+        self.counts: Counter[str] = Counter()  # copied, forwarded, inline
+        # The socket is used from the sending thread and, while it is idle, from a thread
+        # that reads what receivers say (so that their "took" lands messages, releasing
+        # forwarded slots, without waiting for the next send): never both at once.
+        self._lock = threading.Lock()
+        self._idle: threading.Thread | None = None
+        self._closing = threading.Event()
         self._next_check = 0.0
         self._abandoned = False
         self._wait_log = WaitLog()
@@ -128,6 +119,15 @@ class ShmSender(FrameSender):
             self.bound = shown_address(self.socket)
         if self.slot_bytes:
             self._make_pool(self.slot_bytes)
+        self._idle = threading.Thread(target=self._serve_idle, daemon=True,
+                                      name="arroyo-shm-sender")
+        self._idle.start()
+
+    def _serve_idle(self) -> None:
+        while not self._closing.wait(IDLE_S):
+            with self._lock:
+                if self.socket is not None:
+                    self._service()
 
     def _make_pool(self, slot_bytes: int) -> None:
         slots = max(2, self.pool_bytes // slot_bytes)
@@ -135,7 +135,7 @@ class ShmSender(FrameSender):
             self.pool = Pool.create(slots, slot_bytes)
         except PoolError as exc:
             raise ConfigError(f"{self.link}: {exc}") from None
-        self.busy = np.zeros(self.pool.slots, bool)
+        self.busy = self.receivers.busy = np.zeros(self.pool.slots, bool)
         log.info("%s: pool %s of %d slots of %d bytes", self.link, self.pool.name,
                  self.pool.slots, self.pool.slot_bytes)
 
@@ -152,80 +152,30 @@ class ShmSender(FrameSender):
                     parts = socket.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self._heard(parts)
+                self.receivers.heard(parts)
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + CHECK_S
-            for ident, peer in list(self.peers.items()):
-                if not alive(peer.who):
-                    self._lost(ident, f"receiver pid {peer.who.pid} died")
+            self.receivers.check()
             if self.pool is not None:
                 for who in self.pool.reclaim_dead_seats():
                     log.warning("%s: pid %d died holding slots of pool %s; they are free "
                                 "again", self.link, who.pid, self.pool.name)
 
-    def _heard(self, parts: list[bytes]) -> None:
-        ident, kind, body = parts[0], parts[1] if len(parts) > 1 else b"", parts[2:]
-        if kind == control.TOOK and body:
-            for message_id in control.read_took(body[0]):
-                self._took(ident, message_id)
-        elif kind == control.HELLO and body and ident not in self.peers:
-            said = control.read_hello(body[0])
-            if said is None:
-                self._refuse("malformed hello", ident)
-            elif said[1] != host_key():
-                self._refuse("receiver on another host or pid namespace", ident)
-            else:
-                self.peers[ident] = _Peer(said[0])
-                log.info("%s: receiver pid %d joined; %d receiver(s) now", self.link,
-                         said[0].pid, len(self.peers))
-        elif kind == control.BYE:
-            self._lost(ident, "receiver closed", warn=False)
-        elif kind != control.HELLO:
-            self._refuse("malformed control message", ident)
-
-    def _refuse(self, reason: str, ident: bytes) -> None:
-        self.refused[reason] += 1
-        if self.refused[reason] == 1:
-            log.warning("%s: %s (%r); further ones are only counted", self.link, reason,
-                        ident[:40])
-
-    def _took(self, ident: bytes, message_id: int) -> None:
-        flight = self.flights.get(message_id)
-        peer = self.peers.get(ident)
-        if peer is not None:
-            peer.inflight.discard(message_id)
-        if flight is not None:
-            flight.pending.discard(ident)
-            if not flight.pending:
-                self._land(message_id)
-
-    def _land(self, message_id: int) -> None:
-        flight = self.flights.pop(message_id)
-        if flight.slot is not None and self.busy is not None:
-            self.busy[flight.slot] = False
-
-    def _lost(self, ident: bytes, why: str, warn: bool = True) -> None:
-        peer = self.peers.pop(ident, None)
-        if peer is None:
-            return
-        if peer.inflight and warn:
-            self.counts["lost_in_flight"] += len(peer.inflight)
-        (log.warning if warn else log.info)(
-            "%s: %s with %d message(s) in flight; %d receiver(s) left", self.link, why,
-            len(peer.inflight), len(self.peers))
-        for message_id in peer.inflight:
-            self._took(ident, message_id)
-
     # --- sending ---------------------------------------------------------------------------
 
     def wait_for_peers(self) -> None:
         if self.expected:
-            wait_for_count(lambda: len(self.peers), self.expected, self.peer_timeout,
-                           lambda: self._service(POLL_MS), lambda: self._abandoned,
-                           self.link, "receiver(s)")
+            with self._lock:
+                wait_for_count(lambda: len(self.peers), self.expected, self.peer_timeout,
+                               lambda: self._service(POLL_MS), lambda: self._abandoned,
+                               self.link, "receiver(s)")
 
     def send(self, frames: Frames, droppable: bool) -> str | None:
+        with self._lock:
+            return self._send(frames, droppable)
+
+    def _send(self, frames: Frames, droppable: bool) -> str | None:
         refs: list[SlotRef | None] = []
         keep: list[Any] = []
         copies: list[tuple[int, Any]] = []  # (index in frames, buffer) to copy into a slot
@@ -320,8 +270,7 @@ class ShmSender(FrameSender):
         """Send to ``targets``; False if every one of them had gone."""
         socket = self.socket
         assert socket is not None
-        message_id = self._next_id
-        self._next_id += 1
+        message_id = self.receivers.new_id()
         parts = [control.message_head(message_id, refs), frames[0],
                  *(frames[i + 1] for i, ref in enumerate(refs) if ref is None)]
         sent = set()
@@ -332,18 +281,14 @@ class ShmSender(FrameSender):
             except zmq.ZMQError as exc:
                 if exc.errno != zmq.EHOSTUNREACH:
                     raise
-                self._lost(ident, "receiver disconnected")
+                self.receivers.lost(ident, "receiver disconnected")
                 continue
-            self.peers[ident].inflight.add(message_id)
             sent.add(ident)
         if not sent:
             return False
         if keep:
             self.counts["forwarded"] += 1
-        self.flights[message_id] = _Flight(sent, slot if slot >= 0 else None, keep)
-        if slot >= 0:
-            assert self.busy is not None
-            self.busy[slot] = True
+        self.receivers.sent(message_id, sent, slot if slot >= 0 else None, keep)
         return True
 
     def abandon(self) -> None:
@@ -352,18 +297,22 @@ class ShmSender(FrameSender):
     def close(self) -> None:
         if self.socket is None:
             return
+        self._closing.set()
+        if self._idle is not None:
+            self._idle.join()
         deadline = time.monotonic() + self.linger_s
         began = time.monotonic()
         while not self._abandoned and time.monotonic() < deadline and self._unreleased():
             self._service(10)
         if self._unreleased():
-            log.warning("%s: closing with %d message(s) in flight and %d slot(s) held; "
-                        "what was not taken is lost", self.link, len(self.flights),
-                        0 if self.pool is None else int(self.pool.held().sum()))
+            log.warning("%s: closing with %d message(s) in flight and %d slot(s) held%s; "
+                        "what was not taken is lost", self.link, len(self.receivers.flights),
+                        0 if self.pool is None else int(self.pool.held().sum()),
+                        "" if self.pool is None else f" (by pids {self.pool.holders()})")
         elif time.monotonic() - began > 0.2:
             log.info("%s: waited %.1f s at close until receivers were done with every slot",
                      self.link, time.monotonic() - began)
-        self.flights.clear()
+        self.receivers.flights.clear()
         self.socket.close(linger=0)
         self.socket = None
         if self.pool is not None:
@@ -373,13 +322,15 @@ class ShmSender(FrameSender):
             self.pool = None
 
     def _unreleased(self) -> bool:
-        return bool(self.flights) or (self.pool is not None and bool(self.pool.held().any()))
+        held = self.pool is not None and bool(self.pool.held().any())
+        return bool(self.receivers.flights) or held
 
     def status(self) -> dict[str, Any]:
         stats: dict[str, Any] = {
             "pattern": self.pattern, "overflow": self.overflow,
-            "peers": {"peers": len(self.peers)}, "in_flight": len(self.flights),
-            "messages": dict(self.counts), "refused": dict(self.refused)}
+            "peers": {"peers": len(self.peers)}, "in_flight": len(self.receivers.flights),
+            "messages": {**self.counts, "lost_in_flight": self.receivers.lost_in_flight},
+            "refused": dict(self.receivers.refused)}
         if self.pool is not None:
             stats["pool"] = self._pool_stats()
         elif self._closed_pool is not None:
