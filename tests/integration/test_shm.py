@@ -166,3 +166,37 @@ def test_the_pool_of_a_killed_sender_is_removed(service, ipc, shm_clean):
     source.signal(signal.SIGKILL)
     source.process.wait()
     wait_for(lambda: made not in pools(), 5, "the killed sender's pool to be removed")
+
+
+def test_a_full_pool_drops_the_newest_event_and_counts_it():
+    """overflow=drop-newest: with every slot held by a receiver that keeps its frames, the
+    next event is dropped and counted, Start and Stop still go, and a slot released lets
+    events through again."""
+    sender = OutputLink("@shm://127.0.0.1:*", message_bytes=2**17, max_bytes=2**18,
+                        overflow="drop-newest")  # two slots
+    sender.open()
+    kept = []
+    receiver = InputLink(">" + sender.sender.bound)
+    receiver.open()
+    thread = threading.Thread(target=receiver.start, args=(kept.append,), daemon=True)
+    thread.start()
+    try:
+        image = np.zeros(2**16, np.uint16)
+        sender.publish(Start({"run": "r"}))
+        for frame in range(3):
+            sender.publish(Event({"run": "r", "frame": frame}, {"image": image}))
+        assert sender.ledger.status().dropped == {"pool full": 1}
+        wait_for(lambda: len(kept) == 3, 10, "Start and two events at the receiver")
+        del kept[1]  # the receiver lets frame 0 (and its slot) go
+        wait_for(lambda: sender.status().transport["pool"]["free"] == 1, 5, "a free slot")
+        sender.publish(Event({"run": "r", "frame": 3}, {"image": image}))
+        sender.publish(Stop({"run": "r"}))
+        wait_for(lambda: len(kept) == 4, 10, "frame 3 and the Stop")
+        assert [m.meta.get("frame") for m in kept[1:3]] == [1, 3]
+        assert sender.ledger.status().dropped == {"pool full": 1}
+    finally:
+        kept.clear()
+        receiver.stop()
+        thread.join(5)
+        receiver.close()
+        sender.close()
