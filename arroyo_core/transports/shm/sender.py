@@ -36,6 +36,7 @@ OVERFLOW = ("block", "drop-newest")
 POOL_BYTES = 256 * 2**20  # a pool's size unless max_bytes says
 CHECK_S = 0.25  # how often receivers (and the pool's seats) are checked for dead processes
 IDLE_S = 0.02  # how often an idle sender reads what its receivers said
+HELD_IDLE_S = 1.0  # at close, how long slots may stay held without any being released
 SLOT_WAIT_MS = 1  # a freed slot is seen in memory, not told: how often to look
 
 
@@ -66,8 +67,8 @@ class ShmSender(FrameSender):
     peer_timeout
         Seconds to wait for them before starting anyway (0: forever).
     linger_ms
-        How long ``close`` waits for receivers to take and release every slot before
-        the pool is removed.
+        How long ``close`` waits for receivers to take every message and release every
+        slot before the pool is removed (it stops once none was released for 1 s).
     inline_bytes
         Buffers smaller than this go inline over the socket, not through a slot.
     """
@@ -300,15 +301,26 @@ class ShmSender(FrameSender):
         self._closing.set()
         if self._idle is not None:
             self._idle.join()
-        deadline = time.monotonic() + self.linger_s
+        # Wait until every message was taken and every slot released: a forwarder holds
+        # a slot until its own receiver has mapped the pool, which needs the file. A
+        # receiver may keep its last frame until its next message (PUSH gives the Stop to
+        # one): once nothing was released for HELD_IDLE_S, what is held is mapped already.
         began = time.monotonic()
+        deadline, held, changed = began + self.linger_s, self._held(), began
         while not self._abandoned and time.monotonic() < deadline and self._unreleased():
             self._service(10)
-        if self._unreleased():
-            log.warning("%s: closing with %d message(s) in flight and %d slot(s) held%s; "
-                        "what was not taken is lost", self.link, len(self.receivers.flights),
-                        0 if self.pool is None else int(self.pool.held().sum()),
-                        "" if self.pool is None else f" (by pids {self.pool.holders()})")
+            if self._held() != held:
+                held, changed = self._held(), time.monotonic()
+            elif not self.receivers.flights and time.monotonic() - changed > HELD_IDLE_S:
+                break
+        held = self._held()
+        if self.receivers.flights:
+            log.warning("%s: closing with %d message(s) in flight; what was not taken is "
+                        "lost", self.link, len(self.receivers.flights))
+        if held:
+            log.info("%s: closing with %d slot(s) still held (by pids %s); their mappings "
+                     "outlive the pool's file", self.link, held,
+                     self.pool.holders() if self.pool is not None else {})
         elif time.monotonic() - began > 0.2:
             log.info("%s: waited %.1f s at close until receivers were done with every slot",
                      self.link, time.monotonic() - began)
@@ -320,6 +332,9 @@ class ShmSender(FrameSender):
             self.pool.unlink()
             self.pool.close()
             self.pool = None
+
+    def _held(self) -> int:
+        return 0 if self.pool is None else int(self.pool.held().sum())
 
     def _unreleased(self) -> bool:
         held = self.pool is not None and bool(self.pool.held().any())
