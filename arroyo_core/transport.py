@@ -4,7 +4,7 @@ A transport is found by the scheme of a link's address (``tcp``, ``ipc``, ``redi
 in the ``arroyo.transports`` entry-point group, exactly as a third-party one would be::
 
     [project.entry-points."arroyo.transports"]
-    shm = "my_package.shm:SharedMemoryTransport"
+    rdma = "my_package.rdma:RdmaTransport"
 
 It makes a :class:`FrameSender` for an output address and a :class:`FrameReceiver` for an
 input one. Encoding, numbering, loss counting, byte counting, lag and limits are the link

@@ -4,7 +4,7 @@ and compose's ``depends_on``. Addresses only; nothing is opened.
 How two ends meet depends on the address's scheme (:data:`MEETING`):
 
 ==============  ========================================================================
-``point``       tcp, ipc, inproc: an address one service connects to (``>``) is bound
+``point``       tcp, ipc, inproc, shm: an address one service connects to (``>``) is bound
                 (``@``) by another; a wildcard bind is reached at the binder's host.
 ``broker``      redis, rediss: a service writing a stream or channel and one reading it,
                 on the same server and database. Neither side binds.
@@ -21,7 +21,8 @@ from typing import Any, Literal
 from arroyo_core.address import Address
 
 MEETING: dict[str, Literal["point", "broker"]] = {
-    "tcp": "point", "ipc": "point", "inproc": "point", "redis": "broker", "rediss": "broker"}
+    "tcp": "point", "ipc": "point", "inproc": "point", "shm": "point", "redis": "broker",
+    "rediss": "broker"}
 PEERS = {"push": "pull", "pull": "push", "pub": "sub", "sub": "pub", "dispatch": "worker",
          "worker": "dispatch"}
 OPPOSITE = {"in": "out", "out": "in"}
@@ -175,9 +176,9 @@ def _seeks(end: LinkEnd) -> bool:
 
 
 def _split(address: Address) -> tuple[str, str, str]:
-    """('tcp', host, port) or (transport, path, '')."""
+    """('tcp', host, port), ('shm', host, port) or (transport, path, '')."""
     transport, _, rest = address.text.partition("://")
-    if transport == "tcp":
+    if transport == "tcp" or (transport == "shm" and not rest.startswith("/")):
         host, _, port = rest.rpartition(":")
         return transport, host.strip("[]"), port
     return transport, rest, ""
@@ -190,8 +191,8 @@ def _reaches(connect: Address, bound: Address, bound_host: str) -> bool:
     b_transport, b_host, b_port = _split(bound)
     if c_transport != b_transport:
         return False
-    if c_transport != "tcp":
-        return c_host == b_host  # ipc path / inproc name
+    if not c_port:
+        return c_host == b_host  # ipc path / inproc name / shm path
     if c_port != b_port:
         return False
     if b_host in ANYWHERE:
@@ -201,6 +202,6 @@ def _reaches(connect: Address, bound: Address, bound_host: str) -> bool:
 
 def _bind_place(address: Address, host: str) -> tuple[str, str, str]:
     transport, bind_host, port = _split(address)
-    if transport == "tcp" and (bind_host in ANYWHERE or bind_host in LOCAL):
+    if port and (bind_host in ANYWHERE or bind_host in LOCAL):
         bind_host = host
     return transport, bind_host, port
