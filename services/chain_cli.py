@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from .chain import TARGETS, Chain, Target, load_chain
 from .chain_runner import check_chain, run_chain
 from .deploy import compose_file, startsecs, supervisor_conf
 from .serve import serve, setup_logging
+from .service_options import parse_pairs
 from .workdir import at_home, home_of
 
 EXIT_CONFIG = 2
@@ -76,7 +78,13 @@ def run(chain_file: str, services: tuple[str, ...], host: str | None) -> None:
                    "without opening anything.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def service(chain_file: str, name: str, target: Target, check: bool, log_level: str) -> None:
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Set an option of the service's plug-in over the file's (e.g. -o rate=100 "
+                   "for a simulated source; VALUE read as YAML). Repeatable.")
+@click.option("--status", metavar="ADDRESS",
+              help="Serve the status socket at ADDRESS instead of the file's.")
+def service(chain_file: str, name: str, target: Target, check: bool, log_level: str,
+            options: tuple[str, ...], status: str | None) -> None:
     """Run service NAME of CHAIN_FILE in the foreground, with the settings the file gives it.
     `arroyo run`, the generated supervisor programs and compose services all start this. It
     runs in CHAIN_FILE's directory: relative paths are read there, and user code
@@ -86,8 +94,18 @@ def service(chain_file: str, name: str, target: Target, check: bool, log_level: 
     # Under supervisord (which sets SUPERVISOR_ENABLED in its programs' environment), an
     # end sooner than the program's startsecs would count as a failed start and run again.
     min_uptime = startsecs(chain, name) if os.environ.get("SUPERVISOR_ENABLED") else 0.0
+    config = chain.resolve(name, target)
+    try:
+        if options:
+            given = parse_pairs(options, "-o/--option")
+            config = replace(config, options={**config.options, **given})
+        if status:
+            config = replace(config, status=status)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
     with at_home(home_of(chain_file)):
-        sys.exit(serve(chain.resolve(name, target), check=check, min_uptime=min_uptime))
+        sys.exit(serve(config, check=check, min_uptime=min_uptime))
 
 
 @click.command("check")
