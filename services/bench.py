@@ -22,6 +22,7 @@ from .bench_step import Step
 
 EXIT_NONE = 1  # no rate was sustained, or the chain could not be measured
 EXIT_CONFIG = 2
+RESULT = 6  # the table's column of pass/FAIL
 
 
 def _frame(shape: str | None, size: str | None, dtype: str | None) -> Frame | None:
@@ -35,7 +36,8 @@ def _frame(shape: str | None, size: str | None, dtype: str | None) -> Frame | No
     try:
         itemsize = np.dtype(dtype or "uint16").itemsize
     except TypeError:
-        raise click.BadParameter(f"{dtype!r} is not a numpy dtype", param_hint="--dtype")
+        raise click.BadParameter(f"{dtype!r} is not a numpy dtype",
+                                 param_hint="--dtype") from None
     if size:
         try:
             dims: tuple[int, ...] = (max(1, parse_bytes(size, "--size") // itemsize),)
@@ -77,10 +79,11 @@ def _frame(shape: str | None, size: str | None, dtype: str | None) -> Frame | No
               help="Never try more frames/s than this (0: no limit).")
 @click.option("--json", "json_path", metavar="PATH",
               help="Write every step and the result to PATH as JSON.")
+@click.option("--verbose", is_flag=True, help="Echo the services' own log lines.")
 def bench(chain_file: str | None, shape: str | None, size: str | None, dtype: str | None,
           operator: str, pattern: str, seconds: float, precision: float, repeats: int,
           tolerance: float, start_rate: float | None, max_rate: float,
-          json_path: str | None) -> None:
+          json_path: str | None, verbose: bool) -> None:
     """Find the highest frame rate a chain sustains with zero loss: does it keep up with
     a detector at that rate?
 
@@ -111,6 +114,7 @@ def bench(chain_file: str | None, shape: str | None, size: str | None, dtype: st
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
+    chain.verbose = verbose
     frame = chain.frame
     start = start_rate or min(2000.0, max(10.0, 200e6 / frame.nbytes))
     click.echo(f"arroyo bench: {chain.description}")
@@ -156,26 +160,28 @@ class _Progress:
         if not self.tty and time.monotonic() - self.shown < 1.0:
             return
         self.shown = time.monotonic()
+        shown = f"{rate:10,.0f}" if rate else " " * 10
         click.echo(f"{chr(13) if self.tty else ''}{self.head}: {arrived:>8}/{frames} frames  "
-                   f"{rate:10,.0f} frames/s  lost {lost}", nl=not self.tty)
+                   f"{shown} frames/s  lost {lost}", nl=not self.tty)
 
 
 def _result_line(number: int, step: Step) -> None:
     verdict = "passed" if step.passed else f"FAILED: {step.why}"
     end = "\r\x1b[K" if sys.stdout.isatty() else ""
     click.echo(f"{end}step {number:>2}  {step.target:>9,.6g} frames/s: {step.achieved:,.0f} "
-               f"frames/s arrived, {step.gb_per_s:.3g} GB/s, lost {step.lost}: {verdict}")
+               f"frames/s arrived, {step.gb_per_s:.3g} GB/s, lost {step.lost}, dropped "
+               f"{step.dropped}: {verdict}")
 
 
 def _table(steps: list[Step], names: list[str]) -> str:
-    head = ["STEP", "TARGET/s", "ACHIEVED/s", "GB/s", "LOST", "RESULT",
+    head = ["STEP", "TARGET/s", "ACHIEVED/s", "GB/s", "LOST", "DROPPED", "RESULT",
             *(f"CPU% {name}" for name in names)]
-    rows = [head] + [[str(i), f"{s.target:,.6g}", f"{s.achieved:,.1f}", f"{s.gb_per_s:.3f}",
-                      str(s.lost), "pass" if s.passed else "FAIL",
+    rows = [head] + [[str(i), f"{s.target:,.6g}", f"{s.achieved:,.1f}", f"{s.gb_per_s:.3g}",
+                      str(s.lost), str(s.dropped), "pass" if s.passed else "FAIL",
                       *(f"{s.cpu[n]:.0f}" if n in s.cpu else "" for n in names)]
                      for i, s in enumerate(steps, 1)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    return "\n".join("  ".join(cell.rjust(w) if i not in (5,) else cell.ljust(w)
+    return "\n".join("  ".join(cell.ljust(w) if i == RESULT else cell.rjust(w)
                                for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
                      .rstrip() for row in rows)
 

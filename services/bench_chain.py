@@ -79,6 +79,7 @@ class BenchChain:
         self.frame = frame
         self.workdir = workdir
         self.running: dict[str, ServiceProcess] = {}
+        self.verbose = False  # echo the services' log lines
         self._seen_runs: set[str] = set()
 
     @classmethod
@@ -146,8 +147,8 @@ class BenchChain:
 
     @property
     def names(self) -> list[str]:
-        """Every service, the source first."""
-        return [self.source, *[name for name, _ in self._argv], *self._late]
+        """Every service, upstream first."""
+        return [self.source, *reversed([name for name, _ in self._argv]), *self._late]
 
     def __enter__(self) -> BenchChain:
         try:
@@ -161,8 +162,8 @@ class BenchChain:
         return self
 
     def _start(self, name: str, argv: list[str]) -> None:
-        self.running[name] = ServiceProcess.from_argv(argv, name, own_session=True,
-                                                      die_with_parent=True)
+        self.running[name] = ServiceProcess.from_argv(argv, name, echo=self.verbose,
+                                                      own_session=True, die_with_parent=True)
         self.running[name].wait_ready(30)
 
     def __exit__(self, *exc: object) -> None:
@@ -184,7 +185,8 @@ class BenchChain:
         """Run the source once at ``rate`` frames/s for about ``seconds``; measure it."""
         frames = max(10, round(rate * seconds))
         source = ServiceProcess.from_argv(self._source_argv(rate, frames), self.source,
-                                          own_session=True, die_with_parent=True)
+                                          echo=self.verbose, own_session=True,
+                                          die_with_parent=True)
         self.running[self.source] = source
         cpu = CpuMeter()
         try:
@@ -244,8 +246,7 @@ class BenchChain:
             dropped=max(r.policy_dropped for r, _ in ledgers),
             accounted=max(r.filtered + r.failed for r, _ in ledgers),
             achieved=round(achieved, 1) if math.isfinite(achieved) else achieved,
-            gb_per_s=round(achieved * self.frame.nbytes / 1e9, 4)
-            if math.isfinite(achieved) else achieved,
+            gb_per_s=float(f"{achieved * self.frame.nbytes / 1e9:.4g}"),
             cpu=cpu, seconds=round(ended[0] - samples[0][0] + POLL_S, 2) if samples else 0.0,
             passed=False, why="")
         step.why = judge(step, complete=not cut, tolerance=tolerance)

@@ -45,16 +45,16 @@ def judge(step: Step, complete: bool, tolerance: float) -> str:
     """Why ``step`` did not keep up, or "" if it did (see the module docstring)."""
     if not complete:
         return f"the run did not end in time ({step.arrived} of {step.frames} frames arrived)"
-    if step.sent is not None and step.sent < step.frames:
-        return f"the source sent only {step.sent} of {step.frames} frames"
     if step.lost:
         return f"lost {step.lost} frames"
     if step.dropped:
         return f"{step.dropped} frames dropped by overflow policy"
+    if step.sent is not None and step.sent < step.frames:
+        return f"the source sent only {step.sent} of {step.frames} frames"
     expected = (step.sent if step.sent is not None else step.frames) - step.accounted
     if step.arrived != expected:
         return f"{step.arrived} of {expected} frames arrived"
-    if step.counted is not None and step.counted - step.accounted < expected:
+    if step.counted is not None and step.counted < expected:
         return f"the sink counted {step.counted} of {expected} frames"
     if step.achieved < step.target * (1 - tolerance):
         return (f"fell behind: frames arrived at {step.achieved:.4g} frames/s, "
