@@ -23,6 +23,7 @@ from .bench_step import Step
 EXIT_NONE = 1  # no rate was sustained, or the chain could not be measured
 EXIT_CONFIG = 2
 RESULT = 6  # the table's column of pass/FAIL
+POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
 def _frame(shape: str | None, size: str | None, dtype: str | None) -> Frame | None:
@@ -64,18 +65,20 @@ def _frame(shape: str | None, size: str | None, dtype: str | None) -> Frame | No
                    "package.module:Class, found in the current directory).")
 @click.option("--pattern", type=click.Choice(["push", "pub"]), default="push",
               show_default=True, help="Built-in chain only: the socket pattern of both hops.")
-@click.option("--seconds", default=3.0, show_default=True,
+@click.option("--seconds", default=3.0, show_default=True, type=POSITIVE,
               help="Length of each step's run: longer is more exact, and slower.")
-@click.option("--precision", default=0.05, show_default=True,
+@click.option("--precision", default=0.05, show_default=True, type=POSITIVE,
               help="Stop narrowing down when the lowest failing rate is within this fraction "
                    "above the highest passing one.")
-@click.option("--repeats", default=2, show_default=True,
+@click.option("--repeats", default=2, show_default=True, type=click.IntRange(min=0),
               help="Runs again of the highest passing rate; every one must pass.")
 @click.option("--tolerance", default=0.05, show_default=True,
-              help="How far below the target the arrival rate may be and still keep up.")
-@click.option("--start-rate", type=float,
+              type=click.FloatRange(0, 1, max_open=True),
+              help="How far below the target the arrival rate may be and still count as "
+                   "keeping up (0.05: 5 %).")
+@click.option("--start-rate", type=POSITIVE,
               help="First target rate, frames/s [default: about 200 MB/s of frames].")
-@click.option("--max-rate", default=0.0, show_default=True,
+@click.option("--max-rate", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Never try more frames/s than this (0: no limit).")
 @click.option("--json", "json_path", metavar="PATH",
               help="Write every step and the result to PATH as JSON.")
@@ -84,28 +87,32 @@ def bench(chain_file: str | None, shape: str | None, size: str | None, dtype: st
           operator: str, pattern: str, seconds: float, precision: float, repeats: int,
           tolerance: float, start_rate: float | None, max_rate: float,
           json_path: str | None, verbose: bool) -> None:
-    """Find the highest frame rate a chain sustains with zero loss: does it keep up with
-    a detector at that rate?
+    """Find the highest frame rate a chain sustains with zero loss: does it keep up
+    with a detector at that rate?
 
-    It runs CHAIN_FILE's services here (its source must be the simulated detector), or
-    without CHAIN_FILE the built-in simulated source -> operator -> stats sink. Each step is
-    one run of the source at a target rate for --seconds: rates double until one fails,
-    then bisection narrows down to --precision, then the highest passing rate runs
-    --repeats more times.
-
-    \b
-    A step passes when every frame the source sent arrived at the end of the chain, the
-    ledgers say 0 lost and 0 dropped, and frames arrived at the target rate (a push link
-    that cannot keep up slows the source instead of losing frames; a detector cannot wait).
+    It runs CHAIN_FILE's services on this machine (its source must be the simulated
+    detector), or without CHAIN_FILE the built-in simulated source -> operator -> stats
+    sink. Each step is one run of the source at a target rate for --seconds: rates double
+    until one fails, bisection narrows down to --precision, and the highest passing rate
+    runs --repeats more times.
 
     \b
-    Prints a table (target and achieved frames/s, GB/s, frames lost, CPU of each service
-    in % of one core) and the rate sustained. Exit status: 0 a rate was sustained, 1 none
-    was (or the chain failed), 2 bad arguments.
+    A step passes when every frame the source sent arrived at the end of
+    the chain, the ledgers say 0 lost and 0 dropped, and frames arrived at
+    the target rate (a push link that cannot keep up slows the source
+    instead of losing frames, and a detector cannot wait).
+
+    \b
+    Examples:
+      arroyo bench --shape 4096,4096 --dtype uint8   # 16.8 MB frames
+      arroyo bench my-chain.toml --json bench.json   # your chain file
+
+    \b
+    Prints a table (target and achieved frames/s, GB/s, frames lost and
+    dropped, CPU of each service in % of one core) and the rate sustained.
+    Exit status: 0 a rate was sustained, 1 none was (or the chain failed),
+    2 bad arguments.
     """
-    for name, value in (("--seconds", seconds), ("--precision", precision)):
-        if not value > 0:
-            raise click.BadParameter("must be more than 0", param_hint=name)
     frame = _frame(shape, size, dtype)
     try:
         chain = (BenchChain.from_file(chain_file, frame) if chain_file
@@ -136,10 +143,13 @@ def bench(chain_file: str | None, shape: str | None, size: str | None, dtype: st
             sustained = search.run()
     except (BenchError, RuntimeError) as exc:
         sustained, failure = None, str(exc)
+    except KeyboardInterrupt:
+        sustained, failure = None, "interrupted"
     report = _report(chain, frame, steps, sustained, failure, time.monotonic() - began,
                      dict(seconds=seconds, precision=precision, repeats=repeats,
                           tolerance=tolerance, start_rate=start, max_rate=max_rate))
-    click.echo("\n" + _table(steps, chain.names))
+    if steps:
+        click.echo("\n" + _table(steps, chain.names))
     click.echo(_summary(report))
     if json_path:
         Path(json_path).write_text(json.dumps(report, indent=2, default=str) + "\n")

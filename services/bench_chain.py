@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ POLL_S = 0.1  # between status reads while a run goes on
 GRACE_S = 5.0  # past a run's planned length before it counts as not ending in time
 DRAIN_S = 60.0  # for a run cut short to reach the end of the chain
 SIMULATED = ("simulated", "arroyo_core.sources:SimulatedDetector")
+LOCAL = ("127.0.0.1", "localhost", "::1")  # hosts a chain file's services may have here
 
 Progress = Callable[[int, int, float, int], None]  # arrived, frames, frames/s, lost
 
@@ -91,6 +93,11 @@ class BenchChain:
             raise ConfigError(f"{path}: arroyo bench drives the chain's source at chosen rates, "
                               f"so the chain needs exactly one listener, with source = "
                               f"\"simulated\" (it has {listeners or 'none'})")
+        elsewhere = {n: svc.host for n, svc in chain.services.items() if svc.host not in LOCAL}
+        if elsewhere:
+            raise ConfigError(f"{path}: arroyo bench runs every service on this machine, but "
+                              f"the file places some elsewhere ({elsewhere}); bench a copy "
+                              "without their 'host' keys")
         source = listeners[0]
         options = chain.services[source].config.options
         frame = frame or Frame(tuple(options.get("shape", (512, 512))),
@@ -224,7 +231,10 @@ class BenchChain:
                                  f"the chain ({arrived} of {frames} frames after "
                                  f"{now - began:.0f} s)")
         cpu_percent = cpu.percent(self.names)
-        source.process.wait(30)
+        try:
+            source.process.wait(30)  # it ends by itself after its run, its ledger logged
+        except subprocess.TimeoutExpired:
+            source.stop()
         self.running.pop(self.source)
         return self._measured(rate, frames, record, samples, ended, cpu_percent, tolerance,
                               source, cut)

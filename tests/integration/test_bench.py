@@ -1,7 +1,8 @@
 """``arroyo bench`` on real chains of service processes: it finds a rate, its JSON agrees
 with what the sink itself logged, and a chain that cannot keep up (a user's operator that
 sleeps on every frame) is caught, by frames falling behind (push) or frames dropped
-(pub with a drop-newest overflow policy)."""
+(pub with a drop-newest overflow policy). ``benchmarks/soak.py``, for a few seconds, finds
+a plain chain flat and one whose operator keeps every frame growing."""
 
 from __future__ import annotations
 
@@ -34,6 +35,24 @@ class Sleepy(Operator):
         time.sleep(self.seconds)
         return event
 '''
+LEAKY = '''
+import numpy as np
+
+from arroyo_core import Event, Operator
+
+
+class Leaky(Operator):
+    """Keeps 200 kB for every frame it sees, as a leak would."""
+
+    def __init__(self):
+        super().__init__()
+        self.kept = []
+
+    def on_event(self, event: Event):
+        self.kept.append(np.ones(200_000, np.uint8))
+        return event
+'''
+ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(r"\[sink\] .*run summary: (?:\(.*\) )?(\d+) frames, .*lost (\d+)")
 LEDGER = re.compile(r"\[source\] .* stopped; ledger: (.*)$", re.M)
 
@@ -74,9 +93,12 @@ def test_bench_of_a_tiny_chain_finds_a_rate_and_its_json_agrees_with_the_sink(tm
     assert f"sustained: {report['sustained']['rate']:,.6g} frames/s" in done.stdout
 
 
-def slow_chain(directory: Path, pattern: str) -> Path:
-    """A chain file whose operator, a user's module beside it, takes 20 ms a frame."""
-    (directory / "slow_ops.py").write_text(SLEEPY)
+def user_chain(directory: Path, pattern: str, module: str = SLEEPY,
+               operator: str = "slow_ops:Sleepy", options: str = "{ seconds = 0.02 }") -> Path:
+    """A chain file whose operator is a user's ``module`` beside it (by default one that
+    takes 20 ms a frame)."""
+    if module:
+        (directory / f"{operator.partition(':')[0]}.py").write_text(module)
     hop1, hop2 = free_port(), free_port()
     receive = {"push": "pull", "pub": "sub"}[pattern]
     # on pub, small buffers and drop-newest: a source too fast for the chain drops frames
@@ -93,8 +115,8 @@ out_pattern = "{pattern}"
 out_options = {out_options}
 [services.operator]
 role = "operator"
-operator = "slow_ops:Sleepy"
-options = {{ seconds = 0.02 }}
+operator = "{operator}"
+options = {options}
 in = ">tcp://{{source}}:{hop1}"
 in_pattern = "{receive}"
 out = "@tcp://127.0.0.1:{hop2}"
@@ -108,7 +130,7 @@ in = ">tcp://{{operator}}:{hop2}"
 
 @pytest.mark.parametrize(("pattern", "sign"), [("push", "fell behind"), ("pub", "dropped")])
 def test_bench_finds_a_rate_below_what_a_slow_operator_can_do(tmp_path, pattern, sign):
-    chain = slow_chain(tmp_path, pattern)
+    chain = user_chain(tmp_path, pattern)
     done = bench(str(chain), "--start-rate", "15", "--seconds", "1", "--precision", "0.25",
                  "--repeats", "1", "--json", "bench.json", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -141,3 +163,26 @@ in = ">tcp://{entry}:5998"
     done = bench(str(chain), cwd=tmp_path, timeout=30)
     assert done.returncode == 2
     assert 'source = "simulated"' in done.stderr and "entry" in done.stderr
+
+
+@pytest.mark.parametrize(("module", "operator", "flat"), [
+    ("", "passthrough", True), (LEAKY, "leaky_ops:Leaky", False)])
+def test_soak_reports_memory_and_open_files_of_every_service(tmp_path, module, operator, flat):
+    chain = user_chain(tmp_path, "push", module, operator, "{}")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "soak.py"), str(chain),
+                           "--minutes", "0.1", "--rate", "40", "--json", "soak.json"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == (0 if flat else 1), done.stdout + done.stderr
+    report = json.loads((tmp_path / "soak.json").read_text())
+    assert set(report["services"]) == {"source", "operator", "sink"}
+    assert report["passed"] and report["flat"] is flat
+    step = report["step"]
+    assert step["sent"] == step["arrived"] == step["frames"] == 240 and step["lost"] == 0
+    for name, figures in report["services"].items():
+        assert figures["rss_start"] > 10e6 and figures["fds_start"] > 3
+        grew = figures["rss_end"] / figures["rss_start"] - 1
+        if name == "operator" and not flat:  # ~200 frames after the warm-up, 200 kB each
+            assert grew > 0.2
+        else:
+            assert abs(grew) <= 0.05
+    assert ("memory and open files flat" if flat else "NOT flat") in done.stdout

@@ -1,0 +1,178 @@
+"""Soak: does a chain run for long at 80 % of its `arroyo bench` rate without growing?
+
+Finds the chain's zero-loss rate with `arroyo bench` (or takes --rate), then runs one run
+of the simulated source at 80 % of it for --minutes, and prints, for every service, its
+resident memory (RSS) and open file descriptors after a warm-up and at the end of the run
+(flat: within 5 %), its CPU, and the frames lost and dropped (0). Exit status 0 when all
+is flat and nothing was lost, else 1.
+
+    python benchmarks/soak.py [CHAIN_FILE] [--minutes 10] [--rate R] [--shape 512,512]
+        [--dtype uint16] [--json soak.json]
+
+The chain is a chain file (its source must be the simulated detector) or, without one,
+`arroyo bench`'s built-in source -> operator -> stats sink.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from services.bench_chain import BenchChain, Frame  # noqa: E402
+
+SHARE = 0.8  # of the bench rate
+FLAT = 0.05  # how much RSS and open files may change from the warm-up to the end
+WARM_UP_S = 30.0  # at most; a tenth of the run when that is shorter
+
+
+def bench_rate(args: argparse.Namespace) -> float:
+    """The rate `arroyo bench` sustains for this chain (its table is shown as it runs)."""
+    with tempfile.TemporaryDirectory() as directory:
+        report = Path(directory) / "bench.json"
+        command = [sys.executable, "-m", "services", "bench", *chain_args(args),
+                   "--json", str(report)]
+        print("$ arroyo " + " ".join(command[3:]), flush=True)
+        subprocess.run(command, check=False)
+        sustained = json.loads(report.read_text())["sustained"]
+    if sustained is None:
+        sys.exit("soak: arroyo bench found no rate this chain sustains")
+    return float(sustained["rate"])
+
+
+def chain_args(args: argparse.Namespace) -> list[str]:
+    given = [args.chain] if args.chain else ["--operator", args.operator,
+                                             "--pattern", args.pattern]
+    for flag, value in (("--shape", args.shape), ("--dtype", args.dtype)):
+        if value:
+            given += [flag, value]
+    return given
+
+
+class Watch:
+    """RSS and open files of every service: after the warm-up, then the latest reading."""
+
+    def __init__(self, chain: BenchChain, warm_up: float, every: float = 60.0) -> None:
+        self.chain = chain
+        self.began = time.monotonic()
+        self.warm_up = warm_up
+        self.every = every
+        self.start: dict[str, tuple[int, int]] = {}
+        self.end: dict[str, tuple[int, int]] = {}
+        self._read = 0.0
+        self._said = self.began
+
+    def __call__(self, arrived: int, frames: int, rate: float, lost: int) -> None:
+        now = time.monotonic()
+        if now - self._read < 1.0:
+            return
+        self._read = now
+        readings = {}
+        for name, service in self.chain.running.items():
+            try:
+                process = psutil.Process(service.process.pid)
+                readings[name] = (process.memory_info().rss, process.num_fds())
+            except psutil.Error:
+                continue
+        if now - self.began >= self.warm_up:
+            if not self.start:
+                self.start = readings
+            self.end.update(readings)
+        if now - self._said >= self.every:
+            self._said = now
+            names = self.chain.names
+
+            def order(item: tuple[str, Any]) -> int:
+                return names.index(item[0]) if item[0] in names else len(names)
+
+            shown = ", ".join(f"{name} {rss / 1e6:.0f} MB {fds} fds"
+                              for name, (rss, fds) in sorted(readings.items(), key=order))
+            print(f"  {(now - self.began) / 60:5.1f} min: {arrived}/{frames} frames, lost "
+                  f"{lost}; {shown}", flush=True)
+
+
+def change(before: int, after: int) -> float:
+    return (after - before) / before if before else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("chain", nargs="?", help="chain file [default: the built-in chain]")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, help="frames/s to soak at [default: 80 %% of "
+                        "what arroyo bench finds]")
+    parser.add_argument("--shape", help="frame shape, e.g. 512,512")
+    parser.add_argument("--dtype", help="frame dtype, e.g. uint16")
+    parser.add_argument("--operator", default="passthrough", help="built-in chain only")
+    parser.add_argument("--pattern", default="push", choices=["push", "pub"])
+    parser.add_argument("--json", help="write the figures to this file")
+    args = parser.parse_args()
+
+    if args.rate:
+        rate = args.rate
+    else:
+        rate = float(f"{SHARE * bench_rate(args):.3g}")
+        print(f"soak: {SHARE:.0%} of the bench rate: {rate:g} frames/s", flush=True)
+    frame = None
+    if args.shape or args.dtype:
+        frame = Frame(tuple(int(n) for n in (args.shape or "512,512").split(",")),
+                      args.dtype or "uint16")
+    chain = (BenchChain.from_file(args.chain, frame) if args.chain else
+             BenchChain.built_in(frame or Frame((512, 512), "uint16"), args.operator,
+                                 args.pattern))
+    seconds = args.minutes * 60
+    print(f"soak: {chain.description}, {rate:g} frames/s for {args.minutes:g} min", flush=True)
+    watch = Watch(chain, min(WARM_UP_S, seconds / 10))
+    with chain:
+        step = chain.step(rate, seconds, tolerance=0.05, progress=watch)
+    report = figures(chain, step, watch, rate, args.minutes)
+    print(table(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    sys.exit(0 if report["flat"] and report["passed"] else 1)
+
+
+def figures(chain: BenchChain, step: Any, watch: Watch, rate: float,
+            minutes: float) -> dict[str, Any]:
+    services = {}
+    for name in chain.names:
+        if name not in watch.start or name not in watch.end:
+            continue
+        (rss0, fds0), (rss1, fds1) = watch.start[name], watch.end[name]
+        services[name] = {"rss_start": rss0, "rss_end": rss1, "rss_change": change(rss0, rss1),
+                          "fds_start": fds0, "fds_end": fds1, "fds_change": change(fds0, fds1),
+                          "cpu_percent": step.cpu.get(name)}
+    flat = bool(services) and all(abs(s["rss_change"]) <= FLAT and abs(s["fds_change"]) <= FLAT
+                                  for s in services.values())
+    return {"chain": chain.description, "rate": rate, "minutes": minutes,
+            "warm_up_s": watch.warm_up, "services": services, "flat": flat,
+            "passed": step.passed, "why": step.why, "step": step.to_dict()}
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [f"{'SERVICE':10} {'RSS START':>10} {'RSS END':>10} {'CHANGE':>7} "
+             f"{'FDS START':>9} {'FDS END':>8} {'CHANGE':>7} {'CPU%':>5}"]
+    for name, s in report["services"].items():
+        lines.append(f"{name:10} {s['rss_start'] / 1e6:>7.1f} MB {s['rss_end'] / 1e6:>7.1f} MB "
+                     f"{s['rss_change']:>+7.1%} {s['fds_start']:>9} {s['fds_end']:>8} "
+                     f"{s['fds_change']:>+7.1%} {s['cpu_percent'] or 0:>5.0f}")
+    step = report["step"]
+    lines.append(f"frames: sent {step['sent']}, arrived {step['arrived']} of {step['frames']}, "
+                 f"lost {step['lost']}, dropped {step['dropped']}, "
+                 f"{step['achieved']:,.1f} frames/s ({step['gb_per_s']:.3g} GB/s)")
+    lines.append(f"memory and open files {'flat' if report['flat'] else 'NOT flat'} (within "
+                 f"{FLAT:.0%} from {report['warm_up_s']:.0f} s to the end); "
+                 + ("no loss" if report["passed"] else f"FAILED: {report['why']}"))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
