@@ -152,7 +152,8 @@ def bench(chain_file: str | None, shape: str | None, size: str | None, dtype: st
         click.echo("\n" + _table(steps, chain.names))
     click.echo(_summary(report))
     if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        text = json.dumps(report, indent=2, default=str, allow_nan=False)
+        Path(json_path).write_text(text + "\n")
         click.echo(f"wrote {json_path}")
     sys.exit(0 if sustained is not None else EXIT_NONE)
 

@@ -236,18 +236,18 @@ class BenchChain:
         except subprocess.TimeoutExpired:
             source.stop()
         self.running.pop(self.source)
-        return self._measured(rate, frames, record, samples, ended, cpu_percent, tolerance,
-                              source, cut)
+        return self._measured(rate, frames, record, samples, ended, began, cpu_percent,
+                              tolerance, source, cut)
 
     def _measured(self, rate: float, frames: int,
                   record: dict[str, tuple[RunLedgerStatus, RunStatus | None]],
-                  samples: list[tuple[float, int]], ended: tuple[float, int],
+                  samples: list[tuple[float, int]], ended: tuple[float, int], began: float,
                   cpu: dict[str, float], tolerance: float, source: ServiceProcess,
                   cut: bool) -> Step:
         ledgers = list(record.values())
         runs = [run for _, run in ledgers if run is not None]
         sent = _sent(source.output(), ledgers[0][0].run)
-        achieved = arrival_rate(samples, frames, ended)
+        achieved = arrival_rate(samples, frames, ended, began)
         step = Step(
             target=rate, frames=frames, sent=sent,
             arrived=min(r.seen for r, _ in ledgers),
@@ -255,7 +255,7 @@ class BenchChain:
             lost=max([r.lost or 0 for r, _ in ledgers] + [run.lost for run in runs]),
             dropped=max(r.policy_dropped for r, _ in ledgers),
             accounted=max(r.filtered + r.failed for r, _ in ledgers),
-            achieved=round(achieved, 1) if math.isfinite(achieved) else achieved,
+            achieved=round(achieved, 1),
             gb_per_s=float(f"{achieved * self.frame.nbytes / 1e9:.4g}"),
             cpu=cpu, seconds=round(ended[0] - samples[0][0] + POLL_S, 2) if samples else 0.0,
             passed=False, why="")

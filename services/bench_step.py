@@ -63,14 +63,15 @@ def judge(step: Step, complete: bool, tolerance: float) -> str:
 
 
 def arrival_rate(samples: list[tuple[float, int]], frames: int,
-                 ended: tuple[float, int] | None) -> float:
+                 ended: tuple[float, int] | None, began: float = 0.0) -> float:
     """Frames/s arriving at the end of the chain, from ``(time, frames seen)`` samples
     taken while the run went on, and ``ended`` (time and frames) when its end was seen.
 
     The slope of a least-squares line through the samples between the first frame and the
     last, where there are enough of them: the start-up before the first frame (the source
     waiting for its peers) and the polling delay at the end do not count. Else frames
-    over the time from the first sample with frames to the end.
+    over the time from the first sample with frames to the end, or from ``began`` (when
+    the source started) for a run too short to see between two samples.
     """
     inside = [(t, n) for t, n in samples if 0 < n < frames]
     if len(inside) >= 4 and inside[-1][0] - inside[0][0] > 0.2:
@@ -78,10 +79,10 @@ def arrival_rate(samples: list[tuple[float, int]], frames: int,
         mean_n = sum(n for _, n in inside) / len(inside)
         spread = sum((t - mean_t) ** 2 for t, _ in inside)
         return sum((t - mean_t) * (n - mean_n) for t, n in inside) / spread
-    first = next(((t, n) for t, n in samples if n > 0), None)
-    if ended is None or first is None or ended[0] <= first[0]:
-        return 0.0 if ended is None else float("inf")  # too quick to see between samples
-    return (ended[1] - first[1]) / (ended[0] - first[0])
+    if ended is None:
+        return 0.0
+    first = next(((t, n) for t, n in samples if n > 0), (began, 0))
+    return (ended[1] - first[1]) / max(ended[0] - first[0], 1e-3)
 
 
 class CpuMeter:

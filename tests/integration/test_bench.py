@@ -186,3 +186,17 @@ def test_soak_reports_memory_and_open_files_of_every_service(tmp_path, module, o
         else:
             assert abs(grew) <= 0.05
     assert ("memory and open files flat" if flat else "NOT flat") in done.stdout
+
+
+def test_arroyo_service_sets_plugin_options_and_status_over_the_chain_file(tmp_path):
+    chain = user_chain(tmp_path, "push")
+
+    def check(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "services", "service", str(chain), "source",
+                               *args, "--check"], capture_output=True, text=True, timeout=30)
+
+    assert check("-o", "rate=7", "-o", "frames=3", "--status", "ipc://status").returncode == 0
+    refused = check("-o", "rate=fast")
+    assert refused.returncode == 2 and "option rate: expected a number" in refused.stderr
+    refused = check("--status", "redis://127.0.0.1")
+    assert refused.returncode == 2 and "status" in refused.stderr

@@ -106,6 +106,6 @@ def test_arrival_rate_is_the_slope_between_first_and_last_frame():
 
 
 def test_arrival_rate_of_a_run_too_short_to_sample():
-    assert arrival_rate([(0.1, 0)], 10, (0.2, 10)) == float("inf")
+    assert arrival_rate([(0.1, 0)], 10, (0.2, 10), began=0.0) == pytest.approx(50)
     assert arrival_rate([(0.1, 0), (0.2, 5)], 10, (0.3, 10)) == pytest.approx(50)
     assert arrival_rate([(0.1, 0)], 10, None) == 0.0
