@@ -3,8 +3,10 @@
 Finds the chain's zero-loss rate with `arroyo bench` (or takes --rate), then runs one run
 of the simulated source at 80 % of it for --minutes, and prints, for every service, its
 resident memory (RSS) and open file descriptors after a warm-up and at the end of the run
-(flat: within 5 %, or one file), its CPU, and the frames lost and dropped (0). Exit status
-0 when all is flat and nothing was lost, else 1.
+(flat: within 5 %, or one file), its CPU, and the frames lost and dropped (0). Exit
+status 0 when all is flat and nothing was lost, else 1. The figures at the start and the
+end are the lowest readings (one a second) over 30 s after a 30 s warm-up and over the
+last 30 s: frames in flight through a service come and go, a leak raises its floor.
 
     python benchmarks/soak.py [CHAIN_FILE] [--minutes 10] [--rate R] [--shape 512,512]
         [--dtype uint16] [--json soak.json]
@@ -31,8 +33,9 @@ from services.bench_chain import BenchChain, Frame  # noqa: E402
 
 SHARE = 0.8  # of the bench rate
 FLAT = 0.05  # how much RSS and open files may change from the warm-up to the end
-FDS_JITTER = 1  # open files may differ by one: a status query's connection, open or not
+FDS_JITTER = 1  # the soak's own status queries hold a connection to a service, or not
 WARM_UP_S = 30.0  # from the first frame, at most; a tenth of the run when that is shorter
+# (also the window whose lowest readings are the figures at the start and at the end)
 
 
 def bench_rate(args: argparse.Namespace) -> float:
@@ -59,54 +62,63 @@ def chain_args(args: argparse.Namespace) -> list[str]:
 
 
 class Watch:
-    """RSS and open files of every service: after the warm-up, then the latest reading."""
+    """RSS and open files of every service, read once a second from the first frame on.
+
+    What a service holds at one instant includes the frames in flight through it, which
+    come and go; its floor over a window does not, and a leak raises it. So the figures
+    at the start and at the end are the lowest readings over ``window`` seconds: from the
+    end of the warm-up, and up to the end of the run.
+    """
 
     def __init__(self, chain: BenchChain, warm_up: float, every: float = 60.0) -> None:
         self.chain = chain
         self.began = 0.0  # the first frame's arrival
         self.warm_up = warm_up
+        self.window = max(warm_up, 2.5)  # two readings at least
         self.every = every
-        self.start: dict[str, tuple[int, int]] = {}
-        self.end: dict[str, tuple[int, int]] = {}
-        self.peak: dict[str, int] = {}  # the highest RSS seen of each service
-        self.series: list[dict[str, Any]] = []  # a reading a minute (`every`), for the JSON
-        self._read = 0.0
+        self.readings: list[tuple[float, dict[str, tuple[int, int]]]] = []  # (s, name: rss, fds)
         self._said = 0.0
 
     def __call__(self, arrived: int, frames: int, rate: float, lost: int) -> None:
         now = time.monotonic()
-        if not arrived or now - self._read < 1.0:
+        if not arrived or (self.readings and now - self.began - self.readings[-1][0] < 1.0):
             return
         if not self.began:
             self.began = self._said = now
-        self._read = now
-        readings = {}
-        for name, service in self.chain.running.items():
+        reading = {}
+        for name in self.chain.names:
             try:
-                process = psutil.Process(service.process.pid)
-                readings[name] = (process.memory_info().rss, process.num_fds())
-            except psutil.Error:
+                process = psutil.Process(self.chain.running[name].process.pid)
+                reading[name] = (process.memory_info().rss, process.num_fds())
+            except (KeyError, psutil.Error):
                 continue
-        if now - self.began >= self.warm_up:
-            if not self.start:
-                self.start = readings
-            self.end.update(readings)
-        for name, (rss, _) in readings.items():
-            self.peak[name] = max(self.peak.get(name, 0), rss)
+        self.readings.append((now - self.began, reading))
         if now - self._said >= self.every:
             self._said = now
-            self.series.append({"minutes": round((now - self.began) / 60, 2), "frames": arrived,
-                                **{name: {"rss": rss, "fds": fds}
-                                   for name, (rss, fds) in readings.items()}})
-            names = self.chain.names
-
-            def order(item: tuple[str, Any]) -> int:
-                return names.index(item[0]) if item[0] in names else len(names)
-
             shown = ", ".join(f"{name} {rss / 1e6:.0f} MB {fds} fds"
-                              for name, (rss, fds) in sorted(readings.items(), key=order))
+                              for name, (rss, fds) in reading.items())
             print(f"  {(now - self.began) / 60:5.1f} min: {arrived}/{frames} frames, lost "
                   f"{lost}; {shown}", flush=True)
+
+    def floor(self, name: str, first: float, last: float) -> tuple[int, int] | None:
+        """The lowest RSS and open files of ``name`` read between ``first`` and ``last``."""
+        found = [reading[name] for t, reading in self.readings
+                 if first <= t <= last and name in reading]
+        return (min(r for r, _ in found), min(f for _, f in found)) if found else None
+
+    def peak(self, name: str) -> int:
+        return max((reading[name][0] for _, reading in self.readings if name in reading),
+                   default=0)
+
+    def series(self) -> list[dict[str, Any]]:
+        """A reading every ``every`` seconds, for the JSON."""
+        kept, due = [], 0.0
+        for t, reading in self.readings:
+            if t >= due:
+                kept.append({"seconds": round(t, 1), **{name: {"rss": rss, "fds": fds}
+                                                         for name, (rss, fds) in reading.items()}})
+                due = t + self.every
+        return kept
 
 
 def change(before: int, after: int) -> float:
@@ -153,21 +165,24 @@ def main() -> None:
 def figures(chain: BenchChain, step: Any, watch: Watch, rate: float,
             minutes: float) -> dict[str, Any]:
     services = {}
+    last = watch.readings[-1][0] if watch.readings else 0.0
     for name in chain.names:
-        if name not in watch.start or name not in watch.end:
+        start = watch.floor(name, watch.warm_up, watch.warm_up + watch.window)
+        end = watch.floor(name, last - watch.window, last)
+        if start is None or end is None:
             continue
-        (rss0, fds0), (rss1, fds1) = watch.start[name], watch.end[name]
+        (rss0, fds0), (rss1, fds1) = start, end
         services[name] = {"rss_start": rss0, "rss_end": rss1, "rss_change": change(rss0, rss1),
-                          "fds_start": fds0, "fds_end": fds1, "fds_change": change(fds0, fds1),
-                          "rss_peak": watch.peak.get(name, rss1), "cpu_percent": step.cpu.get(name)}
+                          "rss_peak": watch.peak(name), "fds_start": fds0, "fds_end": fds1,
+                          "fds_change": change(fds0, fds1), "cpu_percent": step.cpu.get(name)}
     flat = bool(services) and all(
         abs(s["rss_change"]) <= FLAT
         and (abs(s["fds_change"]) <= FLAT or abs(s["fds_end"] - s["fds_start"]) <= FDS_JITTER)
         for s in services.values())
     return {"chain": chain.description, "rate": rate, "minutes": minutes,
-            "warm_up_s": watch.warm_up, "services": services, "flat": flat,
-            "series": watch.series,
-            "passed": step.passed, "why": step.why, "step": step.to_dict()}
+            "warm_up_s": watch.warm_up, "window_s": watch.window, "services": services,
+            "flat": flat, "passed": step.passed, "why": step.why, "step": step.to_dict(),
+            "series": watch.series()}
 
 
 def table(report: dict[str, Any]) -> str:
@@ -183,8 +198,8 @@ def table(report: dict[str, Any]) -> str:
                  f"lost {step['lost']}, dropped {step['dropped']}, "
                  f"{step['achieved']:,.1f} frames/s ({step['gb_per_s']:.3g} GB/s)")
     lines.append(f"memory and open files {'flat' if report['flat'] else 'NOT flat'} (within "
-                 f"{FLAT:.0%} from {report['warm_up_s']:.0f} s after the first frame to the "
-                 "end); "
+                 f"{FLAT:.0%}; start and end: the lowest readings over {report['window_s']:.0f} s, "
+                 f"from {report['warm_up_s']:.0f} s after the first frame and up to the end); "
                  + ("no loss" if report["passed"] else f"FAILED: {report['why']}"))
     return "\n".join(lines)
 
