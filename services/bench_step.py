@@ -79,6 +79,8 @@ def arrival_rate(samples: list[tuple[float, int]], frames: int,
         mean_n = sum(n for _, n in inside) / len(inside)
         spread = sum((t - mean_t) ** 2 for t, _ in inside)
         return sum((t - mean_t) * (n - mean_n) for t, n in inside) / spread
+    if len(inside) >= 2 and inside[-1][1] > inside[0][1]:  # exact counts at known times
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
     if ended is None:
         return 0.0
     first = next(((t, n) for t, n in samples if n > 0), (began, 0))

@@ -109,3 +109,5 @@ def test_arrival_rate_of_a_run_too_short_to_sample():
     assert arrival_rate([(0.1, 0)], 10, (0.2, 10), began=0.0) == pytest.approx(50)
     assert arrival_rate([(0.1, 0), (0.2, 5)], 10, (0.3, 10)) == pytest.approx(50)
     assert arrival_rate([(0.1, 0)], 10, None) == 0.0
+    # two samples inside the run: their exact counts, not the late-seen end
+    assert arrival_rate([(0.1, 2), (0.2, 7)], 20, (0.5, 20)) == pytest.approx(50)
