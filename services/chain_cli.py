@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from .chain import TARGETS, Chain, Target, load_chain
 from .chain_runner import check_chain, run_chain
 from .deploy import compose_file, startsecs, supervisor_conf
 from .serve import serve, setup_logging
+from .service_options import parse_pairs
 from .workdir import at_home, home_of
 
 EXIT_CONFIG = 2
@@ -79,8 +81,13 @@ def run(chain_file: str, services: tuple[str, ...], host: str | None) -> None:
                    "NAME-K, its status port + K.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Set an option of the service's plug-in over the file's (e.g. -o rate=100 "
+                   "for a simulated source; VALUE read as YAML). Repeatable.")
+@click.option("--status", metavar="ADDRESS",
+              help="Serve the status socket at ADDRESS instead of the file's.")
 def service(chain_file: str, name: str, target: Target, check: bool, replica: int | None,
-            log_level: str) -> None:
+            log_level: str, options: tuple[str, ...], status: str | None) -> None:
     """Run service NAME of CHAIN_FILE in the foreground, with the settings the file gives it.
     `arroyo run`, the generated supervisor programs and compose services all start this. It
     runs in CHAIN_FILE's directory: relative paths are read there, and user code
@@ -93,6 +100,11 @@ def service(chain_file: str, name: str, target: Target, check: bool, replica: in
     with at_home(home_of(chain_file)):
         try:
             config = chain.resolve(name, target, replica)
+            if options:
+                given = parse_pairs(options, "-o/--option")
+                config = replace(config, options={**config.options, **given})
+            if status:
+                config = replace(config, status=status)
         except ConfigError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_CONFIG)

@@ -143,3 +143,7 @@ from .chain_cli import check, deploy, run, service  # noqa: E402  (chain files)
 
 for _command in (run, check, deploy, service):
     main.add_command(_command)
+
+from .bench import bench  # noqa: E402
+
+main.add_command(bench)
