@@ -102,7 +102,9 @@ def user_chain(directory: Path, pattern: str, module: str = SLEEPY,
     hop1, hop2 = free_port(), free_port()
     receive = {"push": "pull", "pub": "sub"}[pattern]
     # on pub, small buffers and drop-newest: a source too fast for the chain drops frames
-    out_options = ('{ hwm = 8, overflow = "drop-newest" }' if pattern == "pub" else "{}")
+    # (one message a frame: in batches, 8 messages would hold a whole 1 s step's excess)
+    out_options = ('{ hwm = 8, overflow = "drop-newest", batch = 0 }' if pattern == "pub"
+                   else "{}")
     path = directory / "slow.toml"
     path.write_text(f"""
 name = "slow"
