@@ -194,8 +194,14 @@ def test_services_do_not_outlive_a_killed_arroyo_run(tmp_path, ipc, run_chain):
 def test_a_clean_three_service_run_logs_no_warning(tmp_path, ipc, run_chain):
     text, stats = chain_toml(ipc, frames=300, rate=300)
     run = run_chain(write(tmp_path / "chain.toml", text))
-    wait_for(lambda: (sink_runs(stats["sink"]) or [{}])[-1].get("complete"), 30,
-             "the run to end at the sink")
+
+    def complete() -> bool:
+        try:
+            return (sink_runs(stats["sink"]) or [{}])[-1].get("complete", False)
+        except TimeoutError:  # the sink is not up yet (a slow start on a busy machine)
+            return False
+
+    wait_for(complete, 30, "the run to end at the sink")
     run.process.send_signal(signal.SIGINT)
     assert run.process.wait(30) == 0, run.text()[-3000:]
     run.reader.join(5)
