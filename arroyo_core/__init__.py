@@ -5,6 +5,14 @@ from .config import ServiceConfig
 from .errors import ArroyoError, ConfigError, DecodeError, EncodeError
 from .link import InputLink, OutputLink, ZmqListener, ZmqPublisher
 from .message import Event, Message, Start, Stop
+from .named_links import (
+    RedisListener,
+    RedisPublisher,
+    ZMQListener,
+    ZMQPublisher,
+    ZMQPubSubListener,
+    ZMQPubSubPublisher,
+)
 from .operators import Downsample, PassThrough, Reduce, Threshold
 from .queues import MessageQueue
 from .runtime import Runtime
@@ -32,6 +40,8 @@ __all__ = [
     "OutputLink",
     "PassThrough",
     "Publisher",
+    "RedisListener",
+    "RedisPublisher",
     "Reduce",
     "Runtime",
     "ServiceConfig",
@@ -40,6 +50,10 @@ __all__ = [
     "StatsSink",
     "Stop",
     "Threshold",
+    "ZMQListener",
+    "ZMQPubSubListener",
+    "ZMQPubSubPublisher",
+    "ZMQPublisher",
     "ZmqListener",
     "ZmqPublisher",
     "decode",
