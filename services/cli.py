@@ -140,3 +140,8 @@ from .chain_cli import check, deploy, run, service  # noqa: E402  (chain files)
 
 for _command in (run, check, deploy, service):
     main.add_command(_command)
+
+from .blocks_cli import block, list_blocks, validate  # noqa: E402  (arroyopy pipeline files)
+
+for _command in (block, validate, list_blocks):
+    main.add_command(_command)
