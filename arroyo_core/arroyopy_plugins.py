@@ -28,13 +28,13 @@ import asyncio
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .components import Deliver, Listener, Operator, Publisher
-from .message import Event, Message, Start, Stop
+from .message import Event, Message, Payload, Start, Stop
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ def to_message(obj: Any) -> Message:
     dump = getattr(obj, "model_dump", None)
     if callable(dump):
         fields = dump()
-        payload = {key: value for key, value in fields.items() if isinstance(value, np.ndarray)}
+        payload: dict[str, Payload] = {key: value for key, value in fields.items()
+                                       if isinstance(value, np.ndarray)}
         meta = {key: value for key, value in fields.items() if key not in payload}
         names = {klass.__name__ for klass in type(obj).__mro__}
         if "Start" in names:
@@ -102,7 +103,8 @@ class ArroyopyOperator(Operator):
         inner.publishers = [_Forward(self)]
         self._started = False
 
-    def process(self, message: Message) -> Coroutine[Any, Any, None]:
+    def process(self, message: Message) -> Any:
+        """A coroutine, which the runtime awaits on its event loop."""
         return self._process(message)
 
     async def _process(self, message: Message) -> None:
