@@ -128,8 +128,13 @@ def block(pipeline_file: str, name: str, log_level: str) -> None:
 def validate(pipeline_file: str) -> None:
     """Check an arroyopy pipeline file (blocks:): every key known, every class imports and
     takes the args and kwargs given. Nothing is constructed, so nothing binds a socket."""
-    blocks = _load(pipeline_file)
-    _check(pipeline_file, blocks)
+    sys.exit(validate_blocks(pipeline_file))
+
+
+def validate_blocks(path: str, names: tuple[str, ...] = ()) -> int:
+    """What `arroyo validate` does (exits 2 on an error); 0 once all is well."""
+    blocks = _load(path, names)
+    _check(path, blocks)
     click.echo(f"Found {len(blocks)} block(s):")
     for item in blocks:
         click.echo(f"  - {item.name}\n    Operator: {item.operator.spec}")
@@ -139,6 +144,7 @@ def validate(pipeline_file: str) -> None:
             for part in parts:
                 click.echo(f"      - {part.spec}")
     click.echo("Configuration is valid")
+    return 0
 
 
 @click.command("list-blocks")

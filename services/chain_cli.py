@@ -14,7 +14,7 @@ import click
 from arroyo_core.errors import ConfigError
 
 from .blocks import is_blocks_file
-from .blocks_cli import run_blocks
+from .blocks_cli import run_blocks, validate_blocks
 from .chain import TARGETS, Chain, Target, load_chain
 from .chain_runner import check_chain, run_chain
 from .deploy import compose_file, startsecs, supervisor_conf
@@ -100,7 +100,10 @@ def service(chain_file: str, name: str, target: Target, check: bool, log_level: 
 @_select_options
 def check(chain_file: str, services: tuple[str, ...], host: str | None) -> None:
     """Check CHAIN_FILE: run every service's --check and check that every address a service
-    connects to is bound by a service of the chain (with matching socket patterns)."""
+    connects to is bound by a service of the chain (with matching socket patterns). An
+    arroyopy pipeline file (blocks:) is checked as `arroyo validate` checks it."""
+    if is_blocks_file(chain_file):
+        sys.exit(validate_blocks(chain_file, services))
     sys.exit(check_chain(_load(chain_file, services, host)))
 
 
