@@ -24,14 +24,16 @@ class Message:
         return 0
 
 
-def _one_of(meta: dict[str, Any] | None, other: dict[str, Any] | None,
-            name: str) -> dict[str, Any]:
+_UNSET: Any = object()  # meta not given (None is kept as given: the encoder refuses it)
+
+
+def _one_of(meta: Any, other: dict[str, Any] | None, name: str) -> Any:
     """``meta`` or the same dict given by its other name (``data``, ``metadata``)."""
     if other is not None:
-        if meta is not None:
+        if meta is not _UNSET:
             raise TypeError(f"give meta or {name}, not both (they are one dict)")
         return other
-    return {} if meta is None else meta
+    return {} if meta is _UNSET else meta
 
 
 @dataclass(eq=False, init=False)
@@ -44,7 +46,7 @@ class Start(Message):
 
     kind = "start"
 
-    def __init__(self, meta: dict[str, Any] | None = None, *,
+    def __init__(self, meta: dict[str, Any] = _UNSET, *,
                  data: dict[str, Any] | None = None) -> None:
         self.meta = _one_of(meta, data, "data")
 
@@ -72,12 +74,11 @@ class Event(Message):
     payload: dict[str, Payload] = field(default_factory=dict)
     kind = "event"
 
-    def __init__(self, meta: dict[str, Any] | None = None,
-                 payload: dict[str, Payload] | None = None, *,
-                 metadata: dict[str, Any] | None = None) -> None:
+    def __init__(self, meta: dict[str, Any] = _UNSET, payload: dict[str, Payload] = _UNSET,
+                 *, metadata: dict[str, Any] | None = None) -> None:
         self.meta = (_one_of(meta, metadata, "metadata") if metadata is not None
-                     else {} if meta is None else meta)
-        self.payload = {} if payload is None else payload
+                     else {} if meta is _UNSET else meta)
+        self.payload = {} if payload is _UNSET else payload
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -102,7 +103,7 @@ class Stop(Message):
 
     kind = "stop"
 
-    def __init__(self, meta: dict[str, Any] | None = None, *,
+    def __init__(self, meta: dict[str, Any] = _UNSET, *,
                  data: dict[str, Any] | None = None) -> None:
         self.meta = _one_of(meta, data, "data")
 
