@@ -120,7 +120,9 @@ class Operator:
     :class:`FunctionOperator`.
 
     Publishers added here are handed to the runtime that runs the operator, which sends
-    every result to all of them: the operator never sends anything itself.
+    every result to all of them: the operator never sends anything itself. An operator
+    that has a ``close()`` method (plain or async) has it called once the stream has
+    drained.
     """
 
     def __init__(self) -> None:
