@@ -12,8 +12,9 @@ from ``(host, port)`` as well as from an address::
 
 A publisher binds and a listener connects unless ``bind`` says otherwise (an address keeps
 its own ``@``/``>``). The Redis names are the stream links (durable, acknowledged):
-``RedisListener`` is :class:`RedisStreamListener`, ``RedisPublisher`` is
-:class:`RedisStreamPublisher` (docs/from-arroyopy.md has the whole table).
+``arroyo_core.RedisListener`` is :class:`RedisStreamListener`, ``RedisPublisher`` is
+:class:`RedisStreamPublisher`, looked up when first used, as they need redis-py
+(:data:`REDIS_NAMES`; docs/from-arroyopy.md has the whole table).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from __future__ import annotations
 from typing import Any
 
 from .link import InputLink, OutputLink
-from .transports.redis import RedisStreamListener, RedisStreamPublisher
 
-__all__ = ["RedisListener", "RedisPublisher", "ZMQListener", "ZMQPubSubListener",
-           "ZMQPubSubPublisher", "ZMQPublisher"]
+__all__ = ["REDIS_NAMES", "ZMQListener", "ZMQPubSubListener", "ZMQPubSubPublisher",
+           "ZMQPublisher"]
+
+# The design's Redis names, by the arroyo_core.transports.redis class each stands for.
+REDIS_NAMES = {"RedisListener": "RedisStreamListener", "RedisPublisher": "RedisStreamPublisher"}
 
 
 def zmq_address(host_or_address: str, port: int | str | None, bind: bool) -> str:
@@ -73,6 +76,3 @@ class ZMQPubSubListener(ZMQListener):
 
     pattern = "sub"
 
-
-RedisListener = RedisStreamListener
-RedisPublisher = RedisStreamPublisher
