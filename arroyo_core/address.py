@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 from .errors import ConfigError
 
 _SCHEME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789+-.")
+_ANY_PORT = ("tcp", "shm")  # schemes where port '*' binds a port the system picks
 FORMS = ("@tcp://*:5555 (bind), >tcp://host:5555 (connect), ipc:///path or "
          "redis://host:6379/0?stream=NAME")  # what help and errors show
 
@@ -35,13 +36,13 @@ class Address:
         if not sep or not scheme or set(scheme) - _SCHEME_CHARS or not rest or " " in rest:
             raise ConfigError(f"{self.text!r} is not a valid address: expected [@|>]scheme://..., "
                               f"e.g. {FORMS}")
-        parts = urlsplit(self.text.replace(":*", ":0", 1) if scheme == "tcp" else self.text)
+        parts = urlsplit(self.text.replace(":*", ":0", 1) if scheme in _ANY_PORT else self.text)
         try:
             host = parts.hostname or ""
             port = "" if parts.port is None else str(parts.port)
         except ValueError as exc:  # a port that is not a number, or out of range
             raise ConfigError(f"{self.text!r} is not a valid address: {exc}") from None
-        if scheme == "tcp" and rest.rsplit(":", 1)[-1] == "*":
+        if scheme in _ANY_PORT and rest.rsplit(":", 1)[-1] == "*":
             port = "*"
         for name, value in (("scheme", scheme), ("host", host), ("port", port),
                             ("path", parts.path),

@@ -140,6 +140,10 @@ class ServiceConfig:
         "choice", "block", "What a full queue does with a new event.", choices=POLICIES)
     drain_timeout: float = _setting(
         "float", 10.0, "Seconds a stop may take to finish the run and send what is held.")
+    replicas: int = _setting(
+        "int", 1, "Worker processes that share this service's input as a pool: each run's "
+        "events spread over them by credit, its Start and Stop to all (docs/pools.md).",
+        roles=INPUT)
     memory_limit: int | None = _setting(
         "size", None, "Bytes the service may hold in queues (e.g. 512MiB), shared equally by "
         "the input link, the queue and the output links; sets their high-water marks from the "
@@ -150,6 +154,8 @@ class ServiceConfig:
         values = {item.name: getattr(self, item.name) for item, _ in _SETTINGS}
         for name, value in _checked(self.role, values, where).items():
             object.__setattr__(self, name, value)
+        if self.replicas < 1:
+            raise ConfigError(f"{where} replicas: expected 1 or more, got {self.replicas}")
 
     @classmethod
     def from_mapping(cls, role: str, data: Mapping[str, Any], where: str | None = None,

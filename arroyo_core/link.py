@@ -26,6 +26,7 @@ from .address import Address
 from .batch import EventBatch, decode_all
 from .components import Deliver, Listener, Publisher
 from .errors import ConfigError, DecodeError
+from .fanin import FanIn
 from .lag import LagWatch
 from .ledger import InputLedger, OutputLedger
 from .message import Event, Message, Stop
@@ -69,6 +70,8 @@ class OutputLink(Publisher):
         data, sent once full, once the first has waited ``batch_delay`` seconds, or at once
         when the runtime has nothing more queued. Only with a caller that calls
         :meth:`flush` (the runtime); a link used on its own sends every message at once.
+        A batch is one message to the receiver's ``max_message_bytes``: keep
+        ``batch_bytes`` below it.
     options
         For the transport (e.g. ``pattern``, ``hwm``, ``overflow`` for ZeroMQ; see its
         sender's docstring); an option it does not know is a ConfigError.
@@ -201,12 +204,17 @@ class InputLink(Listener):
         Report a link that falls further behind its sender than ``max_lag`` seconds (0:
         off); with ``on_lag="disconnect"`` end the service instead (see
         :mod:`arroyo_core.lag`).
+    order, order_window, order_timeout, stop_timeout
+        After a pool: pass Events on in frame order, and give up on a worker's Stop after
+        ``stop_timeout`` s (see :mod:`arroyo_core.fanin`).
     options
         For the transport (see its receiver's docstring).
     """
 
     def __init__(self, address: str, max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes,
-                 max_lag: float = 0.0, on_lag: str = "warn", **options: Any) -> None:
+                 max_lag: float = 0.0, on_lag: str = "warn", order: bool = False,
+                 order_window: int = 256, order_timeout: float = 1.0,
+                 stop_timeout: float = 10.0, **options: Any) -> None:
         options["max_message_bytes"] = int(max_message_bytes)  # the transport's ceiling
         transport, self.address, options, link = _transport(address, options, output=False)
         self.ledger = InputLedger(link)
@@ -218,6 +226,9 @@ class InputLink(Listener):
         except TypeError as exc:
             raise ConfigError(f"{link}: {exc}") from None
         self.acknowledges = self.receiver.acknowledges
+        self.fanin = FanIn(link, joins=not self.receiver.shares, order=order,
+                           order_window=order_window, order_timeout=order_timeout,
+                           stop_timeout=stop_timeout)
         # Messages delivered and not yet handled, in delivery order, for a receiver that
         # acknowledges: handled(m) acknowledges every token up to m's, since runtimes
         # handle in delivery order and a queue's drop policy may skip some. Weak keys: a
@@ -230,8 +241,39 @@ class InputLink(Listener):
         self.receiver.open()
 
     def start(self, deliver: Deliver) -> None:
-        ledger, runs, limits, lag = self.ledger, self.runs, self.limits, self.lag
+        runs, receiver = self.runs, self.receiver
+        acknowledges = receiver.acknowledges
+
+        def pass_on(message: Message, tag: tuple[str, Any]) -> None:
+            # After the fan-in (a pool's Starts and Stops joined): what the runtime gets.
+            # The tag is (sender id, token); of a batch's Events only the last has the
+            # token: it is acknowledged once that one, and so every one before it, is
+            # handled.
+            runs.observe(message, tag[0])
+            if message.kind != "event":
+                receiver.run_state(message.kind == "start")
+            if acknowledges:
+                self._serial += 1
+                self._serial_of[message] = self._serial
+                if tag[1] is not None:
+                    self._inflight.append((self._serial, tag[1]))
+            deliver(message)
+
+        def drop(tag: tuple[str, Any]) -> None:  # absorbed by the fan-in: done with
+            if acknowledges and tag[1] is not None:
+                receiver.acknowledge([tag[1]])
+
+        self.fanin.start(pass_on, drop)
+        try:
+            self._receive(pass_on)
+        finally:
+            self.fanin.finish()
+
+    def _receive(self, pass_on: Any) -> None:
+        ledger, limits, lag, fanin = self.ledger, self.limits, self.lag, self.fanin
         acknowledges = self.receiver.acknowledges
+        take = fanin.take
+        every_message = fanin.active  # else Events go straight on, only Starts and Stops
         for frames, token in self.receiver.receive(self.stop_requested):
             try:
                 if isinstance(frames, DecodeError):
@@ -244,24 +286,21 @@ class InputLink(Listener):
                 continue
             if lag is not None:
                 lag.observe(messages[0][1].time)  # may raise FallenBehindError: the service ends
-            fresh = []
-            for message, envelope in messages:  # one, or each Event of a batch
-                if ledger.observe(envelope.src, envelope.seq):  # else a duplicate
-                    runs.observe(message, envelope.src)
-                    if message.kind in ("start", "stop"):
-                        self.receiver.run_state(message.kind == "start")
-                    fresh.append(message)
-            if acknowledges:
-                if not fresh:
+            fresh = [(message, envelope.src) for message, envelope in messages  # one, or
+                     if ledger.observe(envelope.src, envelope.seq)]  # a batch's Events
+            if not fresh:
+                if acknowledges:
                     self.receiver.acknowledge([token])  # duplicates: handled before
-                    continue
-                for message in fresh:
-                    self._serial += 1
-                    self._serial_of[message] = self._serial
-                # acknowledged once the last is handled: handled() takes every token up to it
-                self._inflight.append((self._serial, token))
-            for message in fresh:
-                deliver(message)
+                continue
+            fanin.heard()
+            last = len(fresh) - 1
+            with fanin.lock:  # its timer may pass a Stop on that it gave up waiting for
+                for index, (message, src) in enumerate(fresh):
+                    tag = (src, token if index == last else None)
+                    if every_message or message.kind != "event":
+                        take(message, tag)
+                    else:
+                        pass_on(message, tag)
 
     def handled(self, message: Message) -> None:
         if not self._inflight:
@@ -292,7 +331,11 @@ class InputLink(Listener):
         record = self.ledger.status(address=self.address.shown, bound=self.receiver.bound,
                                     scheme=self.address.scheme, lag=lag, unhandled=unhandled,
                                     run_ledger=self.runs.status())
-        return record.with_transport(self.receiver.status())
+        transport = self.receiver.status()
+        fanin = self.fanin.status()
+        if fanin["order"] or fanin["stops_joined"]:
+            transport["fan_in"] = fanin
+        return record.with_transport(transport)
 
     def stats(self) -> dict[str, Any]:
         return self.status().to_dict()

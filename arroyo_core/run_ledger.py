@@ -11,6 +11,11 @@ many sender ids the run arrived under and whatever kind of sink ends the chain.
 An input link counts what arrived; an output link counts what it handed to its transport
 (and what it dropped itself), so the last output of a chain says what left it.
 
+A worker of a pool (:mod:`arroyo_core.dispatch`) gets a share of each run, whose Start and
+Stop say so (``pool``): its links count that run as a :class:`ShareFrames`, what came
+against the ``share`` the Stop gives, so the other workers' frames are not missing here.
+The stage after the pool counts the whole run again (:mod:`arroyo_core.fanin`).
+
 Memory is bounded: per run, at most ``RUN_RANGES`` missing ranges (the count stays exact;
 see :class:`~arroyo_core.gaps.LateFilling`), and at most ``MAX_RUNS`` runs per link (the
 oldest finished one is forgotten first).
@@ -26,7 +31,7 @@ from .message import Message
 from .status import RunLedgerStatus
 
 __all__ = ["ACCOUNTED", "MAX_RUNS", "RUN_RANGES", "SHOWN_RANGES", "RunFrames", "RunLedger",
-           "accounted", "run_key"]
+           "ShareFrames", "accounted", "run_key"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +102,33 @@ class RunFrames(LateFilling):
             policy_dropped=self.accounted[2], cut_short=self.cut_short)
 
 
+class ShareFrames(RunFrames):
+    """One run as a pool's worker saw it: its share of the frames, whose numbers are
+    scattered (every other worker has some), so only counted: missing is what the Stop's
+    ``pool.share`` says it was given and did not see."""
+
+    __slots__ = ("share", "base")
+
+    def __init__(self, run: Any, started: bool) -> None:
+        super().__init__(run, started)
+        self.share: int | None = None
+        self.base = (0, 0, 0)  # the Stop's accounted counts as the pool got them
+
+    def observe(self, number: int) -> int:
+        self.seen += 1
+        return 0
+
+    def status(self) -> RunLedgerStatus:
+        missing = max(0, self.share - self.seen) if self.share is not None else 0
+        own = [max(0, a - b) for a, b in zip(self.accounted, self.base, strict=True)]
+        return RunLedgerStatus(
+            run=self.run, seen=self.seen, first=None, next=None, expected=self.share,
+            missing=missing, missing_ranges=[], duplicates=0, late=0, dropped=self.dropped,
+            senders=len(self._srcs), started=self.started, complete=self.complete,
+            filtered=own[0], failed=own[1], policy_dropped=own[2], cut_short=self.cut_short,
+            share=True)
+
+
 class RunLedger:
     """Per run, the frame numbers one link saw; ``observe`` is on the hot path.
 
@@ -122,7 +154,7 @@ class RunLedger:
         run = meta.get("run")
         frames = self._frames
         if frames is None or run != self._run:
-            frames = self._find(run, message.kind == "start")
+            frames = self._find(run, message.kind == "start", "pool" in meta)
         if src is not None and src != frames._src:
             frames.sender(src)
         kind = message.kind
@@ -141,17 +173,19 @@ class RunLedger:
         if message.kind == "event":
             run = message.meta.get("run")
             frames = self._frames if run == self._run and self._frames is not None \
-                else self._find(run, False)
+                else self._find(run, False, False)
             frames.dropped += 1
 
-    def _find(self, run: Any, starting: bool) -> RunFrames:
-        """The run's counter, made if new (off the hot path: once per run change)."""
+    def _find(self, run: Any, starting: bool, share: bool) -> RunFrames:
+        """The run's counter, made if new (off the hot path: once per run change); a
+        worker's share of the run if the message says it went through a pool's dispatch."""
         key = run_key(run)
         frames = self.runs.get(key)
         if frames is None:
             if len(self.runs) >= self.max_runs:
                 self._forget()
-            frames = self.runs[key] = RunFrames(run, started=starting)
+            kind = ShareFrames if share else RunFrames
+            frames = self.runs[key] = kind(run, started=starting)
         self._run, self._frames = run, frames
         return frames
 
@@ -166,6 +200,12 @@ class RunLedger:
         frames.accounted = accounted(meta)
         frames.cut_short = meta.get("aborted") is True
         frames.complete = True
+        pool = meta.get("pool")
+        if isinstance(frames, ShareFrames) and isinstance(pool, dict):
+            share, base = pool.get("share"), pool.get("accounted")
+            frames.share = share if share.__class__ is int else None
+            if isinstance(base, list) and len(base) == len(ACCOUNTED):
+                frames.base = accounted(dict(zip(ACCOUNTED, base, strict=True)))
         record = frames.status()
         if record.lost:
             log.warning("%s: run %s ended with %d of its frames lost before here %s (%d seen%s%s)",

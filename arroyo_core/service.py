@@ -9,6 +9,7 @@ from . import registry
 from .arguments import check_arguments
 from .budget import split_memory_limit
 from .config import ROLES, ServiceConfig
+from .dispatch import DispatchLink
 from .errors import ConfigError
 from .link import InputLink, OutputLink
 from .queues import MessageQueue
@@ -50,7 +51,10 @@ def build_runtime(config: ServiceConfig) -> Runtime:
     operator = main if spec.plugin_kind == "operator" else registry.build(
         "operator", "passthrough", {}, section)
     if spec.has_output:
-        publishers = [link("out", out, OutputLink) for out in config.out or (None,)]
+        # "dispatch" is the link step's, not only a transport's: spreading a run over a
+        # pool of workers (arroyo_core.dispatch)
+        output = DispatchLink if config.out_pattern == "dispatch" else OutputLink
+        publishers = [link("out", out, output) for out in config.out or (None,)]
     else:
         publishers = [main]
     queue = MessageQueue(max_items=config.queue_size,

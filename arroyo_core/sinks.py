@@ -9,10 +9,10 @@ from typing import Any
 
 from .components import Publisher
 from .errors import ConfigError
-from .gaps import GapCounter
+from .gaps import LateFilling
 from .hdf5_sink import HDF5Sink
 from .message import Event, Message, Start, Stop
-from .run_ledger import accounted
+from .run_ledger import RUN_RANGES, SHOWN_RANGES, accounted
 from .status import LinkStatus, RunStatus
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,9 @@ class RunTally:
         self.bytes = 0
         self.joined = start is None
         # A run's frames count from 0 (joining late loses some); joined mid-run: from the
-        # first one seen.
-        self.gaps = GapCounter(start=None if self.joined else 0)
+        # first one seen. Frames may come out of order (after a pool of workers): one
+        # that fills its gap came late, it is not lost.
+        self.gaps = LateFilling(start=None if self.joined else 0, max_ranges=RUN_RANGES)
         self.began = time.monotonic()
         started = start.meta.get("started") if start is not None else None
         if isinstance(started, (int, float)) and not isinstance(started, bool):
@@ -76,7 +77,8 @@ class RunTally:
                        - filtered - failed - dropped)
         return RunStatus(run=self.run, frames=self.frames, bytes=self.bytes,
                          frames_sent=self.frames_sent, lost=lost, duplicates=gaps.duplicates,
-                         missing_ranges=[list(r) for r in gaps.ranges], seconds=seconds,
+                         missing_ranges=[list(r) for r in gaps.ranges[:SHOWN_RANGES]],
+                         seconds=seconds,
                          frames_per_s=self.frames / seconds,
                          mb_per_s=self.bytes / seconds / 1e6, complete=self.ended is not None,
                          filtered=filtered, failed=failed, policy_dropped=dropped,

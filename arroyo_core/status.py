@@ -143,6 +143,7 @@ class RunLedgerStatus(Record):
     failed: int = 0
     policy_dropped: int = 0
     cut_short: bool = False  # the Stop says the source ended the run early (``aborted``)
+    share: bool = False  # a pool's worker: ``expected`` is its share of the run, not all
 
     @property
     def lost(self) -> int | None:

@@ -4,7 +4,7 @@ A transport is found by the scheme of a link's address (``tcp``, ``ipc``, ``redi
 in the ``arroyo.transports`` entry-point group, exactly as a third-party one would be::
 
     [project.entry-points."arroyo.transports"]
-    shm = "my_package.shm:SharedMemoryTransport"
+    rdma = "my_package.rdma:RdmaTransport"
 
 It makes a :class:`FrameSender` for an output address and a :class:`FrameReceiver` for an
 input one. Encoding, numbering, loss counting, byte counting, lag and limits are the link
@@ -83,15 +83,61 @@ class FrameSender(ABC):
         return {}
 
 
+class PeerSender(FrameSender):
+    """A sender that addresses each peer itself and hears how much each can take (its
+    credit): what the dispatch link (:mod:`arroyo_core.dispatch`) drives to spread a run
+    over a pool of workers. Which peer gets what is the link's choice, never the
+    transport's; :meth:`send` without a peer only says so.
+
+    ``expected_peers`` and ``peer_timeout``: how many peers a run waits for before its
+    Start, and for how long (0: forever). ``max_credit``: the most one peer may be
+    credited with. ``abandoned``: set by :meth:`abandon`. ``linger_s``: how long the
+    link's close waits for peers to finish what they were sent.
+    """
+
+    expected_peers = 0
+    peer_timeout = 0.0
+    max_credit = 1 << 30
+    abandoned = False
+    linger_s = 10.0  # how long a close waits for peers to finish what they were sent
+
+    def waiting_reason(self) -> str:
+        """Why no peer takes messages, as far as the transport can tell (for a log line)."""
+        return "no worker has joined"
+
+    def abandon(self) -> None:
+        self.abandoned = True
+
+    @abstractmethod
+    def send_to(self, peer: bytes, frames: Frames) -> bool:
+        """Send one message to ``peer``; False if that peer is gone (nothing was sent)."""
+
+    @abstractmethod
+    def credits(self, timeout: float) -> list[tuple[bytes, bool, int]]:
+        """``(peer, hello, n)`` for what peers said, waiting up to ``timeout`` seconds for
+        the first: ``hello`` says a peer (new, or connected again) can take ``n`` messages
+        now; else it finished ``n`` more."""
+
+    @abstractmethod
+    def probe(self, peer: bytes) -> bool:
+        """Whether ``peer`` is still connected (the peer ignores what this sends)."""
+
+    def send(self, frames: Frames, droppable: bool) -> str | None:
+        return "no worker chosen (a pool's sender is driven by the dispatch link)"
+
+
 class FrameReceiver(ABC):
     """Receives whole multipart messages from one input address.
 
     ``acknowledges``: if true, the transport keeps what it delivered until
     :meth:`acknowledge` is called with its token (a durable queue such as a Redis stream).
+    ``shares``: if true, this receiver is one worker of a pool: it gets a share of each run,
+    and a Stop's ``pool`` metadata is its own share (:mod:`arroyo_core.fanin`).
     ``bound``: as :attr:`FrameSender.bound`.
     """
 
     acknowledges = False
+    shares = False
     bound: str | None = None
 
     def open(self) -> None:

@@ -21,6 +21,12 @@ A chain file is TOML or YAML::
     [services.operator.program]          # supervisor [program:operator] keys to set
     startsecs = 5
 
+A service with ``replicas = N`` is a pool of N worker processes (docs/pools.md): its input
+defaults to ``in_pattern = "worker"``, the service that feeds it to ``out_pattern =
+"dispatch"`` waiting for N workers (``peers``), and replica K of it
+(``arroyo service CHAIN NAME --replica K``) is named ``NAME-K`` and has its status socket
+at the service's port + K (or ``PATH-K`` for ipc), so the workers of one host do not clash.
+
 ``{name}`` in an address is the named service's ``host`` when services run on hosts
 (``arroyo run``, supervisor, several machines) and its service name under docker compose,
 so the same file serves both. Each service runs as ``arroyo service CHAIN_FILE NAME``
@@ -67,11 +73,14 @@ PROGRAM_KEYS = {
 DEFAULT_HOST = "127.0.0.1"
 
 
-def service_command(chain_file: str | Path, name: str, target: Target = "hosts") -> list[str]:
-    """``arroyo`` arguments that run service ``name`` of ``chain_file``: what ``arroyo
-    run`` starts, ``arroyo check`` checks, and supervisor and compose run."""
+def service_command(chain_file: str | Path, name: str, target: Target = "hosts",
+                    replica: int | str | None = None) -> list[str]:
+    """``arroyo`` arguments that run service ``name`` of ``chain_file`` (worker ``replica``
+    of a pool): what ``arroyo run`` starts, ``arroyo check`` checks, and supervisor and
+    compose run."""
     return ["service", str(chain_file), name, *(["--target", target] if target != "hosts"
-                                                 else [])]
+                                                 else []),
+            *(["--replica", str(replica)] if replica is not None else [])]
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,10 @@ class ChainService:
     @property
     def drain_timeout(self) -> float:
         return self.config.drain_timeout
+
+    @property
+    def replicas(self) -> int:
+        return self.config.replicas
 
 
 @dataclass(frozen=True)
@@ -126,8 +139,10 @@ class Chain:
     def all_services(self) -> dict[str, ChainService]:
         return self.services
 
-    def resolve(self, name: str, target: Target = "hosts") -> ServiceConfig:
-        """The settings of service ``name`` with its placeholders filled in."""
+    def resolve(self, name: str, target: Target = "hosts",
+                replica: int | None = None) -> ServiceConfig:
+        """The settings of service ``name`` with its placeholders filled in and a pool's
+        defaults set (of its worker ``replica``, if given: see the module docstring)."""
         config = self.all_services()[name].config
         hosts = self.hosts(target)
         filled: dict[str, Any] = {}
@@ -136,7 +151,39 @@ class Chain:
             if value:
                 filled[field_name] = (tuple(_fill(v, hosts) for v in value)
                                       if isinstance(value, tuple) else _fill(value, hosts))
+        if config.replicas > 1 and not config.in_pattern:
+            filled["in_pattern"] = "worker"
+        workers = self.feeds_pool(target).get(name)
+        if workers:
+            if not config.out_pattern:
+                filled["out_pattern"] = "dispatch"
+            if (config.out_pattern or "dispatch") == "dispatch":
+                filled["out_options"] = {"peers": workers, **config.out_options}
+        if replica is not None and config.replicas > 1:
+            if not 0 <= replica < config.replicas:
+                raise ConfigError(f"{self.origin}: [{name}] has replicas {config.replicas}: "
+                                  f"--replica must be 0 to {config.replicas - 1}")
+            filled["name"] = f"{config.name or name}-{replica}"
+            if filled.get("status"):
+                filled["status"] = chain_links.nth_address(filled["status"], replica)
         return replace(config, **filled)
+
+    def feeds_pool(self, target: Target = "hosts") -> dict[str, int]:
+        """Services whose output a pool's workers connect to, and how many workers."""
+        hosts = self.hosts(target)
+        every = self.all_services()
+        binds = [(name, Address.parse(_fill(text, hosts), True))
+                 for name, svc in every.items() for text in svc.config.out]
+        found: dict[str, int] = {}
+        for name, svc in every.items():
+            if svc.replicas < 2 or not svc.config.in_:
+                continue
+            wanted = Address.parse(_fill(svc.config.in_, hosts), False)
+            for feeder, bound in binds:
+                if feeder != name and bound.bind and not wanted.bind and chain_links.reaches(
+                        wanted, bound, hosts[feeder]):
+                    found[feeder] = found.get(feeder, 0) + svc.replicas
+        return found
 
     def ends(self, target: Target = "hosts") -> list[LinkEnd]:
         """Every address of every service (data links and status sockets)."""
@@ -171,7 +218,9 @@ class Chain:
         """What is wrong with the links: a connect that no service binds (or not the
         service it names), mismatched patterns, two binds of one address, a stream or
         channel that no service writes."""
-        return chain_links.problems(self.ends(), self.hosts(), self.external)
+        return [*chain_links.problems(self.ends(), self.hosts(), self.external),
+                *chain_links.pool_problems(self.ends(), {
+                    name: svc.replicas for name, svc in self.services.items()})]
 
     def order(self) -> list[str]:
         """Service names, upstream first (the file's order among equals)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from .chain import TARGETS, Chain, Target, load_chain
 from .chain_runner import check_chain, run_chain
 from .deploy import compose_file, startsecs, supervisor_conf
 from .serve import serve, setup_logging
+from .service_options import parse_pairs
 from .workdir import at_home, home_of
 
 EXIT_CONFIG = 2
@@ -80,20 +82,39 @@ def run(chain_file: str, services: tuple[str, ...], host: str | None) -> None:
 @click.option("--check", is_flag=True,
               help="Check the service's configuration (plug-ins, options, addresses) and exit "
                    "without opening anything.")
+@click.option("--replica", type=click.IntRange(min=0), metavar="K",
+              help="Of a service with replicas = N: run its worker K (0 to N-1), named "
+                   "NAME-K, its status port + K.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def service(chain_file: str, name: str, target: Target, check: bool, log_level: str) -> None:
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Set an option of the service's plug-in over the file's (e.g. -o rate=100 "
+                   "for a simulated source; VALUE read as YAML). Repeatable.")
+@click.option("--status", metavar="ADDRESS",
+              help="Serve the status socket at ADDRESS instead of the file's.")
+def service(chain_file: str, name: str, target: Target, check: bool, replica: int | None,
+            log_level: str, options: tuple[str, ...], status: str | None) -> None:
     """Run service NAME of CHAIN_FILE in the foreground, with the settings the file gives it.
     `arroyo run`, the generated supervisor programs and compose services all start this. It
     runs in CHAIN_FILE's directory: relative paths are read there, and user code
     (package.module:Class) is imported from there first."""
-    setup_logging(log_level, name)
+    setup_logging(log_level, name if replica is None else f"{name}-{replica}")
     chain = _load(chain_file, (name,))
     # Under supervisord (which sets SUPERVISOR_ENABLED in its programs' environment), an
     # end sooner than the program's startsecs would count as a failed start and run again.
     min_uptime = startsecs(chain, name) if os.environ.get("SUPERVISOR_ENABLED") else 0.0
     with at_home(home_of(chain_file)):
-        sys.exit(serve(chain.resolve(name, target), check=check, min_uptime=min_uptime))
+        try:
+            config = chain.resolve(name, target, replica)
+            if options:
+                given = parse_pairs(options, "-o/--option")
+                config = replace(config, options={**config.options, **given})
+            if status:
+                config = replace(config, status=status)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_CONFIG)
+        sys.exit(serve(config, check=check, min_uptime=min_uptime))
 
 
 @click.command("check")

@@ -4,7 +4,7 @@ and compose's ``depends_on``. Addresses only; nothing is opened.
 How two ends meet depends on the address's scheme (:data:`MEETING`):
 
 ==============  ========================================================================
-``point``       tcp, ipc, inproc: an address one service connects to (``>``) is bound
+``point``       tcp, ipc, inproc, shm: an address one service connects to (``>``) is bound
                 (``@``) by another; a wildcard bind is reached at the binder's host.
 ``broker``      redis, rediss: a service writing a stream or channel and one reading it,
                 on the same server and database. Neither side binds.
@@ -21,8 +21,10 @@ from typing import Any, Literal
 from arroyo_core.address import Address
 
 MEETING: dict[str, Literal["point", "broker"]] = {
-    "tcp": "point", "ipc": "point", "inproc": "point", "redis": "broker", "rediss": "broker"}
-PEERS = {"push": "pull", "pull": "push", "pub": "sub", "sub": "pub"}
+    "tcp": "point", "ipc": "point", "inproc": "point", "shm": "point", "redis": "broker",
+    "rediss": "broker"}
+PEERS = {"push": "pull", "pull": "push", "pub": "sub", "sub": "pub", "dispatch": "worker",
+         "worker": "dispatch"}
 OPPOSITE = {"in": "out", "out": "in"}
 LOCAL = {"127.0.0.1", "localhost", "::1"}
 ANYWHERE = {"*", "0.0.0.0", "::"}
@@ -131,6 +133,39 @@ def problems(ends: list[LinkEnd], hosts: Mapping[str, str],
     return found
 
 
+def pool_problems(ends: list[LinkEnd], replicas: Mapping[str, int]) -> list[str]:
+    """A pool's workers cannot all bind one address: each data link of a service with
+    replicas > 1 must connect (the service before it and the one after it bind)."""
+    found = []
+    for end in ends:
+        count = replicas.get(end.service, 1)
+        if count > 1 and end.key in OPPOSITE and end.meeting == "point" and end.address.bind:
+            other = "the service that feeds it" if end.key == "in" else "the next service"
+            found.append(f"{end}: [{end.service}] has replicas = {count}, whose workers "
+                         f"cannot all bind one address; let {other} bind and the workers "
+                         f"connect ({end.key} = \">...\")")
+    return found
+
+
+def nth_address(text: str, index: int) -> str:
+    """The status address of worker ``index`` of a pool: the port + index for tcp (a
+    wildcard port stays one), the path + ``-index`` for ipc."""
+    address = Address.parse(text, bind_by_default=True)
+    prefix = text[0] if text[0] in "@>" else ""
+    if address.scheme == "tcp" and address.port.isdigit():
+        head, _, port = address.text.rpartition(":")
+        return f"{prefix}{head}:{int(port) + index}"
+    if address.scheme in ("ipc", "inproc"):
+        return f"{prefix}{address.text}-{index}"
+    return text
+
+
+def reaches(connect: Address, bound: Address, bound_host: str) -> bool:
+    """Whether connecting to ``connect`` reaches ``bound``, bound by a service on
+    ``bound_host`` (tcp, ipc, inproc)."""
+    return _reaches(connect, bound, bound_host)
+
+
 def _seeks(end: LinkEnd) -> bool:
     """Whether ``end`` must find a peer: a data link's connect, or a broker's reader."""
     if end.key not in OPPOSITE:
@@ -141,9 +176,9 @@ def _seeks(end: LinkEnd) -> bool:
 
 
 def _split(address: Address) -> tuple[str, str, str]:
-    """('tcp', host, port) or (transport, path, '')."""
+    """('tcp', host, port), ('shm', host, port) or (transport, path, '')."""
     transport, _, rest = address.text.partition("://")
-    if transport == "tcp":
+    if transport == "tcp" or (transport == "shm" and not rest.startswith("/")):
         host, _, port = rest.rpartition(":")
         return transport, host.strip("[]"), port
     return transport, rest, ""
@@ -156,8 +191,8 @@ def _reaches(connect: Address, bound: Address, bound_host: str) -> bool:
     b_transport, b_host, b_port = _split(bound)
     if c_transport != b_transport:
         return False
-    if c_transport != "tcp":
-        return c_host == b_host  # ipc path / inproc name
+    if not c_port:
+        return c_host == b_host  # ipc path / inproc name / shm path
     if c_port != b_port:
         return False
     if b_host in ANYWHERE:
@@ -167,6 +202,6 @@ def _reaches(connect: Address, bound: Address, bound_host: str) -> bool:
 
 def _bind_place(address: Address, host: str) -> tuple[str, str, str]:
     transport, bind_host, port = _split(address)
-    if transport == "tcp" and (bind_host in ANYWHERE or bind_host in LOCAL):
+    if port and (bind_host in ANYWHERE or bind_host in LOCAL):
         bind_host = host
     return transport, bind_host, port

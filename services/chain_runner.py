@@ -40,10 +40,10 @@ def run_chain(chain: Chain, ready_timeout: float = 30.0) -> int:
     started: dict[str, ServiceProcess] = {}
     failed: list[str] = []
     try:
-        for name in reversed(chain.order()):
-            started[name] = ServiceProcess.from_argv(service_command(chain.origin, name), name,
-                                                     echo=True, own_session=True,
-                                                     die_with_parent=True)
+        for name, process_name, replica in reversed(processes(chain)):
+            started[process_name] = ServiceProcess.from_argv(
+                service_command(chain.origin, name, replica=replica), process_name,
+                echo=True, own_session=True, die_with_parent=True)
         for name, process in started.items():
             try:
                 process.wait_ready(ready_timeout)
@@ -51,7 +51,8 @@ def run_chain(chain: Chain, ready_timeout: float = 30.0) -> int:
                 failed.append(name)
         if not failed:
             click.echo(f"READY chain {chain.name}: " + ", ".join(
-                f"{name} pid {started[name].process.pid}" for name in chain.order()), err=True)
+                f"{name} pid {started[name].process.pid}" for _, name, _ in processes(chain)),
+                err=True)
         while not failed and not stop.wait(0.2):
             polled = {name: p.process.poll() for name, p in started.items()}
             failed = [name for name, code in polled.items() if code not in (None, 0)]
@@ -61,7 +62,7 @@ def run_chain(chain: Chain, ready_timeout: float = 30.0) -> int:
         if failed:
             click.echo(f"arroyo run: {', '.join(failed)} failed; stopping the chain", err=True)
         codes = _stop_all(chain, started)
-        codes = {name: codes[name] for name in chain.order() if name in codes}
+        codes = {name: codes[name] for _, name, _ in processes(chain) if name in codes}
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     click.echo("arroyo run: exit codes " + ", ".join(f"{n} {c}" for n, c in codes.items()),
@@ -69,13 +70,25 @@ def run_chain(chain: Chain, ready_timeout: float = 30.0) -> int:
     return 0 if all(code == 0 for code in codes.values()) else 1
 
 
+def processes(chain: Chain) -> list[tuple[str, str, int | None]]:
+    """(service, process name, replica) of each process of ``chain``, upstream first: one
+    per service, or ``NAME-K`` for each worker K of a service with replicas > 1."""
+    found: list[tuple[str, str, int | None]] = []
+    for name in chain.order():
+        count = chain.services[name].replicas
+        found += ([(name, f"{name}-{k}", k) for k in range(count)] if count > 1
+                  else [(name, name, None)])
+    return found
+
+
 def _stop_all(chain: Chain, started: dict[str, ServiceProcess]) -> dict[str, int]:
     for process in started.values():
         process.signal(signal.SIGTERM)
+    service_of = {process_name: name for name, process_name, _ in processes(chain)}
     codes = {}
     for name, process in started.items():
         try:
-            codes[name] = process.process.wait(stop_wait(chain, name))
+            codes[name] = process.process.wait(stop_wait(chain, service_of[name]))
         except subprocess.TimeoutExpired:
             click.echo(f"arroyo run: {name} did not stop in time; killing it", err=True)
             process.process.kill()

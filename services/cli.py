@@ -13,6 +13,7 @@ from arroyo_core.config import ROLES, ServiceConfig, load_config
 from arroyo_core.errors import ConfigError
 
 from .plugin_help import ServiceCommand
+from .replicas import run_replicas
 from .serve import LOG_FORMATS, refuse, serve, setup_logging
 from .service_options import given_settings, merge, service_params
 from .workdir import at_home, home_of
@@ -44,6 +45,8 @@ def _service_command(role: str) -> click.Command:
                 config = ServiceConfig.from_mapping(role, data)
             except ConfigError as exc:
                 sys.exit(refuse(exc))
+            if config.replicas > 1:
+                sys.exit(run_replicas(config, sys.argv[1:], check))
             sys.exit(serve(config, check=check))
 
     params: list[click.Parameter] = [
@@ -140,6 +143,10 @@ from .chain_cli import check, deploy, run, service  # noqa: E402  (chain files)
 
 for _command in (run, check, deploy, service):
     main.add_command(_command)
+
+from .bench import bench  # noqa: E402
+
+main.add_command(bench)
 
 from .blocks_cli import block, list_blocks, validate  # noqa: E402  (arroyopy pipeline files)
 

@@ -29,9 +29,10 @@ def stop_wait(chain: Chain, name: str) -> int:
     return math.ceil(chain.all_services()[name].drain_timeout) + STOP_MARGIN_S
 
 
-def status_address(chain: Chain, name: str) -> str | None:
-    """Where ``arroyo status`` reaches the service from its own host, if it has a status socket."""
-    status = chain.resolve(name).status
+def status_address(chain: Chain, name: str, replica: int | None = None) -> str | None:
+    """Where ``arroyo status`` reaches the service (its worker ``replica``, of a pool) from
+    its own host, if it has a status socket."""
+    status = chain.resolve(name, replica=replica).status
     if not status:
         return None
     address = Address.parse(status, bind_by_default=True).text
@@ -45,6 +46,10 @@ def status_address(chain: Chain, name: str) -> str | None:
 # Why each key has the value it has; written above the key in the first program section.
 SUPERVISOR_WHY = {
     "command": "The service runs in the foreground (it never daemonizes) and logs to stdout.",
+    "numprocs": "A pool (replicas = N in the chain file): N worker processes of one program, "
+                "each told its number (--replica), which names it NAME-K and offsets its "
+                "status port by K.",
+    "process_name": "Each worker of a pool is GROUP:NAME-K to supervisorctl.",
     "directory": "The chain file's directory, where the service runs whatever directory it is "
                  "started from: relative paths in the chain file (keys/..., directory = "
                  "\"runs\") are read there, and user code (operator = \"my_ops:Centroid\") "
@@ -125,13 +130,19 @@ def supervisor_chain_path(chain: Chain) -> str:
     return str(Path(chain.origin).resolve()).replace("%", "%%")
 
 
-def supervisor_command(chain_path: str, name: str, arroyo: str = "arroyo") -> str:
-    """The ``command=`` that runs service ``name``. ``chain_path`` is written as given, so
-    supervisor expands ``%(here)s`` (the directory of the file the program is in) and
-    ``%(ENV_X)s`` in it; everything else has its ``%`` escaped."""
+PROCESS_NUM = "%(process_num)d"  # supervisor's number of a program's process (numprocs)
+
+
+def supervisor_command(chain_path: str, name: str, arroyo: str = "arroyo",
+                       pool: bool = False) -> str:
+    """The ``command=`` that runs service ``name`` (each worker of it, ``pool``).
+    ``chain_path`` is written as given, so supervisor expands ``%(here)s`` (the directory
+    of the file the program is in) and ``%(ENV_X)s`` in it; everything else has its ``%``
+    escaped."""
     words = [*shlex.split(arroyo), *service_command(chain_path, name)]
-    return " ".join(shlex.quote(word) if word == chain_path
-                    else shlex.quote(word).replace("%", "%%") for word in words)
+    command = " ".join(shlex.quote(word) if word == chain_path
+                       else shlex.quote(word).replace("%", "%%") for word in words)
+    return f"{command} --replica {PROCESS_NUM}" if pool else command
 
 
 def supervisor_program(chain: Chain, name: str, arroyo: str = "arroyo",
@@ -143,8 +154,11 @@ def supervisor_program(chain: Chain, name: str, arroyo: str = "arroyo",
     """
     service = chain.all_services()[name]
     path = chain_path or supervisor_chain_path(chain)
+    pool = service.replicas > 1
     keys: dict[str, Any] = {
-        "command": supervisor_command(path, name, arroyo),
+        "command": supervisor_command(path, name, arroyo, pool),
+        "numprocs": service.replicas if pool else None,
+        "process_name": f"%(program_name)s-{PROCESS_NUM}" if pool else None,
         "directory": supervisor_directory(path),
         "priority": 100 * (chain.depth()[name] + 1),
         "autostart": True,
@@ -201,13 +215,15 @@ def supervisor_conf(chain: Chain, arroyo: str = "arroyo", log_dir: str | None = 
         f"[group:{chain.name}]",
         f"programs={','.join(names)}",
     ]
+    explained: set[str] = set()  # keys explained once, where they first appear
     for index, name in enumerate(names):
         service = chain.all_services()[name]
         lines += ["", f"[program:{name}]"]
         if index:
             lines.append(f"; The keys are explained in [program:{names[0]}] above.")
         for key, value in supervisor_program(chain, name, arroyo, log_dir, path).items():
-            if index == 0:
+            if key not in explained:
+                explained.add(key)
                 why = SUPERVISOR_WHY.get(key, "")
                 if key in service.program:
                     why = "Set in the chain file. " + why
@@ -264,9 +280,15 @@ def compose_file(chain: Chain, image: str = "arroyo-stream:local", context: str 
                       and end.address.text.startswith("tcp://")]
         if bound_ends:
             entry["expose"] = [end.address.text.rpartition(":")[2] for end in bound_ends]
+        replicas = chain.services[name].replicas
+        if replicas > 1:
+            # A pool: N containers of one service, each a worker on its own network
+            # namespace (so one status port each, not published: they would clash).
+            entry["deploy"] = {"replicas": replicas}
         if status and status.startswith("tcp://"):
             port = status.rpartition(":")[2]
-            entry["ports"] = [f"127.0.0.1:{port}:{port}"]
+            if replicas == 1:
+                entry["ports"] = [f"127.0.0.1:{port}:{port}"]
             entry["healthcheck"] = {
                 "test": ["CMD", "arroyo", "status", "--timeout", "2", status],
                 "interval": "5s", "timeout": "5s", "retries": 3, "start_period": "10s"}

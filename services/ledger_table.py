@@ -142,8 +142,10 @@ def hops(services: Sequence[ServiceStatus]) -> list[dict[str, Any]]:
             src = output.src
             if not src:
                 continue
-            receivers = [(name, link.senders[src]) for name, link in inputs
-                         if src in link.senders]
+            # a pool's dispatcher numbers each worker's stream apart: SRC.1, SRC.2, ...
+            receivers = [(name, sender) for name, link in inputs
+                         for key, sender in link.senders.items()
+                         if key == src or key.startswith(src + ".")]
             sent = output.sent or 0
             received = sum(r.received for _, r in receivers)
             before = min((r.first_seq for _, r in receivers), default=0)
@@ -195,7 +197,10 @@ def run_ledgers(services: Sequence[ServiceStatus],
 def _seen(record: RunLedgerStatus, side: str) -> str:
     """'seen 29972 of 30000, missing 28 [...]' for one link's record of a run."""
     verb = "sent" if side == "output" else "seen"
-    if record.started:
+    if record.share:  # a pool's worker: its share of the run
+        of = f" of its share {record.expected}" if record.expected is not None else \
+            " (its share)"
+    elif record.started:
         of = f" of {record.expected}" if record.expected is not None else ""
     else:
         of = f" from frame {record.first} on (joined mid-run)" if record.first is not None \
@@ -219,7 +224,8 @@ def _run_lines(services: Sequence[ServiceStatus]) -> list[str]:
     lines: list[str] = []
     ends = {id(output) for _, output in terminal_outputs(services)}
     for run, records in run_ledgers(services).items():
-        expected = next((r.expected for *_, r in records if r.expected is not None), None)
+        expected = next((r.expected for *_, r in records
+                         if r.expected is not None and not r.share), None)
         cut_short = any(r.cut_short for *_, r in records)
         if expected is None:
             state = "running: no Stop seen yet"
@@ -292,6 +298,27 @@ def lost(services: Sequence[ServiceStatus]) -> int:
                for record in output.run_ledger or [])
 
 
+def _pool_lines(services: Sequence[ServiceStatus]) -> list[str]:
+    """For each output that dispatches to a pool, one line per worker it knows."""
+    lines = []
+    for service in services:
+        for output in service.outputs:
+            pool = output.transport.get("pool")
+            if not isinstance(pool, dict) or not isinstance(pool.get("workers"), list):
+                continue
+            lines.append(f"  {service.name} {output.name}: {len(pool['workers'])} worker(s) "
+                         f"now, {pool.get('joined', 0)} joined, {pool.get('gone', 0)} gone")
+            for worker in pool["workers"]:
+                if not isinstance(worker, dict):
+                    continue
+                lines.append(
+                    f"    worker {worker.get('worker')} ({worker.get('src')}): given "
+                    f"{worker.get('given')} ({100 * float(worker.get('share') or 0):.1f} %), "
+                    f"{worker.get('rate')} msg/s, held {worker.get('held')}, credit "
+                    f"{worker.get('credit')}")
+    return lines
+
+
 def render(services: Sequence[ServiceStatus], errors: Sequence[str] = ()) -> str:
     """The chain's status as text: links, hops and runs."""
     rows: list[list[str]] = [list(COLUMNS)]
@@ -328,6 +355,10 @@ def render(services: Sequence[ServiceStatus], errors: Sequence[str] = ()) -> str
                          f"{hop['received']}{before}, unaccounted {hop['unaccounted']} {why}")
     if hop_lines:
         lines += ["", "hops:", *hop_lines]
+    pool_lines = _pool_lines(services)
+    if pool_lines:
+        lines += ["", "pools (each worker: share of the events given, rate, messages held "
+                  "unfinished, credit left):", *pool_lines]
     ledger_lines = _run_lines(services)
     if ledger_lines:
         lines += ["", "runs, link by link (frame numbers seen; they survive restarts):",

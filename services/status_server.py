@@ -80,7 +80,9 @@ def status_endpoints(words: Sequence[str]) -> list[str]:
             from .deploy import status_address as reached_at
 
             chain = load_chain(word)
-            found = [reached_at(chain, name) for name in chain.order()]
+            found = [reached_at(chain, name, replica) for name in chain.order()
+                     for replica in (range(chain.services[name].replicas)
+                                     if chain.services[name].replicas > 1 else [None])]
             if not any(found):
                 raise ConfigError(f"{word}: no service of chain {chain.name!r} has a status "
                                   "socket (status = ADDRESS)")

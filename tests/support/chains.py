@@ -63,3 +63,56 @@ drain_timeout = {drain_timeout}
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def pool_chain_toml(ipc: IpcDirectory, name: str = "p", replicas: int = 3, frames: int = 300,
+                    rate: float = 0.0, shape: str = "[32, 32]", operator: str = "passthrough",
+                    operator_options: str = "", worker_in: str = "", sink: str = "stats",
+                    sink_options: str = "interval = 0", sink_in: str = "",
+                    drain_timeout: float = 3.0, feed: str | None = None,
+                    ) -> tuple[str, dict[str, str]]:
+    """source -> a pool of ``replicas`` workers -> sink, over loopback tcp; and the status
+    endpoints (``worker`` is worker 0's; worker K's is ``ipc(...)-K``, see services.chain).
+
+    The source binds and the workers connect to it; the sink binds and the workers connect
+    to it (a pool's workers cannot all bind one port). ``worker_in`` and ``sink_in`` are the
+    workers' and the sink's ``in_options`` entries (TOML inline-table entries). With
+    ``feed`` (a tcp address) there is no source service: the workers connect to ``feed``,
+    where the test process dispatches.
+    """
+    hop1, hop2 = free_port(), free_port()
+    stats = {svc: ipc(f"{svc}.status") for svc in ("source", "worker", "sink")}
+    source = f"""
+[services.source]
+role = "listener"
+source = "simulated"
+options = {{ shape = {shape}, frames = {frames}, rate = {rate} }}
+out = "@tcp://127.0.0.1:{hop1}"
+status = "{stats['source']}"
+drain_timeout = {drain_timeout}
+""" if feed is None else ""
+    text = f"""
+name = "{name}"
+external = {[feed] if feed else []}
+{source}
+[services.worker]
+role = "operator"
+operator = "{operator}"
+options = {{ {operator_options} }}
+replicas = {replicas}
+in = "{'>' + feed if feed else f'>tcp://{{source}}:{hop1}'}"
+in_options = {{ {worker_in} }}
+out = ">tcp://{{sink}}:{hop2}"
+status = "{stats['worker']}"
+drain_timeout = {drain_timeout}
+
+[services.sink]
+role = "publisher"
+sink = "{sink}"
+options = {{ {sink_options} }}
+in = "@tcp://127.0.0.1:{hop2}"
+in_options = {{ {sink_in} }}
+status = "{stats['sink']}"
+drain_timeout = {drain_timeout}
+"""
+    return text, stats

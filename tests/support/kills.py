@@ -40,9 +40,11 @@ PEER = {"push": "pull", "pub": "sub"}
 
 
 def chain_text(pattern: str, frames: int, rate: float, shape: int, ipc: IpcDirectory,
+               scheme: str = "tcp", operator: str = "passthrough",
                ) -> tuple[str, dict[str, str], str]:
     """The chain file, the status endpoints by service (``ipc://`` paths from ``ipc``), and
-    the forwarder's address.
+    the forwarder's address. ``scheme`` is the hops' (``tcp`` or ``shm``: the same chain
+    file but for the addresses), ``operator`` the middle's.
 
     The hops and the forwarder's output are tcp ports picked here, before anything runs:
     supervisord starts the whole chain at once, so no service can pick one and tell the
@@ -57,15 +59,15 @@ name = "{GROUP}"
 role = "listener"
 source = "simulated"
 options = {{ shape = [{shape}, {shape}], frames = {frames}, rate = {rate} }}
-out = "@tcp://127.0.0.1:{hop1}"
+out = "@{scheme}://127.0.0.1:{hop1}"
 status = "{status['source']}"
 drain_timeout = 5.0
 
 [services.middle]
 role = "operator"
-operator = "passthrough"
-in = ">tcp://{{source}}:{hop1}"
-out = "@tcp://127.0.0.1:{hop2}"
+operator = "{operator}"
+in = ">{scheme}://{{source}}:{hop1}"
+out = "@{scheme}://127.0.0.1:{hop2}"
 out_pattern = "{pattern}"
 status = "{status['middle']}"
 drain_timeout = 5.0
@@ -74,7 +76,7 @@ drain_timeout = 5.0
 role = "publisher"
 sink = "zmq"
 options = {{ address = "@{out}" }}
-in = ">tcp://{{middle}}:{hop2}"
+in = ">{scheme}://{{middle}}:{hop2}"
 in_pattern = "{PEER[pattern]}"
 status = "{status['forwarder']}"
 drain_timeout = 5.0
@@ -149,6 +151,7 @@ class Outcome:
     table: str = ""
     restarts: dict[str, int] = field(default_factory=dict)
     log: str = ""
+    source_log: str = ""  # the source's whole log, read once it had ended (or 20 s on)
 
     @property
     def true_loss(self) -> int:
@@ -187,13 +190,14 @@ def _ready_count(sv: Supervisor) -> int:
 
 def run_kills(directory: Path, pattern: str, frames: int = 10_000, rate: float = 500.0,
               shape: int = 64, schedule: tuple[float, ...] = (1.5, 0.0, 0.0, 2.0, 0.0),
-              root: Path | None = None) -> Outcome:
+              root: Path | None = None, scheme: str = "tcp",
+              operator: str = "passthrough") -> Outcome:
     """Run the chain under supervisord and kill the middle stage once per ``schedule``
     entry: that many seconds after frames flowed again through its previous instance (0:
     at once, which is within about a second of that instance's start). Returns what the
     receiver got, each kill's timings, and what ``arroyo status`` reported."""
     ipc = IpcDirectory()
-    text, status, out = chain_text(pattern, frames, rate, shape, ipc)
+    text, status, out = chain_text(pattern, frames, rate, shape, ipc, scheme, operator)
     directory.mkdir(parents=True, exist_ok=True)
     receiver = RawReceiver(out)
     receiver.start()
@@ -247,6 +251,11 @@ def run_kills(directory: Path, pattern: str, frames: int = 10_000, rate: float =
         except Exception:  # a checkout without the plug-in
             outcome.restarts = {}
         outcome.log = sv.log(MIDDLE)[-3000:]
+        try:  # a source ends after its run: its log then ends with its final ledger
+            wait_for(lambda: sv.state(f"{GROUP}:source") != "RUNNING", 20, "the source's end")
+        except AssertionError:
+            pass
+        outcome.source_log = sv.log(f"{GROUP}:source")
     finally:
         receiver.stop()
         sv.stop()

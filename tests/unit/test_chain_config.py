@@ -224,11 +224,27 @@ def test_writers_of_one_stream_do_not_clash_like_binds():
 
 
 def test_addresses_of_a_scheme_the_checker_does_not_know_are_only_parsed():
-    chain = chain_of(source={"role": "listener", "source": "simulated", "out": "shm://frames"},
-                     sink={"role": "publisher", "in": "shm://frames"})
+    chain = chain_of(source={"role": "listener", "source": "simulated", "out": "rdma://frames"},
+                     sink={"role": "publisher", "in": "rdma://frames"})
     assert chain.problems() == [] and chain.links() == []
-    with pytest.raises(ConfigError, match=r"\[sink\] in: 'shm:/frames' is not a valid address"):
-        chain_of(sink={"role": "publisher", "in": "shm:/frames"})
+    with pytest.raises(ConfigError, match=r"\[sink\] in: 'rdma:/frames' is not a valid address"):
+        chain_of(sink={"role": "publisher", "in": "rdma:/frames"})
+
+
+def test_shm_links_meet_as_tcp_ones_do_by_host_and_port_or_by_path():
+    """The same chain on shm:// by changing only its addresses."""
+    chain = chain_of(**{name: {key: value.replace("tcp://", "shm://") if key in ("in", "out")
+                               else value for key, value in service.items()}
+                        for name, service in (("source", SOURCE), ("operator", OPERATOR),
+                                              ("sink", SINK))})
+    assert chain.problems() == [] and len(chain.links()) == 2
+    assert chain.order() == ["source", "operator", "sink"]
+    by_path = chain_of(source={"role": "listener", "source": "simulated",
+                               "out": "@shm:///run/a/hop"},
+                       sink={"role": "publisher", "in": ">shm:///run/a/hop"})
+    assert by_path.problems() == [] and len(by_path.links()) == 1
+    wrong = chain_of(source=SOURCE, sink={"role": "publisher", "in": ">shm://{source}:5555"})
+    assert any("shm://" in problem for problem in wrong.problems())
 
 
 def test_generated_supervisor_programs_run_the_chain_file_by_name():

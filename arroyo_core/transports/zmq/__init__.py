@@ -6,12 +6,14 @@
     push         PushSender: PUSH, each message to one puller, back-pressure
     pub          PubSender: XPUB, every subscriber gets every message
     receiver     ZmqReceiver: PULL or SUB
+    pool         DispatchSender (ROUTER) and WorkerReceiver (DEALER): a pool, with credits
     connections  ConnectionTracker: peers, refused handshakes, dropped connections
     handoff      a close that waits until peers have read everything
     curve        CURVE encryption and client allow-lists
 
-The ``pattern`` option picks the socket: ``push`` (default) or ``pub`` for outputs,
-``pull`` (default) or ``sub`` for inputs.
+The ``pattern`` option picks the socket: ``push`` (default), ``pub`` or ``dispatch`` (to a
+pool of workers) for outputs, ``pull`` (default), ``sub`` or ``worker`` (one of a pool) for
+inputs.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from ...address import Address
 from ...arguments import check_arguments
 from ...errors import ConfigError
 from ...transport import FrameReceiver, FrameSender, Transport
+from .pool import DispatchSender, WorkerReceiver
 from .pub import PubSender
 from .push import PushSender
 from .receiver import ZmqReceiver
 from .sockets import zmq_address
 
-SENDERS: dict[str, type[PushSender]] = {"push": PushSender, "pub": PubSender}
+SENDERS: dict[str, type[FrameSender]] = {"push": PushSender, "pub": PubSender,
+                                         "dispatch": DispatchSender}
 
 
 class ZmqTransport(Transport):
@@ -37,10 +41,15 @@ class ZmqTransport(Transport):
         if pattern not in SENDERS:
             raise ConfigError(f"output pattern {pattern!r} is not one of {sorted(SENDERS)}")
         cls = SENDERS[pattern]
-        return cls(address, link, **check_arguments(cls, options, given=("address", "link")))
+        return cls(address, link,  # type: ignore[call-arg]
+                   **check_arguments(cls, options, given=("address", "link")))
 
     def receiver(self, address: Address, options: dict[str, Any], link: str) -> FrameReceiver:
         zmq_address(address)
+        if options.get("pattern") == "worker":
+            options = {key: value for key, value in options.items() if key != "pattern"}
+            return WorkerReceiver(address, link, **check_arguments(
+                WorkerReceiver, options, given=("address", "link")))
         return ZmqReceiver(address, link,
                            **check_arguments(ZmqReceiver, options, given=("address", "link")))
 

@@ -64,3 +64,35 @@ class DropOdd(Operator):
 
     def on_event(self, event: Event) -> Results:
         return None if event.meta["frame"] % 2 else event
+
+
+class Busy(Operator):
+    """Spends ``ms`` milliseconds of CPU on every Event (a slow analysis step), then passes
+    it on: what a pool of workers is for."""
+
+    def __init__(self, ms: float = 5.0) -> None:
+        super().__init__()
+        self.seconds = ms / 1000
+
+    def on_event(self, event: Event) -> Results:
+        import time
+
+        end = time.thread_time() + self.seconds
+        while time.thread_time() < end:
+            pass
+        return event
+
+
+class Slow(Operator):
+    """Waits ``ms`` milliseconds on every Event (an operator that awaits a file store or a
+    database, without using the CPU), then passes it on."""
+
+    def __init__(self, ms: float = 5.0) -> None:
+        super().__init__()
+        self.seconds = ms / 1000
+
+    def on_event(self, event: Event) -> Results:
+        import time
+
+        time.sleep(self.seconds)
+        return event

@@ -1,0 +1,118 @@
+"""How a pool of workers scales, and what ordered fan-in costs.
+
+1. Scaling: a simulated source -> a pool of N workers, each an operator that spends
+   ``--ms`` milliseconds of CPU per frame (``arroyo_testplugins.operators:Busy``) -> a
+   stats sink; N = 1, 2, 4. Prints the rate the sink measured for the run (from its Start
+   to its Stop) and the ratio to 1 worker. This machine has 2 cores, shared: 4 workers
+   cannot beat 2, and the source and the sink take some CPU too.
+2. Fan-in: 1 MiB frames through a pool of 2 pass-through workers into a stats sink whose
+   input restores frame order (``order = true``) or not. Prints both rates and the ratio.
+
+Every figure is the median of ``--repeats`` runs, each in fresh processes.
+
+    python benchmarks/pool_scaling.py [--ms 5] [--frames 600] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from services.processes import ServiceProcess, free_port  # noqa: E402
+from services.status_server import query_status  # noqa: E402
+from tests.support.plugins import plugin_env  # noqa: E402
+from tests.support.waiting import wait_for  # noqa: E402
+
+BUSY = "arroyo_testplugins.operators:Busy"
+
+
+def one_run(workers: int, frames: int, shape: str, operator: str, options: list[str],
+            order: bool) -> float:
+    """Frames per second the sink measured for one run through a pool of ``workers``."""
+    hop1, hop2, status = free_port(), free_port(), f"tcp://127.0.0.1:{free_port()}"
+    quiet = ["--log-level", "warning"]
+    env = plugin_env()
+    started: list[ServiceProcess] = []
+    try:
+        sink_in = ["--in-option", "order=true"] if order else []
+        started.append(ServiceProcess("publisher", [
+            "--in", f"@tcp://127.0.0.1:{hop2}", "--sink", "stats", "-o", "interval=0",
+            "--status", status, *sink_in, *quiet], name="sink", env=env))
+        for k in range(workers):
+            started.append(ServiceProcess("operator", [
+                "--in", f">tcp://127.0.0.1:{hop1}", "--in-pattern", "worker",
+                "--out", f">tcp://127.0.0.1:{hop2}", "--operator", operator, *options,
+                *quiet], name=f"worker-{k}", env=env))
+        started.append(ServiceProcess("listener", [
+            "--source", "simulated", "-o", f"shape={shape}", "-o", f"frames={frames}",
+            "-o", "rate=0", "--out", f"@tcp://127.0.0.1:{hop1}", "--out-pattern", "dispatch",
+            "--out-option", f"peers={workers}", *quiet], name="source", env=env))
+        for process in started:
+            process.wait_ready(30)
+
+        def finished() -> dict[str, Any] | None:
+            runs = query_status(status, 5)["outputs"][0]["runs"]
+            return next((run for run in runs if run["complete"]), None)
+
+        run = wait_for(finished, 600, "the run to end")
+        assert run["frames"] == frames and run["lost"] == 0, run
+        return float(run["frames_per_s"])
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+def median_rate(repeats: int, **kwargs: Any) -> tuple[float, list[float]]:
+    rates = [one_run(**kwargs) for _ in range(repeats)]
+    return statistics.median(rates), rates
+
+
+def ratio(ordered: list[float], unordered: list[float]) -> str:
+    return f"{statistics.median(ordered) / statistics.median(unordered):.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ms", type=float, default=5.0, help="CPU per frame in each worker")
+    parser.add_argument("--frames", type=int, default=600)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fanin-frames", type=int, default=1500)
+    args = parser.parse_args()
+
+    print(f"scaling: {args.ms:g} ms of CPU per frame, 64x64 uint16 frames, {args.frames} "
+          f"frames a run, median of {args.repeats}", flush=True)
+    base = None
+    for workers in (1, 2, 4):
+        rate, rates = median_rate(args.repeats, workers=workers, frames=args.frames,
+                                  shape="[64,64]", operator=BUSY,
+                                  options=["-o", f"ms={args.ms}"], order=False)
+        base = base or rate
+        print(f"  {workers} worker(s): {rate:7.1f} frames/s  ({rate / base:.2f}x of 1 "
+              f"worker; runs {', '.join(f'{r:.0f}' for r in rates)})", flush=True)
+
+    print(f"fan-in: 1 MiB frames (512x1024 uint16), 2 pass-through workers, "
+          f"{args.fanin_frames} frames a run, median of {args.repeats}", flush=True)
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(args.repeats):  # interleaved, so that a change of load hits both alike
+        for order in (False, True):
+            rates[order].append(one_run(workers=2, frames=args.fanin_frames,
+                                        shape="[512,1024]", operator="passthrough",
+                                        options=[], order=order))
+    for order in (False, True):
+        rate = statistics.median(rates[order])
+        print(f"  {'ordered' if order else 'unordered':9}: {rate:7.1f} frames/s "
+              f"({rate * 2**20 / 1e9:.2f} GB/s; runs "
+              f"{', '.join(f'{r:.0f}' for r in rates[order])})", flush=True)
+    pairs = [b / a for a, b in zip(rates[False], rates[True], strict=True)]
+    each = ", ".join(f"{r:.2f}" for r in pairs)
+    print(f"  ordered / unordered: {ratio(rates[True], rates[False])} (per pair of runs: "
+          f"{each})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
