@@ -150,10 +150,13 @@ def _block(index: int, data: Any) -> Block:
     status = data.get("status")
     if status is not None and not isinstance(status, str):
         raise ConfigError(f"{where}: 'status' must be an address such as ipc:///tmp/x")
+    drain_timeout = data.get("drain_timeout", 10.0)
+    if isinstance(drain_timeout, bool) or not isinstance(drain_timeout, (int, float)):
+        raise ConfigError(f"{where}: 'drain_timeout' must be a number of seconds")
     return Block(name, str(data.get("description") or ""),
                  _part("operator", f"{where} operator", data["operator"]),
                  tuple(parts["listeners"]), tuple(parts["publishers"]), status,
-                 float(data.get("drain_timeout", 10.0)))
+                 float(drain_timeout))
 
 
 def load_blocks(path: str | Path) -> list[Block]:

@@ -121,6 +121,7 @@ def test_a_block_at_the_top_level_and_its_class_paths(tmp_path):
                  "kw: {}}"), "block 'only' operator: unknown key 'kw'"),
     ("blocks: [{name: a, operator: {class: x.Y}, listeners: []}]", "exactly one listener"),
     ("blocks: []\nextra: 1\n", "unknown top-level key 'extra'"),
+    (ONE + "drain_timeout: soon\n", "block 'only': 'drain_timeout' must be a number"),
     ("blocks:\n" + "".join("  - {name: only, operator: {class: a.B}, listeners: "
                             "[{class: c.D}]}\n" for _ in range(2)),
      "two blocks are named 'only'"),
