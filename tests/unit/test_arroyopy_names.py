@@ -159,3 +159,24 @@ def test_environment_variables_are_filled_in(tmp_path, monkeypatch):
     assert block.publishers[0].kwargs["port"] == 6002
     with pytest.raises(ConfigError, match="NOT_SET is not set"):
         load_blocks(_file(tmp_path, ONE.replace("5999", "$NOT_SET")))
+
+
+def test_stopping_the_runtime_awaits_an_arroyopy_listeners_stop(monkeypatch):
+    monkeypatch.syspath_prepend("tests/support/user_packages")
+    import threading
+
+    from arroyo_core import PassThrough, registry
+    from tests.support.waiting import wait_for
+
+    listener = registry.build("listener", "arroyo_testplugins.arroyopy_style:FrameListener",
+                              {"frames": 10**9}, "t")
+    sink = CollectingSink()
+    runtime = Runtime(listener, PassThrough(), [sink], drain_timeout=5)
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    wait_for(lambda: runtime.processed > 10, 10, "frames flowing")
+    runtime.stop()
+    thread.join(10)
+    assert not thread.is_alive() and runtime.listener_error is None
+    assert listener.inner.stop_requested  # its async stop() was awaited
+    assert sink.messages[-1].kind == "stop"  # and its start() ended the run itself
