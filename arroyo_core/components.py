@@ -120,7 +120,9 @@ class Operator:
     :class:`FunctionOperator`.
 
     Publishers added here are handed to the runtime that runs the operator, which sends
-    every result to all of them: the operator never sends anything itself.
+    every result to all of them: the operator never sends anything itself. An operator
+    that has a ``close()`` method (plain or async) has it called once the stream has
+    drained.
     """
 
     def __init__(self) -> None:
@@ -177,7 +179,12 @@ class FunctionOperator(Operator):
 
 
 def as_operator(obj: Any) -> Operator:
-    """Return ``obj`` if it is an Operator, else wrap its ``process`` method."""
+    """Return ``obj`` if it is an Operator, else wrap its ``process`` method (or, for an
+    operator written against arroyopy's base class, wrap it in its adapter)."""
+    from .arroyopy_plugins import ArroyopyOperator, is_arroyopy  # (it builds on this module)
+
+    if is_arroyopy(type(obj), "Operator"):  # async process that publishes from inside
+        return ArroyopyOperator(obj)
     if isinstance(obj, Operator):
         if not hasattr(obj, "publishers"):
             obj.publishers = []  # a subclass that skipped Operator.__init__

@@ -24,14 +24,42 @@ class Message:
         return 0
 
 
-@dataclass(eq=False)
+_UNSET: Any = object()  # meta not given (None is kept as given: the encoder refuses it)
+
+
+def _one_of(meta: Any, other: dict[str, Any] | None, name: str) -> Any:
+    """``meta`` or the same dict given by its other name (``data``, ``metadata``)."""
+    if other is not None:
+        if meta is not _UNSET:
+            raise TypeError(f"give meta or {name}, not both (they are one dict)")
+        return other
+    return {} if meta is _UNSET else meta
+
+
+@dataclass(eq=False, init=False)
 class Start(Message):
-    """Opens a run; ``meta`` carries the run's metadata (shape, dtype, sample ...)."""
+    """Opens a run; ``meta`` carries the run's metadata (shape, dtype, sample ...).
+
+    ``data`` is the same dict by the name arroyopy's design gives it: ``Start(data={...})``
+    and ``start.data`` work as ``Start({...})`` and ``start.meta`` do.
+    """
 
     kind = "start"
 
+    def __init__(self, meta: dict[str, Any] = _UNSET, *,
+                 data: dict[str, Any] | None = None) -> None:
+        self.meta = _one_of(meta, data, "data")
 
-@dataclass(eq=False)
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.meta
+
+    @data.setter
+    def data(self, value: dict[str, Any]) -> None:
+        self.meta = value
+
+
+@dataclass(eq=False, init=False)
 class Event(Message):
     """One datum of a run: metadata plus named numpy arrays or raw bytes.
 
@@ -39,10 +67,26 @@ class Event(Message):
     frames (zero-copy); in one process, read-only views of the source's arrays (the
     runtime makes them, so an operator behaves the same in both). Copy one before
     changing it in place.
+
+    ``metadata`` is ``meta`` by the name arroyopy's design gives it (the same dict).
     """
 
     payload: dict[str, Payload] = field(default_factory=dict)
     kind = "event"
+
+    def __init__(self, meta: dict[str, Any] = _UNSET, payload: dict[str, Payload] = _UNSET,
+                 *, metadata: dict[str, Any] | None = None) -> None:
+        self.meta = (_one_of(meta, metadata, "metadata") if metadata is not None
+                     else {} if meta is _UNSET else meta)
+        self.payload = {} if payload is _UNSET else payload
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.meta
+
+    @metadata.setter
+    def metadata(self, value: dict[str, Any]) -> None:
+        self.meta = value
 
     @property
     def nbytes(self) -> int:
@@ -52,11 +96,24 @@ class Event(Message):
         return total
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, init=False)
 class Stop(Message):
-    """Closes a run; ``meta`` carries the run's summary (e.g. frames sent)."""
+    """Closes a run; ``meta`` carries the run's summary (e.g. frames sent); ``data`` is the
+    same dict, by arroyopy's name for it (see :class:`Start`)."""
 
     kind = "stop"
+
+    def __init__(self, meta: dict[str, Any] = _UNSET, *,
+                 data: dict[str, Any] | None = None) -> None:
+        self.meta = _one_of(meta, data, "data")
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.meta
+
+    @data.setter
+    def data(self, value: dict[str, Any]) -> None:
+        self.meta = value
 
 
 KINDS: dict[str, type[Message]] = {cls.kind: cls for cls in (Start, Event, Stop)}

@@ -24,6 +24,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .arguments import check_arguments
+from .arroyopy_plugins import adapt
 from .components import Listener, Operator, Publisher
 from .errors import ConfigError
 
@@ -99,6 +100,7 @@ def build(kind: str, spec: str, options: dict[str, Any], section: str) -> Any:
         factory = resolve(kind, spec)
     except ConfigError as exc:
         raise ConfigError(f"[{section}] {exc}") from None
+    factory = adapt(kind, factory)  # an arroyopy listener or publisher: in its adapter
     try:
         check(kind, spec, factory)
         plugin = factory(**check_arguments(factory, options))

@@ -143,6 +143,7 @@ class Runtime:
                     publisher.flush()  # what they held back, now the queue is empty
         finally:
             receiver.join(timeout=self.drain_timeout)
+            self._close_operator()
             self.close()
             if self._loop is not None:
                 self._loop.close()
@@ -170,6 +171,19 @@ class Runtime:
                 log.info("no message for %.1f s; stopping without the run's Stop",
                          FINISH_IDLE_S)
                 self.listener.stop()
+
+    def _close_operator(self) -> None:
+        """An operator's own ``close()`` (e.g. an arroyopy operator's ``stop``), if it has
+        one, once the stream has drained; awaited if it is async."""
+        close = getattr(self.operator, "close", None)
+        if close is None:
+            return
+        try:
+            result = close()
+            if inspect.isawaitable(result):
+                self._await(result)
+        except Exception:
+            log.exception("closing operator %s failed", type(self.operator).__name__)
 
     def _abandon(self) -> None:
         # A warning only when something is given up: a send waiting for a peer, or

@@ -14,6 +14,8 @@ import click
 
 from arroyo_core.errors import ConfigError
 
+from .blocks import is_blocks_file
+from .blocks_cli import run_blocks, validate_blocks
 from .chain import TARGETS, Chain, Target, load_chain
 from .chain_runner import check_chain, run_chain
 from .deploy import compose_file, startsecs, supervisor_conf
@@ -25,8 +27,9 @@ EXIT_CONFIG = 2
 
 
 def _select_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option("-s", "--service", "services", multiple=True, metavar="NAME",
-                           help="Only this service (repeatable) [default: all].")(command)
+    command = click.option("-s", "--service", "--block", "services", multiple=True,
+                           metavar="NAME", help="Only this service, or block of an "
+                           "arroyopy pipeline file (repeatable) [default: all].")(command)
     command = click.option("--host", metavar="HOST",
                            help="Only the services whose 'host' is HOST: what one machine of "
                                 "a multi-host chain runs.")(command)
@@ -63,7 +66,10 @@ def _warn_links(chain: Chain) -> None:
 @_select_options
 def run(chain_file: str, services: tuple[str, ...], host: str | None) -> None:
     """Run the services of CHAIN_FILE here in the foreground, each as a child process with
-    its log lines shown; Ctrl-C (or SIGTERM) stops them all without losing what is in flight."""
+    its log lines shown; Ctrl-C (or SIGTERM) stops them all without losing what is in flight.
+    An arroyopy pipeline file (YAML with blocks:) runs each block as such a process."""
+    if is_blocks_file(chain_file):
+        sys.exit(run_blocks(chain_file, services))
     sys.exit(run_chain(_load(chain_file, services, host)))
 
 
@@ -115,7 +121,10 @@ def service(chain_file: str, name: str, target: Target, check: bool, replica: in
 @_select_options
 def check(chain_file: str, services: tuple[str, ...], host: str | None) -> None:
     """Check CHAIN_FILE: run every service's --check and check that every address a service
-    connects to is bound by a service of the chain (with matching socket patterns)."""
+    connects to is bound by a service of the chain (with matching socket patterns). An
+    arroyopy pipeline file (blocks:) is checked as `arroyo validate` checks it."""
+    if is_blocks_file(chain_file):
+        sys.exit(validate_blocks(chain_file, services))
     sys.exit(check_chain(_load(chain_file, services, host)))
 
 

@@ -147,3 +147,8 @@ for _command in (run, check, deploy, service):
 from .bench import bench  # noqa: E402
 
 main.add_command(bench)
+
+from .blocks_cli import block, list_blocks, validate  # noqa: E402  (arroyopy pipeline files)
+
+for _command in (block, validate, list_blocks):
+    main.add_command(_command)

@@ -152,8 +152,18 @@ def serve(config: ServiceConfig, check: bool = False, min_uptime: float = 0.0) -
         if check:
             print(f"config ok: {name} ({config.role})", flush=True)
             return 0
+    except ConfigError as exc:
+        return refuse(exc)
+    return serve_runtime(name, runtime, config.status, min_uptime)
+
+
+def serve_runtime(name: str, runtime: Runtime, status_at: str | None = None,
+                  min_uptime: float = 0.0) -> int:
+    """Open ``runtime`` and run it as service ``name`` (see :func:`serve`), with a status
+    socket at ``status_at`` if given; return the process exit code."""
+    try:
         runtime.open()
-        status = StatusServer(config.status, runtime.stats, name) if config.status else None
+        status = StatusServer(status_at, runtime.stats, name) if status_at else None
     except ConfigError as exc:
         return refuse(exc)
     except (ImportError, OSError) as exc:  # a plug-in's open(): a package or a path it needs

@@ -8,7 +8,8 @@ reader would copy them:
   and on its import path, and must exit 0.
 - ``toml`` / ``yaml``: parsed. A block whose first comment names a file is written there,
   so that later blocks and commands can use it. A chain file (it has ``services``) must
-  pass ``arroyo check``; a service config must pass ``arroyo ROLE -c FILE --check``, its
+  pass ``arroyo check``; an arroyopy pipeline file (``blocks``) ``arroyo validate``; a
+  service config must pass ``arroyo ROLE -c FILE --check``, its
   role read from its file name (``listener.toml``, ``operator.toml``, ``publisher.toml``).
 - ``bash``: the block must parse (``bash -n``). Each ``arroyo`` command in it (variables
   set earlier in the block are expanded; ``PYTHONPATH=.`` is honoured) is checked against
@@ -204,6 +205,9 @@ class Checker:
         if isinstance(data, dict) and "services" in data:
             self.expect_ok(snippet, f"arroyo check {name}", arroyo(["check", name],
                                                                     self.directory))
+        elif isinstance(data, dict) and "blocks" in data:  # an arroyopy pipeline file
+            self.expect_ok(snippet, f"arroyo validate {name}", arroyo(["validate", name],
+                                                                       self.directory))
         elif (role := config_role(name)) is not None:
             self.expect_ok(snippet, f"arroyo {role} -c {name} --check",
                            arroyo([role, "-c", name, "--check"], self.directory, "."))
