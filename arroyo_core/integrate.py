@@ -31,6 +31,8 @@ UNITS = {"q_nm^-1": ("q", "1/nm"), "q_A^-1": ("q", "1/angstrom"), "2th_deg": ("2
 
 def require_pyfai() -> Any:
     """pyFAI, or a one-line ConfigError naming the extra that installs it."""
+    # silx warns at every import that pyopencl is missing: GPU methods only, not used here
+    logging.getLogger("silx.opencl.common").setLevel(logging.ERROR)
     try:
         import pyFAI
         import pyFAI.integrator.azimuthal  # noqa: F401  (the integrator lives there)

@@ -228,3 +228,44 @@ def test_the_beamline_demo_writes_a_file_of_frames_and_curves(tmp_path):
         assert f["entry/results/intensity"].shape == (20, 500)
         assert f["entry/stop/complete"][0] == 1
 
+
+
+def test_integrate_in_a_pool_of_two_workers_writes_every_curve_in_order(service, ipc,
+                                                                        tmp_path):
+    """Each worker builds its integrator from the Start it gets; the writer after the pool
+    takes the frames back in order (``order``) into one file."""
+    pyFAI = pytest.importorskip("pyFAI")
+    from arroyo_core.dispatch import DispatchLink
+    from arroyo_core.powder_source import powder_frames, powder_geometry
+
+    shape, count = (64, 80), 12
+    geometry = powder_geometry(shape, distance=0.012)
+    frames = powder_frames(shape, count, seed=3, geometry=geometry)
+    out = ipc()
+    sink = service("publisher", "--in", "@" + out, "--in-option", "order=true",
+                   "--sink", "nexus", "-o", f"directory={tmp_path}", name="nexus-pool")
+    feed = DispatchLink("@tcp://127.0.0.1:*", peers=2, linger_ms=2000)
+    feed.open()
+    try:
+        pool = service("operator", "--replicas", "2", "--in", ">" + str(feed.status().bound),
+                       "--out", ">" + out, "--operator", "integrate", "-o", "bins=32",
+                       name="pool", ready=False)
+        wait_for(lambda: all(f"READY pool-{k}" in pool.output() for k in range(2)), 60,
+                 "both workers ready")
+        feed.publish(Start({"run": "pooled", "shape": list(shape), "geometry": geometry}))
+        for i, frame in enumerate(frames):
+            feed.publish(Event({"run": "pooled", "frame": i}, {"image": frame}))
+        feed.publish(Stop({"run": "pooled", "frames_sent": count}))
+        wait_for(closed(sink), 60, "the run's file closed")
+        shares = [w["given"] for w in feed.status().transport["pool"]["workers"]]
+    finally:
+        feed.close()
+    assert len(shares) == 2 and all(shares) and sum(shares) == count, shares
+    reference = pyFAI.load(geometry)
+    with h5py.File(tmp_path / "pooled.nxs", "r") as f:
+        assert list(f["entry/frame_number"][:]) == list(range(count))
+        for i, frame in enumerate(frames):
+            expected = reference.integrate1d(frame, 32, unit="q_nm^-1", method="csr")
+            np.testing.assert_allclose(f["entry/results/intensity"][i], expected.intensity,
+                                       rtol=1e-6)
+        assert f["entry/stop"].attrs["frames_sent"] == count
