@@ -36,15 +36,9 @@ def _one_of(meta: Any, other: dict[str, Any] | None, name: str) -> Any:
     return {} if meta is _UNSET else meta
 
 
-@dataclass(eq=False, init=False)
-class Start(Message):
-    """Opens a run; ``meta`` carries the run's metadata (shape, dtype, sample ...).
-
-    ``data`` is the same dict by the name arroyopy's design gives it: ``Start(data={...})``
-    and ``start.data`` work as ``Start({...})`` and ``start.meta`` do.
-    """
-
-    kind = "start"
+class _RunMark(Message):
+    """A Start or a Stop: metadata only; ``data`` is the same dict as ``meta``, by the name
+    arroyopy's design gives it (``Start(data={...})``, ``stop.data``)."""
 
     def __init__(self, meta: dict[str, Any] = _UNSET, *,
                  data: dict[str, Any] | None = None) -> None:
@@ -57,6 +51,14 @@ class Start(Message):
     @data.setter
     def data(self, value: dict[str, Any]) -> None:
         self.meta = value
+
+
+@dataclass(eq=False, init=False)
+class Start(_RunMark):
+    """Opens a run; ``meta`` carries the run's metadata (shape, dtype, sample ...), also
+    readable as ``data``."""
+
+    kind = "start"
 
 
 @dataclass(eq=False, init=False)
@@ -97,23 +99,11 @@ class Event(Message):
 
 
 @dataclass(eq=False, init=False)
-class Stop(Message):
-    """Closes a run; ``meta`` carries the run's summary (e.g. frames sent); ``data`` is the
-    same dict, by arroyopy's name for it (see :class:`Start`)."""
+class Stop(_RunMark):
+    """Closes a run; ``meta`` carries the run's summary (e.g. frames sent), also readable
+    as ``data``."""
 
     kind = "stop"
-
-    def __init__(self, meta: dict[str, Any] = _UNSET, *,
-                 data: dict[str, Any] | None = None) -> None:
-        self.meta = _one_of(meta, data, "data")
-
-    @property
-    def data(self) -> dict[str, Any]:
-        return self.meta
-
-    @data.setter
-    def data(self, value: dict[str, Any]) -> None:
-        self.meta = value
 
 
 KINDS: dict[str, type[Message]] = {cls.kind: cls for cls in (Start, Event, Stop)}
