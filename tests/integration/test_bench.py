@@ -105,13 +105,15 @@ def user_chain(directory: Path, pattern: str, module: str = SLEEPY,
     # (one message a frame: in batches, 8 messages would hold a whole 1 s step's excess)
     out_options = ('{ hwm = 8, overflow = "drop-newest", batch = 0 }' if pattern == "pub"
                    else "{}")
+    # and frames big enough (128 KiB) that the kernels' socket buffers hold only a few
+    shape = "[256, 256]" if pattern == "pub" else "[16, 16]"
     path = directory / "slow.toml"
     path.write_text(f"""
 name = "slow"
 [services.source]
 role = "listener"
 source = "simulated"
-options = {{ shape = [16, 16] }}
+options = {{ shape = {shape} }}
 out = "@tcp://127.0.0.1:{hop1}"
 out_pattern = "{pattern}"
 out_options = {out_options}
