@@ -105,8 +105,10 @@ def user_chain(directory: Path, pattern: str, module: str = SLEEPY,
     # (one message a frame: in batches, 8 messages would hold a whole 1 s step's excess)
     out_options = ('{ hwm = 8, overflow = "drop-newest", batch = 0 }' if pattern == "pub"
                    else "{}")
-    # and frames big enough (128 KiB) that the kernels' socket buffers hold only a few
+    # and frames big enough (128 KiB) that the kernels' socket buffers hold only a few, and
+    # an operator that queues two: a step at twice its rate overflows within a second
     shape = "[256, 256]" if pattern == "pub" else "[16, 16]"
+    operator_buffers = "queue_size = 2\nin_options = { hwm = 2 }" if pattern == "pub" else ""
     path = directory / "slow.toml"
     path.write_text(f"""
 name = "slow"
@@ -121,6 +123,7 @@ out_options = {out_options}
 role = "operator"
 operator = "{operator}"
 options = {options}
+{operator_buffers}
 in = ">tcp://{{source}}:{hop1}"
 in_pattern = "{receive}"
 out = "@tcp://127.0.0.1:{hop2}"
@@ -135,7 +138,8 @@ in = ">tcp://{{operator}}:{hop2}"
 @pytest.mark.parametrize(("pattern", "sign"), [("push", "fell behind"), ("pub", "dropped")])
 def test_bench_finds_a_rate_below_what_a_slow_operator_can_do(tmp_path, pattern, sign):
     chain = user_chain(tmp_path, pattern)
-    done = bench(str(chain), "--start-rate", "15", "--seconds", "1", "--precision", "0.25",
+    start = "100" if pattern == "pub" else "15"  # pub: a first step at twice the limit
+    done = bench(str(chain), "--start-rate", start, "--seconds", "1", "--precision", "0.25",
                  "--repeats", "1", "--json", "bench.json", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((tmp_path / "bench.json").read_text())
