@@ -73,8 +73,12 @@ class EventBatch:
         """Encode ``event`` into the batch; False if its payload is too big for a batch
         (:data:`BATCH_EVENT_BYTES` or more), EncodeError, as :func:`~arroyo_core.wire.encode`
         raises it, if the wire cannot carry it (the batch is unchanged in both cases)."""
+        try:
+            if event.nbytes >= BATCH_EVENT_BYTES:
+                return False  # before any work: a big Event is encoded once, alone
+        except AttributeError:
+            pass  # a Python scalar or list (encode makes an array of it): taken as small
         descriptors, buffers = [], []
-        size = 0
         for name, value in event.payload.items():
             if not isinstance(name, str):
                 raise EncodeError(f"payload name {_show(name)} is not a str")
@@ -88,15 +92,11 @@ class EventBatch:
                     text = _DTYPE_TEXT[dtype] = dtype.str  # a new string on every call
                 descriptors.append([name, text, list(value.shape)])
                 buffer = value.data
-                size += value.nbytes
             else:
                 descriptor, flat = _array_frame(value)
                 descriptors.append([name, *descriptor])
                 buffer = memoryview(flat)  # (an ndarray would add itself to the bytearray)
-                size += buffer.nbytes
             buffers.append(buffer)
-        if size >= BATCH_EVENT_BYTES:
-            return False
         try:
             entry = packer().pack([event.meta, descriptors])
         except (TypeError, ValueError, OverflowError) as exc:
