@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,11 @@ class RabbitMQServer:
 
     def _answers(self) -> bool:
         assert self.process is not None and self.process.poll() is None, self.log()
-        try:
+        try:  # (a plain socket first: pika logs each refused connection with a traceback)
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
             self.connection().close()
+        except OSError:
+            return False
         except pika.exceptions.AMQPError:
             return False
         return True
