@@ -64,7 +64,8 @@ class RabbitMQServer:
         return {**os.environ, "HOME": str(d), "RABBITMQ_NODENAME": self.node,
                 "RABBITMQ_NODE_PORT": str(self.port), "RABBITMQ_DIST_PORT": str(self.dist_port),
                 "ERL_EPMD_PORT": str(self.epmd_port), "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
-                "RABBITMQ_LOG_BASE": str(d / "log"), "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
+                "RABBITMQ_LOG_BASE": str(d / "log"),
+                "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
                 "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
                 "RABBITMQ_PID_FILE": str(d / "rabbitmq.pid"), "RABBITMQ_LOGS": "-"}
 

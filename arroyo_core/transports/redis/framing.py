@@ -20,10 +20,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...errors import DecodeError
-from ...packed import PACKED_MAGIC, pack_frames, packed_size, unpack_frames
+from ...packed import ALIGN, PACKED_MAGIC, pack_frames, packed_size, unpack_frames
 
-__all__ = ["PACKED_MAGIC", "frames_from_fields", "pack_frames", "packed_size", "stream_fields",
-           "unpack_frames"]
+__all__ = ["ALIGN", "PACKED_MAGIC", "frames_from_fields", "pack_frames", "packed_size",
+           "stream_fields", "unpack_frames"]
 
 CARRIAGE_VERSION = b"1"
 VERSION_FIELD, HEADER_FIELD = b"v", b"h"
