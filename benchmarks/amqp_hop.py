@@ -189,6 +189,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages and repeats")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--only", choices=[name for name, *_ in SIZES],
+                        help="one payload size only")
     parser.add_argument("--role", choices=["produce"], help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -209,6 +211,8 @@ def main() -> None:
         try:
             rows = []
             for size, (name, _, full, quick) in enumerate(SIZES):
+                if args.only and name != args.only:
+                    continue
                 count = quick if args.quick else full
                 results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
                 for repeat in range(repeats):

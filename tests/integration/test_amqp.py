@@ -276,11 +276,27 @@ def test_prefetch_shrinks_to_the_links_memory_budget(rabbitmq, outputs, runtimes
     publisher = outputs(f"{url}?queue=budget")
     for frame in range(6):
         publisher.publish(Event({"frame": frame}, {"x": np.zeros(2**20, dtype=np.uint8)}))
-    listener = InputLink(f"{url}?queue=budget", max_bytes="4MiB")
-    assert listener.stats()["amqp"]["prefetch"] == 256
-    running = runtimes(listener)
+    # Before a message came: what 4 MiB hold of the largest message the link accepts (1).
+    listener = InputLink(f"{url}?queue=budget", max_bytes="4MiB",
+                         max_message_bytes=8 * 2**20)
+    assert listener.stats()["amqp"]["prefetch"] == 1
+    operator = HoldingOperator(hold=0)  # nothing is handled, so nothing acknowledged
+    running = runtimes(listener, operator)
+    assert operator.reached.wait(10)
+    # The broker's side: 3 delivered and unacknowledged (4 MiB of 1 MiB + header messages),
+    # 3 still ready in the queue.
+    wait_for(lambda: rabbitmq.queue("budget").message_count == 3, 10, "3 messages held back")
+    assert listener.stats()["amqp"]["prefetch"] == 3
+    assert listener.stats()["amqp"]["consumed"] == 3
+    operator.release.set()
     running.wait_for(6)
-    assert listener.stats()["amqp"]["prefetch"] == 3  # 4 MiB of 1 MiB + header messages
+    small = InputLink(f"{url}?queue=budget-small", max_bytes="4MiB", max_message_bytes=2**20)
+    assert small.stats()["amqp"]["prefetch"] == 4
+    publisher = outputs(f"{url}?queue=budget-small")
+    for frame in range(3):
+        publisher.publish(Event({"frame": frame}, {"x": np.zeros(1000, dtype=np.uint8)}))
+    runtimes(small).wait_for(3)
+    assert small.stats()["amqp"]["prefetch"] == 256  # small messages: the most it takes
 
 
 def test_credentials_vhost_and_declarations_refused_at_open_are_config_errors(rabbitmq):

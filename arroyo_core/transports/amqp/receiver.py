@@ -25,9 +25,13 @@ class AmqpReceiver(FrameReceiver):
     link says it was handled, then is acknowledged (``basic.ack``, several at once when
     they are consecutive).
 
-    The broker delivers at most ``prefetch`` unacknowledged messages to this receiver;
-    once messages arrive, that window shrinks to what ``prefetch_bytes`` holds of the
-    largest message so far (RabbitMQ bounds prefetch by count only), and never grows back.
+    The broker delivers at most a window of unacknowledged messages to this receiver
+    (RabbitMQ bounds prefetch by count only): before any message came, what
+    ``prefetch_bytes`` holds of the largest message the link accepts
+    (``max_message_bytes``; 1 by default); from then on, what it holds of the largest
+    message so far, at most ``prefetch``. So the bytes delivered and not acknowledged stay
+    within ``prefetch_bytes``, except that a message larger than any before may arrive
+    behind a window of the old size.
     When the connection is lost, the broker puts the unacknowledged messages back in the
     queue, to be delivered again, to this receiver or another consumer of the queue;
     within this receiver's life the link counts those it handled already as duplicates and
@@ -56,10 +60,10 @@ class AmqpReceiver(FrameReceiver):
         self.target = target
         self.link = link
         self.prefetch_limit = max(1, int(prefetch))
-        self.prefetch = self.prefetch_limit
         self.prefetch_bytes = parse_bytes(prefetch_bytes, "prefetch_bytes")
         if max_bytes:
             self.prefetch_bytes = min(self.prefetch_bytes, parse_bytes(max_bytes, "max_bytes"))
+        self.prefetch = self._window(int(max_message_bytes))
         self.poll_s = int(poll_ms) / 1000
         self.largest = 0
         self.queue_name = ""
@@ -74,7 +78,7 @@ class AmqpReceiver(FrameReceiver):
 
     def _prepare(self, channel: BlockingChannel) -> None:
         self.queue_name = self.target.declare_for_receiver(channel)
-        channel.basic_qos(prefetch_count=self.prefetch)
+        channel.basic_qos(prefetch_count=self.prefetch, global_qos=True)
         self._done.clear()  # a new channel numbers its deliveries from 1 again
         self._floor = 0
 
@@ -103,7 +107,7 @@ class AmqpReceiver(FrameReceiver):
                     if method.redelivered:
                         self.redelivered += 1
                     if len(body) > self.largest:
-                        self._shrink_prefetch(channel, len(body))
+                        self._fit_prefetch(channel, len(body))
                     try:
                         frames: Frames | DecodeError = unpack_frames(body)
                     except DecodeError as exc:
@@ -112,12 +116,18 @@ class AmqpReceiver(FrameReceiver):
             except (*OUTAGE_ERRORS, amqp_errors.AMQPChannelError) as exc:
                 connection.down(exc)  # the broker requeues what this channel held
 
-    def _shrink_prefetch(self, channel: BlockingChannel, nbytes: int) -> None:
+    def _window(self, nbytes: int) -> int:
+        """The prefetch count that keeps messages of ``nbytes`` within the budget."""
+        return max(1, min(self.prefetch_limit, self.prefetch_bytes // max(1, nbytes)))
+
+    def _fit_prefetch(self, channel: BlockingChannel, nbytes: int) -> None:
+        first = self.largest == 0
         self.largest = nbytes
-        count = max(1, min(self.prefetch_limit, self.prefetch_bytes // nbytes))
-        if count < self.prefetch:
+        count = self._window(nbytes)
+        if count < self.prefetch or (first and count != self.prefetch):
+            # (it grows only once, from the cautious start to the size actually seen)
             self.prefetch = count
-            channel.basic_qos(prefetch_count=count)
+            channel.basic_qos(prefetch_count=count, global_qos=True)
             log.info("%s: prefetch %d messages (%d-byte messages, prefetch_bytes %d)",
                      self.link, count, nbytes, self.prefetch_bytes)
 
