@@ -79,6 +79,19 @@ def test_names_and_urls_hide_the_password():
     assert name == "queue 'frames' at amqp://user:***@broker:5672/vhost"
 
 
+def test_senders_send_no_heartbeats_unless_told_and_receivers_do():
+    # (a sender is idle between runs, when pika's blocking connection answers nothing)
+    url = "amqp://u:p@127.0.0.1:1/%2F"
+    address = Address.parse(f"{url}?queue=q", bind_by_default=False)
+    transport = AmqpTransport()
+    sender = transport.sender(address, dict(address.query), "out")
+    receiver = transport.receiver(address, {**address.query, "max_message_bytes": 2**20}, "in")
+    assert sender.connection.params.heartbeat == 0
+    assert receiver.connection.params.heartbeat == 30
+    told = transport.sender(address, {**address.query, "heartbeat": "5"}, "out")
+    assert told.connection.params.heartbeat == 5
+
+
 def test_tls_options_need_an_amqps_address():
     with pytest.raises(ConfigError, match="need an amqps://"):
         ClientSettings(ssl_ca_certs="/etc/ssl/ca.pem").parameters("amqp://h/%2F")

@@ -64,7 +64,11 @@ class ClientSettings:
     connect_timeout
         Seconds before a connection attempt counts as failed.
     heartbeat
-        Seconds of silence after which either side declares the connection dead.
+        Seconds of silence after which either side declares the connection dead; 0: none.
+        By default 30 for a receiver, and 0 for a sender: pika's blocking connection
+        answers heartbeats only while it is called, and a sender talks to the broker only
+        when it sends, so heartbeats would expire whenever it is idle (between runs); a
+        sender finds a dead connection at its next send, and sends again.
     blocked_timeout
         Seconds a publish may stay blocked by a broker resource alarm (memory or disk)
         before the connection counts as lost.
@@ -77,7 +81,7 @@ class ClientSettings:
 
     max_backoff: float = 2.0
     connect_timeout: float = 2.0
-    heartbeat: int = 30
+    heartbeat: int | None = None
     blocked_timeout: float = 60.0
     frame_max: int = 131072
     ssl_ca_certs: str | None = None
@@ -87,16 +91,18 @@ class ClientSettings:
     def __post_init__(self) -> None:
         for name in ("max_backoff", "connect_timeout", "blocked_timeout"):
             object.__setattr__(self, name, float(getattr(self, name)))  # "0.5" from a query
-        for name in ("heartbeat", "frame_max"):
-            object.__setattr__(self, name, int(getattr(self, name)))
+        object.__setattr__(self, "frame_max", int(self.frame_max))
+        if self.heartbeat is not None:
+            object.__setattr__(self, "heartbeat", int(self.heartbeat))
 
     @classmethod
     def take(cls, options: dict[str, Any]) -> ClientSettings:
         """The settings among ``options``, removed from it (the rest are the link's own)."""
         return cls(**{f.name: options.pop(f.name) for f in fields(cls) if f.name in options})
 
-    def parameters(self, url: str) -> pika.URLParameters:
-        """pika's connection parameters for ``url`` with these settings."""
+    def parameters(self, url: str, heartbeat: int = 30) -> pika.URLParameters:
+        """pika's connection parameters for ``url`` with these settings (``heartbeat``
+        unless they say otherwise)."""
         try:
             params = pika.URLParameters(url)
         except ValueError as exc:
@@ -104,7 +110,7 @@ class ClientSettings:
         params.connection_attempts = 1  # (we retry, with our back-off and outage log)
         params.socket_timeout = self.connect_timeout
         params.stack_timeout = self.connect_timeout * 2
-        params.heartbeat = self.heartbeat
+        params.heartbeat = heartbeat if self.heartbeat is None else self.heartbeat
         params.blocked_connection_timeout = self.blocked_timeout
         params.frame_max = self.frame_max
         tls = [f.name for f in fields(self) if f.name.startswith("ssl_") and getattr(self, f.name)]
@@ -131,8 +137,9 @@ class AmqpConnection:
     """
 
     def __init__(self, url: str, link: str, settings: ClientSettings,
-                 prepare: Callable[[BlockingChannel], None], min_backoff: float = 0.05) -> None:
-        self.params = settings.parameters(url)
+                 prepare: Callable[[BlockingChannel], None], heartbeat: int = 30,
+                 min_backoff: float = 0.05) -> None:
+        self.params = settings.parameters(url, heartbeat)
         self.shown_url = redact(url)
         self.link = link
         self.prepare = prepare

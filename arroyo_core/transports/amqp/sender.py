@@ -59,7 +59,7 @@ class AmqpSender(FrameSender):
         self.link = link
         self.exchange, self.routing_key = target.publish_to
         self.properties = pika.BasicProperties(delivery_mode=2 if target.durable else None)
-        self.connection = AmqpConnection(url, link, settings, self._prepare)
+        self.connection = AmqpConnection(url, link, settings, self._prepare, heartbeat=0)
         self.unroutable = 0
         self.refused = 0
         self._refusals: set[str] = set()
