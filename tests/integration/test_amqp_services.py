@@ -96,28 +96,37 @@ def test_a_source_and_an_operator_linked_by_a_durable_queue_with_exact_ledgers(
     assert_no_password(str(ledger), operator.output(), source.output())
 
 
-def test_competing_consumers_share_a_work_queue(rabbitmq, service, ipc, zmq_socket):
-    address = f"{rabbitmq.url()}?queue=compete"
-    to_sink = ipc()
+def test_competing_consumers_share_a_work_queue_and_survive_the_kill_of_one(
+        rabbitmq, service, feeder, ipc, zmq_socket):
+    frames, address = 1500, f"{rabbitmq.url()}?queue=compete&shared=true&prefetch=8"
+    to_bridge, to_sink = ipc(), ipc()
     sink = FrameSink(zmq_socket, to_sink, [])
     start = sink.starter(service)
     statuses = [ipc(), ipc()]
-    for index, status in enumerate(statuses):
-        start("operator", "--in", address, "--in-option", "prefetch=8", "--out", ">" + to_sink,
-              "--stats", status, name=f"worker{index}")
+    workers = [start("operator", "--in", address, "--out", ">" + to_sink, "--stats", status,
+                     name=f"worker{index}") for index, status in enumerate(statuses)]
     wait_for(lambda: rabbitmq.queue("compete").consumer_count == 2, 10, "two consumers")
-    source = start("listener", *simulated_source(address), name="source")
+    start("operator", "--in", ">" + to_bridge, "--out", address, name="bridge")
+    feeder(to_bridge, frames, rate=1000)
 
-    sink.pump(lambda: sum(sink.frames.values()) >= FRAMES and sink.stop_meta is not None, 30,
+    sink.pump(lambda: sum(sink.frames.values()) >= 300, 20, "300 frames before the kill")
+    shares = [query_status(status)["input"]["received"] for status in statuses]
+    assert min(shares) > 0, f"one worker got no share: {shares}"
+    # What the killed worker held unacknowledged goes to the other, whose ledger is past
+    # most of those numbers: it must take them as new, not as duplicates.
+    workers[0].signal(signal.SIGKILL)
+    workers[0].process.wait(5)
+    sink.pump(lambda: sink.stop_meta is not None and sum(sink.frames.values()) >= frames, 30,
               "every frame and the Stop at the sink")
-    # Every frame went to exactly one of the two, and both took a share.
-    assert sink.frames == Counter(range(FRAMES))
-    assert sink.kinds == Counter({"start": 1, "event": FRAMES, "stop": 1})
-    assert exit_within(source, 20) == 0
-    inputs = [query_status(status)["input"] for status in statuses]
-    shares = [record["received"] for record in inputs]
-    assert sum(shares) == FRAMES + 2 and min(shares) > 0, shares
-    assert all(record["duplicates"] == 0 and record["malformed"] == {} for record in inputs)
+    missing = [f for f in range(frames) if sink.frames[f] == 0]
+    assert not missing, f"frames never processed: {missing[:20]}"
+    assert sink.kinds["start"] == 1 and sink.kinds["stop"] == 1
+    twice = sum(sink.frames.values()) - frames  # handled by the killed one, not acknowledged
+    assert twice <= 8 + 64, twice  # its prefetch window and its queue
+    survivor = query_status(statuses[1])["input"]
+    assert survivor["missing"] == 0 and survivor["malformed"] == {}
+    print(f"shares before the kill: {shares}; delivered twice: {twice}; taken over by the "
+          f"survivor: {survivor['amqp']['redelivered']}")
 
 
 def test_kill_9_of_a_consuming_service_loses_no_acknowledged_message(

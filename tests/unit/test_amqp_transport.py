@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from arroyo_core.address import Address
 from arroyo_core.errors import ConfigError
+from arroyo_core.ledger import InputLedger
 from arroyo_core.packed import pack_bytes, pack_frames, unpack_frames
 
 PROTOCOL = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -123,3 +124,26 @@ def test_acknowledgements_go_out_up_to_the_first_message_not_yet_handled():
     receiver.acknowledge([(1, 4)])
     receiver._flush(channel, 1)
     assert channel.acks == [(3, True), (5, True)] and receiver.acked == 5
+
+
+def test_a_shared_ledger_counts_no_gap_and_takes_an_unseen_earlier_number_as_new():
+    ledger = InputLedger("input", shared=True)
+    assert [ledger.observe("s", seq) for seq in (0, 2, 5, 9)] == [True] * 4
+    # 3 went to another receiver that died with it: delivered here later, it is new
+    assert ledger.observe("s", 3) is True
+    assert ledger.observe("s", 5) is False  # seen here: a duplicate
+    status = ledger.status()
+    assert (status.received, status.missing, status.duplicates) == (5, 0, 1)
+    assert status.senders["s"].next_seq == 10
+    alone = InputLedger("input")
+    assert [alone.observe("s", seq) for seq in (0, 2, 5, 9, 3)] == [True] * 4 + [False]
+    assert alone.status().missing == 6
+
+
+def test_a_receiver_says_whether_it_shares_the_queue():
+    url = "amqp://u:p@127.0.0.1:1/%2F"
+    address = Address.parse(f"{url}?queue=q&shared=true", bind_by_default=False)
+    receiver = AmqpTransport().receiver(address, {**address.query, "max_message_bytes": 1}, "in")
+    assert receiver.shares_sequence is True
+    alone = AmqpTransport().receiver(address, {"queue": "q", "max_message_bytes": 1}, "in")
+    assert alone.shares_sequence is False

@@ -29,6 +29,9 @@ section 8.2 and 11). Delivery, in one place:
   only once its runtime handled it. Unacknowledged messages go back to the queue when a
   receiver's connection ends, killed or not, and are delivered again; within one
   receiver's life the ledger counts the copies as duplicates and drops them.
+- Competing consumers (``shared=true`` on each receiver of a queue several consume): a
+  receiver's ledger counts no gap as missing (the others' share) and takes a message that
+  another receiver died with for new (``FrameReceiver.shares_sequence``).
 - ``durable``: queues and exchanges survive a broker restart, and so do their confirmed
   messages. Without it a restart empties the queues: the receivers count the loss as
   ``missing``. A receiver's own server-named queue (an exchange address without

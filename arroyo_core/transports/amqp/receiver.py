@@ -15,7 +15,7 @@ from ...packed import unpack_frames
 from ...transport import FrameReceiver, Frames
 from ...wire import DEFAULT_LIMITS
 from .connection import OUTAGE_ERRORS, AmqpConnection, BlockingChannel, ClientSettings, amqp_errors
-from .topology import Target
+from .topology import Target, flag
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,12 @@ class AmqpReceiver(FrameReceiver):
 
     Parameters
     ----------
+    shared
+        Set it on every receiver of a queue that several receivers consume (competing
+        consumers): each gets a share of a sender's messages, so its ledger counts no
+        gap as missing, and takes a message another receiver died with for new
+        (``FrameReceiver.shares_sequence``). Off, a receiver counts every gap, which is
+        exact for a queue it consumes alone.
     prefetch
         Most unacknowledged messages the broker sends this receiver.
     prefetch_bytes
@@ -54,11 +60,13 @@ class AmqpReceiver(FrameReceiver):
     acknowledges = True
 
     def __init__(self, url: str, settings: ClientSettings, link: str, target: Target,
-                 prefetch: int = 256, prefetch_bytes: Any = 64 * 2**20, poll_ms: int = 100,
+                 shared: Any = False, prefetch: int = 256, prefetch_bytes: Any = 64 * 2**20,
+                 poll_ms: int = 100,
                  max_bytes: Any = None,
                  max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes) -> None:
         self.target = target
         self.link = link
+        self.shares_sequence = flag(shared, "shared")
         self.prefetch_limit = max(1, int(prefetch))
         self.prefetch_bytes = parse_bytes(prefetch_bytes, "prefetch_bytes")
         if max_bytes:
