@@ -287,7 +287,7 @@ def test_prefetch_shrinks_to_the_links_memory_budget(rabbitmq, outputs, runtimes
     # 3 still ready in the queue.
     wait_for(lambda: rabbitmq.queue("budget").message_count == 3, 10, "3 messages held back")
     assert listener.stats()["amqp"]["prefetch"] == 3
-    assert listener.stats()["amqp"]["consumed"] == 3
+    wait_for(lambda: listener.stats()["amqp"]["consumed"] == 3, 5, "3 messages taken in")
     operator.release.set()
     running.wait_for(6)
     small = InputLink(f"{url}?queue=budget-small", max_bytes="4MiB", max_message_bytes=2**20)
