@@ -342,3 +342,20 @@ def test_a_sender_without_a_broker_counts_drops_and_a_start_waits_until_abandone
     assert stats["dropped"] == {"broker unavailable": 3, "broker unavailable until shutdown": 1}
     assert stats["amqp"]["outages"] == 1 and stats["amqp"]["failed_attempts"] >= 2
     publisher.close()
+
+
+def test_batches_of_small_events_travel_as_one_message_each(rabbitmq, outputs, runtimes):
+    url = rabbitmq.url()
+    publisher = outputs(f"{url}?queue=batches", batch=64)
+    publisher.allow_batching()  # (as the runtime does; it flushes when it has nothing queued)
+    for frame in range(100):
+        publisher.publish(Event({"frame": frame}, {"x": np.full(8, frame, dtype=np.uint16)}))
+    publisher.flush()
+    assert publisher.stats()["batches"] == 2 and publisher.stats()["sent"] == 100
+    assert rabbitmq.queue("batches").message_count == 2  # one AMQP message per batch
+    listener = InputLink(f"{url}?queue=batches")
+    running = runtimes(listener)
+    assert [m.meta["frame"] for m in running.wait_for(100)] == list(range(100))
+    assert all(int(m.payload["x"][0]) == m.meta["frame"] for m in running.messages)
+    wait_for(lambda: listener.stats()["amqp"]["acked"] == 2, 5, "both batches acknowledged")
+    assert listener.stats()["received"] == 100 and listener.stats()["missing"] == 0
