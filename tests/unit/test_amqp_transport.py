@@ -147,3 +147,14 @@ def test_a_receiver_says_whether_it_shares_the_queue():
     assert receiver.shares_sequence is True
     alone = AmqpTransport().receiver(address, {"queue": "q", "max_message_bytes": 1}, "in")
     assert alone.shares_sequence is False
+
+
+@pytest.mark.parametrize("text", [
+    "amqp://guest:s3cret:with%40odd/chars@127.0.0.1:5672/%2F?queue=q",  # ':' not quoted
+    "redis://:s3cret@host:port/0",
+    "amqp://guest:s3cret@host:5672/%2F?queue=a b",
+])
+def test_an_address_that_does_not_parse_shows_no_password(text):
+    with pytest.raises(ConfigError) as caught:
+        Address.parse(text, bind_by_default=False)
+    assert "s3cret" not in str(caught.value) and "***" in str(caught.value)
