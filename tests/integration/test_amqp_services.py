@@ -141,7 +141,7 @@ def test_kill_9_of_a_consuming_service_loses_no_acknowledged_message(
     consumer = ["operator", "--in", address, "--in-option", "prefetch=32", "--in-option",
                 "max_backoff=0.5", "--out", ">" + to_sink]
     first = start(*consumer, name="consumer")
-    start("operator", "--in", ">" + to_bridge, "--out", queue, name="bridge")
+    start("operator", "--in", ">" + to_bridge, "--out", address, name="bridge")
     feeder(to_bridge, frames, rate=1000)
 
     sink.pump(lambda: sum(sink.frames.values()) >= 300, 20, "300 frames before the kill")
