@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import zmq
 
 from arroyo_core import (
     CollectingSink,
@@ -53,7 +54,44 @@ def test_design_links_are_the_link_step_with_their_pattern():
     for link, base, address, pattern in cases:
         assert isinstance(link, base) and str(link.status().address) == address
         assert link.status().pattern == pattern
-    assert RedisListener is RedisStreamListener and RedisPublisher is RedisStreamPublisher
+    assert issubclass(RedisListener, RedisStreamListener)
+    assert RedisPublisher is RedisStreamPublisher
+
+
+def test_a_listener_of_a_socket_you_made_takes_its_pattern_and_address():
+    context = zmq.Context()
+    try:
+        pull, sub, push = (context.socket(kind) for kind in (zmq.PULL, zmq.SUB, zmq.PUSH))
+        pull.connect("tcp://127.0.0.1:5999")
+        sub.bind("ipc:///tmp/arroyo-from-socket-test")
+        operator = object()
+        for link, pattern in [(ZMQListener.from_socket(pull), "pull"),
+                              (ZMQListener(operator, sub), "sub")]:
+            assert link.status().pattern == pattern
+        assert ZMQListener(operator, sub).operator is operator
+        assert str(ZMQListener(pull).status().address) == ">tcp://127.0.0.1:5999"
+        with pytest.raises(ConfigError, match="PULL or SUB socket, not on a PUSH"):
+            ZMQListener(push)
+        with pytest.raises(ConfigError, match="bind or connect the socket"):
+            ZMQListener(context.socket(zmq.PULL))
+    finally:
+        context.destroy(linger=0)
+
+
+def test_redis_links_take_a_redis_py_client_for_the_url():
+    import redis
+    import redis.asyncio
+
+    clients = [(redis.Redis(host="h", port=7000, db=2), "redis://h:7000/2"),
+               (redis.asyncio.Redis(host="h", password="p w@", username="u", ssl=True),
+                "rediss://u:***@h:6379/0")]
+    for client, shown in clients:
+        listener = RedisListener(client, "frames", "the operator")
+        assert listener.operator == "the operator"
+        assert str(listener.status().address).lstrip("@>") == shown
+        assert str(RedisPublisher(client, "frames").status().address).lstrip("@>") == shown
+    with pytest.raises(ConfigError, match="redis-py client on a TCP address"):
+        RedisListener(redis.Redis(unix_socket_path="/tmp/r.sock"), "frames")
 
 
 def test_what_arroyopy_plugins_hand_on_becomes_a_message():

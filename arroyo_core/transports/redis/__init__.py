@@ -52,6 +52,8 @@ from ...errors import ConfigError
 from ...transport import FrameReceiver, FrameSender, Transport
 from .connection import ClientSettings, redact
 from .links import (
+    RedisListener,
+    RedisPublisher,
     RedisPubSubListener,
     RedisPubSubPublisher,
     RedisStreamListener,
