@@ -8,9 +8,9 @@ Each is the link step (:class:`~arroyo_core.link.InputLink` or
 channel name as an option; so ``RedisStreamPublisher(url, "frames")`` is
 ``OutputLink(url + "?stream=frames")``. A redis-py client (plain or asyncio) may stand in for
 ``url``: the link connects to where it does. ``RedisListener`` and ``RedisPublisher`` are
-the stream links by the names arroyopy's design gives them, with its arguments. The other keyword arguments are those of the
-link step and of the transport's sender or receiver (see :mod:`.streams`, :mod:`.pubsub`
-and :class:`.connection.ClientSettings`).
+the stream links by the names arroyopy's design gives them, with its arguments. The other
+keyword arguments are those of the link step and of the transport's sender or receiver
+(see :mod:`.streams`, :mod:`.pubsub` and :class:`.connection.ClientSettings`).
 """
 
 from __future__ import annotations
