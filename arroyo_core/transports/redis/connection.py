@@ -49,7 +49,7 @@ def redact(url: str) -> str:
 def client_url(client: Any) -> str:
     """The ``redis://`` (or ``rediss://``) URL of a redis-py client, plain or asyncio:
     links make their own connections, to where the client's go."""
-    pool = getattr(client, "connection_pool", None)
+    pool: Any = getattr(client, "connection_pool", None)
     kwargs = getattr(pool, "connection_kwargs", None)
     if not isinstance(kwargs, dict) or "host" not in kwargs:
         raise ConfigError(f"{type(client).__name__} is neither a Redis URL nor a redis-py "

@@ -160,8 +160,8 @@ def socket_pattern(socket: zmq.Socket) -> str:
     for name, kind in PATTERNS.items():
         if socket.type == kind:
             return name
-    kind = zmq.SocketType(socket.type).name
-    raise ConfigError(f"a link receives on a PULL or SUB socket, not on a {kind} socket")
+    name = zmq.SocketType(int(socket.type)).name
+    raise ConfigError(f"a link receives on a PULL or SUB socket, not on a {name} socket")
 
 
 def socket_endpoint(socket: zmq.Socket) -> str:
