@@ -25,7 +25,7 @@ from arroyo_core import (
 from arroyo_core.arroyopy_plugins import to_message
 from arroyo_core.errors import ConfigError
 from arroyo_core.transports.redis import RedisStreamListener, RedisStreamPublisher
-from services.blocks import check_block, load_blocks
+from services.blocks import build_runtime, check_block, load_blocks
 
 arroyopy = pytest.importorskip("arroyopy")
 
@@ -132,6 +132,30 @@ def test_an_arroyopy_operator_listener_and_publisher_run_in_a_runtime(monkeypatc
     assert printer.sent == 8 and runtime.status().operator.events_out == 6
 
 
+def test_a_block_with_two_listeners_runs_both_into_its_operator(tmp_path, monkeypatch):
+    """arroyopy gives each listener of a block the block's operator: both runs arrive whole,
+    and the input's record counts both listeners."""
+    monkeypatch.syspath_prepend("tests/support/user_packages")
+    style = "arroyo_testplugins.arroyopy_style"
+    (block,) = load_blocks(_file(tmp_path, f"""
+name: two
+operator: {{class: {style}.ScaleOperator, kwargs: {{factor: 1.0}}}}
+listeners:
+  - {{class: {style}.FrameListener, kwargs: {{frames: 3, run: a}}}}
+  - {{class: {style}.FrameListener, kwargs: {{frames: 5, run: b}}}}
+publishers: [{{class: arroyo_core.CollectingSink}}]
+"""))
+    runtime = build_runtime(block)
+    runtime.run()
+    (sink,) = runtime.publishers
+    for run, frames in (("a", 3), ("b", 5)):
+        mine = [m for m in sink.messages if m.meta.get("run") == run]
+        assert [m.kind for m in mine] == ["start"] + ["event"] * frames + ["stop"], run
+        assert [e.metadata["frame"] for e in mine[1:-1]] == list(range(frames))
+    record = runtime.status().input
+    assert record.received == (3 + 2) + (5 + 2) and len(record.transport["inputs"]) == 2
+
+
 def _file(tmp_path, text: str):
     path = tmp_path / "p.yaml"
     path.write_text(text)
@@ -157,7 +181,7 @@ def test_a_block_at_the_top_level_and_its_class_paths(tmp_path):
     (ONE + "colour: red\n", "block 'only': unknown key 'colour'"),
     (ONE.replace("{class: arroyo_core.PassThrough}", "{class: arroyo_core.PassThrough, "
                  "kw: {}}"), "block 'only' operator: unknown key 'kw'"),
-    ("blocks: [{name: a, operator: {class: x.Y}, listeners: []}]", "exactly one listener"),
+    ("blocks: [{name: a, operator: {class: x.Y}, listeners: []}]", "at least one listener"),
     ("blocks: []\nextra: 1\n", "unknown top-level key 'extra'"),
     (ONE + "drain_timeout: soon\n", "block 'only': 'drain_timeout' must be a number"),
     ("blocks:\n" + "".join("  - {name: only, operator: {class: a.B}, listeners: "
