@@ -156,3 +156,7 @@ for _command in (block, validate, list_blocks):
 from .monitor_cli import monitor  # noqa: E402  (a live terminal view of a chain)
 
 main.add_command(monitor)
+
+from .view_cli import view  # noqa: E402  (the browser live view)
+
+main.add_command(view)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import shutil
 import signal
 import textwrap
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -220,3 +222,27 @@ def test_a_stopped_browser_neither_slows_nor_breaks_the_chain(chain, browser):
 
 def _taken(sink: ServiceStatus) -> int:
     return sum(run.frames for run in sink.outputs[0].runs or [])
+
+
+def test_arroyo_view_subscribes_and_keeps_the_latest(chain, tmp_path):
+    """`arroyo view ADDRESS` joins a running PUB link as one more subscriber, its queue
+    keeping only the newest event, and serves the state it shows (no browser here)."""
+    ipc, _ = chain
+    link = status(ipc, "operator").outputs[0].bound
+    view = ServiceProcess.from_argv(["view", f">{link}", "--port", "0", "--status",
+                                     ipc("view2")], "view2", die_with_parent=True)
+    try:
+        view.wait_ready()
+        record = wait_for(lambda: (r := status(ipc, "view2")).outputs[0].sent and r,
+                          what="arroyo view taking frames")
+        assert record.queue is not None and record.queue.policy == "keep-latest"
+        assert record.input is not None and record.input.pattern == "sub"
+        url = record.outputs[0].transport["url"]
+        first = json.loads(urllib.request.urlopen(url + "state", timeout=5).read())
+        assert first["image"]["shape"] == [128, 128] and len(first["plots"]["profile"]) == 128
+        wait_for(lambda: json.loads(urllib.request.urlopen(url + "state", timeout=5).read())
+                 ["frame"] > first["frame"], what="the frame number going up")
+        assert urllib.request.urlopen(url + "frame.png?cmap=gray&log=1",
+                                      timeout=5).read()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        assert view.stop(10) == 0
