@@ -45,7 +45,9 @@ class StageRow:
 def _bytes(link: LinkStatus) -> int | None:
     """A link's byte count, where it reports one (a ``bytes`` key), or what its sink
     counted of its runs' payloads."""
-    value = link.transport.get("bytes")
+    value = getattr(link, "bytes", None)  # a field, once links count their bytes
+    if not isinstance(value, int):
+        value = link.transport.get("bytes")
     if isinstance(value, int):
         return value
     if link.runs is not None:

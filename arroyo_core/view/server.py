@@ -160,6 +160,9 @@ class ViewServer:
             snap = self.latest.snapshot()
             if snap.version != sent:
                 sent = snap.version
-                # waits while this browser's connection is full: only this one slows
-                await socket.send_json(state(snap, self.latest.rates()))
+                try:
+                    # waits while this browser's connection is full: only this one slows
+                    await socket.send_json(state(snap, self.latest.rates()))
+                except ConnectionError:  # it left (or missed its heartbeats) meanwhile
+                    return
             await asyncio.sleep(self.period)

@@ -67,7 +67,7 @@ def test_png_is_the_colour_map_of_the_image():
     from PIL import Image
 
     image = np.array([[0.0, 1.0], [0.5, np.nan]])
-    decoded = np.asarray(Image.open(io.BytesIO(png(image, "magma"))))
+    decoded = np.asarray(Image.open(io.BytesIO(png(image, "magma"))).convert("RGB"))
     table = colour_table("magma")
     assert decoded.shape == (2, 2, 3)
     assert (decoded[0, 0] == table[0]).all() and (decoded[0, 1] == table[255]).all()
