@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import sys
 import termios
 import threading
@@ -187,6 +188,10 @@ def key_reader() -> Iterator[Callable[[float], str]]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+def _leave(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_monitor(words: Sequence[str], interval: float = 1.0, timeout: float = 2.0,
                 console: Console | None = None) -> None:
     """Redraw every stage of the chain each ``interval`` seconds until ``q`` is typed."""
@@ -195,6 +200,9 @@ def run_monitor(words: Sequence[str], interval: float = 1.0, timeout: float = 2.
     trackers = {address: StageTracker(name) for name, address in named}
     poller = StatusPoller(endpoints, timeout)
     console = console or Console()
+    # SIGTERM or a closed terminal: leave as q does, the terminal restored
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _leave)
     try:
         with key_reader() as keys, Live(console=console, screen=True, auto_refresh=False,
                                         redirect_stdout=False) as live:

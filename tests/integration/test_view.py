@@ -1,7 +1,8 @@
 """The browser live view (`--sink view`) on a live chain, in a real headless Chromium
 driven over WebDriver: the page shows a frame and a plot, a screenshot is not blank, the
 frame number advances, the log scale is asked for, and a browser that stops altogether
-(SIGSTOP) neither slows nor breaks the chain."""
+(SIGSTOP) neither slows nor breaks the chain. And `arroyo view ADDRESS` joining a running
+PUB link as a keep-latest subscriber (no browser: that one runs wherever the chain can)."""
 
 from __future__ import annotations
 
@@ -96,9 +97,7 @@ def status(ipc: IpcDirectory, name: str) -> ServiceStatus:
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory) -> Iterator[tuple[IpcDirectory, str]]:
     """The chain running (`arroyo run`), and the view's URL from its status record."""
-    skip_unless(shutil.which("chromium") is not None and shutil.which("chromedriver")
-                is not None, "chromium and chromium-driver (Debian packages) are not installed")
-    for module in ("selenium", "aiohttp", "matplotlib", "PIL"):
+    for module in ("aiohttp", "matplotlib", "PIL"):
         skip_unless(importlib.util.find_spec(module) is not None,
                     f"{module} is not installed: pip install -e '.[dev]'")
     ipc = IpcDirectory()
@@ -117,6 +116,11 @@ def chain(tmp_path_factory) -> Iterator[tuple[IpcDirectory, str]]:
 
 @pytest.fixture
 def browser(tmp_path) -> Iterator[Any]:
+    """Headless Chromium (Debian's), driven by its chromedriver through selenium."""
+    skip_unless(shutil.which("chromium") is not None and shutil.which("chromedriver")
+                is not None, "chromium and chromium-driver (Debian packages) are not installed")
+    skip_unless(importlib.util.find_spec("selenium") is not None,
+                "selenium is not installed: pip install -e '.[dev]'")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
