@@ -84,8 +84,8 @@ class Latest:
             return
         image_name, image, shape, plots, values = None, None, (), {}, {}
         for name, value in message.payload.items():
-            if not isinstance(value, np.ndarray):
-                continue
+            if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+                continue  # bytes, text, complex: nothing to draw
             if value.ndim >= 2 and image is None and self.image in (None, name):
                 image_name, shape = name, value.shape
                 plane = value[(0,) * (value.ndim - 2)]
@@ -94,7 +94,7 @@ class Latest:
             elif value.ndim == 1 and value.size > 1:
                 step = math.ceil(value.size / self.max_points)
                 plots[name] = np.array(value[::step], dtype=np.float64)
-            elif value.size == 1 and value.dtype.kind in "biuf":
+            elif value.size == 1:
                 values[name] = float(value.reshape(-1)[0])
         run = message.meta.get("run")
         with self._lock:

@@ -43,6 +43,14 @@ def test_it_keeps_a_small_copy_of_the_newest_frame_only():
     assert latest.snapshot().running is False
 
 
+def test_what_cannot_be_drawn_is_left_out():
+    latest = Latest()
+    latest.take(Event({"frame": 0}, {"names": np.array(["a", "b"]), "z": np.ones((4, 4),
+                                                                                complex)}))
+    snap = latest.snapshot()
+    assert snap.version == 1 and snap.image is None and snap.plots == {}
+
+
 def test_the_image_named_is_shown():
     latest = Latest(image="b")
     latest.take(Event({"frame": 0}, {"a": np.zeros((4, 4)), "b": np.ones((3, 3))}))
