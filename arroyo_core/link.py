@@ -217,7 +217,6 @@ class InputLink(Listener):
                  stop_timeout: float = 10.0, **options: Any) -> None:
         options["max_message_bytes"] = int(max_message_bytes)  # the transport's ceiling
         transport, self.address, options, link = _transport(address, options, output=False)
-        self.ledger = InputLedger(link)
         self.runs = RunLedger(link)
         self.limits = Limits(max_message_bytes=int(max_message_bytes))
         self.lag = LagWatch(link, float(max_lag), on_lag) if max_lag else None
@@ -225,6 +224,7 @@ class InputLink(Listener):
             self.receiver = transport.receiver(self.address, options, link)
         except TypeError as exc:
             raise ConfigError(f"{link}: {exc}") from None
+        self.ledger = InputLedger(link, shared=self.receiver.shares_sequence)
         self.acknowledges = self.receiver.acknowledges
         self.fanin = FanIn(link, joins=not self.receiver.shares, order=order,
                            order_window=order_window, order_timeout=order_timeout,
