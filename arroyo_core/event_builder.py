@@ -41,7 +41,6 @@ from typing import Any
 
 from .errors import ConfigError
 from .message import Event, Message, Start, Stop
-from .run_ledger import accounted
 
 log = logging.getLogger(__name__)
 
@@ -254,21 +253,14 @@ class EventBuilder:
                                 "incomplete": dict(run.incomplete), "late": dict(run.late),
                                 "parts": {name: stop.meta for name, stop in run.stops.items()}}
         if self.key == "frame":
-            sent = [stop.meta.get("frames_sent") for name, stop in run.stops.items()
-                    if name in self.per_event]
-            sent = [n for n in sent if n.__class__ is int]
+            sent = [n for name, stop in run.stops.items() if name in self.per_event
+                    and (n := stop.meta.get("frames_sent")).__class__ is int]
             if sent:
                 meta["frames_sent"] = max(sent)
         else:
             meta["frames_sent"] = run.serial
         if run.dropped:
             meta["dropped"] = run.dropped
-        # What the streams' own hops filtered, failed or dropped is said per part; the
-        # frames they lack are this builder's incomplete events, counted above.
-        for stop in run.stops.values():
-            if any(accounted(stop.meta)):
-                meta.setdefault("upstream", {})[_name(run.stops, stop)] = list(
-                    accounted(stop.meta))
         out.append(Stop(meta))
         self.runs += 1
         self.current = _Run()
@@ -398,7 +390,3 @@ def _hashable(value: Any) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _name(stops: dict[str, Message], stop: Message) -> str:
-    return next(name for name, other in stops.items() if other is stop)

@@ -55,7 +55,7 @@ def build_runtime(config: ServiceConfig) -> Runtime:
         if config.join:
             raise ConfigError(f"[{section}] join: only for an event builder, whose 'in' is a "
                               "table of stream names to addresses")
-        listener = link("in", config.in_, InputLink) if spec.has_input else main
+        listener = link("in", str(config.in_ or ""), InputLink) if spec.has_input else main
     operator = main if spec.plugin_kind == "operator" else registry.build(
         "operator", "passthrough", {}, section)
     if spec.has_output:
