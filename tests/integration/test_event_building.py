@@ -42,6 +42,8 @@ def chain(ipc, frames: int, rate: float, name: str, credit: int = 8,
     stats = {svc: ipc(f"{name}-{svc}.status")
              for svc in ("detector", "spectra", "encoder", "builder", "worker", "reducer")}
     common = f'rate = {rate}, frames = {frames}, run = "{RUN}"'
+    streams = ", ".join(f'{stream} = ">tcp://{{{stream}}}:{ports[port]}"' for stream, port in
+                        (("detector", "det"), ("spectra", "spec"), ("encoder", "enc")))
     text = f"""
 name = "{name}"
 
@@ -71,7 +73,7 @@ drain_timeout = 3.0
 
 [services.builder]
 role = "operator"
-in = {{ detector = ">tcp://{{detector}}:{ports['det']}", spectra = ">tcp://{{spectra}}:{ports['spec']}", encoder = ">tcp://{{encoder}}:{ports['enc']}" }}
+in = {{ {streams} }}
 join = {{ key = "frame", timeout = 5.0, incomplete = "emit" }}
 out = "@tcp://127.0.0.1:{ports['built']}"
 status = "{stats['builder']}"
@@ -165,15 +167,21 @@ def test_three_streams_are_built_into_events_checked_part_by_part_through_a_pool
 def test_a_killed_worker_under_supervisord_loses_only_what_it_held_and_the_run_ends(
         tmp_path, ipc, receiver, supervisor, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", plugin_env()["PYTHONPATH"])  # supervisord passes it on
-    frames, credit = 1500, 4
+    frames, credit = 1000, 4
     text, stats, out = chain(ipc, frames=frames, rate=250.0, name="evk", credit=credit)
     sink = receiver(f">tcp://127.0.0.1:{out}")
     sv = supervisor(write(tmp_path / "events.toml", text))
-    wait_for(lambda: (status(stats["reducer"])["input"]["run_ledger"] or [{}])[-1]
-             .get("seen", 0) > 200, 60, "results at the reducer")
+    while (first := sink.get(timeout=60)).kind != "event" or first.meta["reduced"] < 200:
+        pass  # the reducer's results say how far the run has come
     old = sv.info("evk:worker-1")["pid"]
+    (src,) = worker_status(stats, 1)["input"]["senders"]  # its stream, as the builder names it
+
+    def held() -> int:
+        pool = status(stats["builder"])["outputs"][0]["pool"]
+        return next(w for w in pool["workers"] if w["src"] == src)["held"]
+
     os.kill(old, signal.SIGSTOP)  # held back first, so that it dies holding frames
-    wait_for(lambda: worker_status(stats, 1)["input"]["received"] > 0, 5, "worker-1's record")
+    wait_for(lambda: held() >= credit, 20, "worker-1 to hold frames")
     os.kill(old, signal.SIGKILL)
     events, stop = results(sink)  # the run ends: nothing waits for the dead worker
     table = events[-1].payload["table"]
