@@ -39,6 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .budget import parse_bytes
 from .errors import ConfigError
 from .message import Event, Message, Start, Stop
 
@@ -93,7 +94,8 @@ class EventBuilder:
     per_run
         Streams that send one part per run rather than per event.
     window, window_bytes
-        Events, and bytes of parts, held at most before the oldest is given up.
+        Events, and bytes of parts (a size such as ``"1GiB"``), held at most before the
+        oldest is given up.
     timeout
         Seconds an event waits for its parts after its first came, and the run's Start
         for every stream's after the first.
@@ -109,7 +111,7 @@ class EventBuilder:
     """
 
     def __init__(self, streams: Iterable[str], key: str = "frame", per_run: Iterable[str] = (),
-                 window: int = 1024, window_bytes: int = 2**30, timeout: float = 2.0,
+                 window: int = 1024, window_bytes: int | str = 2**30, timeout: float = 2.0,
                  stop_timeout: float = 10.0, incomplete: str = "emit",
                  in_order: bool = True) -> None:
         self.streams = list(streams)
@@ -132,7 +134,7 @@ class EventBuilder:
             raise ConfigError("event builder: window must be 1 or more and timeout above 0")
         self.key = key
         self.window = int(window)
-        self.window_bytes = int(window_bytes)
+        self.window_bytes = parse_bytes(window_bytes, "window_bytes")
         self.timeout = float(timeout)
         self.stop_timeout = float(stop_timeout)
         self.emit_incomplete = incomplete == "emit"
