@@ -20,7 +20,8 @@ Cases:
   builder's place, for the CPU of forwarding the same frames without building (the ratio
   builder / forwarder is what building costs on top).
 
-Run ``python benchmarks/event_building.py [--seconds 8] [--rate 500] [--repeats 1]``.
+Run ``python benchmarks/event_building.py [--seconds 8] [--rate 500] [--repeats 1]
+[--shape 2048,2048]``.
 """
 
 from __future__ import annotations
@@ -129,11 +130,12 @@ def run_case(case: str, seconds: float, rate: float) -> dict[str, Any]:
         config = Path(directory) / "builder.toml"
         if building:
             table = ", ".join(f'{name} = "{address}"' for name, address in inputs.items())
-            # Sources start a second or two apart (process start-up): the parts that came
-            # first wait for the others, so the window and timeout are generous here.
+            # Sources start a second or two apart (process start-up), and a source that
+            # cannot keep its rate falls behind the others: the parts that came first wait
+            # for the others, so the window and timeout are generous here.
             config.write_text(f"""
 in = {{ {table} }}
-join = {{ timeout = 10.0, window = 8192, window_bytes = "2GiB" }}
+join = {{ timeout = 60.0, window = 65536, window_bytes = "2GiB" }}
 out = "@shm://127.0.0.1:{ports['out']}"
 status = "tcp://127.0.0.1:{ports['status']}"
 """)
@@ -189,6 +191,7 @@ status = "tcp://127.0.0.1:{ports['status']}"
             "mismatched": len(checker.mismatched), "ledger_missing": ledger,
             "per_stream": {name: {k: s.get(k) for k in ("incomplete", "late")}
                            for name, s in links.items()} if building else {},
+            "given_up": record["input"].get("event_builder", {}).get("given_up"),
             "cpu": 100 * cpu, "ok": ok}
 
 
@@ -197,7 +200,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--shape", default="2048,2048", help="of the detector's frames (uint8)")
     args = parser.parse_args()
+    global SHAPE
+    SHAPE = tuple(int(n) for n in args.shape.split(","))
     results: dict[str, list[dict[str, Any]]] = {}
     for _ in range(args.repeats):
         for case in ("baseline", "complete", "1% lost"):
@@ -207,7 +213,8 @@ def main() -> None:
                   f"{result['rate']:.0f}/s, incomplete {result['incomplete']} (expected "
                   f"{result['expected_incomplete']}), mismatched {result['mismatched']}, "
                   f"ledger missing {result['ledger_missing']}, per stream "
-                  f"{result['per_stream']}, {'builder' if case != 'baseline' else 'forwarder'}"
+                  f"{result['per_stream']}, given up {result['given_up']}, "
+                  f"{'builder' if case != 'baseline' else 'forwarder'}"
                   f" CPU {result['cpu']:.0f}% -> {'ok' if result['ok'] else 'FAILED'}",
                   flush=True)
     cpu = {case: statistics.median(r["cpu"] for r in runs) for case, runs in results.items()}
