@@ -177,18 +177,28 @@ status = "tcp://127.0.0.1:{ports['status']}"
     assert checker.stop is not None
     links = (record["input"].get("event_builder", {}).get("streams", {}) if building
              else {"detector": {"link": record["input"]}})
+    # Each stream's link: sequence gaps and malformed messages (none), and its run ledger's
+    # missing frames (exactly the frames its source skipped); the checker's own link: none.
     ledger = {name: s["link"]["missing"] + sum(s["link"]["malformed"].values())
               for name, s in links.items()}
+    frames_missing = {name: s["link"]["run_ledger"][-1]["missing"] for name, s in links.items()}
+    expected_missing = {name: len(skipped) if name == "spectra" else 0 for name in links}
+    end = checker.link.status()
+    end_missing = end.missing + end.run_ledger[-1].missing if end.run_ledger else -1
+    said = checker.stop.meta.get("incomplete", {})
     span = checker.last - checker.first
     incomplete = {frame: missing for frame, missing in checker.incomplete.items()}
     expected_incomplete = {frame: ["spectra"] for frame in skipped}
     ok = (checker.events == frames and checker.frames == set(range(frames))
           and incomplete == expected_incomplete and not checker.mismatched
-          and not any(ledger.values()))
+          and not any(ledger.values()) and frames_missing == expected_missing
+          and end_missing == 0 and (said == ({"spectra": len(skipped)} if skipped else {})
+                                    or not building))
     return {"case": case, "events": checker.events, "frames": frames,
             "rate": (checker.events - 1) / span if span else 0.0,
             "incomplete": len(incomplete), "expected_incomplete": len(skipped),
             "mismatched": len(checker.mismatched), "ledger_missing": ledger,
+            "frames_missing": frames_missing, "end_missing": end_missing,
             "per_stream": {name: {k: s.get(k) for k in ("incomplete", "late")}
                            for name, s in links.items()} if building else {},
             "given_up": record["input"].get("event_builder", {}).get("given_up"),
@@ -212,7 +222,8 @@ def main() -> None:
             print(f"{case:9}: {result['events']}/{result['frames']} events at "
                   f"{result['rate']:.0f}/s, incomplete {result['incomplete']} (expected "
                   f"{result['expected_incomplete']}), mismatched {result['mismatched']}, "
-                  f"ledger missing {result['ledger_missing']}, per stream "
+                  f"seq missing {result['ledger_missing']}, frames missing per link "
+                  f"{result['frames_missing']}, at the end {result['end_missing']}, per stream "
                   f"{result['per_stream']}, given up {result['given_up']}, "
                   f"{'builder' if case != 'baseline' else 'forwarder'}"
                   f" CPU {result['cpu']:.0f}% -> {'ok' if result['ok'] else 'FAILED'}",

@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 
 from arroyo_core.message import Event, Stop
+from arroyo_core.status import ServiceStatus
+from services.ledger_table import render
 from services.processes import free_port
 from tests.integration.test_pools import worker_status
 from tests.support.chains import write
@@ -153,11 +155,18 @@ def test_three_streams_are_built_into_events_checked_part_by_part_through_a_pool
     assert stop.meta["incomplete"] == {"spectra": gaps}
     assert stop.meta["complete"] == frames - gaps and stop.meta["frames_sent"] == frames
     assert stop.meta["reducer"]["reduced"] == frames
-    builder = status(stats["builder"])["input"]["event_builder"]
+    record = status(stats["builder"])
+    builder = record["input"]["event_builder"]
     assert {name: s["incomplete"] for name, s in builder["streams"].items()} == {
         "detector": 0, "spectra": gaps, "encoder": 0}
     assert builder["streams"]["spectra"]["parts"] == frames - gaps
     assert all(s["late"] == 0 for s in builder["streams"].values())
+    # each stream's own link ledger: the spectra's missing frames are exactly its gaps
+    missing = {name: s["link"]["run_ledger"][-1]["missing"]
+               for name, s in builder["streams"].items()}
+    assert missing == {"detector": 0, "spectra": gaps, "encoder": 0}
+    table = render([ServiceStatus.from_dict({**record, "name": "builder"})])
+    assert f"spectra (per event): {frames - gaps} parts, incomplete {gaps}, late 0" in table
     (ledger,) = status(stats["reducer"])["input"]["run_ledger"]
     assert ledger["expected"] == frames and ledger["missing"] == 0
     assert run.stop() == 0, run.text()[-3000:]
