@@ -297,6 +297,10 @@ class EventBuilder:
             self._skipped(run, stream, key, out)  # first: events go on in key order
         if len(pending.parts) == len(self.per_event):
             self._build(run, key, out)
+        elif self.in_order and key.__class__ is int and all(
+                run.latest.get(name, -1) > key for name in self.per_event
+                if name not in pending.parts):
+            self._give_up(run, key, "skipped", out)  # the streams it lacks have passed it
         while run.pending and (len(run.pending) > self.window
                                or run.nbytes > self.window_bytes):
             self._give_up(run, next(iter(run.pending)), "window", out)

@@ -76,6 +76,16 @@ def test_a_stream_that_skips_a_frame_makes_exactly_that_event_incomplete_at_once
     assert builder.status()["streams"]["spec"]["incomplete"] == 1
 
 
+def test_an_event_is_given_up_once_the_last_part_it_can_get_came():
+    builder = EventBuilder(STREAMS)
+    feed(builder, starts())
+    # spec skips 0 and passes it while enc (late) has not sent it yet: 0 waits for enc
+    out = feed(builder, [("det", part(0)), ("spec", part(1)), ("det", part(1))])
+    assert events(out) == {}
+    out = feed(builder, [("enc", part(0))])  # now nothing more can come for 0
+    assert events(out)[0].meta["missing"] == ["spec"]
+
+
 def test_dropped_incomplete_events_are_said_in_the_stop_and_a_late_part_is_counted():
     builder = EventBuilder(STREAMS, incomplete="drop")
     feed(builder, starts())
