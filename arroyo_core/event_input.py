@@ -10,7 +10,7 @@ decoding and checks) in a thread of its own, and hands the runtime what the
 :class:`~arroyo_core.event_builder.EventBuilder` joined: one Start, an Event per key, one
 Stop per run. The builder is called under one lock, by the receiving threads and by a
 ticker that gives up on events past their timeout; a full queue blocks every stream
-(back-pressure to each of them).
+(back-pressure to each of them), but not a status read.
 
 Inputs that acknowledge (Redis streams) are refused: an Event built from several parts
 would have to acknowledge each part once it is handled, which this input does not do.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .arguments import check_arguments
@@ -73,7 +73,8 @@ class EventBuilderInput(Listener):
                                   "receives; an event builder's inputs cannot (yet)")
             self.links[name] = link
         self.runs = RunLedger("event builder")
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # the builder's state
+        self.delivering = threading.Lock()  # what it made goes on in the order it was made
         self._deliver: Deliver | None = None
 
     def open(self) -> None:
@@ -94,24 +95,22 @@ class EventBuilderInput(Listener):
                    for name, link in self.links.items()]
         for thread in threads:
             thread.start()
+        builder = self.builder
         while not self.stop_requested.wait(TICK_S):
-            with self.lock:
-                self._pass_on(self.builder.expire())
+            self._step(builder.expire)
             if not any(thread.is_alive() for thread in threads):
                 break
         for link in self.links.values():
             link.stop()
         for thread in threads:
             thread.join()
-        with self.lock:
-            self._pass_on(self.builder.finish())
+        self._step(builder.finish)
 
     def _receive(self, name: str, link: InputLink) -> None:
         builder = self.builder
 
         def take(message: Message) -> None:
-            with self.lock:
-                self._pass_on(builder.add(name, message))
+            self._step(lambda: builder.add(name, message))
 
         try:
             link.start(take)
@@ -120,11 +119,18 @@ class EventBuilderInput(Listener):
             self.stop()  # the other streams cannot build complete events without it
             raise
 
-    def _pass_on(self, messages: list[Message]) -> None:
-        assert self._deliver is not None
-        for message in messages:
-            self.runs.observe(message)
-            self._deliver(message)
+    def _step(self, step: Callable[[], list[Message]]) -> None:
+        """Run one step of the builder and deliver what it made, in the order made. The
+        builder's lock is not held while delivering, which blocks when the queue is full:
+        a status read waits for the builder, never for the queue."""
+        deliver = self._deliver
+        assert deliver is not None, "a step before start()"
+        with self.delivering:
+            with self.lock:
+                messages = step()
+            for message in messages:
+                self.runs.observe(message)
+                deliver(message)
 
     def stop(self) -> None:
         super().stop()

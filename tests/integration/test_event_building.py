@@ -1,7 +1,7 @@
 """Event building with real processes: three simulated streams of one scan (a detector's
 images, spectra with gaps, an encoder that starts late) -> an event builder -> a pool of 2
-workers -> a reducer -> this test's receiver, under `arroyo run` and under supervisord with
-a worker killed.
+workers (a routing rule sends the incomplete events to both) -> a reducer -> this test's
+receiver, under `arroyo run` and under supervisord with a worker killed.
 
 The oracle shares no code with the builder: each part of a built event carries, in its
 data, the frame it was made for (the image's frame_id and its crc32 against a ring of
@@ -78,6 +78,7 @@ role = "operator"
 in = {{ {streams} }}
 join = {{ key = "frame", timeout = 5.0, incomplete = "emit" }}
 out = "@tcp://127.0.0.1:{ports['built']}"
+out_options = {{ route = [{{ when = {{ missing = ["spectra"] }}, to = "all" }}] }}
 status = "{stats['builder']}"
 drain_timeout = 3.0
 
@@ -167,7 +168,12 @@ def test_three_streams_are_built_into_events_checked_part_by_part_through_a_pool
     assert missing == {"detector": 0, "spectra": gaps, "encoder": 0}
     table = render([ServiceStatus.from_dict({**record, "name": "builder"})])
     assert f"spectra (per event): {frames - gaps} parts, incomplete {gaps}, late 0" in table
-    (ledger,) = status(stats["reducer"])["input"]["run_ledger"]
+    # the routing rule sent each incomplete event to both workers; the ordered fan-in
+    # before the reducer passed each frame on once
+    assert record["outputs"][0]["pool"]["routed"] == {"all": gaps, "none": 0, "affinity": 0}
+    reducer = status(stats["reducer"])["input"]
+    assert reducer["fan_in"]["duplicates"] == gaps
+    (ledger,) = reducer["run_ledger"]
     assert ledger["expected"] == frames and ledger["missing"] == 0
     assert run.stop() == 0, run.text()[-3000:]
 
