@@ -44,18 +44,19 @@ class SimulatedStream(Listener):
         ``frame_id``: the frame number as one uint64), ``spectrum`` (``spectrum``:
         ``channels`` uint32 values, :func:`spectrum`) or ``encoder`` (``position``: 64
         bytes, :func:`encoder`).
-    frames, rate
-        Frames in the run (skipped ones included) and frames per second (0: as fast as
-        the chain takes them).
+    frames
+        Frames in the run, skipped ones included.
+    rate
+        Frames per second (0: as fast as the chain takes them).
     run
         The run id every stream of the scan stamps (default: a new one).
     shape, dtype, ring, seed
         Of the images.
     channels
         Of a spectrum.
-    skip_every
+    skip_every, skip
         Leave out every frame whose number is ``skip_every - 1`` modulo ``skip_every``
-        (0: none), and the frames in ``skip``.
+        (0: none), and the frames listed in ``skip``.
     delay
         Seconds to wait before the run's Start (a stream that starts late).
     """
