@@ -292,6 +292,7 @@ def compose_file(chain: Chain, image: str = "arroyo-stream:local", context: str 
             entry["healthcheck"] = {
                 "test": ["CMD", "arroyo", "status", "--timeout", "2", status],
                 "interval": "5s", "timeout": "5s", "retries": 3, "start_period": "10s"}
+        entry["init"] = True
         entry["stop_signal"] = "SIGTERM"
         entry["stop_grace_period"] = f"{stop_wait(chain, name)}s"
         entry["restart"] = "on-failure:3"
@@ -317,7 +318,8 @@ def compose_file(chain: Chain, image: str = "arroyo-stream:local", context: str 
         "# the healthcheck (`arroyo status` inside the container) says healthy once the service",
         "# has opened its sockets, and unhealthy while a run it counted lost frames (exit 3).",
         "# depends_on starts a service after the ones it feeds are healthy. stop_grace_period",
-        "# is drain_timeout + 5 s, like supervisor's stopwaitsecs;",
+        "# is drain_timeout + 5 s, like supervisor's stopwaitsecs; init runs the service under",
+        "# a small init process (docker-init, podman's catatonit) that passes signals on.",
         "# on-failure restarts a crashed service but not one that ended its run cleanly (0).",
         "",
     ]
