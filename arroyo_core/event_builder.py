@@ -12,8 +12,8 @@ lacks (``missing``) when it is incomplete.
   event; a per-run stream (``per_run``: one metadata record per scan) is not waited for:
   its latest part goes into every event built after it came.
 - **Bounded.** At most ``window`` events and ``window_bytes`` of parts are held; past
-  either, the oldest is given up. An event also waits at most ``timeout`` seconds after its
-  first part came. With ``in_order`` (the default, for integer keys), a stream that sent a
+  either, the oldest is given up. An event also waits at most ``timeout`` seconds for a
+  stream that sends nothing. With ``in_order`` (the default, for integer keys), a stream that sent a
   part with a higher key has skipped this one: the event is given up at once.
 - **Incomplete events** are emitted (``incomplete = "emit"``) or dropped (``"drop"``);
   either way each missing stream is counted (``incomplete`` per stream), and a dropped
@@ -97,8 +97,9 @@ class EventBuilder:
         Events, and bytes of parts (a size such as ``"1GiB"``), held at most before the
         oldest is given up.
     timeout
-        Seconds an event waits for its parts after its first came, and the run's Start
-        for every stream's after the first.
+        Seconds an event waits for a stream's part after its first part came, while that
+        stream sends nothing (one that goes on sending, behind the others, is waited for
+        within the window); and the run's Start for every stream's after the first.
     stop_timeout
         Seconds without any part, after a stream's Stop, before the run's Stop goes on
         without the streams that did not stop.
@@ -141,6 +142,7 @@ class EventBuilder:
         self.in_order = bool(in_order)
         self.current = _Run()
         self.last_part = time.monotonic()
+        self.heard: dict[str, float] = {}  # when each stream's last part came
         # Totals over every run (the status record); per stream where it says so.
         self.parts = dict.fromkeys(self.streams, 0)
         self.incomplete = dict.fromkeys(self.streams, 0)
@@ -176,7 +178,7 @@ class EventBuilder:
             if len(run.stops) == len(self.streams):
                 self._close(run, now, out, timed_out=False)
         elif isinstance(message, Event):
-            self.last_part = now
+            self.last_part = self.heard[stream] = now
             self.parts[stream] += 1
             if stream not in run.starts:  # joined mid-run: its Start was before our time
                 self._start(run, stream, Start({"run": message.meta.get("run")}), now, out)
@@ -196,10 +198,17 @@ class EventBuilder:
             log.warning("event builder: run %s starts without the Start of %s (none within "
                         "%.1f s)", str(run.run)[:12], ", ".join(missing), self.timeout)
             self._send_start(run, out)
-        while run.pending:
-            key, pending = next(iter(run.pending.items()))
+        expired = []
+        for key, pending in run.pending.items():
             if now - pending.since < self.timeout:
-                break
+                break  # (the ones after it began later)
+            # A stream that goes on sending, behind the others, is waited for (within the
+            # window): only one that sent nothing for `timeout` is given up on.
+            heard = max((self.heard.get(name, 0.0) for name in self.per_event
+                         if name not in pending.parts), default=0.0)
+            if now - max(pending.since, heard) >= self.timeout:
+                expired.append(key)
+        for key in expired:
             self._give_up(run, key, "timeout", out)
         if run.stops and now - max(run.first_stop, self.last_part) >= self.stop_timeout:
             self._close(run, now, out, timed_out=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -75,6 +76,7 @@ class EventBuilderInput(Listener):
         self.runs = RunLedger("event builder")
         self.lock = threading.Lock()  # the builder's state
         self.delivering = threading.Lock()  # what it made goes on in the order it was made
+        self.blocked = 0.0  # seconds spent delivering (blocked by a full queue, mostly)
         self._deliver: Deliver | None = None
 
     def open(self) -> None:
@@ -104,13 +106,13 @@ class EventBuilderInput(Listener):
             link.stop()
         for thread in threads:
             thread.join()
-        self._step(builder.finish)
+        self._step(lambda now: builder.finish())
 
     def _receive(self, name: str, link: InputLink) -> None:
         builder = self.builder
 
         def take(message: Message) -> None:
-            self._step(lambda: builder.add(name, message))
+            self._step(lambda now: builder.add(name, message, now))
 
         try:
             link.start(take)
@@ -119,18 +121,25 @@ class EventBuilderInput(Listener):
             self.stop()  # the other streams cannot build complete events without it
             raise
 
-    def _step(self, step: Callable[[], list[Message]]) -> None:
+    def _step(self, step: Callable[[float], list[Message]]) -> None:
         """Run one step of the builder and deliver what it made, in the order made. The
         builder's lock is not held while delivering, which blocks when the queue is full:
-        a status read waits for the builder, never for the queue."""
+        a status read waits for the builder, never for the queue.
+
+        The builder's clock leaves out the time spent blocked delivering: while the chain
+        after it holds it back, no stream's part can come in, and waiting for the chain
+        must not count as waiting for a part."""
         deliver = self._deliver
         assert deliver is not None, "a step before start()"
         with self.delivering:
             with self.lock:
-                messages = step()
-            for message in messages:
-                self.runs.observe(message)
-                deliver(message)
+                messages = step(time.monotonic() - self.blocked)
+            if messages:
+                began = time.monotonic()
+                for message in messages:
+                    self.runs.observe(message)
+                    deliver(message)
+                self.blocked += time.monotonic() - began
 
     def stop(self) -> None:
         super().stop()

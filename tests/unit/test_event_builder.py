@@ -115,6 +115,20 @@ def test_an_event_waits_for_a_stream_that_starts_late_until_its_timeout():
     assert late.meta["frame"] == 1 and late.meta["missing"] == ["enc"]
 
 
+def test_a_stream_that_goes_on_sending_behind_the_others_is_waited_for_past_the_timeout():
+    builder = EventBuilder(("det", "enc"), timeout=1.0)
+    feed(builder, [("det", Start({"run": "r"})), ("enc", Start({"run": "r"}))])
+    for frame in range(5):  # det sends all at once; enc a part every 0.8 s, from 0.5 s
+        feed(builder, [("det", part(frame))], now=0.1 * frame)
+    built = []
+    for frame in range(5):  # enc's part 4 comes 3.3 s after det's
+        now = 0.5 + 0.8 * frame
+        built += builder.expire(now)  # enc was heard less than 1 s ago: nothing given up
+        built += feed(builder, [("enc", part(frame))], now=now)
+    assert [m.meta["frame"] for m in built] == list(range(5))
+    assert all("missing" not in m.meta for m in built)
+
+
 def test_the_start_goes_on_without_a_stream_that_never_starts_after_the_timeout():
     builder = EventBuilder(STREAMS, timeout=1.0)
     feed(builder, starts()[:2], now=0.0)
