@@ -75,6 +75,9 @@ def build_runtime(config: ServiceConfig) -> Runtime:
 def event_input(section: str, streams: dict[str, str], shares: dict[str, Any],
                 config: ServiceConfig) -> EventBuilderInput:
     """The input of an event builder: a link per stream (docs/event-building.md)."""
+    if config.replicas > 1:
+        raise ConfigError(f"[{section}] an event builder (an 'in' table of streams) cannot "
+                          "have replicas: its streams' parts must meet in one process")
     options = dict(shares.get("in_options") or {})
     if config.in_pattern:
         options["pattern"] = config.in_pattern

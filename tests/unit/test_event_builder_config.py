@@ -47,6 +47,8 @@ def test_join_without_an_in_table_and_bad_tables_are_errors():
     with pytest.raises(ConfigError, match="join: only for an event builder"):
         build_runtime(ServiceConfig.from_mapping("operator", {
             "in": ">tcp://127.0.0.1:5555", "out": "@tcp://*:5558", "join": {"key": "x"}}))
+    with pytest.raises(ConfigError, match="cannot have replicas"):
+        build_runtime(builder(replicas=2))
     with pytest.raises(ConfigError, match="table of stream names to addresses"):
         ServiceConfig.from_mapping("operator", {"in": {"detector": 5}, "out": "@tcp://*:1"})
 
