@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -281,7 +281,7 @@ class EventBuilder:
     def _part(self, run: _Run, stream: str, event: Event, now: float,
               out: list[Message]) -> None:
         key = event.meta.get(self.key)
-        if key is None or not _hashable(key):
+        if key is None or not isinstance(key, Hashable):  # msgpack: lists, dicts
             self.no_key[stream] += 1
             if self.no_key[stream] == 1:
                 log.warning("event builder: a part of %s has no usable %r; dropped, further "
@@ -397,11 +397,3 @@ class EventBuilder:
                 "built": self.built, "complete": self.complete, "dropped": self.dropped,
                 "given_up": dict(self.given_up), "held": len(self.current.pending),
                 "held_bytes": self.current.nbytes, "runs": self.runs, "key": self.key}
-
-
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True

@@ -168,6 +168,9 @@ def test_a_metadata_key_joins_and_events_are_numbered_in_the_order_built():
     out = feed(builder, [("a", part(5, trigger="t1")), ("b", part(9, trigger="t1")),
                          ("b", part(10, trigger="t2")), ("a", part(6, trigger="t2"))])
     assert [(m.meta["frame"], m.meta["trigger"]) for m in out] == [(0, "t1"), (1, "t2")]
+    # a part without a usable key (none, or a list as msgpack gives it) is counted, dropped
+    assert feed(builder, [("a", part(7)), ("b", part(8, trigger=[1, 2]))]) == []
+    assert {n: s["no_key"] for n, s in builder.status()["streams"].items()} == {"a": 1, "b": 1}
     out = feed(builder, [("a", Stop({"run": "r"})), ("b", Stop({"run": "r"}))])
     assert out[-1].meta["frames_sent"] == 2
 
