@@ -38,6 +38,7 @@ from typing import Any
 from .errors import ConfigError
 from .link import OutputLink
 from .message import Message
+from .routing import decide, parse_rules
 from .run_ledger import accounted
 from .status import LinkStatus
 from .transport import PeerSender, WaitLog, wait_for_count
@@ -46,6 +47,7 @@ from .wire import encode
 log = logging.getLogger(__name__)
 
 CREDIT_WAIT_S = 0.1  # how long one wait for credit lasts before the link looks around
+MAX_AFFINITIES = 65536  # affinity values remembered; the oldest is forgotten first
 RATE_WINDOW_S = 1.0  # a worker's rate: over the time since it was last read, at least this
 
 
@@ -86,10 +88,12 @@ class DispatchLink(OutputLink):
 
     Takes an output link's address and options; its transport must address peers
     (``dispatch`` over ZeroMQ). ``peers`` is how many workers a run waits for before its
-    Start (e.g. the pool's ``replicas``).
+    Start (e.g. the pool's ``replicas``). ``route`` is a list of routing rules (to every
+    worker, to none, or by affinity to one: :mod:`arroyo_core.routing`).
     """
 
-    def __init__(self, address: str, **options: Any) -> None:
+    def __init__(self, address: str, route: list[Any] | None = None, **options: Any) -> None:
+        self.rules = parse_rules(route)
         options.setdefault("pattern", "dispatch")
         super().__init__(address, **options)
         if not isinstance(self.sender, PeerSender):
@@ -101,11 +105,13 @@ class DispatchLink(OutputLink):
         self.gone = 0  # workers found dead
         self._start: Message | None = None  # the open run's Start, for workers joining
         self._wait = WaitLog()
+        self.affinity: dict[Any, bytes] = {}  # an affinity value -> its worker's peer
+        self.routed = {"all": 0, "none": 0, "affinity": 0}  # Events routed by a rule
 
     def publish(self, message: Message) -> None:
         kind = message.kind
         if kind == "event":
-            dropped = self._dispatch(message)
+            dropped = self._route(message) if self.rules else self._dispatch(message)
         elif kind == "start":
             self._wait_for_workers()
             self.sender.run_state(True)
@@ -203,7 +209,47 @@ class DispatchLink(OutputLink):
                 sent = True
         return sent or not self.workers
 
-    def _dispatch(self, event: Message) -> str | None:
+    def _route(self, event: Message) -> str | None:
+        """An Event by the routing rules (arroyo_core.routing)."""
+        to, value = decide(self.rules, event.meta)
+        if to == "credit":
+            return self._dispatch(event)
+        self.routed[to] += 1
+        if to == "none":
+            return "discarded by a routing rule"
+        if to == "affinity":
+            return self._dispatch(event, value)
+        return self._broadcast(event)
+
+    def _broadcast(self, event: Message) -> str | None:
+        """A copy to every worker there is, each when it has credit."""
+        self._listen(0)
+        if self._start is not None:
+            self._start_all()
+        pending = list(self.workers)
+        sent = False
+        while pending:
+            peer = pending[0]
+            worker = self.workers.get(peer)
+            if worker is None or not worker.alive:
+                pending.pop(0)
+                continue
+            if worker.credit > 0:
+                pending.pop(0)
+                if self._send_to(worker, event):
+                    worker.given += 1
+                    worker.run_share += 1
+                    sent = True
+                continue
+            if self._abandoned():
+                break
+            self._listen(CREDIT_WAIT_S)
+            self._probe_busy()
+        if sent:
+            return None
+        return self._dispatch(event)  # no worker yet: the first to come takes it
+
+    def _dispatch(self, event: Message, affinity: Any = None) -> str | None:
         waiting = self._wait
         waiting.reset()
         while True:
@@ -211,11 +257,15 @@ class DispatchLink(OutputLink):
             if self._start is not None:
                 self._start_all()  # a worker that joined mid-run gets the Start first
             candidates = [w for w in self.workers.values() if w.credit > 0 and w.alive]
+            if affinity is not None:
+                candidates = self._affine(affinity, candidates)
             if candidates:
                 worker = max(candidates, key=_room)
                 if self._send_to(worker, event):
                     worker.given += 1
                     worker.run_share += 1
+                    if affinity is not None:
+                        self.affinity[affinity] = worker.peer
                     return None
                 continue
             if self._abandoned():
@@ -225,6 +275,16 @@ class DispatchLink(OutputLink):
                          waiting.waited, self._why_waiting())
             self._listen(CREDIT_WAIT_S)
             self._probe_busy()
+
+    def _affine(self, value: Any, candidates: list[Worker]) -> list[Worker]:
+        """The worker that holds ``value``'s affinity (if it has credit), or, if none
+        alive does, any candidate (which then takes the affinity)."""
+        peer = self.affinity.get(value)
+        if peer is None or peer not in self.workers:
+            if len(self.affinity) >= MAX_AFFINITIES:
+                del self.affinity[next(iter(self.affinity))]
+            return candidates
+        return [w for w in candidates if w.peer == peer]
 
     def _why_waiting(self) -> str:
         if self.workers:
@@ -283,6 +343,8 @@ class DispatchLink(OutputLink):
         total = sum(w.given for w in workers)
         pool = {"workers": [w.status(total) for w in workers],
                 "joined": self.seen, "gone": self.gone}
+        if self.rules:
+            pool["routed"] = dict(self.routed)
         return record.with_transport({**self.peer_sender.status(), "pool": pool})
 
 

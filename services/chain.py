@@ -61,7 +61,7 @@ CHAIN_KEYS = {"name", "services", "external"}
 SERVICE_KEYS = {"role", "host", "program"}  # the rest of a service's table: its settings
 # Settings that hold addresses, by key and field name: where {name} placeholders go.
 LINK_FIELDS = {key: item.name for key, setting, item in settings()
-               if setting.kind in ("address", "addresses")}
+               if setting.kind in ("address", "addresses", "inputs")}
 # The supervisor [program:x] keys a chain file may set (supervisord's own spelling).
 PROGRAM_KEYS = {
     "command", "directory", "umask", "priority", "autostart", "autorestart", "startsecs",
@@ -149,8 +149,10 @@ class Chain:
         for key, field_name in LINK_FIELDS.items():
             value = config[key]
             if value:
-                filled[field_name] = (tuple(_fill(v, hosts) for v in value)
-                                      if isinstance(value, tuple) else _fill(value, hosts))
+                filled[field_name] = (
+                    tuple(_fill(v, hosts) for v in value) if isinstance(value, tuple)
+                    else {k: _fill(v, hosts) for k, v in value.items()}
+                    if isinstance(value, Mapping) else _fill(value, hosts))
         if config.replicas > 1 and not config.in_pattern:
             filled["in_pattern"] = "worker"
         workers = self.feeds_pool(target).get(name)
@@ -176,7 +178,7 @@ class Chain:
                  for name, svc in every.items() for text in svc.config.out]
         found: dict[str, int] = {}
         for name, svc in every.items():
-            if svc.replicas < 2 or not svc.config.in_:
+            if svc.replicas < 2 or not isinstance(svc.config.in_, str):
                 continue
             wanted = Address.parse(_fill(svc.config.in_, hosts), False)
             for feeder, bound in binds:
@@ -342,6 +344,9 @@ def _plugin_ends(name: str, config: ServiceConfig) -> list[LinkEnd]:
 
 
 def _as_list(value: Any) -> list[Any]:
+    """One address or many (a list, or an event builder's table of streams) as a list."""
+    if isinstance(value, Mapping):
+        return list(value.values())
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
