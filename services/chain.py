@@ -57,7 +57,7 @@ TARGETS: tuple[Target, ...] = ("hosts", "compose")
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # valid as a supervisor program and a DNS name
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-CHAIN_KEYS = {"name", "services", "external"}
+CHAIN_KEYS = {"name", "services", "external", "insecure", "keys"}
 SERVICE_KEYS = {"role", "host", "program"}  # the rest of a service's table: its settings
 # Settings that hold addresses, by key and field name: where {name} placeholders go.
 LINK_FIELDS = {key: item.name for key, setting, item in settings()
@@ -114,6 +114,8 @@ class Chain:
     services: dict[str, ChainService]
     external: tuple[str, ...] = ()
     origin: str = "<chain>"
+    insecure: bool = False  # links as written: no CURVE, no loopback (services.chain_security)
+    keys: str = "keys"  # the CURVE key pairs' directory, relative to the chain file's
 
     def select(self, names: list[str] | tuple[str, ...] = (), host: str | None = None) -> Chain:
         """The chain limited to the services called ``names`` and/or placed on ``host``
@@ -127,7 +129,8 @@ class Chain:
         if not kept:
             raise ConfigError(f"{self.origin}: no service matches {list(names) or ''}"
                               f"{' on host ' + host if host else ''}")
-        return _Selection(self.name, kept, self.external, self.origin, self.services)
+        return _Selection(self.name, kept, self.external, self.origin, self.insecure,
+                          self.keys, self.services)
 
     def hosts(self, target: Target = "hosts") -> dict[str, str]:
         """What ``{name}`` stands for: each service's host, or its compose service name."""
@@ -276,6 +279,12 @@ def parse_chain(data: Mapping[str, Any], origin: str = "<chain>") -> Chain:
     external = data.get("external") or []
     if not isinstance(external, list) or not all(isinstance(a, str) for a in external):
         raise ConfigError(f"{origin}: 'external' is a list of addresses bound outside the chain")
+    insecure, keys = data.get("insecure", False), data.get("keys", "keys")
+    if not isinstance(insecure, bool):
+        raise ConfigError(f"{origin}: 'insecure' is true or false (true: links as written, "
+                          "without CURVE or loopback; docs/security.md)")
+    if not isinstance(keys, str) or not keys:
+        raise ConfigError(f"{origin}: 'keys' is the directory of the chain's CURVE keys")
     services = {key: _parse_service(origin, key, value) for key, value in table.items()}
     for service in services.values():
         for key in LINK_FIELDS:
@@ -284,7 +293,7 @@ def parse_chain(data: Mapping[str, Any], origin: str = "<chain>") -> Chain:
                     if ref not in services:
                         raise ConfigError(f"{origin}: [{service.name}] {key} {text!r} names "
                                           f"{{{ref}}}, which is not a service of this chain")
-    chain = Chain(name, services, tuple(external), origin)
+    chain = Chain(name, services, tuple(external), origin, insecure, keys)
     chain.ends()  # every address must parse
     return chain
 
