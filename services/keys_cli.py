@@ -7,7 +7,7 @@ import sys
 import click
 
 from arroyo_core.errors import ConfigError
-from arroyo_core.transports.zmq.curve import SECRET_SUFFIX, generate_key_pair
+from arroyo_core.transports.zmq.curve import SECRET_SUFFIX, generate_key_pair, rotate_key_pair
 
 
 @click.group()
@@ -60,3 +60,21 @@ def chain_keys(chain_file: str, host: str | None) -> None:
                f"{', '.join(names) or 'none (no link crosses hosts)'}")
     for name in names:
         click.echo(f"  host {chain.services[name].host}: {name}{SECRET_SUFFIX} (stays there)")
+
+
+@keys.command()
+@click.argument("name")
+@click.option("--dir", "directory", default=".", show_default=True,
+              type=click.Path(file_okay=False), help="Where the pair is.")
+def rotate(name: str, directory: str) -> None:
+    """Replace NAME's key pair with a new one (the old one kept as NAME.key.old and
+    NAME.key_secret.old). Running servers whose allow-list names NAME.key take the new key
+    and drop the old one within seconds, closing its connections; restart NAME's service
+    to use the new key (copy NAME.key_secret to its host first)."""
+    try:
+        public, secret = rotate_key_pair(name, directory)
+    except (ConfigError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"public key: {public} (new)")
+    click.echo(f"secret key: {secret} (new, mode 0600); the old pair: *.old")
