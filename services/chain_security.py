@@ -178,8 +178,8 @@ def _curve_options(chain: Chain, name: str, key: str,
     missing = [str(path) for path in needed if not path.exists()]
     if missing:
         raise ConfigError(
-            f"[{name}] {key}: a link crosses hosts and needs CURVE keys, but "
-            f"{', '.join(missing)} is missing: make the chain's keys with `arroyo keys chain "
+            f"[{name}] {key}: a link crosses hosts and needs CURVE keys; missing: "
+            f"{', '.join(missing)}. Make the chain's keys with `arroyo keys chain "
             f"{chain.origin}` (arroyo run and arroyo deploy make them too), and copy each "
             "host's NAME.key_secret and every NAME.key to the other hosts (docs/security.md)")
     options: dict[str, Any] = {"curve_secret_key_file": str(needed[0])}

@@ -319,6 +319,9 @@ def compose_file(chain: Chain, image: str = "arroyo-stream:local", context: str 
         "# depends_on starts a service after the ones it feeds are healthy. stop_grace_period",
         "# is drain_timeout + 5 s, like supervisor's stopwaitsecs;",
         "# on-failure restarts a crashed service but not one that ended its run cleanly (0).",
+        "# Security: the compose network is one host. Services link over it as the chain file",
+        "# says, unencrypted (containers share no loopback); nothing outside reaches it but",
+        "# the status ports, published on the host's 127.0.0.1 only (docs/security.md).",
         "",
     ]
     body = yaml.safe_dump({"name": chain.name, "services": services}, sort_keys=False,
