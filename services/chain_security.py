@@ -56,8 +56,8 @@ class _Sides:
     """The chain's tcp links, grouped: sides joined by links decide together (CURVE or
     loopback), and a group holding user-given curve options is left alone."""
 
-    def __init__(self, chain: Chain, target: Target) -> None:
-        self.links = [(seeker, bound) for seeker, bound in chain.links(target)
+    def __init__(self, chain: Chain) -> None:
+        self.links = [(seeker, bound) for seeker, bound in chain.links("hosts")
                       if seeker.meeting == "point" and seeker.address.scheme == "tcp"]
         self.parent: dict[Side, Side] = {}
         hosts = chain.hosts("hosts")
@@ -65,7 +65,7 @@ class _Sides:
         for seeker, bound in self.links:
             a, b = self._find(_side(seeker)), self._find(_side(bound))
             self.parent[a] = b
-            if target == "hosts" and not same_host(hosts[seeker.service], hosts[bound.service]):
+            if not same_host(hosts[seeker.service], hosts[bound.service]):
                 crossing.add(_side(seeker))
         user = {side for side in self.parent if _user_curve(chain, side)}
         self.curve = {self._find(side) for side in crossing}
@@ -99,7 +99,7 @@ def _user_curve(chain: Chain, side: Side) -> bool:
 
 def keyed_services(chain: Chain) -> list[str]:
     """The services (of the selection ``chain``) that have a CURVE link: they need keys."""
-    sides = _Sides(chain, "hosts")
+    sides = _Sides(chain)
     return [name for name in chain.services
             if any(sides.mode((name, key)) == "curve" for key in ("in", "out"))]
 
@@ -133,7 +133,10 @@ def secure_service(chain: Chain, name: str, config: ServiceConfig,
             f"chain {chain.name!r} is insecure (insecure = true in {chain.origin}): its "
             "links and status socket bind as written, without CURVE or loopback, so anyone "
             "who reaches them can read, inject and query (docs/security.md)"]
-    sides = _Sides(chain, target)
+    if target == "compose":
+        return config, ["links and status as written: the compose network is the one host "
+                        "(containers share no loopback; docs/security.md)"], []
+    sides = _Sides(chain)
     info: list[str] = []
     warnings: list[str] = []
     changed: dict[str, Any] = {}
@@ -151,9 +154,8 @@ def secure_service(chain: Chain, name: str, config: ServiceConfig,
             texts = [_loopback(text, ends) for text in _as_list(config[key])]
             changed["in_" if key == "in" else key] = texts[0] if key == "in" else tuple(texts)
             info.append(f"{key}: on loopback (its peers are on this host)")
-        if target == "hosts":
-            warnings += _unpeered(chain, name, key, config, links)
-    if config.status and target == "hosts":
+        warnings += _unpeered(chain, name, key, config, links)
+    if config.status:
         status = _loopback(config.status, None)
         if status != config.status:
             changed["status"] = status

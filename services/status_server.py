@@ -3,9 +3,11 @@
 
 It answers one request only, the bytes ``status`` sent by a REQ socket; anything else is
 dropped unanswered, counted and logged once. A request frame over
-:data:`MAX_REQUEST_BYTES` is never read: libzmq closes that connection. Handshakes that
-fail (a socket of the wrong type, another security mechanism) are counted by the socket's
-connection tracker. The counts are in the answer, under ``status_socket``."""
+:data:`MAX_REQUEST_BYTES` is never read: libzmq closes that connection. A socket of the
+wrong type or another security mechanism never completes a handshake: libzmq reports a
+failed handshake, or (when the other side hangs up first) only a closed connection. The
+counts (requests refused, handshakes, closed and refused connections) are in the answer,
+under ``status_socket``."""
 
 from __future__ import annotations
 
@@ -92,8 +94,7 @@ class StatusServer:
 
     def counts(self) -> dict[str, Any]:
         """The status socket's own refusals: requests dropped, handshakes refused."""
-        return {"requests_refused": self.refused,
-                "connections": self.tracker.stats()["connections"]}
+        return {"requests_refused": self.refused, **self.tracker.stats()}
 
     def close(self) -> None:
         self._closing.set()

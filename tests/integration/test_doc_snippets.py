@@ -17,8 +17,9 @@ reader would copy them:
   with ``--check``; ``check`` runs as it is; ``run`` runs as ``check`` with the same
   arguments; ``deploy`` runs, writing to a file of the test's instead of ``-o``'s;
   ``keys generate`` and ``keys chain`` run (a chain file's keys are made before it is
-  checked, as ``arroyo run`` and ``arroyo deploy`` make them); the rest (``status``, ``demo``) are only parsed by click. Other
-  commands (pip, docker, supervisord, redis-server) are only parsed by bash.
+  checked, as ``arroyo run`` and ``arroyo deploy`` make them); the rest (``status``,
+  ``demo``) are only parsed by click. Other commands (pip, docker, supervisord,
+  redis-server) are only parsed by bash.
 - ``dockerfile``: each instruction is one Docker knows, ``FROM`` first, each ``RUN``
   parses (there is no Docker engine to build it; see tests/integration/test_compose.py).
 - ``text``, ``hexdump`` and blocks without a language are output or diagrams: skipped.
