@@ -216,3 +216,15 @@ def test_rotating_a_key_while_the_chain_runs(tmp_path):
         assert source_log().count("READY source") == 1  # the server was never restarted
     finally:
         supervisor.stop()
+
+
+def test_opting_out_is_warned_about_at_every_start(tmp_path):
+    chain, _ = default_chain(tmp_path, source_host="10.0.0.1")
+    chain.write_text('insecure = true\n' + chain.read_text())
+    for _ in range(2):  # (a start of the service, as far as its settings go)
+        started = subprocess.run(
+            [sys.executable, "-m", "services", "service", str(chain), "source", "--check",
+             "--log-level", "warning"], capture_output=True, text=True, timeout=60)
+        assert started.returncode == 0, started.stderr
+        assert "chain 'arroyo' is insecure (insecure = true in" in started.stdout
+    assert not (tmp_path / "keys").exists()  # no CURVE, so no keys made either
