@@ -188,8 +188,9 @@ class Chain:
                     found[feeder] = found.get(feeder, 0) + svc.replicas
         return found
 
-    def ends(self, target: Target = "hosts") -> list[LinkEnd]:
-        """Every address of every service (data links and status sockets)."""
+    def ends(self, target: Target = "hosts", plugins: bool = True) -> list[LinkEnd]:
+        """Every address of every service (data links and status sockets; and the
+        addresses of plug-ins that are links themselves, unless not ``plugins``)."""
         ends = []
         for name, service in self.all_services().items():
             config = self.resolve(name, target)
@@ -209,13 +210,15 @@ class Chain:
                     ends.append(LinkEnd(name, key, address, pattern,
                                         match.group(1) if match else None,
                                         chain_links.broker_place(address, options)))
-            ends += _plugin_ends(name, config)
+            if plugins:
+                ends += _plugin_ends(name, config)
         return ends
 
-    def links(self, target: Target = "hosts") -> list[tuple[LinkEnd, LinkEnd]]:
+    def links(self, target: Target = "hosts",
+              plugins: bool = True) -> list[tuple[LinkEnd, LinkEnd]]:
         """(seeking end, end it finds) for every connection inside the chain: a connect and
         the bind it reaches, or a broker reader and a writer (:mod:`services.chain_links`)."""
-        return chain_links.pairs(self.ends(target), self.hosts(target))
+        return chain_links.pairs(self.ends(target, plugins), self.hosts(target))
 
     def problems(self) -> list[str]:
         """What is wrong with the links: a connect that no service binds (or not the

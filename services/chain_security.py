@@ -14,8 +14,9 @@ addresses written in the file, for ZeroMQ tcp links between services of the chai
 
 Links whose ``in_options``/``out_options`` already hold ``curve_*`` keys (and the links
 joined to them) are the user's and are left as written; so are ipc, inproc, shm and
-redis links, links to ``external`` addresses and binds no service of the chain connects to
-(those are logged as a warning). Under docker compose the compose network is the one host
+redis links, links to ``external`` addresses, links to a plug-in's own address (a zmq
+sink's ``address`` option) and binds no service of the chain connects to (those are
+logged as a warning). Under docker compose the compose network is the one host
 (containers cannot share a loopback), so nothing is rewritten there.
 
 Settings of one side of a service (its ``in``, or all its ``out`` links) share one options
@@ -57,7 +58,8 @@ class _Sides:
     loopback), and a group holding user-given curve options is left alone."""
 
     def __init__(self, chain: Chain) -> None:
-        self.links = [(seeker, bound) for seeker, bound in chain.links("hosts")
+        # a plug-in's own address (a zmq sink's, say) is not a setting this can rewrite
+        self.links = [(seeker, bound) for seeker, bound in chain.links("hosts", plugins=False)
                       if seeker.meeting == "point" and seeker.address.scheme == "tcp"]
         self.parent: dict[Side, Side] = {}
         hosts = chain.hosts("hosts")

@@ -35,10 +35,11 @@ def status_address(chain: Chain, name: str, replica: int | None = None) -> str |
     status = chain.resolve(name, replica=replica).status
     if not status:
         return None
-    address = Address.parse(status, bind_by_default=True).text
-    for anywhere in ("//*:", "//0.0.0.0:"):
-        address = address.replace(anywhere, "//127.0.0.1:")
-    return address
+    parsed = Address.parse(status, bind_by_default=True)
+    if parsed.scheme == "tcp" and (parsed.host in ("*", "0.0.0.0") or not chain.insecure):
+        loop = "[::1]" if parsed.host in ("::", "::1") else "127.0.0.1"
+        return f"tcp://{loop}:{parsed.port}"  # (a secure chain's status is on loopback)
+    return parsed.text
 
 
 # --- supervisord ------------------------------------------------------------------------
