@@ -205,9 +205,10 @@ class Checker:
         if "keys/" in text:
             ensure_keys(self.directory)
         if isinstance(data, dict) and "services" in data:
-            # links across hosts need the chain's keys, which arroyo run and deploy make
-            self.expect_ok(snippet, f"arroyo keys chain {name}",
-                           arroyo(["keys", "chain", name], self.directory))
+            if any("host" in service for service in data["services"].values()):
+                # links across hosts need the chain's keys, which arroyo run and deploy make
+                self.expect_ok(snippet, f"arroyo keys chain {name}",
+                               arroyo(["keys", "chain", name], self.directory))
             self.expect_ok(snippet, f"arroyo check {name}", arroyo(["check", name],
                                                                     self.directory))
         elif isinstance(data, dict) and "blocks" in data:  # an arroyopy pipeline file
