@@ -13,7 +13,7 @@ from typing import Any
 from .gaps import MAX_RANGES, GapCounter
 from .status import LinkStatus, SenderStatus
 
-__all__ = ["MAX_RANGES", "InputLedger", "OutputLedger"]
+__all__ = ["MAX_RANGES", "InputLedger", "OutputLedger", "wire_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,11 @@ class _SenderGaps(GapCounter):
         log.warning("%s: lost messages %d..%d from sender %s", self.link, first, last, self.src)
 
 
+def wire_bytes(frames: Any) -> int:
+    """Bytes of a message's frames (bytes, memoryviews, arrays or zmq Frames)."""
+    return sum(frame.nbytes if hasattr(frame, "nbytes") else len(frame) for frame in frames)
+
+
 class InputLedger:
     """Counts for one input link; ``observe`` is on the hot path, so it stays small."""
 
@@ -39,6 +44,7 @@ class InputLedger:
         self.link = link
         self.senders: dict[str, GapCounter] = {}
         self.malformed: Counter[str] = Counter()
+        self.bytes = 0  # of every message received, malformed or duplicate too
 
     def observe(self, src: str, seq: int) -> bool:
         """Record one message; return False if it is a duplicate (already seen)."""
@@ -72,7 +78,8 @@ class InputLedger:
                           received=sum(s.received for s in senders.values()),
                           missing=sum(s.missing for s in senders.values()),
                           duplicates=sum(s.duplicates for s in senders.values()),
-                          malformed=dict(self.malformed), senders=senders, **fields)
+                          malformed=dict(self.malformed), senders=senders,
+                          bytes=self.bytes, **fields)
 
     def stats(self) -> dict[str, Any]:
         record = self.status()
@@ -87,6 +94,7 @@ class OutputLedger:
     def __init__(self, link: str) -> None:
         self.link = link
         self.sent = 0
+        self.bytes = 0  # wire bytes of what was sent
         self.dropped: Counter[str] = Counter()
 
     def drop(self, reason: str) -> None:
@@ -98,7 +106,7 @@ class OutputLedger:
     def status(self, **fields: Any) -> LinkStatus:
         """The link's record with these counters; ``fields`` give the rest."""
         return LinkStatus(name=self.link, direction="output", sent=self.sent,
-                          dropped=dict(self.dropped), **fields)
+                          bytes=self.bytes, dropped=dict(self.dropped), **fields)
 
     def stats(self) -> dict[str, Any]:
         return {"link": self.link, "sent": self.sent, "dropped": dict(self.dropped)}

@@ -149,22 +149,35 @@ def serve(config: ServiceConfig, check: bool = False, min_uptime: float = 0.0) -
         runtime = build_runtime(config)
         if config.status:
             status_address(config.status, name)
+        if config.metrics:
+            from services.metrics import metrics_address
+
+            metrics_address(config.metrics, name)
         if check:
             print(f"config ok: {name} ({config.role})", flush=True)
             return 0
     except ConfigError as exc:
         return refuse(exc)
-    return serve_runtime(name, runtime, config.status, min_uptime)
+    return serve_runtime(name, runtime, config.status, min_uptime, config.metrics)
 
 
 def serve_runtime(name: str, runtime: Runtime, status_at: str | None = None,
-                  min_uptime: float = 0.0) -> int:
+                  min_uptime: float = 0.0, metrics_at: str | None = None) -> int:
     """Open ``runtime`` and run it as service ``name`` (see :func:`serve`), with a status
-    socket at ``status_at`` if given; return the process exit code."""
+    socket at ``status_at`` and a metrics endpoint at ``metrics_at`` if given; return the
+    process exit code."""
+    status: StatusServer | None = None
+    metrics: Any = None  # a services.metrics.MetricsServer, imported only when asked for
     try:
         runtime.open()
         status = StatusServer(status_at, runtime.stats, name) if status_at else None
+        if metrics_at:
+            from services.metrics import MetricsServer, with_runtime
+
+            metrics = MetricsServer(metrics_at, with_runtime(runtime), name)
     except ConfigError as exc:
+        if status is not None:
+            status.close()
         return refuse(exc)
     except (ImportError, OSError) as exc:  # a plug-in's open(): a package or a path it needs
         return refuse(ConfigError(f"[{name}] cannot open: {exc}"))
@@ -195,7 +208,10 @@ def serve_runtime(name: str, runtime: Runtime, status_at: str | None = None,
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(" ".join([f"READY {name}", *bound_addresses(runtime, status)]), flush=True)
+    bound = bound_addresses(runtime, status)
+    if metrics is not None:
+        bound.append(f"metrics={metrics.bound}")
+    print(" ".join([f"READY {name}", *bound]), flush=True)
     log.info("%s ready", name)
     code = EXIT_FAILED  # unless run() returns
     try:
@@ -205,6 +221,8 @@ def serve_runtime(name: str, runtime: Runtime, status_at: str | None = None,
         finished.set()
         if status is not None:
             status.close()
+        if metrics is not None:
+            metrics.close()
         # signalled: what is left of the grace period, less a margin to log and exit in
         flush_s = (max(0.1, deadline[0] - time.monotonic() - 1.0) if deadline
                    else runtime.drain_timeout)
