@@ -21,7 +21,9 @@ The series (counters unless said):
 ``arroyo_link_peers``                       gauge: connected peers
 ``arroyo_link_lag_seconds``                 gauge: behind the sender (``max_lag`` set)
 ``arroyo_link_late_messages_total``         later than ``max_lag``
-``arroyo_run``                              gauge: the latest run number a link saw
+``arroyo_run_info``                         gauge: 1, the latest run's id as ``run``
+``arroyo_run_frames``                       gauge: its frame numbers the link saw
+``arroyo_run_missing_frames``               gauge: those it has not seen (so far)
 ``arroyo_queue_messages``                   gauge: queued now (and ``_bytes``)
 ``arroyo_queue_capacity_messages``          gauge: its bounds (and ``_bytes``)
 ``arroyo_queue_dropped_messages_total``     dropped by the queue's policy, by ``reason``
@@ -107,7 +109,12 @@ class _LinkFamilies:
                           "(the last message).", LINK_LABELS)
         self.late = _counter("arroyo_link_late_messages", "Messages that came later than "
                              "the link's max_lag.", LINK_LABELS)
-        self.run = _gauge("arroyo_run", "The latest run number the link saw.", LINK_LABELS)
+        self.run = _gauge("arroyo_run_info", "1, labelled with the run id of the latest run "
+                          "the link saw.", (*LINK_LABELS, "run"))
+        self.frames = _gauge("arroyo_run_frames", "Frame numbers of the latest run the link "
+                             "saw (an output: sent).", LINK_LABELS)
+        self.run_missing = _gauge("arroyo_run_missing_frames", "Frame numbers of the latest "
+                                  "run the link has not seen (so far).", LINK_LABELS)
 
     def add(self, service: str, link: LinkStatus) -> None:
         labels = [service, link.name, link.direction]
@@ -133,9 +140,11 @@ class _LinkFamilies:
         if link.lag is not None:
             self.lag.add_metric(labels, link.lag.lag)
             self.late.add_metric(labels, link.lag.late)
-        runs = [run.run for run in link.run_ledger or () if isinstance(run.run, int)]
-        if runs:
-            self.run.add_metric(labels, runs[-1])
+        if link.run_ledger:
+            latest = link.run_ledger[-1]
+            self.run.add_metric([*labels, str(latest.run)], 1)
+            self.frames.add_metric(labels, latest.seen)
+            self.run_missing.add_metric(labels, latest.missing)
 
     def families(self) -> list[Metric]:
         return list(vars(self).values())
