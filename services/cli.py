@@ -152,3 +152,8 @@ from .blocks_cli import block, list_blocks, validate  # noqa: E402  (arroyopy pi
 
 for _command in (block, validate, list_blocks):
     main.add_command(_command)
+
+from .stream_cli import record, replay, tap  # noqa: E402  (attach to a running chain)
+
+for _command in (tap, record, replay):
+    main.add_command(_command)
