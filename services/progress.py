@@ -31,15 +31,18 @@ class Progress:
         What ``done`` counts, for plain lines ("frames", "messages").
     stream
         Where to show it (default: standard output); a bar only if it is a terminal.
+    transient
+        The bar goes once done (on a terminal; a line says the outcome instead).
     """
 
     def __init__(self, what: str, total: int | None = None, unit: str = "",
-                 stream: IO[str] | None = None) -> None:
+                 stream: IO[str] | None = None, transient: bool = False) -> None:
         self.what = what
         self.total = total
         self.unit = unit
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
+        self.transient = transient
         self._bar: Any = None
         self._task: Any = None
         self._shown = 0.0
@@ -60,7 +63,7 @@ class Progress:
             self._bar = Bar(TextColumn("{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(),
                             TextColumn("{task.fields[detail]}"),
-                            console=Console(file=self.stream), transient=False)
+                            console=Console(file=self.stream), transient=self.transient)
             self._bar.start()
             self._task = self._bar.add_task(self.what, total=self.total, detail="")
         return self
