@@ -126,7 +126,7 @@ def record(address: str, path: str, pattern: str | None, options: tuple[str, ...
 
 
 @click.command()
-@click.argument("path", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
+@click.argument("path", metavar="FILE", type=click.Path(dir_okay=False))
 @click.argument("address", metavar="ADDRESS")
 @_OPTION
 @click.option("--pattern", metavar="PATTERN",

@@ -18,6 +18,7 @@ from arroyo_core.status import (
     LinkStatus,
     OperatorStatus,
     QueueStatus,
+    RunLedgerStatus,
     ServiceStatus,
 )
 from arroyo_core.timing import Histogram
@@ -41,7 +42,11 @@ def record() -> ServiceStatus:
                          lag=LagStatus(lag=0.25, max_lag=1.0, late=4, worst_lag=2.0),
                          transport={"connections": {"dropped": 0,
                                                     "refused": {"curve": 5}},
-                                    "peers": {"peers": 1}})
+                                    "peers": {"peers": 1}},
+                         run_ledger=[RunLedgerStatus(run="r1", seen=5, first=0, next=6,
+                                                     expected=None, missing=1,
+                                                     missing_ranges=[[2, 2]], duplicates=0,
+                                                     late=0)])
     link_out = LinkStatus(name="output push @tcp://*:2", direction="output", sent=7,
                           bytes=700, dropped={"no peer": 6})
     seconds = HistogramStatus(bounds=[0.001, 0.01], counts=[3, 2, 1], sum=0.5)
@@ -68,6 +73,9 @@ def test_every_series_carries_the_record_s_value_with_conventional_names():
         ("arroyo_link_peers", frozenset(link_in)): 1,
         ("arroyo_link_lag_seconds", frozenset(link_in)): 0.25,
         ("arroyo_link_late_messages_total", frozenset(link_in)): 4,
+        ("arroyo_run_info", frozenset(link_in | {("run", "r1")})): 1,
+        ("arroyo_run_frames", frozenset(link_in)): 5,
+        ("arroyo_run_missing_frames", frozenset(link_in)): 1,
         ("arroyo_link_messages_total", frozenset(link_out)): 7,
         ("arroyo_link_bytes_total", frozenset(link_out)): 700,
         ("arroyo_link_dropped_messages_total", frozenset(link_out | {("reason", "no peer")})): 6,
@@ -151,3 +159,17 @@ def test_the_committed_scrape_config_is_generated_from_the_default_chain():
     assert (root / "deploy/prometheus.yml").read_text() == scrape_config(
         load_chain(root / "deploy/chain.toml")), \
         "regenerate: arroyo deploy prometheus deploy/chain.toml -o deploy/prometheus.yml"
+
+
+def test_the_grafana_dashboard_asks_only_for_series_a_service_serves():
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    dashboard = json.loads((root / "deploy/grafana-dashboard.json").read_text())
+    asked = {name for panel in dashboard["panels"] for target in panel["targets"]
+             for name in re.findall(r"\barroyo_\w+", target["expr"])}
+    served = {sample for sample, _ in samples(record())}
+    served |= {name.removesuffix("_total") for name in served}  # families, as Prometheus
+    assert asked and asked <= served, asked - served
