@@ -21,6 +21,7 @@ import threading
 import urllib.request
 from typing import Any
 
+import psutil
 from chain_throughput import HERE, RUN_TIMEOUT, Child, _free_address, _stop
 
 SHAPE = (16, 32)  # uint16: 1 KiB
@@ -55,6 +56,13 @@ def run(count: int, metrics: bool, scrape: float) -> dict[str, Any]:
     children: list[Child] = []
     endpoints: list[str] = []
 
+    def cpu() -> dict[str, float]:
+        times = {}
+        for name, child in zip(("sink", "operator", "source"), children, strict=False):
+            spent = psutil.Process(child.process.pid).cpu_times()
+            times[name] = spent.user + spent.system
+        return times
+
     def start(args: list[str]) -> Child:
         child = Child([*service, *args, *more], env)
         children.append(child)
@@ -71,11 +79,14 @@ def run(count: int, metrics: bool, scrape: float) -> dict[str, Any]:
         start(["listener", "--name", "source", "--source", "simulated", "-o",
                f"shape={list(SHAPE)}", "-o", "dtype=uint16", "-o", "runs=2", "-o",
                f"frames={count}", "-o", "rate=0", "--out", "@" + hop1])
+        before = cpu()
         if metrics:
             assert len(endpoints) == 3, endpoints
             scraper = Scraper(endpoints, scrape)
             scraper.start()
         result = json.loads(sink.wait_for("RESULT", RUN_TIMEOUT))
+        after = cpu()
+        result["cpu_us"] = {name: (after[name] - before[name]) / count * 1e6 for name in after}
         if result["count"] != count:
             raise RuntimeError(f"the sink got {result['count']} of {count} events")
         result["scrapes"] = scraper.scrapes if scraper else 0
@@ -98,22 +109,31 @@ def main() -> None:
                         help="seconds between scrapes of each endpoint (Prometheus: 5-15)")
     args = parser.parse_args()
     rates: dict[bool, list[float]] = {False: [], True: []}
+    cpus: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     scrapes = []
     for repeat in range(args.repeats):
         for metrics in ((False, True) if repeat % 2 == 0 else (True, False)):
             result = run(args.count, metrics, args.scrape)
             rates[metrics].append(result["msgs_per_s"])
+            cpus[metrics].append(result["cpu_us"])
             if metrics:
                 scrapes.append(result["scrapes"])
             print(f"repeat {repeat + 1}: metrics {'on ' if metrics else 'off'} "
                   f"{result['msgs_per_s']:>9,.0f} events/s over {result['seconds']:.2f} s"
-                  + (f", {result['scrapes']} scrapes" if metrics else ""), flush=True)
+                  + (f", {result['scrapes']} scrapes" if metrics else "") + "; CPU us/event "
+                  + ", ".join(f"{name} {us:.1f}" for name, us in result["cpu_us"].items()),
+                  flush=True)
     off, on = statistics.median(rates[False]), statistics.median(rates[True])
     print(f"\n1 KiB events, one operator hop, medians of {args.repeats}:")
     print(f"  metrics off: {off:>9,.0f} events/s  (runs {_runs(rates[False])})")
     print(f"  metrics on:  {on:>9,.0f} events/s  (runs {_runs(rates[True])}; scraped every "
           f"{args.scrape:g} s, {statistics.median(scrapes):.0f} scrapes a run)")
     print(f"  on/off: {on / off:.3f} (goal: >= 0.97)")
+    print("CPU per event (us), medians:")
+    for name in ("source", "operator", "sink"):
+        was = statistics.median(run[name] for run in cpus[False])
+        now = statistics.median(run[name] for run in cpus[True])
+        print(f"  {name:<8} off {was:6.2f}  on {now:6.2f}  on/off {now / was:.3f}")
 
 
 if __name__ == "__main__":
