@@ -173,3 +173,13 @@ def test_the_grafana_dashboard_asks_only_for_series_a_service_serves():
     served = {sample for sample, _ in samples(record())}
     served |= {name.removesuffix("_total") for name in served}  # families, as Prometheus
     assert asked and asked <= served, asked - served
+
+
+def test_each_worker_of_a_pool_started_by_hand_serves_metrics_on_a_port_of_its_own():
+    from arroyo_core.config import ServiceConfig
+    from services.replicas import worker_argv
+
+    config = ServiceConfig.from_mapping("operator", {"replicas": 3, "metrics": ":9500",
+                                                     "in": ">tcp://a:1"})
+    argv = worker_argv(config, ["operator", "--metrics", ":9500"], 2)
+    assert argv[-2:] == ["--metrics", ":9502"]  # the last of a repeated option wins
