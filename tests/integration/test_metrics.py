@@ -81,9 +81,10 @@ def test_prometheus_scrapes_every_series_of_a_running_chain(tmp_path, ipc, proce
             'arroyo_operator_messages_total{service="operator"}':
                 operator["operator"]["processed"],
             'arroyo_operator_processing_seconds_count{service="operator"}':
-                operator["operator"]["processed"],
+                sum(operator["operator"]["seconds"]["counts"]),  # a sample of fast ones
         }
         assert sink["input"]["received"] == FRAMES + 2  # Start, events, Stop
+        assert 0 < sum(operator["operator"]["seconds"]["counts"]) <= FRAMES + 2
         assert sink["input"]["bytes"] > FRAMES * 16 * 16 * 2  # uint16 frames, and headers
 
         def scraped_all() -> bool:

@@ -109,8 +109,18 @@ def test_the_histogram_is_there_only_while_the_runtime_times_its_operator():
     runtime.time_operator()
     runtime.run()
     seconds = runtime.status().operator.seconds
-    assert seconds.count == 22 == runtime.processed  # Start, 20 events, Stop
+    assert 0 < seconds.count <= runtime.processed == 22  # Start, 20 events, Stop: sampled
     assert ServiceStatus.from_dict(runtime.status().to_dict()).operator.seconds == seconds
+
+
+def test_fast_operators_are_timed_one_message_in_a_few_slow_ones_every_message():
+    fast, slow = Histogram(), Histogram()
+    for _ in range(64):
+        fast.observe(10e-6)
+        slow.observe(1e-3)
+    assert fast.every == 5  # timing (0.5 us) is 1 % of 5 x 10 us
+    assert slow.every == 1
+    assert fast.skip == 5 and fast.status().counts[0] == 64
 
 
 def test_histogram_buckets_hold_a_value_equal_to_their_bound():
