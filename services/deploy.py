@@ -316,7 +316,7 @@ def compose_file(chain: Chain, image: str = "arroyo-stream:local", context: str 
         "#",
         "# `docker compose up --build` builds the image once (deploy/Dockerfile) and runs one",
         "# container per service. Services reach each other by service name on the compose",
-        "# network; `expose` lists the ports each binds (metrics on 9400: `arroyo deploy",
+        "# network; `expose` lists the ports each binds (metrics from 9400 up: `arroyo deploy",
         "# prometheus --target compose` scrapes them). Status ports are published on the",
         "# host's loopback only, so `arroyo status tcp://127.0.0.1:PORT` works from the host and",
         "# the healthcheck (`arroyo status` inside the container) says healthy once the service",

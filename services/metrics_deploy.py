@@ -4,9 +4,9 @@ that reads them (``arroyo deploy prometheus``).
 Generated supervisor programs and compose services turn metrics on
 (:mod:`services.metrics`): a service's own ``metrics`` setting in the chain file wins;
 otherwise, under supervisor, every worker of every service gets its own port from
-``METRICS_PORT`` up, in chain order, on every interface; under compose, each container
-(its own network namespace) serves on ``METRICS_PORT``, found by Prometheus through the
-compose service's DNS name (every worker of a pool too).
+``METRICS_PORT`` up, in chain order, on every interface; under compose, each service
+on the same port as under supervisor (every worker of a pool, each in a container of its
+own, on its service's first), found by Prometheus through the compose service's DNS name.
 """
 
 from __future__ import annotations
@@ -49,8 +49,7 @@ def deployed_metrics(chain: Chain, name: str, target: Target = "hosts") -> tuple
     own = chain.all_services()[name].config.metrics
     if own:
         return own, True
-    port = METRICS_PORT if target == "compose" else default_ports(chain)[name]
-    return f":{port}", False
+    return f":{default_ports(chain)[name]}", False
 
 
 def metrics_port(chain: Chain, name: str, target: Target = "hosts") -> int:
@@ -90,7 +89,8 @@ def scrape_config(chain: Chain, target: Target = "hosts",
     every = _duration(interval)
     job: dict[str, Any] = {"job_name": chain.name, "scrape_interval": every}
     if target == "compose":
-        job["dns_sd_configs"] = [{"names": [name], "type": "A", "port": METRICS_PORT}
+        job["dns_sd_configs"] = [{"names": [name], "type": "A",
+                                  "port": metrics_port(chain, name, "compose")}
                                  for name in chain.order()]
         job["relabel_configs"] = [{"source_labels": ["__meta_dns_name"],
                                    "target_label": "arroyo_service"}]

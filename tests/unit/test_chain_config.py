@@ -280,8 +280,9 @@ def test_supervisor_default_chain_path_is_absolute_with_percent_escaped(tmp_path
 def test_generated_compose_services_mount_the_chain_directory_and_run_it_by_name(tmp_path):
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     for name, service in compose["services"].items():
+        port = {"source": 9400, "operator": 9401, "sink": 9402}[name]
         assert service["command"] == ["service", "/etc/arroyo/chain.toml", name,
-                                      "--target", "compose", "--metrics", ":9400"]
+                                      "--target", "compose", "--metrics", f":{port}"]
         assert service["volumes"] == ["./deploy:/etc/arroyo:ro"]  # the chain file's directory
         assert service["working_dir"] == "/etc/arroyo"
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"services": {"source": SOURCE}}))

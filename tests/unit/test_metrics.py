@@ -157,7 +157,7 @@ def test_pool_workers_get_a_port_each_and_prometheus_scrapes_them_all():
                        "worker": ["127.0.0.1:9401", "127.0.0.1:9402", "127.0.0.1:9403"],
                        "sink": ["127.0.0.1:9404"]}
     compose = yaml.safe_load(scrape_config(chain, "compose"))["scrape_configs"][0]
-    assert {"names": ["worker"], "type": "A", "port": 9400} in compose["dns_sd_configs"]
+    assert {"names": ["worker"], "type": "A", "port": 9401} in compose["dns_sd_configs"]
 
 
 def test_the_committed_scrape_config_is_generated_from_the_default_chain():
