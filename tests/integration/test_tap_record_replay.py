@@ -67,6 +67,15 @@ def test_a_tap_sees_a_pub_link_without_being_waited_for(service, command):
     assert any(" event run=" in line and "image uint16[16, 16]" in line for line in lines)
     last = [line for line in lines if " -- " in line][-1]
     assert f"in all {FRAMES + 2:,} messages" in last and "missing 0," in last, last
+    # The sink's status socket, read twice: its input link's count and rate.
+    watch = command("tap", "--status", sink_status, "--seconds", "1.5", "--interval", "0.5",
+                    name="tap-status")
+    assert exit_within(watch, 15) == 0
+    readings = [line for line in watch.output().splitlines()
+                if f"input sub >tcp://127.0.0.1:{port}:" in line]
+    assert len(readings) >= 2, watch.output()
+    assert f"{FRAMES + 2} msgs" in readings[-1] and "0 msg/s" in readings[-1], readings
+    assert "missing 0 dropped 0 malformed 0" in readings[-1]
 
 
 def events_of(path) -> dict[int, bytes]:
