@@ -120,8 +120,8 @@ class Runtime:
                 log.exception("closing %r failed", part)
 
     def time_operator(self) -> None:
-        """Time the operator's processing of every message from now on (its histogram is
-        in :meth:`status`)."""
+        """Time the operator's processing from now on: every message, or one in a few for a
+        fast operator (:mod:`arroyo_core.timing`); the histogram is in :meth:`status`."""
         if self.timing is None:
             self.timing = Histogram()
 

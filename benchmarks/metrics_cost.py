@@ -103,6 +103,42 @@ def _runs(rates: list[float]) -> str:
     return ", ".join(f"{rate:,.0f}" for rate in rates)
 
 
+def unit_costs() -> tuple[float, float]:
+    """(CPU ms of one scrape of a service's metrics, us of timing one message), measured
+    in this process: what the endpoint adds, whatever the machine's load does to rates."""
+    import time
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from arroyo_core.link import OutputLink
+    from arroyo_core.operators import PassThrough
+    from arroyo_core.runtime import Runtime
+    from arroyo_core.sources import SimulatedDetector
+    from arroyo_core.timing import Histogram
+    from services.metrics import StatusCollector
+
+    runtime = Runtime(SimulatedDetector(frames=5, rate=0), PassThrough(),
+                      [OutputLink("@tcp://127.0.0.1:0")])
+    runtime.time_operator()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatusCollector(runtime.status, "operator"))
+    scrapes = []
+    for _ in range(7):
+        began = time.process_time()
+        for _ in range(100):
+            generate_latest(registry)
+        scrapes.append((time.process_time() - began) / 100 * 1e3)
+    histogram, clock, timings = Histogram(), time.perf_counter, []
+    for _ in range(7):
+        began = time.process_time()
+        for _ in range(100_000):
+            start = clock()
+            histogram.observe(clock() - start)
+        timings.append((time.process_time() - began) / 100_000 * 1e6)
+    runtime.close()
+    return statistics.median(scrapes), statistics.median(timings)
+
+
 MODES = ("off", "on", "scraped")  # metrics off; on, never scraped; on and scraped
 
 
@@ -140,6 +176,12 @@ def main() -> None:
         print(f"  {what:<34} {rate:>9,.0f} events/s  ratio {rate / off:.3f}  (runs "
               f"{_runs(rates[mode])})")
     print(f"  ({statistics.median(scrapes):.0f} scrapes a run; goal: ratio >= 0.97)")
+    scrape_ms, timing_us = unit_costs()
+    operator_us = statistics.median(run["operator"] for run in cpus["off"])
+    print(f"one scrape: {scrape_ms:.2f} ms of CPU ({scrape_ms / args.scrape / 10:.3f} % of a "
+          f"core at one every {args.scrape:g} s); timing one message: {timing_us:.2f} us "
+          f"({timing_us / operator_us:.1%} of the operator's {operator_us:.1f} us an event "
+          f"if every one were timed; a fast operator's are sampled to stay under 1 %)")
     print("CPU per event (us), medians:")
     for name in ("source", "operator", "sink"):
         figures = {mode: statistics.median(run[name] for run in cpus[mode]) for mode in MODES}
