@@ -25,6 +25,8 @@ from typing import Any
 import psutil
 from chain_throughput import HERE, RUN_TIMEOUT, Child, _free_address, _stop
 
+from services.processes import free_port
+
 SHAPE = (16, 32)  # uint16: 1 KiB
 
 
@@ -53,7 +55,6 @@ def run(count: int, metrics: bool, scrape: float) -> dict[str, Any]:
     hop1, hop2 = _free_address(), _free_address()
     env = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     service = [sys.executable, "-m", "services"]
-    more = ["--log-level", "warning", *(["--metrics", "127.0.0.1:0"] if metrics else [])]
     children: list[Child] = []
     endpoints: list[str] = []
 
@@ -65,11 +66,13 @@ def run(count: int, metrics: bool, scrape: float) -> dict[str, Any]:
         return times
 
     def start(args: list[str]) -> Child:
+        more = ["--log-level", "warning"]
+        if metrics:
+            endpoints.append(f"127.0.0.1:{free_port()}")
+            more += ["--metrics", endpoints[-1]]
         child = Child([*service, *args, *more], env)
         children.append(child)
-        ready = child.wait_for("READY", 30)
-        endpoints.extend(word.partition("=")[2] for word in ready.split()
-                         if word.startswith("metrics="))
+        child.wait_for("READY", 30)
         return child
 
     scraper = None

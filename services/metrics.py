@@ -41,7 +41,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import (
@@ -55,24 +54,11 @@ from prometheus_client.registry import Collector
 from arroyo_core.errors import ConfigError
 from arroyo_core.status import LinkStatus, ServiceStatus
 
+from .metrics_deploy import metrics_address
+
 log = logging.getLogger(__name__)
 
 LINK_LABELS = ("service", "link", "direction")
-
-
-def metrics_address(text: str, section: str) -> tuple[str, int]:
-    """(host, port) of a ``metrics`` setting: ``HOST:PORT``, ``:PORT`` (every interface)
-    or ``http://HOST:PORT``; port 0 lets the system choose. A ConfigError names the
-    service and says what was expected."""
-    parts = urlsplit(text if "//" in text else f"//{text}")
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme not in ("", "http") or port is None or parts.path not in ("", "/"):
-        raise ConfigError(f"[{section}] metrics: expected HOST:PORT or :PORT (e.g. "
-                          f"127.0.0.1:9400), got {text!r}")
-    return parts.hostname or "0.0.0.0", port
 
 
 def _counter(name: str, doc: str, labels: tuple[str, ...]) -> CounterMetricFamily:

@@ -12,16 +12,31 @@ own, on its service's first), found by Prometheus through the compose service's 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from arroyo_core.errors import ConfigError
 
 from .chain import Chain, Target
-from .metrics import metrics_address
 
 METRICS_PORT = 9400
 SCRAPE_INTERVAL_S = 5
+
+
+def metrics_address(text: str, section: str) -> tuple[str, int]:
+    """(host, port) of a ``metrics`` setting: ``HOST:PORT``, ``:PORT`` (every interface)
+    or ``http://HOST:PORT``; port 0 lets the system choose. A ConfigError names the
+    service and says what was expected."""
+    parts = urlsplit(text if "//" in text else f"//{text}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("", "http") or port is None or parts.path not in ("", "/"):
+        raise ConfigError(f"[{section}] metrics: expected HOST:PORT or :PORT (e.g. "
+                          f"127.0.0.1:9400), got {text!r}")
+    return parts.hostname or "0.0.0.0", port
 
 
 def nth_metrics(address: str, index: int) -> str:

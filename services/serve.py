@@ -150,7 +150,7 @@ def serve(config: ServiceConfig, check: bool = False, min_uptime: float = 0.0) -
         if config.status:
             status_address(config.status, name)
         if config.metrics:
-            from services.metrics import metrics_address
+            from services.metrics_deploy import metrics_address
 
             metrics_address(config.metrics, name)
         if check:
@@ -166,18 +166,10 @@ def serve_runtime(name: str, runtime: Runtime, status_at: str | None = None,
     """Open ``runtime`` and run it as service ``name`` (see :func:`serve`), with a status
     socket at ``status_at`` and a metrics endpoint at ``metrics_at`` if given; return the
     process exit code."""
-    status: StatusServer | None = None
-    metrics: Any = None  # a services.metrics.MetricsServer, imported only when asked for
     try:
         runtime.open()
         status = StatusServer(status_at, runtime.stats, name) if status_at else None
-        if metrics_at:
-            from services.metrics import MetricsServer, with_runtime
-
-            metrics = MetricsServer(metrics_at, with_runtime(runtime), name)
     except ConfigError as exc:
-        if status is not None:
-            status.close()
         return refuse(exc)
     except (ImportError, OSError) as exc:  # a plug-in's open(): a package or a path it needs
         return refuse(ConfigError(f"[{name}] cannot open: {exc}"))
@@ -208,11 +200,9 @@ def serve_runtime(name: str, runtime: Runtime, status_at: str | None = None,
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    bound = bound_addresses(runtime, status)
-    if metrics is not None:
-        bound.append(f"metrics={metrics.bound}")
-    print(" ".join([f"READY {name}", *bound]), flush=True)
+    print(" ".join([f"READY {name}", *bound_addresses(runtime, status)]), flush=True)
     log.info("%s ready", name)
+    metrics = MetricsStarter(name, runtime, metrics_at) if metrics_at else None
     code = EXIT_FAILED  # unless run() returns
     try:
         runtime.run()
@@ -232,6 +222,44 @@ def serve_runtime(name: str, runtime: Runtime, status_at: str | None = None,
     if code == 0:
         _stay_up(name, min_uptime, signalled)
     return code
+
+
+class MetricsStarter:
+    """Starts a service's metrics endpoint (services.metrics) in the background once the
+    service is READY: importing prometheus-client takes a noticeable part of a start on a
+    busy host, and supervisor gives a start only ``startsecs``. An endpoint that cannot
+    listen (its port taken) is logged as an error and the service runs on without it: its
+    metrics are for watching it, and must not be what stops it."""
+
+    def __init__(self, name: str, runtime: Runtime, address: str) -> None:
+        self.server: Any = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._start, args=(name, runtime, address),
+                                        name="arroyo-metrics-start", daemon=True)
+        self._thread.start()
+
+    def _start(self, name: str, runtime: Runtime, address: str) -> None:
+        from services.metrics import MetricsServer, with_runtime
+
+        try:
+            server = MetricsServer(address, with_runtime(runtime), name)
+        except ConfigError as exc:
+            log.error("%s; the service runs on without metrics", exc)
+            return
+        with self._lock:
+            if self._closed:
+                server.close()
+                return
+            self.server = server
+        log.info("%s: metrics at http://%s/metrics", name, server.bound)
+
+    def close(self) -> None:
+        self._thread.join(timeout=5)
+        with self._lock:
+            self._closed = True
+            if self.server is not None:
+                self.server.close()
 
 
 def _stay_up(name: str, min_uptime: float, signalled: threading.Event) -> None:

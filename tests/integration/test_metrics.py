@@ -60,7 +60,9 @@ def test_prometheus_scrapes_every_series_of_a_running_chain(tmp_path, ipc, proce
             process = ServiceProcess.from_argv(service_command(chain, name), name)
             processes.append(process)
             process.wait_ready()
-            assert process.bound("metrics") == f"127.0.0.1:{ports[name]}"
+        for process in processes:  # each endpoint starts just after READY
+            wait_for(lambda p=process: f"metrics at http://127.0.0.1:{ports[p.name]}/metrics"
+                     in p.output(), 15, f"{process.name}'s metrics endpoint")
 
         def sink_record() -> dict:
             return query_status(status["sink"])
@@ -109,3 +111,19 @@ def test_prometheus_scrapes_every_series_of_a_running_chain(tmp_path, ipc, proce
         assert up["operator"] == up["sink"] == "up", server.targets()
     finally:
         server.stop()
+
+
+def test_a_taken_metrics_port_is_an_error_in_the_log_and_the_service_runs_on(service):
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        status = f"tcp://127.0.0.1:{free_port()}"
+        process = service("publisher", "--in", f">tcp://127.0.0.1:{free_port()}",
+                          "--metrics", f"127.0.0.1:{port}", "--status", status, name="sink")
+        wait_for(lambda: "cannot listen at" in process.output(), 15, "the error")
+        assert "the service runs on without metrics" in process.output()
+        assert query_status(status)["ready"] is True
+        assert process.process.poll() is None

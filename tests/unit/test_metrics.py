@@ -22,8 +22,8 @@ from arroyo_core.status import (
     ServiceStatus,
 )
 from arroyo_core.timing import Histogram
-from services.metrics import StatusCollector, metrics_address
-from services.metrics_deploy import nth_metrics, scrape_config
+from services.metrics import StatusCollector
+from services.metrics_deploy import metrics_address, nth_metrics, scrape_config
 from tests.unit.test_pools import pool_chain
 
 
