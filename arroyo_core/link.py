@@ -28,7 +28,7 @@ from .components import Deliver, Listener, Publisher
 from .errors import ConfigError, DecodeError
 from .fanin import FanIn
 from .lag import LagWatch
-from .ledger import InputLedger, OutputLedger
+from .ledger import InputLedger, OutputLedger, wire_bytes
 from .message import Event, Message, Stop
 from .run_ledger import RunLedger
 from .status import LinkStatus
@@ -123,12 +123,14 @@ class OutputLink(Publisher):
         elif kind == "stop":
             message = self._with_drops(message)
         frames = encode(message, src=self.src, seq=self.seq)
+        nbytes = wire_bytes(frames)  # before send: a PUB sender adds its topic frame
         dropped = self.sender.send(frames, kind == "event")
         if kind == "stop":
             self.sender.run_state(False)
         if dropped is None:
             self.seq += 1
             self.ledger.sent += 1
+            self.ledger.bytes += nbytes
             self.runs.observe(message)
         else:
             if self._numbers_drops:
@@ -146,6 +148,7 @@ class OutputLink(Publisher):
             return
         frames = batch.frames(src=self.src, seq=self.seq)
         events = batch.clear()
+        nbytes = wire_bytes(frames)
         dropped = self.sender.send(frames, True)
         if dropped is None or self._numbers_drops:
             self.seq += len(events)
@@ -153,6 +156,7 @@ class OutputLink(Publisher):
             self.batches += 1
             self.batched += len(events)
             self.ledger.sent += len(events)
+            self.ledger.bytes += nbytes
             for event in events:
                 self.runs.observe(event)
         else:
@@ -278,6 +282,7 @@ class InputLink(Listener):
             try:
                 if isinstance(frames, DecodeError):
                     raise frames  # received, but the transport could not unpack it
+                ledger.bytes += wire_bytes(frames)
                 messages = decode_all(frames, limits)
             except DecodeError as exc:
                 ledger.reject(exc.reason, str(exc))
