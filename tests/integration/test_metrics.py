@@ -57,6 +57,9 @@ def test_prometheus_scrapes_every_series_of_a_running_chain(tmp_path, ipc, proce
     server = PrometheusServer(tmp_path, scrape)
     try:
         for name in ("sink", "operator", "source"):
+            if name == "source":  # its run is short: start it once Prometheus is scraping
+                wait_for(lambda: (value(server, "sum(up)") or 0) >= 2, 60,
+                         "Prometheus to scrape the operator and the sink")
             process = ServiceProcess.from_argv(service_command(chain, name), name)
             processes.append(process)
             process.wait_ready()
