@@ -152,3 +152,7 @@ from .blocks_cli import block, list_blocks, validate  # noqa: E402  (arroyopy pi
 
 for _command in (block, validate, list_blocks):
     main.add_command(_command)
+
+from .dectris_sim import dectris_sim  # noqa: E402  (a stand-in DECTRIS detector)
+
+main.add_command(dectris_sim)
