@@ -11,9 +11,11 @@ and that many bytes.
 - ``lz4``: the HDF5 LZ4 filter (32004): each block LZ4-compressed, or stored as it is when
   its compressed size equals its size. Decoded by python-lz4.
 
-bitshuffle reads each block's size from the data and does not know where the data end,
-so :func:`decompress` walks the block sizes first: a corrupt or truncated stream is a
-DecodeError, never a read past the buffer.
+``bslz4`` is the chunk format of Arroyo's own ``bitshuffle-lz4`` entries
+(:mod:`arroyo_core.compression`), made and checked by the same code: bitshuffle reads each
+block's size from the data and does not know where the data end, so the block sizes are
+walked first, and a corrupt or truncated stream is a DecodeError, never a read past the
+buffer.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ import bitshuffle
 import lz4.block
 import numpy as np
 
+from ..compression import check_bitshuffle
+from ..compression import compress as bitshuffle_lz4
 from ..errors import DecodeError
 
 HEADER = struct.Struct(">QI")  # decompressed bytes, block bytes
 SIZE = struct.Struct(">I")
 BLOCK_BYTES = 8192  # what DECTRIS detectors use for both
-SHUFFLE_MULTIPLE = 8  # bitshuffle works on multiples of 8 elements
 ALGORITHMS = ("bslz4", "lz4")
 
 
@@ -55,16 +58,11 @@ def _bslz4(data: bytes, total: int, block: int, elem_size: Any) -> np.ndarray:
     if elem_size not in (1, 2, 4, 8) or total % elem_size:
         raise DecodeError("compression", f"bslz4: element size {elem_size!r} does not fit "
                                          f"{total} bytes (1, 2, 4 or 8 dividing it)")
-    count, per_block = total // elem_size, block // elem_size
-    if block % elem_size or per_block % SHUFFLE_MULTIPLE or (count and not per_block):
-        raise DecodeError("compression", f"bslz4: block of {block} bytes is not a multiple "
-                                         f"of {SHUFFLE_MULTIPLE} elements of {elem_size}")
-    full, rest = divmod(count, per_block) if per_block else (0, 0)
-    blocks = full + (rest >= SHUFFLE_MULTIPLE)
-    _walk(data, blocks, (count % SHUFFLE_MULTIPLE) * elem_size, "bslz4")
-    try:
-        out = bitshuffle.decompress_lz4(np.frombuffer(data, np.uint8, offset=HEADER.size),
-                                        (count,), np.dtype(f"u{elem_size}"), per_block)
+    raw = np.frombuffer(data, np.uint8)
+    try:  # the same chunks as Arroyo's own bitshuffle-lz4 entries: checked the same way
+        per_block = check_bitshuffle(raw, total, elem_size)
+        out = bitshuffle.decompress_lz4(raw[HEADER.size:], (total // elem_size,),
+                                        np.dtype(f"u{elem_size}"), per_block)
     except (RuntimeError, ValueError) as exc:
         raise DecodeError("compression", f"bslz4: {exc}") from None
     return out.view(np.uint8)
@@ -99,26 +97,13 @@ def _size_at(data: bytes, position: int, algorithm: str) -> int:
     return int(SIZE.unpack_from(data, position)[0])
 
 
-def _walk(data: bytes, blocks: int, tail: int, algorithm: str) -> None:
-    """Check that ``blocks`` sized blocks and ``tail`` raw bytes fit ``data`` exactly."""
-    position, end, unpack = HEADER.size, len(data), SIZE.unpack_from
-    try:
-        for _ in range(blocks):
-            position += 4 + unpack(data, position)[0]
-    except struct.error:
-        raise DecodeError("compression", f"{algorithm}: truncated at a block header") from None
-    if position + tail != end:
-        raise DecodeError("compression", f"{algorithm}: the blocks take {position + tail} "
-                                         f"bytes, the data has {end}")
-
-
 def compress(array: np.ndarray, algorithm: str, block: int = BLOCK_BYTES) -> bytes:
-    """``array``'s bytes compressed as a detector sends them (for the simulator and tests)."""
+    """``array``'s bytes compressed as a detector sends them (for the simulator and tests);
+    ``block`` (bytes) is for lz4: bslz4 takes bitshuffle's own, 8 KiB as well."""
+    if algorithm == "bslz4":
+        return bytes(bitshuffle_lz4(array, "bitshuffle-lz4"))
     flat = np.ascontiguousarray(array).reshape(-1)
     header = HEADER.pack(flat.nbytes, block)
-    if algorithm == "bslz4":
-        body = bitshuffle.compress_lz4(flat, block // flat.itemsize)
-        return header + body.tobytes()
     if algorithm != "lz4":
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
     raw, parts = flat.view(np.uint8), [header]
