@@ -41,7 +41,7 @@ def simulators():
 
 
 @pytest.fixture
-def listener(service, ipc, receiver, tmp_path):
+def listener(receiver, service, ipc, tmp_path):  # the service stops before the receiver
     """(detector address, Receiver of the service's output, status endpoint, start) where
     ``start()`` starts the ``dectris`` listener service from a config file."""
     detector, out, stats = ipc("detector"), ipc(), ipc()
