@@ -32,7 +32,7 @@ from ..errors import ConfigError
 from ..ledger import InputLedger
 from ..message import Event, Message, Start, Stop
 from ..status import LinkStatus
-from .readers import NotReady, Unreadable, open_for_writing, read_images
+from .readers import NotReady, Unreadable, open_for_writing, open_images
 from .state import ReadFiles
 
 log = logging.getLogger(__name__)
@@ -190,10 +190,8 @@ class NewFiles(Listener):
 
     def _read(self, name: str, candidate: _Candidate, deliver: Deliver, now: float) -> bool:
         """Deliver the file's images; False if it is to be tried again later."""
-        events: list[Event] = []
         try:
-            for index, image in enumerate(read_images(candidate.path, self.dataset)):
-                events.append(Event({"file": name, "index": index}, {"image": image}))
+            count, images = open_images(candidate.path, self.dataset)
         except NotReady:
             return False
         except Unreadable as exc:
@@ -202,6 +200,9 @@ class NewFiles(Listener):
             self.ledger.reject("unreadable", f"{name}: {exc}")
             self._done(name, candidate, images=0, error=str(exc))
             return True
+        if not count:
+            self._done(name, candidate, images=0)
+            return True
         run = self._run_of(name)
         if self.run is None or self.run["name"] != run:
             self._end_run(deliver)
@@ -209,17 +210,22 @@ class NewFiles(Listener):
         assert self.run is not None
         self.run["last"] = now
         self.files += 1
-        if not events:
-            self._done(name, candidate, images=0)
-            return True
-        for event in events:
-            frame = self.run["frames"]
-            event.meta.update(run=self.run["run"], frame=frame, images_in_file=len(events))
-            self.run["frames"] += 1
-            self.ledger.observe(self.run["run"], frame)
-        self._last_of[events[-1]] = (name, candidate.size, candidate.mtime_ns, len(events))
-        for event in events:
-            deliver(event)
+        index = 0
+        try:
+            for index, image in enumerate(images):
+                frame = self.run["frames"]
+                event = Event({"run": self.run["run"], "frame": frame, "file": name,
+                               "index": index, "images_in_file": count}, {"image": image})
+                self.run["frames"] += 1
+                self.ledger.observe(self.run["run"], frame)
+                if index == count - 1:  # noted once handled, so before it is delivered
+                    self._last_of[event] = (name, candidate.size, candidate.mtime_ns, count)
+                deliver(event)
+                if self.stop_requested.is_set() and index < count - 1:
+                    return True  # not noted: read again (whole) after a restart
+        except Unreadable as exc:
+            self.ledger.reject("unreadable", f"{name}: {exc}")
+            self._done(name, candidate, images=index, error=str(exc))
         return True
 
     def _run_of(self, name: str) -> str:

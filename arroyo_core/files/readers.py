@@ -7,7 +7,7 @@ A file is read once nothing has it open for writing and its size has stayed the 
   CAP_LEASE and a local file system; elsewhere it answers None (unknown), and the size
   alone decides, after ``settle`` seconds without change.
 - An HDF5 file that a writer still holds is locked by HDF5 itself: opening it fails, and
-  :func:`read_images` says ``not yet`` (:class:`NotReady`) rather than reading it early.
+  :func:`open_images` says ``not yet`` (:class:`NotReady`) rather than reading it early.
 
 Images come from fabio (TIFF, CBF, EDF and the other formats it knows; every frame of a
 multi-frame file) or h5py (``.h5``, ``.hdf5``, ``.nxs``: one image per index of the first
@@ -56,31 +56,39 @@ def open_for_writing(path: Path) -> bool | None:
         os.close(fd)
 
 
-def read_images(path: Path, dataset: str = "") -> Iterator[np.ndarray]:
-    """The images in ``path``, one at a time; NotReady or Unreadable as the module says."""
+def open_images(path: Path, dataset: str = "") -> tuple[int, Iterator[np.ndarray]]:
+    """How many images ``path`` holds, and an iterator that reads them one at a time (so
+    a large HDF5 file is never in memory whole). NotReady or Unreadable as the module says;
+    the iterator raises Unreadable if the file fails further in."""
     if path.suffix.lower() in HDF5_SUFFIXES:
-        yield from _hdf5_images(path, dataset)
-    else:
-        yield from _fabio_images(path)
+        return _hdf5_images(path, dataset)
+    return _fabio_images(path)
 
 
-def _fabio_images(path: Path) -> Iterator[np.ndarray]:
+def _fabio_images(path: Path) -> tuple[int, Iterator[np.ndarray]]:
     import fabio
 
     try:
         image = fabio.open(str(path))
     except Exception as exc:  # fabio raises many kinds for a file it cannot parse
         raise Unreadable(f"fabio cannot read it: {type(exc).__name__}: {exc}") from None
-    with image:
-        frames = max(1, int(getattr(image, "nframes", 1) or 1))
-        for index in range(frames):
-            frame = image if index == 0 else image.getframe(index)
-            if frame.data is None:
-                raise Unreadable(f"frame {index} has no data")
-            yield np.asarray(frame.data)
+    frames = max(1, int(getattr(image, "nframes", 1) or 1))
+
+    def images() -> Iterator[np.ndarray]:
+        with image:
+            for index in range(frames):
+                try:
+                    frame = image if index == 0 else image.getframe(index)
+                except Exception as exc:
+                    raise Unreadable(f"frame {index}: {type(exc).__name__}: {exc}") from None
+                if frame.data is None:
+                    raise Unreadable(f"frame {index} has no data")
+                yield np.asarray(frame.data)
+
+    return frames, images()
 
 
-def _hdf5_images(path: Path, dataset: str) -> Iterator[np.ndarray]:
+def _hdf5_images(path: Path, dataset: str) -> tuple[int, Iterator[np.ndarray]]:
     import h5py
 
     try:
@@ -89,16 +97,24 @@ def _hdf5_images(path: Path, dataset: str) -> Iterator[np.ndarray]:
         if "lock" in str(exc).lower() or isinstance(exc, BlockingIOError):
             raise NotReady(f"an HDF5 writer holds it ({exc})") from None
         raise Unreadable(f"h5py cannot open it: {exc}") from None
-    with f:
-        data = _find_dataset(f, dataset)
-        if data is None:
-            raise Unreadable(f"no dataset {dataset!r}" if dataset else
-                             "no dataset of 2 or more dimensions")
-        if data.ndim == 2:
-            yield data[()]
-            return
-        for index in range(data.shape[0]):
-            yield data[index]
+    data = _find_dataset(f, dataset)
+    if data is None:
+        f.close()
+        raise Unreadable(f"no dataset {dataset!r}" if dataset else
+                         "no dataset of 2 or more dimensions")
+
+    def images() -> Iterator[np.ndarray]:
+        with f:
+            try:
+                if data.ndim == 2:
+                    yield data[()]
+                    return
+                for index in range(data.shape[0]):
+                    yield data[index]
+            except OSError as exc:  # a chunk that does not decompress, a truncated file
+                raise Unreadable(f"h5py cannot read it: {exc}") from None
+
+    return (1 if data.ndim == 2 else data.shape[0]), images()
 
 
 def _find_dataset(f, name: str):  # type: ignore[no-untyped-def]
