@@ -42,7 +42,8 @@ def sender(address: str, chunk: bytes, images: int) -> None:
         69, cbor2.CBORTag(COMPRESSED, ["bslz4", 2, chunk]))])  # 69: uint16, little-endian
     image = {"type": "image", "data": {"t": tagged}}
 
-    socket = zmq.Context.instance().socket(zmq.PUSH)
+    context = zmq.Context()
+    socket = context.socket(zmq.PUSH)
     socket.bind(address)
     common = {"series_id": 1, "series_unique_id": "BENCH"}
     socket.send(encode({"type": "start", **common, "number_of_images": images}))
@@ -50,6 +51,7 @@ def sender(address: str, chunk: bytes, images: int) -> None:
         socket.send(encode({**image, **common, "image_id": number}))
     socket.send(encode({"type": "end", **common}))
     socket.close(linger=-1)
+    context.term()  # returns once every message has gone
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import sys
 import threading
 
 import click
+import zmq
 
 from arroyo_core.errors import ConfigError
 
@@ -57,4 +58,5 @@ def dectris_sim(address: str, images: int, series: int, shape: str, dtype: str, 
             break
         uid = simulator.series(stop, bad)
         click.echo(f"series {uid}: {'cut short' if stop.is_set() else 'sent'}")
-    simulator.close(linger=0 if stop.is_set() else 5)
+    simulator.close(linger=0 if stop.is_set() else 30)
+    zmq.Context.instance().term()  # returns once the queued messages have gone (or linger)

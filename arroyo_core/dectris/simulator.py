@@ -143,7 +143,8 @@ class DectrisSimulator:
                 "data": data}
 
     def close(self, linger: float = 5.0) -> None:
-        """Close the socket, giving queued messages ``linger`` seconds to go."""
+        """Close the socket, giving queued messages ``linger`` seconds to go (the process
+        must terminate the context, or stay up, for them to go)."""
         if self.socket is not None:
             self.socket.close(linger=int(linger * 1000))
             self.socket = None
