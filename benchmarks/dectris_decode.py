@@ -9,10 +9,11 @@ in images/s and GB/s of decompressed pixels:
 - ``decode, one thread``: the listener's whole decoding of the message (CBOR, the block
   walk that keeps a corrupt stream from being read past its end, decompression, the typed
   array and its shape), in a loop in this process.
+- ``PULL only``: a plain PULL socket receiving the same messages without decoding them:
+  what the sender and ZeroMQ allow, the ceiling of the next two on this machine.
 - ``listener, threads=N``: the ``dectris`` source's receive loop over ZeroMQ (ipc), fed by
   a PUSH socket in another process that sends the same compressed image under one image
-  id after another (encoding each message as it goes, as a detector would); counted from
-  the first Event delivered to the last.
+  id after another; counted from the first Event delivered to the last.
 
 The image is 2048x2048 uint16 of Poisson noise with mean 2 (a weakly lit detector; about
 5x compression), in 8 KiB blocks, as DECTRIS detectors send it.
@@ -40,18 +41,45 @@ def sender(address: str, chunk: bytes, images: int) -> None:
 
     tagged = cbor2.CBORTag(ROW_MAJOR, [[2048, 2048], cbor2.CBORTag(
         69, cbor2.CBORTag(COMPRESSED, ["bslz4", 2, chunk]))])  # 69: uint16, little-endian
-    image = {"type": "image", "data": {"t": tagged}}
+    common = {"series_id": 1, "series_unique_id": "BENCH"}
+    # The map without image_id, encoded once; each message adds the pair image_id: N (a
+    # map of 4 pairs, 0xa4, becomes one of 5), so the sender is not what is measured.
+    body = encode({"type": "image", **common, "data": {"t": tagged}})
+    assert body[0] == 0xA4
 
     context = zmq.Context()
     socket = context.socket(zmq.PUSH)
     socket.bind(address)
-    common = {"series_id": 1, "series_unique_id": "BENCH"}
     socket.send(encode({"type": "start", **common, "number_of_images": images}))
     for number in range(images):
-        socket.send(encode({**image, **common, "image_id": number}))
+        socket.send(b"".join([b"\xa5", body[1:], cbor2.dumps("image_id"),
+                              cbor2.dumps(number)]))
     socket.send(encode({"type": "end", **common}))
     socket.close(linger=-1)
     context.term()  # returns once every message has gone
+
+
+def bare_pull(address: str, process) -> float:  # type: ignore[no-untyped-def]
+    """Receive a round on a plain PULL socket: the rate the sender and ZeroMQ allow."""
+    import zmq
+
+    socket = zmq.Context.instance().socket(zmq.PULL)
+    socket.rcvtimeo = 30_000  # a sender that failed: an error, not a wait for ever
+    socket.connect(address)
+    socket.recv()  # start
+    began = None
+    count = 0
+    while True:
+        frame = socket.recv(copy=False)
+        if len(frame) < 1000:  # end
+            break
+        count += 1
+        if began is None:
+            began = time.perf_counter()
+        last = time.perf_counter()
+    socket.close(linger=0)
+    process.join()
+    return (last - began) * count / (count - 1)
 
 
 def main() -> None:
@@ -97,11 +125,15 @@ def main() -> None:
         return time.perf_counter() - began
 
     def listener(threads: int) -> float:
+        """Seconds per ``args.images`` images through the source (threads 0: a bare PULL
+        socket that only receives them, what the sender and the socket allow)."""
         with tempfile.TemporaryDirectory() as directory:
             address = f"ipc://{directory}/dectris"
             process = multiprocessing.get_context("spawn").Process(
                 target=sender, args=(address, chunk, args.images))
             process.start()
+            if not threads:
+                return bare_pull(address, process)
             source = DectrisListener(f">{address}", threads=threads)
             source.open()
             times: list[float] = []
@@ -114,8 +146,10 @@ def main() -> None:
 
             thread = threading.Thread(target=source.start, args=(deliver,))
             thread.start()
+            deadline = time.monotonic() + 120
             while not done.wait(1):
                 assert process.is_alive() or process.exitcode == 0, "the sender failed"
+                assert time.monotonic() < deadline, f"no Stop after 120 s: {source.status()}"
             source.stop()
             thread.join()
             source.close()
@@ -126,6 +160,7 @@ def main() -> None:
             return (times[-2] - times[1]) * args.images / (events - 1)
 
     ways = {"bitshuffle, one core": bare, "decode, one thread": decode,
+            "PULL only, no decoding": lambda: listener(0),
             "listener, threads=1": lambda: listener(1),
             f"listener, threads={args.threads}": lambda: listener(args.threads)}
     seconds: dict[str, list[float]] = {name: [] for name in ways}
