@@ -165,3 +165,7 @@ from .stream_cli import record, replay, tap  # noqa: E402  (attach to a running 
 
 for _command in (tap, record, replay):
     main.add_command(_command)
+
+from .dectris_sim import dectris_sim  # noqa: E402  (a stand-in DECTRIS detector)
+
+main.add_command(dectris_sim)
