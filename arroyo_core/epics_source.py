@@ -10,8 +10,9 @@ update; the callback takes the frame (a view on pvapy's buffer, no copy) and que
 server's monitor queue fills and it drops updates, which show as gaps in ``uniqueId``.
 
 A channel has no runs, so the listener makes them: a run starts with the first frame and
-ends (a Stop) when no frame came for ``idle_timeout`` seconds, when ``uniqueId`` goes back
-(the detector restarted its count) or when the dtype or shape changes. Each frame is one
+ends (a Stop) when no frame came for ``idle_timeout`` seconds, when the channel disconnects
+(the IOC went away; pvapy reconnects when it is back), when ``uniqueId`` goes back (the
+detector restarted its count) or when the dtype or shape changes. Each frame is one
 Event with one array, ``image``, and metadata::
 
     run, frame      the run's id; uniqueId minus the run's first uniqueId
@@ -31,9 +32,9 @@ EPICS finds a channel by UDP search: set ``EPICS_PVA_ADDR_LIST`` (and
 from __future__ import annotations
 
 import logging
-import queue
 import time
 import uuid
+from queue import Empty, Full, Queue
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.1  # how often the loop looks at its stop flag and its idle time
 PROVIDERS = ("pva", "ca")
+DISCONNECTED = object()  # queued when the channel disconnects
 
 
 class PvaListener(Listener):
@@ -83,13 +85,12 @@ class PvaListener(Listener):
         if not self.idle_timeout > 0:
             raise ConfigError(f"option idle_timeout: expected seconds > 0, got {idle_timeout!r}")
         self.server_queue = int(server_queue)
-        self.frames: queue.Queue[tuple[np.ndarray, dict[str, Any]] | DecodeError] = (
-            _queue(int(queue)))
+        self.frames: Queue[Any] = _queue(int(queue))  # frames, DecodeErrors, marks
         link = f"input epics-pva {channel}"
         self.ledger = InputLedger(link)
         self.runs = RunLedger(link)
         self.run: _Run | None = None
-        self.updates = self.empty = 0
+        self.updates = self.empty = self.connections = 0
         self.channel: Any = None
 
     def open(self) -> None:
@@ -99,8 +100,15 @@ class PvaListener(Listener):
                                    pva.PVA if self.provider == "pva" else pva.CA)
         request = (f"record[queueSize={self.server_queue}]field()" if self.server_queue
                    else "field()")
+        self.channel.setConnectionCallback(self._connection)
         self.channel.subscribe("arroyo", self._update)
         self.channel.startMonitor(request)
+
+    def _connection(self, connected: bool) -> None:
+        """pvapy's thread: a lost channel ends the run, after the frames queued before."""
+        self.connections += connected
+        if not connected:
+            self._put(DISCONNECTED)
 
     def _update(self, pv: Any) -> None:
         """pvapy's thread: read the frame and queue it (waiting while the queue is full)."""
@@ -116,11 +124,14 @@ class PvaListener(Listener):
                 self.empty += 1
                 return
             item = (array, meta)
+        self._put(item)
+
+    def _put(self, item: Any) -> None:
         while not self.stop_requested.is_set():
             try:
                 self.frames.put(item, timeout=POLL_S)
                 return
-            except queue.Full:
+            except Full:
                 continue
 
     def start(self, deliver: Deliver) -> None:
@@ -128,15 +139,20 @@ class PvaListener(Listener):
         while not self.stop_requested.is_set():
             try:
                 item = self.frames.get(timeout=POLL_S)
-            except queue.Empty:
+            except Empty:
                 if self.run is not None and time.monotonic() - heard > self.idle_timeout:
                     self._end(deliver, "idle")
                 continue
             heard = time.monotonic()
+            if item is DISCONNECTED:
+                if self.run is not None:
+                    self._end(deliver, "disconnected")
+                continue
             if isinstance(item, DecodeError):
                 self.ledger.reject(item.reason, str(item))
                 continue
-            self._frame(*item, deliver)
+            array, meta = item
+            self._frame(array, meta, deliver)
         if self.run is not None:
             self._end(deliver, "stopped")
 
@@ -176,11 +192,6 @@ class PvaListener(Listener):
         self.runs.observe(message, self.channel_name)
         deliver(message)
 
-    def stop(self) -> None:
-        super().stop()
-        if self.channel is not None:
-            self.channel.stopMonitor()  # no more callbacks: the queue drains no further
-
     def close(self) -> None:
         if self.channel is not None:
             self.channel.stopMonitor()
@@ -191,16 +202,17 @@ class PvaListener(Listener):
         record = self.ledger.status(address=self.channel_name, kind="source",
                                     scheme="epics-pva", run_ledger=self.runs.status())
         return record.with_transport({"provider": self.provider, "updates": self.updates,
-                                      "empty": self.empty, "queued": self.frames.qsize()})
+                                      "empty": self.empty, "connections": self.connections,
+                                      "queued": self.frames.qsize()})
 
     def stats(self) -> dict[str, Any]:
         return self.status().to_dict()
 
 
-def _queue(size: int) -> queue.Queue[Any]:
+def _queue(size: int) -> Queue[Any]:
     if size < 1:
         raise ConfigError(f"option queue: expected 1 or more frames, got {size!r}")
-    return queue.Queue(size)
+    return Queue(size)
 
 
 class _Run:

@@ -30,6 +30,7 @@ import time
 import uuid
 from typing import Any
 
+import numpy as np
 import zmq
 
 from .components import Deliver, Listener
@@ -91,7 +92,7 @@ class KaraboBridgeListener(Listener):
         self.socket: zmq.Socket | None = None
 
     def open(self) -> None:
-        socket = zmq.Context.instance().socket(PATTERNS[self.pattern])
+        socket: zmq.Socket = zmq.Context.instance().socket(PATTERNS[self.pattern])
         socket.linger = 0
         socket.rcvhwm = self.hwm
         if self.pattern == "SUB":
@@ -202,7 +203,7 @@ class RunState:
 
     def start_meta(self, train: Train) -> dict[str, Any]:
         arrays = {name: [value.dtype.str, list(value.shape)]
-                  for name, value in train.arrays.items() if hasattr(value, "dtype")}
+                  for name, value in train.arrays.items() if isinstance(value, np.ndarray)}
         return {"run": self.id, "source": "karabo-bridge", "endpoint": self.endpoint,
                 "pattern": self.pattern, "protocol": train.protocol, "sources": self.sources,
                 "first_train": train.train_id, "arrays": arrays, "started": time.time()}

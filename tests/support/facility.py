@@ -83,11 +83,13 @@ def _free_udp_port() -> int:
 def ad_sim(directory: Path, channel: str, env: dict[str, str], *, shape: tuple[int, int],
            dtype: str = "uint16", fps: float = 100, runtime: float = 60) -> Child:
     """``pvapy-ad-sim-server`` serving ``channel``: 8 random frames of ``shape`` (ny, nx)
-    over and over, numbered from 1, for ``runtime`` seconds."""
+    over and over, numbered from 1, for ``runtime`` seconds. (It publishes after a start
+    delay of 1 s: with none, its publisher may look in its frame cache before its producer
+    filled it, and die with a KeyError.)"""
     ny, nx = shape
     argv = [script("pvapy-ad-sim-server") or "pvapy-ad-sim-server", "-cn", channel,
             "-nx", str(nx), "-ny", str(ny), "-dt", dtype, "-fps", str(fps), "-rt", str(runtime),
-            "-std", "0", "-shd", "0", "-dc", "-rp", "0", "-nf", "8", "-cs", "8"]
+            "-std", "1", "-shd", "0", "-dc", "-rp", "0", "-nf", "8", "-cs", "8"]
     return Child(argv, directory / f"ad-sim-{channel}.log", env)
 
 
@@ -102,6 +104,7 @@ class Recorder(Publisher):
         self.problems: list[str] = []
         self.check = check
         self.lock = threading.Lock()
+        self.context: Any = None  # a callable whose text a failed wait shows
 
     def publish(self, message: Message) -> None:
         if isinstance(message, Event) and self.check is not None:
@@ -122,6 +125,9 @@ class Recorder(Publisher):
             return [meta for k, meta in zip(self.kinds, self.metas, strict=True) if k == kind]
 
     def wait(self, kind: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
-        wait_for(lambda: len(self.of(kind)) >= count, timeout, f"{count} {kind} messages "
-                 f"(have {self.kinds[-5:]})")
+        try:
+            wait_for(lambda: len(self.of(kind)) >= count, timeout, f"{count} {kind} messages")
+        except AssertionError as exc:
+            context = self.context() if self.context is not None else ""
+            raise AssertionError(f"{exc} (the last: {self.kinds[-5:]})\n{context}") from None
         return self.of(kind)
