@@ -41,11 +41,11 @@ import numpy as np
 
 from .components import Deliver, Listener
 from .errors import ConfigError, DecodeError
-from .ledger import InputLedger
 from .message import Event, Message, Start, Stop
 from .ntndarray import read_frame
 from .run_ledger import RunLedger
 from .status import LinkStatus
+from .stream_ledger import StreamLedger
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class PvaListener(Listener):
         self.server_queue = int(server_queue)
         self.frames: Queue[Any] = _queue(int(queue))  # frames, DecodeErrors, marks
         link = f"input epics-pva {channel}"
-        self.ledger = InputLedger(link)
+        self.ledger = StreamLedger(link)
         self.runs = RunLedger(link)
         self.run: _Run | None = None
         self.updates = self.empty = self.connections = 0

@@ -36,10 +36,10 @@ import zmq
 from .components import Deliver, Listener
 from .errors import ConfigError, DecodeError
 from .karabo_format import PROTOCOLS, Train, decode_train
-from .ledger import InputLedger
 from .message import Event, Message, Start, Stop
 from .run_ledger import RunLedger
 from .status import LinkStatus
+from .stream_ledger import StreamLedger
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class KaraboBridgeListener(Listener):
             raise ConfigError(f"option idle_timeout: expected seconds > 0, got {idle_timeout!r}")
         self.hwm = int(hwm)
         link = f"input karabo-bridge {self.pattern} {endpoint}"
-        self.ledger = InputLedger(link)
+        self.ledger = StreamLedger(link)
         self.runs = RunLedger(link)
         self.run: RunState | None = None
         self.requests = 0  # ``next`` sent (REQ)

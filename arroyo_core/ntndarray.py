@@ -42,15 +42,15 @@ def read_frame(pv: Any) -> tuple[np.ndarray | None, dict[str, Any]]:
     dims = pv["dimension"]
     if not dims:
         return None, meta
-    codec = pv["codec"]["name"]
+    codec = pv["codec.name"]  # (a field path: quicker than the codec as a dict)
     if codec:
         raise DecodeError("codec", f"frame {unique_id} is compressed ({codec!r}): not supported")
-    (field, value), = pv["value"][0].items()
+    field = pv.getSelectedUnionFieldName()
     dtype = FIELDS.get(field)
     if dtype is None:
         raise DecodeError("dtype", f"frame {unique_id}: value field {field!r} is not numeric")
-    shape = tuple(int(d["size"]) for d in reversed(dims))
-    array = np.asarray(value)
+    array = pv.getUnion("value")[field]
+    shape = tuple(d["size"] for d in reversed(dims))
     if array.size != math.prod(shape) or array.dtype != dtype:
         raise DecodeError("length", f"frame {unique_id}: {array.size} {array.dtype} values "
                           f"for dimensions {list(reversed(shape))} of {dtype}")

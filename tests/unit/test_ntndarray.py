@@ -15,14 +15,32 @@ from arroyo_core.message import Message
 from arroyo_core.ntndarray import read_frame
 
 
-def update(unique_id: int, array: np.ndarray, codec: str = "", **attributes: Any) -> dict:
+class Update(dict):
+    """An NTNDArray update as pvapy's PvObject hands its fields out (the calls
+    ``read_frame`` makes)."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "codec.name":
+            return self["codec"]["name"]
+        return super().__getitem__(key)
+
+    def getSelectedUnionFieldName(self) -> str:  # noqa: N802  (pvapy's name)
+        (field,) = self["value"][0]
+        return field
+
+    def getUnion(self, name: str) -> dict:  # noqa: N802
+        return self[name][0]
+
+
+def update(unique_id: int, array: np.ndarray, codec: str = "", **attributes: Any) -> Update:
     field = {np.dtype("uint16"): "ushortValue", np.dtype("float32"): "floatValue"}[array.dtype]
-    return {"uniqueId": unique_id,
-            "timeStamp": {"secondsPastEpoch": 100, "nanoseconds": 500_000_000, "userTag": 0},
-            "attribute": [{"name": name, "value": ({"value": value}, {})}
-                          for name, value in attributes.items()],
-            "dimension": [{"size": n} for n in reversed(array.shape)],
-            "codec": {"name": codec}, "value": ({field: array.reshape(-1)},)}
+    return Update({
+        "uniqueId": unique_id,
+        "timeStamp": {"secondsPastEpoch": 100, "nanoseconds": 500_000_000, "userTag": 0},
+        "attribute": [{"name": name, "value": ({"value": value}, {})}
+                      for name, value in attributes.items()],
+        "dimension": [{"size": n} for n in reversed(array.shape)],
+        "codec": {"name": codec}, "value": ({field: array.reshape(-1)},)})
 
 
 def test_read_frame_shapes_by_the_dimensions_fastest_last() -> None:
@@ -35,8 +53,8 @@ def test_read_frame_shapes_by_the_dimensions_fastest_last() -> None:
 
 @pytest.mark.parametrize(("pv", "reason"), [
     (update(1, np.zeros((2, 2), np.uint16), codec="lz4"), "codec"),
-    ({**update(1, np.zeros((2, 2), np.uint16)), "dimension": [{"size": 3}, {"size": 2}]},
-     "length"),
+    (Update({**update(1, np.zeros((2, 2), np.uint16)),
+             "dimension": [{"size": 3}, {"size": 2}]}), "length"),
 ])
 def test_broken_frames_raise(pv, reason) -> None:
     with pytest.raises(DecodeError) as caught:
@@ -86,9 +104,9 @@ def test_a_new_run_when_unique_id_goes_back_or_the_frames_change() -> None:
 
 def test_empty_and_broken_updates_are_counted_and_the_good_ones_delivered() -> None:
     frame = np.zeros((2, 2), np.uint16)
-    empty = {**update(0, frame), "dimension": []}
+    empty = Update({**update(0, frame), "dimension": []})
     listener, got = run([empty, update(1, frame), update(2, frame, codec="jpeg"),
-                         {"uniqueId": 3}, update(3, frame)])
+                         Update({"uniqueId": 3}), update(3, frame)])
     assert [m.meta.get("uniqueId") for m in got if m.kind == "event"] == [1, 3]
     status = listener.status()
     assert status.malformed == {"codec": 1, "structure": 1}
