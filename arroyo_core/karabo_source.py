@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from .components import Deliver, Listener
 from .errors import ConfigError, DecodeError
@@ -61,9 +62,10 @@ class KaraboBridgeListener(Listener):
         ``2.2``, ``1.0`` or ``auto`` (default: a one-frame message is 1.0, else 2.2). A
         message of another version is counted as malformed.
     idle_timeout
-        Seconds without a train after which the run ends (a Stop); on REQ also how long
-        an unanswered ``next`` waits before it is asked again (a restarted bridge never
-        answers the one sent to its predecessor).
+        Seconds without a train after which the run ends (a Stop). On REQ, a ``next`` is
+        asked again only of a bridge that reconnected (it never answers the one sent to
+        its predecessor), never of a slow one: the answer to the older request would be
+        thrown away, and a train with it.
     hwm
         Trains the socket queues.
     """
@@ -113,23 +115,47 @@ class KaraboBridgeListener(Listener):
     def start(self, deliver: Deliver) -> None:
         socket = self.socket
         assert socket is not None, "open() first"
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        # On REQ, a bridge that went away took the pending ``next`` with it: the
+        # connection's events say when to ask the one that comes back (at once, rather
+        # than after idle_timeout).
+        events = (socket.get_monitor_socket(zmq.EVENT_DISCONNECTED
+                                            | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+                  if self.pattern == "REQ" else None)
+        if events is not None:
+            poller.register(events, zmq.POLLIN)
+        try:
+            self._receive(socket, events, poller, deliver)
+        finally:
+            if events is not None:
+                socket.disable_monitor()
+                events.close(linger=0)
+        if self.run is not None:
+            self._end(deliver, "stopped")
+
+    def _receive(self, socket: zmq.Socket, events: zmq.Socket | None, poller: zmq.Poller,
+                 deliver: Deliver) -> None:
         asking = self.pattern == "REQ"
-        asked = heard = time.monotonic()
-        if asking:
-            self._ask(socket)
+        want = asking  # a ``next`` to send (never blocking: a REQ with no peer would wait)
+        peer_lost = False
+        heard = time.monotonic()
         while not self.stop_requested.is_set():
-            if not socket.poll(POLL_MS):
-                now = time.monotonic()
-                if self.run is not None and now - heard > self.idle_timeout:
+            if want and self._ask(socket):
+                want = False
+            ready = dict(poller.poll(POLL_MS))
+            if events is not None and events in ready:
+                if recv_monitor_message(events)["event"] == zmq.EVENT_DISCONNECTED:
+                    peer_lost = True
+                elif peer_lost:  # a bridge is back: ask it
+                    want, peer_lost = True, False
+            if socket not in ready:
+                if self.run is not None and time.monotonic() - heard > self.idle_timeout:
                     self._end(deliver, "idle")
-                if asking and now - asked > self.idle_timeout:
-                    self._ask(socket)  # the bridge may have restarted: ask the new one
-                    asked = now
                 continue
             frames = socket.recv_multipart(copy=False)
-            if asking:  # the bridge makes the next train while this one is delivered
-                self._ask(socket)
-                asked = time.monotonic()
+            # ask at once: the bridge makes the next train while this one is delivered
+            want = asking and not self._ask(socket)
             try:
                 train = decode_train(frames, self.protocol)
             except DecodeError as exc:
@@ -137,12 +163,14 @@ class KaraboBridgeListener(Listener):
                 continue
             heard = time.monotonic()
             self._train(train, deliver)
-        if self.run is not None:
-            self._end(deliver, "stopped")
 
-    def _ask(self, socket: zmq.Socket) -> None:
-        socket.send(b"next")
+    def _ask(self, socket: zmq.Socket) -> bool:
+        try:
+            socket.send(b"next", zmq.NOBLOCK)
+        except zmq.Again:
+            return False
         self.requests += 1
+        return True
 
     def _train(self, train: Train, deliver: Deliver) -> None:
         run = self.run

@@ -101,6 +101,7 @@ def test_a_whole_run_from_the_simulator(sims, listen, pattern, protocol) -> None
     sim = sims({"REQ": "REP", "SUB": "PUB", "PULL": "PUSH"}[pattern], protocol)
     running = listen(f"tcp://127.0.0.1:{sim.port}", pattern=pattern, protocol=protocol,
                      idle_timeout=1.0)
+    running.sink.context = lambda: f"{running.listener.status()}\n{sim.output()}"
     running.sink.wait("event", 4, timeout=30)
     sim.stop()
     (stop,) = running.sink.wait("stop", 1, timeout=15)
