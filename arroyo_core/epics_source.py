@@ -91,6 +91,7 @@ class PvaListener(Listener):
         self.runs = RunLedger(link)
         self.run: _Run | None = None
         self.updates = self.empty = self.connections = 0
+        self.busy = 0  # callbacks under way
         self.channel: Any = None
 
     def open(self) -> None:
@@ -112,6 +113,14 @@ class PvaListener(Listener):
 
     def _update(self, pv: Any) -> None:
         """pvapy's thread: read the frame and queue it (waiting while the queue is full)."""
+        self.busy += 1  # (one pvapy thread calls back: no lock needed)
+        try:
+            if not self.stop_requested.is_set():
+                self._take(pv)
+        finally:
+            self.busy -= 1
+
+    def _take(self, pv: Any) -> None:
         self.updates += 1
         try:
             array, meta = read_frame(pv)
@@ -194,6 +203,12 @@ class PvaListener(Listener):
 
     def close(self) -> None:
         if self.channel is not None:
+            # pvapy crashes (SIGSEGV) if a callback is unsubscribed while it runs: let a
+            # callback waiting for room in the queue see the stop flag and return first
+            self.stop_requested.set()
+            deadline = time.monotonic() + 2.0
+            while self.busy and time.monotonic() < deadline:
+                time.sleep(0.01)
             self.channel.stopMonitor()
             self.channel.unsubscribe("arroyo")
             self.channel = None

@@ -187,12 +187,12 @@ class Slow(PassThrough):
     def on_event(self, event: Event) -> Any:
         if not self.held:
             self.held = True
-            threading.Event().wait(2.0)
+            threading.Event().wait(2.5)
         return event
 
 
 def test_frames_the_server_dropped_show_as_unique_id_gaps(simulator, closing) -> None:
-    simulator("arroyo:test:gaps", shape=(512, 512), fps=200)  # 0.5 MB: sockets fill fast
+    simulator("arroyo:test:gaps", shape=(1024, 1024), fps=100)  # 2 MB: queues fill fast
     running = closing(Running(PvaListener("arroyo:test:gaps", queue=1, server_queue=2),
                               Slow()))
     running.sink.wait("event", 60, timeout=30)
