@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.1  # how often the loop looks at its stop flag and its idle time
 PROVIDERS = ("pva", "ca")
-DISCONNECTED = object()  # queued when the channel disconnects
 
 
 class PvaListener(Listener):
@@ -90,8 +89,9 @@ class PvaListener(Listener):
         self.ledger = StreamLedger(link)
         self.runs = RunLedger(link)
         self.run: _Run | None = None
-        self.updates = self.empty = self.connections = 0
+        self.updates = self.empty = 0
         self.busy = 0  # callbacks under way
+        self.closed = False
         self.channel: Any = None
 
     def open(self) -> None:
@@ -101,15 +101,10 @@ class PvaListener(Listener):
                                    pva.PVA if self.provider == "pva" else pva.CA)
         request = (f"record[queueSize={self.server_queue}]field()" if self.server_queue
                    else "field()")
-        self.channel.setConnectionCallback(self._connection)
+        # (no connection callback: pvapy 5.6 may call it from startMonitor without the
+        # GIL, which aborts the process; start() asks isConnected() when frames stop)
         self.channel.subscribe("arroyo", self._update)
         self.channel.startMonitor(request)
-
-    def _connection(self, connected: bool) -> None:
-        """pvapy's thread: a lost channel ends the run, after the frames queued before."""
-        self.connections += connected
-        if not connected:
-            self._put(DISCONNECTED)
 
     def _update(self, pv: Any) -> None:
         """pvapy's thread: read the frame and queue it (waiting while the queue is full)."""
@@ -133,9 +128,6 @@ class PvaListener(Listener):
                 self.empty += 1
                 return
             item = (array, meta)
-        self._put(item)
-
-    def _put(self, item: Any) -> None:
         while not self.stop_requested.is_set():
             try:
                 self.frames.put(item, timeout=POLL_S)
@@ -149,14 +141,12 @@ class PvaListener(Listener):
             try:
                 item = self.frames.get(timeout=POLL_S)
             except Empty:
-                if self.run is not None and time.monotonic() - heard > self.idle_timeout:
+                if self.run is not None and self.channel and not self.channel.isConnected():
+                    self._end(deliver, "disconnected")  # pvapy reconnects when it is back
+                elif self.run is not None and time.monotonic() - heard > self.idle_timeout:
                     self._end(deliver, "idle")
                 continue
             heard = time.monotonic()
-            if item is DISCONNECTED:
-                if self.run is not None:
-                    self._end(deliver, "disconnected")
-                continue
             if isinstance(item, DecodeError):
                 self.ledger.reject(item.reason, str(item))
                 continue
@@ -202,22 +192,28 @@ class PvaListener(Listener):
         deliver(message)
 
     def close(self) -> None:
-        if self.channel is not None:
-            # pvapy crashes (SIGSEGV) if a callback is unsubscribed while it runs: let a
-            # callback waiting for room in the queue see the stop flag and return first
+        if self.channel is not None and not self.closed:
+            # pvapy 5.6 aborts the process if a callback is unsubscribed while it runs, or
+            # runs after: let a callback waiting for room in the queue see the stop flag
+            # and return, stop the monitor, and keep the subscription (and the channel)
+            # for the process's life
+            self.closed = True
             self.stop_requested.set()
-            deadline = time.monotonic() + 2.0
-            while self.busy and time.monotonic() < deadline:
-                time.sleep(0.01)
+            self._settle()
             self.channel.stopMonitor()
-            self.channel.unsubscribe("arroyo")
-            self.channel = None
+            self._settle()
+
+    def _settle(self) -> None:
+        """Wait (at most 2 s) until no callback runs."""
+        deadline = time.monotonic() + 2.0
+        while self.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def status(self) -> LinkStatus:
         record = self.ledger.status(address=self.channel_name, kind="source",
                                     scheme="epics-pva", run_ledger=self.runs.status())
         return record.with_transport({"provider": self.provider, "updates": self.updates,
-                                      "empty": self.empty, "connections": self.connections,
+                                      "empty": self.empty,
                                       "queued": self.frames.qsize()})
 
     def stats(self) -> dict[str, Any]:
