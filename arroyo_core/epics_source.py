@@ -10,9 +10,10 @@ update; the callback takes the frame (a view on pvapy's buffer, no copy) and que
 server's monitor queue fills and it drops updates, which show as gaps in ``uniqueId``.
 
 A channel has no runs, so the listener makes them: a run starts with the first frame and
-ends (a Stop) when no frame came for ``idle_timeout`` seconds, when the channel disconnects
-(the IOC went away; pvapy reconnects when it is back), when ``uniqueId`` goes back (the
-detector restarted its count) or when the dtype or shape changes. Each frame is one
+ends (a Stop) when no frame came for ``idle_timeout`` seconds, when the channel
+disconnected (seen once frames stop: the IOC went away; pvapy reconnects when it is back),
+when ``uniqueId`` goes back (the detector restarted its count) or when the dtype or shape
+changes. Each frame is one
 Event with one array, ``image``, and metadata::
 
     run, frame      the run's id; uniqueId minus the run's first uniqueId
