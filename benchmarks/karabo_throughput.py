@@ -146,9 +146,13 @@ def report(results: dict[str, list[tuple[float, float]]], detector: str) -> None
     base = medians["client"][0]
     print(f"\nkarabo-bridge-server-sim ({detector}, raw zeros), REQ; medians of "
           f"{len(results['client'])} rounds")
-    print(f"{'mode':>10} {'trains/s':>9} {'MB/s':>8} {'vs client':>10}")
+    print("(ratio: of the medians; paired: the median of each round's ratio to the client "
+          "round before it, steadier when the machine's load drifts)")
+    print(f"{'mode':>10} {'trains/s':>9} {'MB/s':>8} {'ratio':>7} {'paired':>7}")
     for mode, (rate, mbs) in medians.items():
-        print(f"{mode:>10} {rate:9.1f} {mbs:8.0f} {rate / base:9.2f}x")
+        paired = statistics.median(row[0] / ref[0] for row, ref
+                                   in zip(results[mode], results["client"], strict=True))
+        print(f"{mode:>10} {rate:9.1f} {mbs:8.0f} {rate / base:6.2f}x {paired:6.2f}x")
 
 
 if __name__ == "__main__":

@@ -206,10 +206,14 @@ def main() -> None:
     base = medians["hpc-consumer"][0]
     print(f"\npvapy-ad-sim-server {ny}x{nx} uint16 ({nbytes / 1e6:.1f} MB), as fast as it "
           f"publishes; medians of {rounds} rounds of {seconds:g} s")
-    print(f"{'mode':>14} {'frames/s':>9} {'MB/s':>8} {'missed':>7} {'vs hpc-consumer':>16}")
+    print("(ratio: of the medians; paired: the median of each round's ratio to the "
+          "hpc-consumer round before it, steadier when the machine's load drifts)")
+    print(f"{'mode':>14} {'frames/s':>9} {'MB/s':>8} {'missed':>7} {'ratio':>7} {'paired':>7}")
     for mode, (rate, missed) in medians.items():
+        paired = statistics.median(row[0] / ref[0] for row, ref
+                                   in zip(results[mode], results["hpc-consumer"], strict=True))
         print(f"{mode:>14} {rate:9.1f} {rate * nbytes / 1e6:8.0f} {missed:7.0f} "
-              f"{rate / base:15.2f}x")
+              f"{rate / base:6.2f}x {paired:6.2f}x")
 
 
 if __name__ == "__main__":
