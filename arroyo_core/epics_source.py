@@ -1,0 +1,238 @@
+"""The EPICS PV Access listener: an areaDetector NTNDArray channel as Arroyo runs.
+
+::
+
+    arroyo listener --source epics-pva -o channel=13SIM1:Pva1:Image --out '@tcp://*:5555'
+
+pvapy (``pvaccess``) monitors the channel and calls back on a thread of its own with each
+update; the callback takes the frame (a view on pvapy's buffer, no copy) and queues it, and
+:meth:`PvaListener.start` delivers it. When the queue is full the callback waits, so the
+server's monitor queue fills and it drops updates, which show as gaps in ``uniqueId``.
+
+A channel has no runs, so the listener makes them: a run starts with the first frame and
+ends (a Stop) when no frame came for ``idle_timeout`` seconds, when the channel
+disconnected (seen once frames stop: the IOC went away; pvapy reconnects when it is back),
+when ``uniqueId`` goes back (the detector restarted its count) or when the dtype or shape
+changes. Each frame is one
+Event with one array, ``image``, and metadata::
+
+    run, frame      the run's id; uniqueId minus the run's first uniqueId
+    uniqueId        the detector's frame number
+    timestamp       the frame's timeStamp (Unix seconds)
+    attributes      {name: value} of the NTNDArray's scalar and string attributes
+
+Gaps in ``uniqueId`` are counted in this listener's ledger (``missing``) and, since
+``frame`` follows it, by every ledger downstream. The first update of a monitor is the
+channel's current value: an NTNDArray without dimensions (no frame yet) is skipped,
+counted as ``empty``.
+
+EPICS finds a channel by UDP search: set ``EPICS_PVA_ADDR_LIST`` (and
+``EPICS_PVA_AUTO_ADDR_LIST=NO``) where broadcasts do not reach the IOC.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from queue import Empty, Full, Queue
+from typing import Any
+
+import numpy as np
+
+from .components import Deliver, Listener
+from .errors import ConfigError, DecodeError
+from .message import Event, Message, Start, Stop
+from .ntndarray import read_frame
+from .run_ledger import RunLedger
+from .status import LinkStatus
+from .stream_ledger import StreamLedger
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1  # how often the loop looks at its stop flag and its idle time
+PROVIDERS = ("pva", "ca")
+
+
+class PvaListener(Listener):
+    """Monitors an areaDetector NTNDArray channel and delivers one Event per frame.
+
+    Parameters
+    ----------
+    channel
+        The PV's name, e.g. ``13SIM1:Pva1:Image``.
+    provider
+        ``pva`` (PV Access, default) or ``ca`` (Channel Access).
+    idle_timeout
+        Seconds without a frame after which the run ends (a Stop).
+    queue
+        Frames held between pvapy's thread and delivery (each a view on pvapy's buffer).
+    server_queue
+        The monitor's queue on the server (``record[queueSize=N]``); 0 keeps the server's
+        default.
+    """
+
+    requires = {"pvaccess": "arroyo-stream[epics]"}
+
+    def __init__(self, channel: str, provider: str = "pva", idle_timeout: float = 10.0,
+                 queue: int = 16, server_queue: int = 0) -> None:
+        if not isinstance(channel, str) or not channel:
+            raise ConfigError(f"option channel: expected a PV name, got {channel!r}")
+        if provider not in PROVIDERS:
+            raise ConfigError(f"option provider: {provider!r} is not one of {list(PROVIDERS)}")
+        self.channel_name, self.provider = channel, provider
+        self.idle_timeout = float(idle_timeout)
+        if not self.idle_timeout > 0:
+            raise ConfigError(f"option idle_timeout: expected seconds > 0, got {idle_timeout!r}")
+        self.server_queue = int(server_queue)
+        self.frames: Queue[Any] = _queue(int(queue))  # frames, DecodeErrors, marks
+        link = f"input epics-pva {channel}"
+        self.ledger = StreamLedger(link)
+        self.runs = RunLedger(link)
+        self.run: _Run | None = None
+        self.updates = self.empty = 0
+        self.busy = 0  # callbacks under way
+        self.closed = False
+        self.channel: Any = None
+
+    def open(self) -> None:
+        import pvaccess as pva
+
+        self.channel = pva.Channel(self.channel_name,
+                                   pva.PVA if self.provider == "pva" else pva.CA)
+        request = (f"record[queueSize={self.server_queue}]field()" if self.server_queue
+                   else "field()")
+        # (no connection callback: pvapy 5.6 may call it from startMonitor without the
+        # GIL, which aborts the process; start() asks isConnected() when frames stop)
+        self.channel.subscribe("arroyo", self._update)
+        self.channel.startMonitor(request)
+
+    def _update(self, pv: Any) -> None:
+        """pvapy's thread: read the frame and queue it (waiting while the queue is full)."""
+        self.busy += 1  # (one pvapy thread calls back: no lock needed)
+        try:
+            if not self.stop_requested.is_set():
+                self._take(pv)
+        finally:
+            self.busy -= 1
+
+    def _take(self, pv: Any) -> None:
+        self.updates += 1
+        try:
+            array, meta = read_frame(pv)
+        except DecodeError as exc:
+            item: Any = exc
+        except Exception as exc:  # a structure that is not an NTNDArray at all
+            item = DecodeError("structure", f"not an NTNDArray ({type(exc).__name__}: {exc})")
+        else:
+            if array is None:
+                self.empty += 1
+                return
+            item = (array, meta)
+        while not self.stop_requested.is_set():
+            try:
+                self.frames.put(item, timeout=POLL_S)
+                return
+            except Full:
+                continue
+
+    def start(self, deliver: Deliver) -> None:
+        heard = time.monotonic()
+        while not self.stop_requested.is_set():
+            try:
+                item = self.frames.get(timeout=POLL_S)
+            except Empty:
+                if self.run is not None and self.channel and not self.channel.isConnected():
+                    self._end(deliver, "disconnected")  # pvapy reconnects when it is back
+                elif self.run is not None and time.monotonic() - heard > self.idle_timeout:
+                    self._end(deliver, "idle")
+                continue
+            heard = time.monotonic()
+            if isinstance(item, DecodeError):
+                self.ledger.reject(item.reason, str(item))
+                continue
+            array, meta = item
+            self._frame(array, meta, deliver)
+        if self.run is not None:
+            self._end(deliver, "stopped")
+
+    def _frame(self, array: np.ndarray, meta: dict[str, Any], deliver: Deliver) -> None:
+        unique_id = meta["uniqueId"]
+        run = self.run
+        if run is not None:
+            if unique_id < run.last:
+                self._end(deliver, "restarted")
+            elif (array.dtype, array.shape) != run.kind:
+                self._end(deliver, "frames changed")
+        if self.run is None:
+            self.run = _Run(unique_id, array)
+            self._deliver(deliver, Start({
+                "run": self.run.id, "source": "epics-pva", "channel": self.channel_name,
+                "shape": list(array.shape), "dtype": array.dtype.str,
+                "first_unique_id": unique_id, "started": time.time()}))
+        run = self.run
+        if not self.ledger.observe(run.id, unique_id):
+            return  # the same frame again
+        run.last = unique_id
+        run.frames += 1
+        meta["run"], meta["frame"] = run.id, unique_id - run.first
+        self._deliver(deliver, Event(meta, {"image": array}))
+
+    def _end(self, deliver: Deliver, reason: str) -> None:
+        run, self.run = self.run, None
+        assert run is not None
+        self._deliver(deliver, Stop({"run": run.id, "frames_sent": run.last - run.first + 1,
+                                     "frames": run.frames, "ended": reason,
+                                     "aborted": reason == "stopped",
+                                     "seconds": time.monotonic() - run.began}))
+        log.info("%s: run %s ended (%s) after %d frames", self.ledger.link, run.id, reason,
+                 run.frames)
+
+    def _deliver(self, deliver: Deliver, message: Message) -> None:
+        self.runs.observe(message, self.channel_name)
+        deliver(message)
+
+    def close(self) -> None:
+        if self.channel is not None and not self.closed:
+            # pvapy 5.6 aborts the process if a callback is unsubscribed while it runs, or
+            # runs after: let a callback waiting for room in the queue see the stop flag
+            # and return, stop the monitor, and keep the subscription (and the channel)
+            # for the process's life
+            self.closed = True
+            self.stop_requested.set()
+            self._settle()
+            self.channel.stopMonitor()
+            self._settle()
+
+    def _settle(self) -> None:
+        """Wait (at most 2 s) until no callback runs."""
+        deadline = time.monotonic() + 2.0
+        while self.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def status(self) -> LinkStatus:
+        record = self.ledger.status(address=self.channel_name, kind="source",
+                                    scheme="epics-pva", run_ledger=self.runs.status())
+        return record.with_transport({"provider": self.provider, "updates": self.updates,
+                                      "empty": self.empty,
+                                      "queued": self.frames.qsize()})
+
+    def stats(self) -> dict[str, Any]:
+        return self.status().to_dict()
+
+
+def _queue(size: int) -> Queue[Any]:
+    if size < 1:
+        raise ConfigError(f"option queue: expected 1 or more frames, got {size!r}")
+    return Queue(size)
+
+
+class _Run:
+    """The run a listener is in: its id, first and last uniqueId, dtype and shape."""
+
+    def __init__(self, unique_id: int, array: np.ndarray) -> None:
+        self.id = uuid.uuid4().hex
+        self.first = self.last = unique_id
+        self.kind = (array.dtype, array.shape)
+        self.frames = 0
+        self.began = time.monotonic()
