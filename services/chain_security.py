@@ -26,7 +26,7 @@ hosts, all of them use CURVE.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -153,8 +153,12 @@ def secure_service(chain: Chain, name: str, config: ServiceConfig,
                         f"{options['curve_secret_key_file']}")
         elif mode == "loopback":
             ends = {end.address.text for pair in links for end in pair if end.service == name}
-            texts = [_loopback(text, ends) for text in _as_list(config[key])]
-            changed["in_" if key == "in" else key] = texts[0] if key == "in" else tuple(texts)
+            value = config[key]
+            if isinstance(value, Mapping):  # an event builder's streams, by name
+                changed["in_"] = {stream: _loopback(text, ends) for stream, text in value.items()}
+            else:
+                texts = [_loopback(text, ends) for text in _as_list(value)]
+                changed["in_" if key == "in" else key] = texts[0] if key == "in" else tuple(texts)
             info.append(f"{key}: on loopback (its peers are on this host)")
         warnings += _unpeered(chain, name, key, config, links)
     if config.status:
@@ -223,7 +227,10 @@ def _unpeered(chain: Chain, name: str, key: str, config: ServiceConfig,
 
 
 def _as_list(value: Any) -> list[str]:
+    """The addresses of an ``in`` or ``out`` setting: one, a list, or a table of streams."""
     if value is None:
         return []
+    if isinstance(value, Mapping):
+        return list(value.values())
     return list(value) if isinstance(value, Iterable) and not isinstance(value, str) else [
         value]

@@ -127,3 +127,21 @@ def test_a_bind_for_outside_peers_is_kept_and_warned_about(tmp_path):
     assert operator.out == ("@tcp://127.0.0.1:5556", "@tcp://*:5557")
     assert any("binds tcp://*:5557" in line and "outside the chain" in line
                for line in warnings)
+
+
+def test_an_event_builders_streams_are_each_put_on_loopback(tmp_path):
+    path = tmp_path / "chain.toml"
+    path.write_text(CHAIN.format(top="", source_host="", source_extra="") + """
+[services.spectra]
+role = "listener"
+source = "simulated"
+out = "@tcp://*:5557"
+[services.builder]
+role = "operator"
+in = { detector = ">tcp://{source}:5555", spectra = ">tcp://{spectra}:5557" }
+out = "@tcp://*:5558"
+""")
+    loaded = load_chain(path)
+    builder = secured(loaded, "builder")[0]
+    assert builder.in_ == {"detector": ">tcp://127.0.0.1:5555", "spectra": ">tcp://127.0.0.1:5557"}
+    assert secured(loaded, "spectra")[0].out == ("@tcp://127.0.0.1:5557",)
