@@ -30,6 +30,7 @@ from .fanin import FanIn
 from .lag import LagWatch
 from .ledger import InputLedger, OutputLedger
 from .message import Event, Message, Stop
+from .reliable_link import WINDOW, ReliableInput, ReliableOutput
 from .run_ledger import RunLedger
 from .status import LinkStatus
 from .transport import Transport, transport_for
@@ -72,13 +73,22 @@ class OutputLink(Publisher):
         :meth:`flush` (the runtime); a link used on its own sends every message at once.
         A batch is one message to the receiver's ``max_message_bytes``: keep
         ``batch_bytes`` below it.
+    reliable, window, window_bytes
+        Keep what is sent, at most ``window`` messages and ``window_bytes`` (default: the
+        link's ``max_bytes``, else 256 MiB), until the receiver (``reliable`` too) says it
+        is finished, and send it again after a reconnect or the receiver's restart
+        (:mod:`arroyo_core.reliable_link`, docs/reliability.md section 6). A full window
+        applies ``overflow`` (block by default).
     options
         For the transport (e.g. ``pattern``, ``hwm``, ``overflow`` for ZeroMQ; see its
         sender's docstring); an option it does not know is a ConfigError.
     """
 
     def __init__(self, address: str, batch: int | None = None, batch_bytes: int = 2**18,
-                 batch_delay: float = 0.002, **options: Any) -> None:
+                 batch_delay: float = 0.002, reliable: bool = False, window: int = WINDOW,
+                 window_bytes: Any = None, **options: Any) -> None:
+        if reliable:
+            options["reliable"] = True
         transport, self.address, options, link = _transport(address, options, output=True)
         self.ledger = OutputLedger(link)
         self.runs = RunLedger(link)
@@ -88,6 +98,8 @@ class OutputLink(Publisher):
             raise ConfigError(f"{link}: {exc}") from None
         self.src = new_sender_id()
         self.seq = 0
+        self.reliable = (ReliableOutput(self, self.sender, window, window_bytes)
+                         if reliable else None)
         self._numbers_drops = self.sender.numbers_drops
         batch = self.sender.batch if batch is None else int(batch)
         self.batch_limits = (batch, int(batch_bytes), float(batch_delay))
@@ -104,8 +116,14 @@ class OutputLink(Publisher):
 
     def publish(self, message: Message) -> None:
         batch = self._batch
+        reliable = self.reliable
+        origin = None
+        if reliable is not None:
+            origin = reliable.next_origin(self.seq + (len(batch) if batch else 0))
         if batch is not None:
             if isinstance(message, Event) and batch.add(message):
+                if reliable is not None:
+                    reliable.batched(origin)  # type: ignore[arg-type]
                 most, most_bytes, delay = self.batch_limits
                 if (len(batch) >= most or batch.nbytes >= most_bytes
                         or time.monotonic() - batch.began >= delay):
@@ -113,9 +131,9 @@ class OutputLink(Publisher):
                 return
             if batch:
                 self.flush()  # in order: what was held back goes first
-        self._send(message)
+        self._send(message, origin)
 
-    def _send(self, message: Message) -> None:
+    def _send(self, message: Message, origin: Any = None) -> None:
         kind = message.kind
         if kind == "start":
             self.sender.wait_for_peers()
@@ -123,7 +141,10 @@ class OutputLink(Publisher):
         elif kind == "stop":
             message = self._with_drops(message)
         frames = encode(message, src=self.src, seq=self.seq)
-        dropped = self.sender.send(frames, kind == "event")
+        if self.reliable is not None:
+            dropped = self.reliable.send(frames, self.seq, [[*origin, 1]], kind == "event")
+        else:
+            dropped = self.sender.send(frames, kind == "event")
         if kind == "stop":
             self.sender.run_state(False)
         if dropped is None:
@@ -133,20 +154,30 @@ class OutputLink(Publisher):
         else:
             if self._numbers_drops:
                 self.seq += 1
+            elif self.reliable is not None:
+                self.reliable.dropped += 1
             self.ledger.drop(dropped)
             self.runs.drop(message)
 
     def flush(self) -> None:
         """Send the Events held back in a batch, if any (one alone as a plain Event)."""
-        batch = self._batch
+        batch, reliable = self._batch, self.reliable
+        if reliable is not None:
+            reliable.flush()  # read acknowledgements, send what waits
         if not batch:
             return
         if len(batch) == 1:
-            self._send(batch.clear()[0])
+            origin = tuple(reliable.take_runs()[0][:3]) if reliable is not None else None
+            self._send(batch.clear()[0], origin)
             return
         frames = batch.frames(src=self.src, seq=self.seq)
         events = batch.clear()
-        dropped = self.sender.send(frames, True)
+        if reliable is not None:
+            dropped = reliable.send(frames, self.seq, reliable.take_runs(), True)
+            if dropped is not None:
+                reliable.dropped += len(events)
+        else:
+            dropped = self.sender.send(frames, True)
         if dropped is None or self._numbers_drops:
             self.seq += len(events)
         if dropped is None:
@@ -176,6 +207,8 @@ class OutputLink(Publisher):
 
     def close(self) -> None:
         self.flush()
+        if self.reliable is not None:
+            self.reliable.close(getattr(self.sender, "linger_s", 10.0))
         self.sender.close()
 
     def status(self) -> LinkStatus:
@@ -183,7 +216,10 @@ class OutputLink(Publisher):
                                     scheme=self.address.scheme, src=self.src, next_seq=self.seq,
                                     batches=self.batches, batched=self.batched,
                                     run_ledger=self.runs.status())
-        return record.with_transport(self.sender.status())
+        transport = self.sender.status()
+        if self.reliable is not None:
+            transport["window"] = self.reliable.status()
+        return record.with_transport(transport)
 
     def stats(self) -> dict[str, Any]:
         return self.status().to_dict()
@@ -207,6 +243,9 @@ class InputLink(Listener):
     order, order_window, order_timeout, stop_timeout
         After a pool: pass Events on in frame order, and give up on a worker's Stop after
         ``stop_timeout`` s (see :mod:`arroyo_core.fanin`).
+    reliable
+        Take a reliable sender's messages (``reliable`` on its output too): in order, each
+        once, acknowledged when finished (:mod:`arroyo_core.reliable_link`).
     options
         For the transport (see its receiver's docstring).
     """
@@ -214,8 +253,10 @@ class InputLink(Listener):
     def __init__(self, address: str, max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes,
                  max_lag: float = 0.0, on_lag: str = "warn", order: bool = False,
                  order_window: int = 256, order_timeout: float = 1.0,
-                 stop_timeout: float = 10.0, **options: Any) -> None:
+                 stop_timeout: float = 10.0, reliable: bool = False, **options: Any) -> None:
         options["max_message_bytes"] = int(max_message_bytes)  # the transport's ceiling
+        if reliable:
+            options["reliable"] = True
         transport, self.address, options, link = _transport(address, options, output=False)
         self.ledger = InputLedger(link)
         self.runs = RunLedger(link)
@@ -226,6 +267,7 @@ class InputLink(Listener):
         except TypeError as exc:
             raise ConfigError(f"{link}: {exc}") from None
         self.acknowledges = self.receiver.acknowledges
+        self.reliable = ReliableInput(self.receiver, self.ledger) if reliable else None
         self.fanin = FanIn(link, joins=not self.receiver.shares, order=order,
                            order_window=order_window, order_timeout=order_timeout,
                            stop_timeout=stop_timeout)
@@ -241,8 +283,8 @@ class InputLink(Listener):
         self.receiver.open()
 
     def start(self, deliver: Deliver) -> None:
-        runs, receiver = self.runs, self.receiver
-        acknowledges = receiver.acknowledges
+        runs, receiver, reliable = self.runs, self.receiver, self.reliable
+        acknowledges = receiver.acknowledges or reliable is not None
 
         def pass_on(message: Message, tag: tuple[str, Any]) -> None:
             # After the fan-in (a pool's Starts and Stops joined): what the runtime gets.
@@ -257,11 +299,16 @@ class InputLink(Listener):
                 self._serial_of[message] = self._serial
                 if tag[1] is not None:
                     self._inflight.append((self._serial, tag[1]))
+                if reliable is not None:
+                    reliable.delivered(message, tag[2])  # type: ignore[misc]
             deliver(message)
 
         def drop(tag: tuple[str, Any]) -> None:  # absorbed by the fan-in: done with
             if acknowledges and tag[1] is not None:
-                receiver.acknowledge([tag[1]])
+                if reliable is not None:
+                    reliable.dropped(tag[1])
+                else:
+                    receiver.acknowledge([tag[1]])
 
         self.fanin.start(pass_on, drop)
         try:
@@ -271,32 +318,41 @@ class InputLink(Listener):
 
     def _receive(self, pass_on: Any) -> None:
         ledger, limits, lag, fanin = self.ledger, self.limits, self.lag, self.fanin
-        acknowledges = self.receiver.acknowledges
+        acknowledges, reliable = self.receiver.acknowledges, self.reliable
         take = fanin.take
         every_message = fanin.active  # else Events go straight on, only Starts and Stops
         for frames, token in self.receiver.receive(self.stop_requested):
             try:
                 if isinstance(frames, DecodeError):
                     raise frames  # received, but the transport could not unpack it
-                messages = decode_all(frames, limits)
+                fresh: list[tuple[Message, Any]]
+                if reliable is not None:  # in order, each once (tags made there)
+                    fresh = reliable.accept(frames, token, limits, decode_all)
+                    if not fresh:
+                        continue
+                else:
+                    messages = decode_all(frames, limits)
             except DecodeError as exc:
                 ledger.reject(exc.reason, str(exc))
                 if acknowledges:
                     self.receiver.acknowledge([token])  # out of the way: it never will parse
                 continue
-            if lag is not None:
-                lag.observe(messages[0][1].time)  # may raise FallenBehindError: the service ends
-            fresh = [(message, envelope.src) for message, envelope in messages  # one, or
-                     if ledger.observe(envelope.src, envelope.seq)]  # a batch's Events
-            if not fresh:
-                if acknowledges:
-                    self.receiver.acknowledge([token])  # duplicates: handled before
-                continue
+            if reliable is None:
+                if lag is not None:  # may raise FallenBehindError: the service ends
+                    lag.observe(messages[0][1].time)
+                last = len(messages) - 1
+                fresh = [(message, (envelope.src, token if index == last else None))
+                         for index, (message, envelope) in enumerate(messages)  # one, or
+                         if ledger.observe(envelope.src, envelope.seq)]  # a batch's Events
+                if not fresh:
+                    if acknowledges:
+                        self.receiver.acknowledge([token])  # duplicates: handled before
+                    continue
+                if fresh[-1][1][1] is None:  # the last was a duplicate: the token moves on
+                    fresh[-1] = (fresh[-1][0], (fresh[-1][1][0], token))
             fanin.heard()
-            last = len(fresh) - 1
             with fanin.lock:  # its timer may pass a Stop on that it gave up waiting for
-                for index, (message, src) in enumerate(fresh):
-                    tag = (src, token if index == last else None)
+                for message, tag in fresh:
                     if every_message or message.kind != "event":
                         take(message, tag)
                     else:
@@ -311,7 +367,18 @@ class InputLink(Listener):
         inflight, done = self._inflight, []
         while inflight and inflight[0][0] <= serial:
             done.append(inflight.popleft()[1])
-        self.receiver.acknowledge(done)
+        if self.reliable is not None:
+            self.reliable.handled(done)
+        else:
+            self.receiver.acknowledge(done)
+
+    def follow(self, publishers: list[Publisher]) -> None:
+        if self.reliable is not None:
+            self.reliable.follow(publishers)
+
+    def handling(self, message: Message) -> None:
+        if self.reliable is not None:
+            self.reliable.handling(message)
 
     def close(self) -> None:
         if self._inflight:
@@ -332,6 +399,8 @@ class InputLink(Listener):
                                     scheme=self.address.scheme, lag=lag, unhandled=unhandled,
                                     run_ledger=self.runs.status())
         transport = self.receiver.status()
+        if self.reliable is not None:
+            transport["reliable"] = self.reliable.status()
         fanin = self.fanin.status()
         if fanin["order"] or fanin["stops_joined"]:
             transport["fan_in"] = fanin
