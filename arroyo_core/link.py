@@ -100,6 +100,7 @@ class OutputLink(Publisher):
         self.seq = 0
         self.reliable = (ReliableOutput(self, self.sender, window, window_bytes)
                          if reliable else None)
+        self._out = self.reliable or self.sender  # what sends (a reliable link's window)
         self._numbers_drops = self.sender.numbers_drops
         batch = self.sender.batch if batch is None else int(batch)
         self.batch_limits = (batch, int(batch_bytes), float(batch_delay))
@@ -115,15 +116,11 @@ class OutputLink(Publisher):
             self._batch = EventBatch()
 
     def publish(self, message: Message) -> None:
-        batch = self._batch
-        reliable = self.reliable
-        origin = None
-        if reliable is not None:
-            origin = reliable.next_origin(self.seq + (len(batch) if batch else 0))
+        batch, reliable = self._batch, self.reliable
         if batch is not None:
             if isinstance(message, Event) and batch.add(message):
                 if reliable is not None:
-                    reliable.batched(origin)  # type: ignore[arg-type]
+                    reliable.note(self.seq + len(batch) - 1)
                 most, most_bytes, delay = self.batch_limits
                 if (len(batch) >= most or batch.nbytes >= most_bytes
                         or time.monotonic() - batch.began >= delay):
@@ -131,9 +128,11 @@ class OutputLink(Publisher):
                 return
             if batch:
                 self.flush()  # in order: what was held back goes first
-        self._send(message, origin)
+        if reliable is not None:
+            reliable.note(self.seq)
+        self._send(message)
 
-    def _send(self, message: Message, origin: Any = None) -> None:
+    def _send(self, message: Message) -> None:
         kind = message.kind
         if kind == "start":
             self.sender.wait_for_peers()
@@ -141,10 +140,7 @@ class OutputLink(Publisher):
         elif kind == "stop":
             message = self._with_drops(message)
         frames = encode(message, src=self.src, seq=self.seq)
-        if self.reliable is not None:
-            dropped = self.reliable.send(frames, self.seq, [[*origin, 1]], kind == "event")
-        else:
-            dropped = self.sender.send(frames, kind == "event")
+        dropped = self._out.send(frames, kind == "event")
         if kind == "stop":
             self.sender.run_state(False)
         if dropped is None:
@@ -154,30 +150,22 @@ class OutputLink(Publisher):
         else:
             if self._numbers_drops:
                 self.seq += 1
-            elif self.reliable is not None:
-                self.reliable.dropped += 1
             self.ledger.drop(dropped)
             self.runs.drop(message)
 
     def flush(self) -> None:
         """Send the Events held back in a batch, if any (one alone as a plain Event)."""
-        batch, reliable = self._batch, self.reliable
-        if reliable is not None:
-            reliable.flush()  # read acknowledgements, send what waits
+        batch = self._batch
+        if self.reliable is not None:
+            self.reliable.flush()  # read acknowledgements, send what waits
         if not batch:
             return
         if len(batch) == 1:
-            origin = tuple(reliable.take_runs()[0][:3]) if reliable is not None else None
-            self._send(batch.clear()[0], origin)
+            self._send(batch.clear()[0])
             return
         frames = batch.frames(src=self.src, seq=self.seq)
         events = batch.clear()
-        if reliable is not None:
-            dropped = reliable.send(frames, self.seq, reliable.take_runs(), True)
-            if dropped is not None:
-                reliable.dropped += len(events)
-        else:
-            dropped = self.sender.send(frames, True)
+        dropped = self._out.send(frames, True)
         if dropped is None or self._numbers_drops:
             self.seq += len(events)
         if dropped is None:
@@ -340,16 +328,13 @@ class InputLink(Listener):
             if reliable is None:
                 if lag is not None:  # may raise FallenBehindError: the service ends
                     lag.observe(messages[0][1].time)
-                last = len(messages) - 1
-                fresh = [(message, (envelope.src, token if index == last else None))
-                         for index, (message, envelope) in enumerate(messages)  # one, or
-                         if ledger.observe(envelope.src, envelope.seq)]  # a batch's Events
+                fresh = [(message, (envelope.src, None)) for message, envelope in messages
+                         if ledger.observe(envelope.src, envelope.seq)]  # one, or a batch's
                 if not fresh:
                     if acknowledges:
                         self.receiver.acknowledge([token])  # duplicates: handled before
                     continue
-                if fresh[-1][1][1] is None:  # the last was a duplicate: the token moves on
-                    fresh[-1] = (fresh[-1][0], (fresh[-1][1][0], token))
+                fresh[-1] = (fresh[-1][0], (fresh[-1][1][0], token))  # the last has it
             fanin.heard()
             with fanin.lock:  # its timer may pass a Stop on that it gave up waiting for
                 for message, tag in fresh:

@@ -41,7 +41,7 @@ from .transport import AckedSender, FrameReceiver, FrameSender
 from .wire import Limits
 
 WINDOW = 1024  # messages a reliable sender holds by default (a batch is one)
-WINDOW_BYTES = 2**28  # ... and bytes, unless the link's max_bytes says less
+WINDOW_BYTES = 2**25  # ... and bytes, unless the link's max_bytes says less
 WAIT_S = 0.1  # how long a full window waits for acknowledgements at a time
 
 log = logging.getLogger(__name__)
@@ -84,20 +84,15 @@ class ReliableOutput:
         """What follows is made from a message of this origin (the runtime handles it)."""
         self.origin, self.k = origin, 0
 
-    def next_origin(self, seq: int) -> Origin:
-        """The origin of the next message, to be numbered ``seq`` if it goes out."""
+    def note(self, seq: int) -> None:
+        """The link took a message, to be numbered ``seq``: note its origin (ours, if we
+        are first; else the input's, with the index of this result of it)."""
         origin = self.origin
         if origin is None:
-            return (self.link.src, seq, 0)
-        self.k += 1
-        return (origin[0], origin[1], (origin[2] << K_SHIFT) + self.k - 1)
-
-    def batched(self, origin: Origin) -> None:
-        add_origin(self.runs, origin)
-
-    def take_runs(self) -> list[Run]:
-        runs, self.runs = self.runs, []
-        return runs
+            add_origin(self.runs, (self.link.src, seq, 0))
+        else:
+            add_origin(self.runs, (origin[0], origin[1], (origin[2] << K_SHIFT) + self.k))
+            self.k += 1
 
     # --- sending ----------------------------------------------------------------------
 
@@ -111,18 +106,20 @@ class ReliableOutput:
         window = self.window
         return (window.base if window.entries else self.link.seq) + self.dropped
 
-    def send(self, frames: list[Any], seq: int, runs: list[Run], droppable: bool,
-             ) -> str | None:
-        """Put a message in the window and offer it; None, or why it was dropped."""
-        window = self.window
-        if window.full():
-            if droppable and self.dropping:
-                return "window full"
-            self._wait_for_room()
-            if window.full():
-                return "no receiver acknowledged it before shutdown"
+    def send(self, frames: list[Any], droppable: bool) -> str | None:
+        """Put the message the link numbered next (the one or the batch whose origins
+        were noted) in the window and offer it; None, or why it was dropped."""
+        window, runs = self.window, self.runs
+        self.runs = []
         n = sum(run[3] for run in runs)
-        window.put(Entry(seq, n, frames, runs, frames_nbytes(frames)))
+        if window.full():
+            if not (droppable and self.dropping):
+                self._wait_for_room()
+            if window.full():
+                self.dropped += n
+                return "window full" if droppable and self.dropping else \
+                    "no receiver acknowledged it before shutdown"
+        window.put(Entry(self.link.seq, n, frames, runs, frames_nbytes(frames)))
         self.pump()
         return None
 
