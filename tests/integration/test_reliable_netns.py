@@ -1,8 +1,9 @@
 """Reliable mode across "hosts" (issue 16): the three-namespace chain of test_netns.py with
 ``reliable = true``, the middle host's link down for 3 s mid-run, the source at a steady
 rate. The senders' heartbeat timeout is 1 s, so the outage breaks both of the middle's
-connections (what was in flight on them is gone) and the windows must resend it. Every frame arrives once, intact: the sink's record file (one line per frame that
-reached its publish, with its crc32 check) is read here and compared with 0..N-1."""
+connections (what was in flight on them is gone) and the windows must resend it. Every
+frame arrives once, intact: the sink's record file (one line per frame that reached its
+publish, with its crc32 check) is read here and compared with 0..N-1."""
 
 from __future__ import annotations
 
