@@ -52,6 +52,18 @@ ACK_DELAY_S = 0.002  # acknowledgements are sent together, at most this late
 KINDS = {b"ack": "ack", b"hello": "hello"}
 
 
+def answer_frames(kind: str, src: str, seq: int) -> list[bytes]:
+    """An answer's frames (docs/protocol.md section 11.2)."""
+    return [kind.encode(), src.encode(), b"%d" % seq]
+
+
+def read_answer(parts: list[bytes]) -> tuple[str, str, int] | None:
+    """``(kind, src, seq)`` of an answer's frames; None if they are not one."""
+    if len(parts) != 3 or parts[0] not in KINDS or not parts[2].isdigit():
+        return None
+    return KINDS[parts[0]], parts[1].decode("utf-8", "replace"), int(parts[2])
+
+
 def _socket_options(hwm_option: int, hwm: int, linger_ms: int, heartbeat_ms: int,
                     heartbeat_timeout_ms: int, bind: bool) -> dict[int, Any]:
     options = link_options(hwm_option, hwm, linger_ms, heartbeat_ms, heartbeat_timeout_ms)
@@ -153,17 +165,17 @@ class ReliableSender(AckedSender):
             except zmq.Again:
                 return heard
             peer = parts.pop(0) if self.address.bind else None
-            if len(parts) != 3 or parts[0] not in KINDS or not parts[2].isdigit():
+            answer = read_answer(parts)
+            if answer is None:
                 log.warning("%s: ignored a message that is not an acknowledgement (%d parts)",
                             self.link, len(parts))
                 continue
-            kind = KINDS[parts[0]]
-            if kind == "hello" and peer is not None:
+            if answer[0] == "hello" and peer is not None:
                 if self.peer != peer:
                     log.info("%s: receiver said hello; sending it what it has not finished",
                              self.link)
                 self.peer = peer
-            heard.append((kind, parts[1].decode("utf-8", "replace"), int(parts[2])))
+            heard.append(answer)
 
     def run_state(self, in_run: bool) -> None:
         self.tracker.run_state(in_run)
@@ -259,15 +271,15 @@ class ReliableReceiver(FrameReceiver):
             if self._acks and now - self._last_ack >= ACK_DELAY_S:
                 acks, self._acks = self._acks, {}
                 self._last_ack = now
-        for kind, items in ((b"hello", hellos), (b"ack", [(t, s, q) for (t, s), q
-                                                          in acks.items()])):
+        for kind, items in (("hello", hellos), ("ack", [(t, s, q) for (t, s), q
+                                                        in acks.items()])):
             for token, src, seq in items:
-                parts = [kind, src.encode(), b"%d" % seq]
+                parts = answer_frames(kind, src, seq)
                 if token is not None:
                     parts.insert(0, token)
                 try:
                     socket.send_multipart(parts, NOBLOCK)
-                    self.acks_sent += kind == b"ack"
+                    self.acks_sent += kind == "ack"
                 except zmq.ZMQError:
                     pass  # gone, or cannot take it now: acks are cumulative, hellos repeat
 
