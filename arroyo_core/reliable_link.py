@@ -203,7 +203,7 @@ class ReliableInput:
     def follow(self, publishers: list[Any]) -> None:
         """The runtime's outputs: the reliable ones gate acknowledgements."""
         self.outputs = [p.reliable for p in publishers
-                        if getattr(p, "reliable", None) is not None]
+                        if isinstance(getattr(p, "reliable", None), ReliableOutput)]
         for output in self.outputs:
             output.on_settled = self.finishing.advance
 

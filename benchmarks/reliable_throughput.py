@@ -4,7 +4,9 @@ plain links, alternating in one process tree (benchmarks/chain_throughput.py run
 
 Issue 16's goal: reliable >= 0.8x unreliable at 1 KiB and >= 0.95x at 1 MiB and up. The
 table gives medians of the sink's steady rate and the ratio of the medians, with the
-range of the per-pair ratios: the machine is shared, so absolute figures move.
+range of the per-pair ratios: the machine is shared, so absolute figures move. It also
+gives the CPU time the three processes used per run (start-up included, the same in both
+modes), which a busy machine moves much less than it moves rates.
 
 Run ``python benchmarks/reliable_throughput.py [--quick] [--sizes '1 KiB,1 MiB']``.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 from pathlib import Path
@@ -44,27 +47,34 @@ def main() -> None:
         count = quick if args.quick else full
         rates: dict[bool, list[float]] = {False: [], True: []}
         gbs: dict[bool, list[float]] = {False: [], True: []}
+        cpu: dict[bool, list[float]] = {False: [], True: []}
         for repeat in range(repeats):
             for reliable in ((False, True) if repeat % 2 == 0 else (True, False)):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 result = run_arroyo(shape, count, reliable=reliable)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[reliable].append(after.ru_utime + after.ru_stime - before.ru_utime
+                                     - before.ru_stime)
                 _check(result, count, "reliable" if reliable else "plain")
                 rates[reliable].append(result["msgs_per_s"])
                 gbs[reliable].append(result["gb_per_s"])
-            print(f"  {name:>6} #{repeat + 1}: plain {rates[False][-1]:9.0f} msg/s   "
-                  f"reliable {rates[True][-1]:9.0f} msg/s", flush=True)
+            print(f"  {name:>6} #{repeat + 1}: plain {rates[False][-1]:9.0f} msg/s "
+                  f"{cpu[False][-1]:5.1f} CPU s   reliable {rates[True][-1]:9.0f} msg/s "
+                  f"{cpu[True][-1]:5.1f} CPU s", flush=True)
         plain, reliable_ = statistics.median(rates[False]), statistics.median(rates[True])
         pairs = [r / p for p, r in zip(rates[False], rates[True], strict=True)]
         rows.append((name, count, plain, statistics.median(gbs[False]), reliable_,
-                     statistics.median(gbs[True]), reliable_ / plain, min(pairs), max(pairs)))
+                     statistics.median(gbs[True]), reliable_ / plain, min(pairs), max(pairs),
+                     statistics.median(cpu[False]), statistics.median(cpu[True])))
     print()
     print("| payload | msgs/run | plain msg/s | plain GB/s | reliable msg/s | reliable GB/s "
-          "| ratio (medians) | ratio range | goal |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, count, plain, plain_gb, rel, rel_gb, ratio, low, high in rows:
+          "| ratio (medians) | ratio range | goal | CPU s plain / reliable |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, count, plain, plain_gb, rel, rel_gb, ratio, low, high, c0, c1 in rows:
         goal = GOALS.get(name)
         print(f"| {name} | {count} | {plain:,.0f} | {plain_gb:.3f} | {rel:,.0f} | "
               f"{rel_gb:.3f} | {ratio:.2f} | {low:.2f}-{high:.2f} | "
-              f"{'>= ' + format(goal, '.2f') if goal else '-'} |")
+              f"{'>= ' + format(goal, '.2f') if goal else '-'} | {c0:.1f} / {c1:.1f} |")
 
 
 if __name__ == "__main__":
