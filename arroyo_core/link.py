@@ -315,7 +315,7 @@ class InputLink(Listener):
                     raise frames  # received, but the transport could not unpack it
                 fresh: list[tuple[Message, Any]]
                 if reliable is not None:  # in order, each once (tags made there)
-                    fresh = reliable.accept(frames, token, limits, decode_all)
+                    fresh = reliable.accept(frames, token, limits, decode_all, lag)
                     if not fresh:
                         continue
                 else:

@@ -26,6 +26,7 @@ from typing import Any
 import msgpack
 
 from .errors import DecodeError
+from .metadata import packer
 
 CARRIAGE_VERSION = 1
 ACK, HELLO = "ack", "hello"  # what a receiver tells its sender
@@ -39,7 +40,7 @@ Run = list[Any]  # [osrc, oseq, k, n]: n messages with origins (osrc, oseq + i, 
 
 def carriage(base: int, runs: list[Run]) -> bytes:
     """The reliable carriage frame: ``[version, base, runs]`` in msgpack."""
-    return msgpack.packb([CARRIAGE_VERSION, base, runs], use_bin_type=True)
+    return packer().pack([CARRIAGE_VERSION, base, runs])
 
 
 def read_carriage(frame: Any, count: int) -> tuple[int, list[Origin]]:

@@ -213,8 +213,8 @@ class ReliableInput:
         expected = self.arrivals.expected.get(src, 0) if src else 0
         self.receiver.answer(None, HELLO, src, expected)
 
-    def accept(self, frames: list[Any], token: Any, limits: Limits,
-               decode: Any) -> list[tuple[Message, Any]]:
+    def accept(self, frames: list[Any], token: Any, limits: Limits, decode: Any,
+               lag: Any = None) -> list[tuple[Message, Any]]:
         """The messages of ``frames`` to deliver, with their tags ``(src, item, origin)``
         (``item``, on the last only: what :meth:`handled` finishes); DecodeError."""
         if len(frames) < 2:
@@ -223,6 +223,8 @@ class ReliableInput:
         messages = decode(frames[1:], limits)
         base, origins = read_carriage(frames[0], len(messages))
         src, seq = messages[0][1].src, messages[0][1].seq
+        if lag is not None:  # may raise FallenBehindError: the service ends
+            lag.observe(messages[0][1].time)
         arrivals = self.arrivals
         verdict = arrivals.check(src, seq, len(messages), base)
         if verdict == "gap":
