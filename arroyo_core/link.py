@@ -272,7 +272,7 @@ class InputLink(Listener):
 
     def start(self, deliver: Deliver) -> None:
         runs, receiver, reliable = self.runs, self.receiver, self.reliable
-        acknowledges = receiver.acknowledges or reliable is not None
+        acknowledges = receiver.acknowledges
 
         def pass_on(message: Message, tag: tuple[str, Any]) -> None:
             # After the fan-in (a pool's Starts and Stops joined): what the runtime gets.
@@ -282,21 +282,20 @@ class InputLink(Listener):
             runs.observe(message, tag[0])
             if message.kind != "event":
                 receiver.run_state(message.kind == "start")
-            if acknowledges:
+            if reliable is not None:
+                reliable.delivered(message, tag)
+            elif acknowledges:
                 self._serial += 1
                 self._serial_of[message] = self._serial
                 if tag[1] is not None:
                     self._inflight.append((self._serial, tag[1]))
-                if reliable is not None:
-                    reliable.delivered(message, tag[2])  # type: ignore[misc]
             deliver(message)
 
         def drop(tag: tuple[str, Any]) -> None:  # absorbed by the fan-in: done with
-            if acknowledges and tag[1] is not None:
-                if reliable is not None:
-                    reliable.dropped(tag[1])
-                else:
-                    receiver.acknowledge([tag[1]])
+            if reliable is not None:
+                reliable.dropped(tag)
+            elif acknowledges and tag[1] is not None:
+                receiver.acknowledge([tag[1]])
 
         self.fanin.start(pass_on, drop)
         try:
@@ -344,6 +343,9 @@ class InputLink(Listener):
                         pass_on(message, tag)
 
     def handled(self, message: Message) -> None:
+        if self.reliable is not None:
+            self.reliable.handled(message)
+            return
         if not self._inflight:
             return  # a receiver that does not acknowledge, or nothing in flight
         serial = self._serial_of.pop(message, None)
@@ -352,10 +354,7 @@ class InputLink(Listener):
         inflight, done = self._inflight, []
         while inflight and inflight[0][0] <= serial:
             done.append(inflight.popleft()[1])
-        if self.reliable is not None:
-            self.reliable.handled(done)
-        else:
-            self.receiver.acknowledge(done)
+        self.receiver.acknowledge(done)
 
     def follow(self, publishers: list[Publisher]) -> None:
         if self.reliable is not None:

@@ -197,7 +197,11 @@ class ReliableInput:
         self.finishing = Finishing(lambda token, src, seq: receiver.answer(token, ACK, src, seq))
         self.outputs: list[ReliableOutput] = []
         self.last_src = ""
-        self._origins: deque[tuple[Message, Origin]] = deque()  # delivered, not yet handled
+        # Delivered, not yet handled: (message, origin, Finishing item or None), in order
+        # (a runtime handles in delivery order; its queue's policy may skip some).
+        self._delivered: deque[tuple[Message, Origin, Any]] = deque()
+        self._taken: list[Finishing.Item] = []  # items of the message being handled
+        self._current: Message | None = None
         receiver.on_connect = self.hello
 
     def follow(self, publishers: list[Any]) -> None:
@@ -249,25 +253,35 @@ class ReliableInput:
             out[-1] = (message, (src, item, origin))
         return out
 
-    def delivered(self, message: Message, origin: Origin) -> None:
-        if self.outputs:
-            self._origins.append((message, origin))
+    def delivered(self, message: Message, tag: tuple[Any, ...]) -> None:
+        self._delivered.append((message, tag[2], tag[1]))
 
     def handling(self, message: Message) -> None:
         """The runtime is about to hand ``message`` to its operator."""
-        origins = self._origins
-        while origins:
-            queued, origin = origins.popleft()
+        delivered, taken = self._delivered, self._taken
+        while delivered:
+            queued, origin, item = delivered.popleft()
+            if item is not None:
+                taken.append(item)
             if queued is message:
+                self._current = message
                 for output in self.outputs:
                     output.begin(origin)
                 return
 
-    def handled(self, items: list[Finishing.Item]) -> None:
-        self.finishing.handled(items, tuple((o, o.produced()) for o in self.outputs))
+    def handled(self, message: Message) -> None:
+        """The runtime is done with ``message`` (and with any its queue dropped before)."""
+        if self._current is not message:
+            self.handling(message)  # (a caller without a runtime: no handling() came)
+        self._current = None
+        taken, self._taken = self._taken, []
+        if taken:
+            self.finishing.handled(taken, tuple((o, o.produced()) for o in self.outputs))
 
-    def dropped(self, item: Finishing.Item) -> None:
-        self.finishing.handled([item], ())
+    def dropped(self, tag: tuple[Any, ...]) -> None:
+        """Absorbed by the fan-in: finished as it is."""
+        if tag[1] is not None:
+            self.finishing.handled([tag[1]], ())
 
     def status(self) -> dict[str, Any]:
         return {**self.arrivals.status(), "unfinished": len(self.finishing)}
