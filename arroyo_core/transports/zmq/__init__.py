@@ -42,7 +42,8 @@ class ZmqTransport(Transport):
         pattern = options.pop("pattern", "push")
         if options.pop("reliable", False):
             if pattern != "push":
-                raise ConfigError(f"a reliable output is push, not {pattern!r}")
+                raise ConfigError(f"{link}: a reliable output is push, not {pattern!r} "
+                                  "(pub and dispatch are not reliable yet)")
             return ReliableSender(address, link, **check_arguments(
                 ReliableSender, options, given=("address", "link")))
         if pattern not in SENDERS:
@@ -54,6 +55,9 @@ class ZmqTransport(Transport):
     def receiver(self, address: Address, options: dict[str, Any], link: str) -> FrameReceiver:
         zmq_address(address)
         if options.pop("reliable", False):
+            if options.get("pattern", "pull") != "pull":
+                raise ConfigError(f"{link}: a reliable input is pull, not "
+                                  f"{options['pattern']!r} (sub and worker are not reliable yet)")
             return ReliableReceiver(address, link, **check_arguments(
                 ReliableReceiver, options, given=("address", "link")))
         if options.get("pattern") == "worker":
