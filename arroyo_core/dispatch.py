@@ -25,19 +25,26 @@ here, the same for every transport:
 - **A worker that dies** (its connection closes) is noticed when a message to it fails or
   when it is probed, before each Stop and while the link waits for credit; what it had
   been given and not finished is counted as lost after the pool (exactly: from the frame
-  numbers), not sent again (see docs/pools.md).
+  numbers), not sent again (see docs/pools.md) ...
+- ... unless the link is ``reliable`` (docs/reliability.md section 6): then each worker's
+  Events are kept until it finished them (its credit comes back only once what it made of
+  them was acknowledged downstream), a dead worker's go to the others, and every message
+  carries its origin (docs/protocol.md section 11) so that the stage after the pool drops
+  what a dead worker had passed on already.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
 from .link import OutputLink
 from .message import Message
+from .reliable import Origin, carriage
 from .run_ledger import accounted
 from .status import LinkStatus
 from .transport import PeerSender, WaitLog, wait_for_count
@@ -67,6 +74,7 @@ class Worker:
     joined: float = field(default_factory=time.monotonic)
     rate_mark: tuple[float, int] = (0.0, 0)  # (when, finished) at the last rate reading
     rate: float = 0.0  # messages finished per second
+    held: deque[tuple[Message, Origin]] = field(default_factory=deque)  # reliable: unfinished
 
     def status(self, total: int) -> dict[str, Any]:
         now = time.monotonic()
@@ -91,6 +99,7 @@ class DispatchLink(OutputLink):
 
     def __init__(self, address: str, **options: Any) -> None:
         options.setdefault("pattern", "dispatch")
+        self.keeps = bool(options.pop("reliable", False))  # reliable: keep, give again
         super().__init__(address, **options)
         if not isinstance(self.sender, PeerSender):
             raise ConfigError(f"{self.ledger.link}: its transport cannot dispatch to a pool "
@@ -101,12 +110,20 @@ class DispatchLink(OutputLink):
         self.gone = 0  # workers found dead
         self._start: Message | None = None  # the open run's Start, for workers joining
         self._wait = WaitLog()
+        self._given = 0  # messages published (reliable: their origins are ours)
+        self._origin: Origin = ("", 0, 0)  # of the message being published
+        self._start_origin: Origin = ("", 0, 0)
+        self._redo: deque[tuple[Message, Origin]] = deque()  # a dead worker's Events
 
     def publish(self, message: Message) -> None:
         kind = message.kind
+        self._origin = (self.src, self._given, 0)
+        self._given += 1
         if kind == "event":
+            self._give_again()
             dropped = self._dispatch(message)
         elif kind == "start":
+            self._start_origin = self._origin
             self._wait_for_workers()
             self.sender.run_state(True)
             self._start = message
@@ -146,6 +163,8 @@ class DispatchLink(OutputLink):
             else:
                 worker.credit += count
                 worker.finished += count
+                for _ in range(min(count, len(worker.held))):
+                    worker.held.popleft()
 
     def _max_credit(self) -> int:
         return self.peer_sender.max_credit
@@ -167,18 +186,37 @@ class DispatchLink(OutputLink):
             worker.alive = False
             self.gone += 1
             lost = worker.sent - worker.finished
-            log.warning("%s: worker %d is gone, %d message(s) it held unfinished (their "
-                        "frames count as lost after the pool); %d worker(s) left",
-                        self.ledger.link, worker.number, lost, self._alive())
+            again = [(m, o) for m, o in worker.held if m.kind == "event"]
+            self._redo.extend(again)
+            fate = (f"{len(again)} Event(s) go to the other workers" if self.keeps else
+                    "their frames count as lost after the pool")
+            log.warning("%s: worker %d is gone, %d message(s) it held unfinished (%s); %d "
+                        "worker(s) left", self.ledger.link, worker.number, lost, fate,
+                        self._alive())
         del self.workers[worker.peer]
+
+    def _give_again(self) -> None:
+        """A dead worker's unfinished Events, to the others, before anything new."""
+        origin = self._origin
+        while self._redo:
+            event, self._origin = self._redo.popleft()
+            self._dispatch(event)
+        self._origin = origin
 
     # --- sending ------------------------------------------------------------------------
 
     def _send_to(self, worker: Worker, message: Message) -> bool:
         frames = encode(message, src=worker.src, seq=worker.seq)
+        origin = self._origin
+        if message.kind != "event":  # each worker's copy of a Start or Stop is its own
+            origin = (*origin[:2], worker.number)
+        if self.keeps:
+            frames.insert(0, carriage(worker.seq - len(worker.held), [[*origin, 1]]))
         if not self.peer_sender.send_to(worker.peer, frames):
             self._dead(worker)
             return False
+        if self.keeps:
+            worker.held.append((message, origin))
         worker.seq += 1
         worker.sent += 1
         worker.credit -= 1
@@ -194,6 +232,13 @@ class DispatchLink(OutputLink):
         start = self._start
         if start is None:
             return True
+        origin, self._origin = self._origin, self._start_origin
+        try:
+            return self._start_each(start)
+        finally:
+            self._origin = origin
+
+    def _start_each(self, start: Message) -> bool:
         sent = False
         for worker in list(self.workers.values()):
             if not worker.started:
@@ -240,6 +285,7 @@ class DispatchLink(OutputLink):
 
     def _stop_all(self, stop: Message) -> str | None:
         """The run's Stop to every worker there is, each saying how many got it."""
+        self._give_again()
         self._listen(0)
         for worker in list(self.workers.values()):
             if not self.peer_sender.probe(worker.peer):
@@ -269,8 +315,9 @@ class DispatchLink(OutputLink):
         deadline = time.monotonic() + self.peer_sender.linger_s
         while not self._abandoned() and time.monotonic() < deadline:
             busy = [w for w in self.workers.values() if w.sent > w.finished]
-            if not busy:
+            if not busy and not self._redo:
                 break
+            self._give_again()
             self._listen(CREDIT_WAIT_S)
             for worker in busy:
                 if not self.peer_sender.probe(worker.peer):

@@ -254,8 +254,8 @@ class InputLink(Listener):
             self.receiver = transport.receiver(self.address, options, link)
         except TypeError as exc:
             raise ConfigError(f"{link}: {exc}") from None
-        self.acknowledges = self.receiver.acknowledges
         self.reliable = ReliableInput(self.receiver, self.ledger) if reliable else None
+        self.acknowledges = self.receiver.acknowledges and not reliable  # (it gates itself)
         self.fanin = FanIn(link, joins=not self.receiver.shares, order=order,
                            order_window=order_window, order_timeout=order_timeout,
                            stop_timeout=stop_timeout)

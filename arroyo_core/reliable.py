@@ -31,6 +31,10 @@ from .metadata import packer
 CARRIAGE_VERSION = 1
 ACK, HELLO = "ack", "hello"  # what a receiver tells its sender
 MAX_ORIGINS = 1024  # origin sources a receiver remembers (a new one per source restart)
+# Origins kept per source, beyond which the oldest half is only remembered as "older than":
+# origins come nearly in order (a pool reorders them by a few workers' credit), so a
+# message older than the newest few thousand is one had before.
+MAX_SEEN = 8192
 ASK_AGAIN_S = 1.0  # a gap not filled after this long is asked for again
 K_SHIFT = 16  # an origin's k: result index within its input, shifted per hop with several
 
@@ -157,7 +161,7 @@ class Arrivals:
 
     def __init__(self) -> None:
         self.expected: dict[str, int] = {}  # per sender: the next sequence number
-        self.finished_origin: dict[str, tuple[int, int]] = {}  # per origin source
+        self.seen: dict[str, _Seen] = {}  # per origin source
         self._asked: dict[str, tuple[int, float]] = {}
         self.resent_duplicates = 0  # messages received again (a resend of what was had)
         self.out_of_order = 0  # messages after a gap, refused until the gap is resent
@@ -191,20 +195,39 @@ class Arrivals:
         return True
 
     def fresh(self, origin: Origin) -> bool:
-        """False if a message of this origin was accepted before (counted)."""
+        """False if a message of this origin was accepted before (counted). Origins may
+        come out of order (after a pool), by up to :data:`MAX_SEEN`."""
         osrc, oseq, k = origin
-        mark = self.finished_origin.get(osrc)
-        if mark is not None and (oseq, k) <= mark:
+        seen = self.seen.get(osrc)
+        if seen is None:
+            if len(self.seen) >= MAX_ORIGINS:
+                del self.seen[next(iter(self.seen))]
+            seen = self.seen[osrc] = _Seen()
+        key = (oseq, k)
+        if key <= seen.low or key in seen.keys:
             self.duplicates += 1
             return False
-        if mark is None and len(self.finished_origin) >= MAX_ORIGINS:
-            del self.finished_origin[next(iter(self.finished_origin))]
-        self.finished_origin[osrc] = (oseq, k)
+        seen.keys.add(key)
+        if len(seen.keys) > MAX_SEEN:
+            ordered = sorted(seen.keys)
+            half = len(ordered) // 2
+            seen.low, seen.keys = ordered[half - 1], set(ordered[half:])
         return True
 
     def status(self) -> dict[str, int]:
         return {"resent_duplicates": self.resent_duplicates, "out_of_order": self.out_of_order,
                 "duplicates_dropped": self.duplicates}
+
+
+class _Seen:
+    """The origins of one source a receiver has had: ``keys``, and everything up to
+    ``low``."""
+
+    __slots__ = ("low", "keys")
+
+    def __init__(self) -> None:
+        self.low: tuple[int, int] = (-1, -1)
+        self.keys: set[tuple[int, int]] = set()
 
 
 Mark = tuple[Any, int]  # (an output with settled(), the count it must reach)

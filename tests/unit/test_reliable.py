@@ -94,6 +94,20 @@ def test_an_origin_seen_before_is_a_duplicate_whatever_sender_brings_it():
     assert arrivals.duplicates == 2
 
 
+def test_origins_out_of_order_are_taken_once_each_and_memory_stays_bounded():
+    from arroyo_core.reliable import MAX_SEEN
+
+    arrivals = Arrivals()
+    order = [1, 0, 3, 2, 5, 4]  # as after a pool of two workers
+    assert all(arrivals.fresh(("s", seq, 0)) for seq in order)
+    assert not any(arrivals.fresh(("s", seq, 0)) for seq in order)
+    for seq in range(6, 3 * MAX_SEEN):
+        assert arrivals.fresh(("s", seq, 0))
+    seen = arrivals.seen["s"]
+    assert len(seen.keys) <= MAX_SEEN and seen.low > (0, 0)
+    assert not arrivals.fresh(("s", 7, 0)) and not arrivals.fresh(("s", 3 * MAX_SEEN - 1, 0))
+
+
 class Output:
     """An output with a settled count, as ReliableOutput has."""
 

@@ -54,10 +54,10 @@ class ZmqTransport(Transport):
 
     def receiver(self, address: Address, options: dict[str, Any], link: str) -> FrameReceiver:
         zmq_address(address)
-        if options.pop("reliable", False):
+        if options.pop("reliable", False) and options.get("pattern") != "worker":
             if options.get("pattern", "pull") != "pull":
-                raise ConfigError(f"{link}: a reliable input is pull, not "
-                                  f"{options['pattern']!r} (sub and worker are not reliable yet)")
+                raise ConfigError(f"{link}: a reliable input is pull or worker, not "
+                                  f"{options['pattern']!r} (sub is not reliable yet)")
             return ReliableReceiver(address, link, **check_arguments(
                 ReliableReceiver, options, given=("address", "link")))
         if options.get("pattern") == "worker":
