@@ -23,6 +23,7 @@ RATE = 800.0
 RECOVERY_S = 3.0  # frames at the receiver again at most this long after each kill
 
 
+@pytest.mark.slow
 def test_middle_killed_five_times_loses_nothing_and_duplicates_nothing(tmp_path):
     outcome = run_kills(tmp_path, "push", frames=FRAMES, rate=RATE, shape=32,
                         schedule=(1.0, 0.0, 0.0, 1.0, 0.0), reliable=True)
