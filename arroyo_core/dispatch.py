@@ -53,6 +53,7 @@ from .wire import encode
 log = logging.getLogger(__name__)
 
 CREDIT_WAIT_S = 0.1  # how long one wait for credit lasts before the link looks around
+PROBE_S = 0.25  # reliable: how often workers with no credit left are probed while sending
 RATE_WINDOW_S = 1.0  # a worker's rate: over the time since it was last read, at least this
 
 
@@ -114,12 +115,16 @@ class DispatchLink(OutputLink):
         self._origin: Origin = ("", 0, 0)  # of the message being published
         self._start_origin: Origin = ("", 0, 0)
         self._redo: deque[tuple[Message, Origin]] = deque()  # a dead worker's Events
+        self._probed = 0.0
 
     def publish(self, message: Message) -> None:
         kind = message.kind
         self._origin = (self.src, self._given, 0)
         self._given += 1
         if kind == "event":
+            if self.keeps and time.monotonic() - self._probed > PROBE_S:
+                self._probed = time.monotonic()
+                self._probe_busy()  # a dead worker's Events go on soon, not at the Stop
             self._give_again()
             dropped = self._dispatch(message)
         elif kind == "start":

@@ -32,9 +32,10 @@ CARRIAGE_VERSION = 1
 ACK, HELLO = "ack", "hello"  # what a receiver tells its sender
 MAX_ORIGINS = 1024  # origin sources a receiver remembers (a new one per source restart)
 # Origins kept per source, beyond which the oldest half is only remembered as "older than":
-# origins come nearly in order (a pool reorders them by a few workers' credit), so a
-# message older than the newest few thousand is one had before.
-MAX_SEEN = 8192
+# origins come nearly in order (a pool reorders them by its workers' credit, and gives a
+# dead worker's Events again within about a second), so a message older than the newest
+# MAX_SEEN / 2 is one had before (about 4 MiB per origin source at most).
+MAX_SEEN = 32768
 ASK_AGAIN_S = 1.0  # a gap not filled after this long is asked for again
 K_SHIFT = 16  # an origin's k: result index within its input, shifted per hop with several
 
