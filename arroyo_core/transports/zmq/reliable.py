@@ -233,7 +233,8 @@ class ReliableReceiver(FrameReceiver):
         self._acks: dict[tuple[Any, str], int] = {}  # under _lock: the newest per sender
         self._hellos: list[tuple[Any, str, int]] = []  # under _lock
         self._last_ack = 0.0
-        self._woken = False
+        self._woken = False  # under _lock: the pipe was written to since the poll began
+        self._sleeping = False  # under _lock: the receiving thread is (about to be) in poll
         self._wake_r, self._wake_w = -1, -1
         self.acks_sent = 0
 
@@ -253,7 +254,9 @@ class ReliableReceiver(FrameReceiver):
                 self._acks[(token, src)] = seq
             else:
                 self._hellos.append((token, src, seq))
-            if self._woken:
+            # Only a receiving thread asleep in poll is woken: a write to the pipe costs
+            # the caller a thread switch (the GIL), and a busy one sends at its next turn.
+            if not self._sleeping or self._woken:
                 return
             self._woken = True
         try:
@@ -297,13 +300,16 @@ class ReliableReceiver(FrameReceiver):
                     self.on_connect()  # says hello
             now = time.monotonic()
             self._flush(now)
-            wait = POLL_MS
-            if self._acks:
-                wait = max(0, int((self._last_ack + ACK_DELAY_S - now) * 1000) + 1)
+            with self._lock:  # what answer() added from here on wakes us
+                self._sleeping = True
+                wait = 0 if self._hellos else POLL_MS
+                if self._acks:
+                    wait = min(wait, max(0, int((self._last_ack + ACK_DELAY_S - now) * 1000)
+                                         + 1))
             ready = dict(poller.poll(wait))
+            with self._lock:
+                self._sleeping = self._woken = False
             if self._wake_r in ready:
-                with self._lock:
-                    self._woken = False
                 try:
                     os.read(self._wake_r, 4096)
                 except BlockingIOError:
