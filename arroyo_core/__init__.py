@@ -5,6 +5,7 @@ from typing import Any as _Any
 from .components import FunctionOperator, Listener, Operator, Publisher
 from .config import ServiceConfig
 from .errors import ArroyoError, ConfigError, DecodeError, EncodeError
+from .event_builder import EventBuilder
 from .link import InputLink, OutputLink, ZmqListener, ZmqPublisher
 from .message import Event, Message, Start, Stop
 from .named_links import REDIS_NAMES as _REDIS_NAMES
@@ -16,7 +17,9 @@ from .named_links import (
 )
 from .operators import Downsample, PassThrough, Reduce, Threshold
 from .queues import MessageQueue
+from .reducer import Reducer
 from .runtime import Runtime
+from .scan_sources import SimulatedStream
 from .sinks import CollectingSink, HDF5Sink, StatsSink
 from .sources import MemoryListener, SimulatedDetector
 from .wire import Limits, decode, encode
@@ -29,6 +32,7 @@ __all__ = [
     "Downsample",
     "EncodeError",
     "Event",
+    "EventBuilder",
     "FunctionOperator",
     "HDF5Sink",
     "InputLink",
@@ -42,9 +46,11 @@ __all__ = [
     "PassThrough",
     "Publisher",
     "Reduce",
+    "Reducer",
     "Runtime",
     "ServiceConfig",
     "SimulatedDetector",
+    "SimulatedStream",
     "Start",
     "StatsSink",
     "Stop",

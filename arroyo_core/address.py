@@ -8,6 +8,7 @@ parse the same way. What a transport accepts beyond that is for the transport to
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
@@ -17,6 +18,16 @@ _SCHEME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789+-.")
 _ANY_PORT = ("tcp", "shm")  # schemes where port '*' binds a port the system picks
 FORMS = ("@tcp://*:5555 (bind), >tcp://host:5555 (connect), ipc:///path or "
          "redis://host:6379/0?stream=NAME")  # what help and errors show
+
+
+# user:password@ after the scheme, up to the last @ (a password that was not URL-quoted may
+# hold ':', '/' or '@' itself): what an error about an address that does not parse hides
+_CREDENTIALS = re.compile(r"(://[^:/?#@\s]*:)\S*@")
+
+
+def _hidden(text: str) -> str:
+    """``text`` with any password in it replaced by ``***``."""
+    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 @dataclass(frozen=True)
@@ -34,14 +45,17 @@ class Address:
     def __post_init__(self) -> None:
         scheme, sep, rest = self.text.partition("://")
         if not sep or not scheme or set(scheme) - _SCHEME_CHARS or not rest or " " in rest:
-            raise ConfigError(f"{self.text!r} is not a valid address: expected [@|>]scheme://..., "
-                              f"e.g. {FORMS}")
+            raise ConfigError(f"{_hidden(self.text)!r} is not a valid address: expected "
+                              f"[@|>]scheme://..., e.g. {FORMS}")
         parts = urlsplit(self.text.replace(":*", ":0", 1) if scheme in _ANY_PORT else self.text)
         try:
             host = parts.hostname or ""
             port = "" if parts.port is None else str(parts.port)
         except ValueError as exc:  # a port that is not a number, or out of range
-            raise ConfigError(f"{self.text!r} is not a valid address: {exc}") from None
+            why = str(exc) if "@" not in self.text else (  # (the text may show a password)
+                "its port is not a number, or a password holding ':', '/' or '@' is not "
+                "URL-quoted (%3A, %2F, %40)")
+            raise ConfigError(f"{_hidden(self.text)!r} is not a valid address: {why}") from None
         if scheme in _ANY_PORT and rest.rsplit(":", 1)[-1] == "*":
             port = "*"
         for name, value in (("scheme", scheme), ("host", host), ("port", port),

@@ -41,7 +41,7 @@ from .queues import POLICIES
 log = logging.getLogger(__name__)
 
 Kind = Literal["text", "plugin", "int", "float", "size", "choice", "address", "addresses",
-               "options"]
+               "inputs", "options"]
 
 
 @dataclass(frozen=True)
@@ -109,13 +109,18 @@ class ServiceConfig:
         "files, another system).", roles=frozenset({"publisher"}))
     options: dict[str, Any] = _setting(
         "options", {}, "Keyword argument for the plug-in. Repeatable.", flags=("-o", "--option"))
-    in_: str | None = _setting(
-        "address", None, "Address to receive from: '>' connects (the default), '@' binds; "
-        f"e.g. {ADDRESS_FORMS}.", roles=INPUT)
+    in_: str | dict[str, str] | None = _setting(
+        "inputs", None, "Address to receive from: '>' connects (the default), '@' binds; "
+        f"e.g. {ADDRESS_FORMS}. In a file, a table of stream names to addresses makes the "
+        "service an event builder (docs/event-building.md).", roles=INPUT)
     in_pattern: str | None = _setting(
         "text", None, "How the input receives, for transports with a choice: e.g. pull (one "
         "share of the messages) or sub (every message) [default: the transport's].",
         roles=INPUT)
+    join: dict[str, Any] = _setting(
+        "options", {}, "How an event builder (an 'in' table of streams) joins their parts: "
+        "key, per_run, window, window_bytes, timeout, stop_timeout, incomplete, in_order "
+        "(docs/event-building.md). Repeatable.", roles=INPUT, flags=("--join",))
     in_options: dict[str, Any] = _setting(
         "options", {}, "Keyword argument for the input link and its transport (e.g. "
         "max_message_bytes, max_lag, hwm). Repeatable.", roles=INPUT, flags=("--in-option",))
@@ -318,6 +323,12 @@ def _check(setting: Setting, value: Any, what: str) -> Any:
     elif kind == "choice":
         if value in setting.choices:
             return value
+    elif kind == "inputs":
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, Mapping) and value and all(
+                isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items()):
+            return dict(value)
     elif kind == "addresses":
         many = [value] if isinstance(value, str) else value
         if isinstance(many, (list, tuple)) and all(isinstance(v, str) and v for v in many):
@@ -337,6 +348,8 @@ def _expected(setting: Setting) -> str:
         "size": "a size such as 4096 or '512MiB'",
         "choice": "one of " + ", ".join(setting.choices),
         "address": f"an address such as {ADDRESS_FORMS}",
+        "inputs": f"an address such as {ADDRESS_FORMS}, or a table of stream names to "
+                  "addresses",
         "addresses": f"an address or a list of addresses such as {ADDRESS_FORMS}",
         "options": "a table of keyword arguments",
     }[setting.kind]

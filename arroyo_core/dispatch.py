@@ -25,12 +25,8 @@ here, the same for every transport:
 - **A worker that dies** (its connection closes) is noticed when a message to it fails or
   when it is probed, before each Stop and while the link waits for credit; what it had
   been given and not finished is counted as lost after the pool (exactly: from the frame
-  numbers), not sent again (see docs/pools.md) ...
-- ... unless the link is ``reliable`` (docs/reliability.md section 6): then each worker's
-  Events are kept until it finished them (its credit comes back only once what it made of
-  them was acknowledged downstream), a dead worker's go to the others, and every message
-  carries its origin (docs/protocol.md section 11) so that the stage after the pool drops
-  what a dead worker had passed on already.
+  numbers), not sent again (see docs/pools.md); with ``reliable``, they go to the other
+  workers (docs/reliability.md section 6).
 """
 
 from __future__ import annotations
@@ -45,6 +41,7 @@ from .errors import ConfigError
 from .link import OutputLink
 from .message import Message
 from .reliable import Origin, carriage
+from .routing import decide, parse_rules
 from .run_ledger import accounted
 from .status import LinkStatus
 from .transport import PeerSender, WaitLog, wait_for_count
@@ -53,6 +50,7 @@ from .wire import encode
 log = logging.getLogger(__name__)
 
 CREDIT_WAIT_S = 0.1  # how long one wait for credit lasts before the link looks around
+MAX_AFFINITIES = 65536  # affinity values remembered; the oldest is forgotten first
 PROBE_S = 0.25  # reliable: how often workers with no credit left are probed while sending
 RATE_WINDOW_S = 1.0  # a worker's rate: over the time since it was last read, at least this
 
@@ -95,10 +93,12 @@ class DispatchLink(OutputLink):
 
     Takes an output link's address and options; its transport must address peers
     (``dispatch`` over ZeroMQ). ``peers`` is how many workers a run waits for before its
-    Start (e.g. the pool's ``replicas``).
+    Start (e.g. the pool's ``replicas``). ``route`` is a list of routing rules (to every
+    worker, to none, or by affinity to one: :mod:`arroyo_core.routing`).
     """
 
-    def __init__(self, address: str, **options: Any) -> None:
+    def __init__(self, address: str, route: list[Any] | None = None, **options: Any) -> None:
+        self.rules = parse_rules(route)
         options.setdefault("pattern", "dispatch")
         self.keeps = bool(options.pop("reliable", False))  # reliable: keep, give again
         super().__init__(address, **options)
@@ -111,11 +111,15 @@ class DispatchLink(OutputLink):
         self.gone = 0  # workers found dead
         self._start: Message | None = None  # the open run's Start, for workers joining
         self._wait = WaitLog()
+        self.affinity: dict[Any, bytes] = {}  # an affinity value -> its worker's peer
+        self.routed = {"all": 0, "none": 0, "affinity": 0}  # Events routed by a rule
         self._given = 0  # messages published (reliable: their origins are ours)
         self._origin: Origin = ("", 0, 0)  # of the message being published
         self._start_origin: Origin = ("", 0, 0)
         self._redo: deque[tuple[Message, Origin]] = deque()  # a dead worker's Events
         self._probed = 0.0
+        if self.keeps and self.rules:
+            raise ConfigError(f"{self.ledger.link}: routing rules are not reliable yet")
 
     def publish(self, message: Message) -> None:
         kind = message.kind
@@ -126,7 +130,7 @@ class DispatchLink(OutputLink):
                 self._probed = time.monotonic()
                 self._probe_busy()  # a dead worker's Events go on soon, not at the Stop
             self._give_again()
-            dropped = self._dispatch(message)
+            dropped = self._route(message) if self.rules else self._dispatch(message)
         elif kind == "start":
             self._start_origin = self._origin
             self._wait_for_workers()
@@ -210,9 +214,9 @@ class DispatchLink(OutputLink):
 
     # --- sending ------------------------------------------------------------------------
 
-    def _send_to(self, worker: Worker, message: Message) -> bool:
+    def _send_to(self, worker: Worker, message: Message, origin: Origin | None = None) -> bool:
         frames = encode(message, src=worker.src, seq=worker.seq)
-        origin = self._origin
+        origin = origin or self._origin
         if message.kind != "event":  # each worker's copy of a Start or Stop is its own
             origin = (*origin[:2], worker.number)
         if self.keeps:
@@ -237,23 +241,56 @@ class DispatchLink(OutputLink):
         start = self._start
         if start is None:
             return True
-        origin, self._origin = self._origin, self._start_origin
-        try:
-            return self._start_each(start)
-        finally:
-            self._origin = origin
-
-    def _start_each(self, start: Message) -> bool:
         sent = False
         for worker in list(self.workers.values()):
             if not worker.started:
-                if self._send_to(worker, self._with_pool(start, worker)):
+                if self._send_to(worker, self._with_pool(start, worker), self._start_origin):
                     worker.started = sent = True
             else:
                 sent = True
         return sent or not self.workers
 
-    def _dispatch(self, event: Message) -> str | None:
+    def _route(self, event: Message) -> str | None:
+        """An Event by the routing rules (arroyo_core.routing)."""
+        to, value = decide(self.rules, event.meta)
+        if to == "credit":
+            return self._dispatch(event)
+        self.routed[to] += 1
+        if to == "none":
+            return "discarded by a routing rule"
+        if to == "affinity":
+            return self._dispatch(event, value)
+        return self._broadcast(event)
+
+    def _broadcast(self, event: Message) -> str | None:
+        """A copy to every worker there is, each when it has credit."""
+        self._listen(0)
+        if self._start is not None:
+            self._start_all()
+        pending = list(self.workers)
+        sent = False
+        while pending:
+            peer = pending[0]
+            worker = self.workers.get(peer)
+            if worker is None or not worker.alive:
+                pending.pop(0)
+                continue
+            if worker.credit > 0:
+                pending.pop(0)
+                if self._send_to(worker, event):
+                    worker.given += 1
+                    worker.run_share += 1
+                    sent = True
+                continue
+            if self._abandoned():
+                break
+            self._listen(CREDIT_WAIT_S)
+            self._probe_busy()
+        if sent:
+            return None
+        return self._dispatch(event)  # no worker yet: the first to come takes it
+
+    def _dispatch(self, event: Message, affinity: Any = None) -> str | None:
         waiting = self._wait
         waiting.reset()
         while True:
@@ -261,11 +298,15 @@ class DispatchLink(OutputLink):
             if self._start is not None:
                 self._start_all()  # a worker that joined mid-run gets the Start first
             candidates = [w for w in self.workers.values() if w.credit > 0 and w.alive]
+            if affinity is not None:
+                candidates = self._affine(affinity, candidates)
             if candidates:
                 worker = max(candidates, key=_room)
                 if self._send_to(worker, event):
                     worker.given += 1
                     worker.run_share += 1
+                    if affinity is not None:
+                        self.affinity[affinity] = worker.peer
                     return None
                 continue
             if self._abandoned():
@@ -275,6 +316,16 @@ class DispatchLink(OutputLink):
                          waiting.waited, self._why_waiting())
             self._listen(CREDIT_WAIT_S)
             self._probe_busy()
+
+    def _affine(self, value: Any, candidates: list[Worker]) -> list[Worker]:
+        """The worker that holds ``value``'s affinity (if it has credit), or, if none
+        alive does, any candidate (which then takes the affinity)."""
+        peer = self.affinity.get(value)
+        if peer is None or peer not in self.workers:
+            if len(self.affinity) >= MAX_AFFINITIES:
+                del self.affinity[next(iter(self.affinity))]
+            return candidates
+        return [w for w in candidates if w.peer == peer]
 
     def _why_waiting(self) -> str:
         if self.workers:
@@ -335,6 +386,8 @@ class DispatchLink(OutputLink):
         total = sum(w.given for w in workers)
         pool = {"workers": [w.status(total) for w in workers],
                 "joined": self.seen, "gone": self.gone}
+        if self.rules:
+            pool["routed"] = dict(self.routed)
         return record.with_transport({**self.peer_sender.status(), "pool": pool})
 
 

@@ -7,7 +7,7 @@ that restarted (new ``src``) is accounted for correctly.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from .gaps import MAX_RANGES, GapCounter
@@ -16,6 +16,8 @@ from .status import LinkStatus, SenderStatus
 __all__ = ["MAX_RANGES", "InputLedger", "OutputLedger"]
 
 log = logging.getLogger(__name__)
+
+SHARE_WINDOW = 16384  # numbers a receiver of a share remembers, to tell duplicates
 
 
 class _SenderGaps(GapCounter):
@@ -32,19 +34,62 @@ class _SenderGaps(GapCounter):
         log.warning("%s: lost messages %d..%d from sender %s", self.link, first, last, self.src)
 
 
-class InputLedger:
-    """Counts for one input link; ``observe`` is on the hot path, so it stays small."""
+class _Share:
+    """One sender's numbers as one of several receivers sharing its messages sees them (the
+    competing consumers of a work queue): the numbers between are the others' share, so
+    nothing counts as missing; and an earlier number is a duplicate only if this receiver
+    saw it, since it may be one that another receiver took and died with, delivered here
+    again. The last ``window`` numbers seen are remembered."""
 
-    def __init__(self, link: str) -> None:
+    __slots__ = ("seen", "duplicates", "missing", "first", "expected", "ranges", "_recent",
+                 "_order", "_window")
+
+    def __init__(self, window: int = SHARE_WINDOW) -> None:
+        self.seen = self.duplicates = self.missing = 0
+        self.first: int | None = None
+        self.expected: int | None = None  # one past the highest seen
+        self.ranges: list[list[int]] = []
+        self._recent: set[int] = set()
+        self._order: deque[int] = deque()
+        self._window = window
+
+    def observe(self, number: int) -> int:
+        """0 if ``number`` is new here, -1 if this receiver saw it before."""
+        if number in self._recent:
+            self.duplicates += 1
+            return -1
+        self._recent.add(number)
+        self._order.append(number)
+        if len(self._order) > self._window:
+            self._recent.discard(self._order.popleft())
+        self.seen += 1
+        if self.first is None:
+            self.first = number
+        if self.expected is None or number >= self.expected:
+            self.expected = number + 1
+        return 0
+
+
+class InputLedger:
+    """Counts for one input link; ``observe`` is on the hot path, so it stays small.
+
+    ``shared``: the link receives a share of each sender's messages (its transport
+    receiver's ``shares_sequence``), so gaps are not counted and duplicates are told by
+    the numbers seen (:class:`_Share`).
+    """
+
+    def __init__(self, link: str, shared: bool = False) -> None:
         self.link = link
-        self.senders: dict[str, GapCounter] = {}
+        self.shared = shared
+        self.senders: dict[str, GapCounter | _Share] = {}
         self.malformed: Counter[str] = Counter()
 
     def observe(self, src: str, seq: int) -> bool:
         """Record one message; return False if it is a duplicate (already seen)."""
         track = self.senders.get(src)
         if track is None:
-            track = self.senders[src] = _SenderGaps(self.link, src)
+            track = _Share() if self.shared else _SenderGaps(self.link, src)
+            self.senders[src] = track
             if seq:
                 log.info("%s: first message from sender %s has seq %d", self.link, src, seq)
         return track.observe(seq) >= 0

@@ -246,7 +246,6 @@ class InputLink(Listener):
         if reliable:
             options["reliable"] = True
         transport, self.address, options, link = _transport(address, options, output=False)
-        self.ledger = InputLedger(link)
         self.runs = RunLedger(link)
         self.limits = Limits(max_message_bytes=int(max_message_bytes))
         self.lag = LagWatch(link, float(max_lag), on_lag) if max_lag else None
@@ -254,6 +253,7 @@ class InputLink(Listener):
             self.receiver = transport.receiver(self.address, options, link)
         except TypeError as exc:
             raise ConfigError(f"{link}: {exc}") from None
+        self.ledger = InputLedger(link, shared=self.receiver.shares_sequence)
         self.reliable = ReliableInput(self.receiver, self.ledger) if reliable else None
         self.acknowledges = self.receiver.acknowledges and not reliable  # (it gates itself)
         self.fanin = FanIn(link, joins=not self.receiver.shares, order=order,

@@ -1,5 +1,5 @@
 """Reliable links, the pure logic: what a sender keeps, what a receiver accepts, and when a
-message is finished (docs/protocol.md section 11, docs/reliability.md section 6).
+message is finished (docs/protocol.md section 12, docs/reliability.md section 6).
 
 A reliable sender keeps every message it sent in a bounded :class:`SendWindow` until its
 receiver acknowledges it, and sends again what follows the point a receiver says it has

@@ -11,6 +11,7 @@ from .budget import split_memory_limit
 from .config import ROLES, ServiceConfig
 from .dispatch import DispatchLink
 from .errors import ConfigError
+from .event_input import EventBuilderInput, stream_addresses
 from .link import InputLink, OutputLink
 from .queues import MessageQueue
 from .runtime import Runtime
@@ -47,7 +48,14 @@ def build_runtime(config: ServiceConfig) -> Runtime:
         except (TypeError, ConfigError) as exc:
             raise ConfigError(f"[{section}] {key}: {exc}") from None
 
-    listener = link("in", config.in_, InputLink) if spec.has_input else main
+    streams = stream_addresses(config.in_)
+    if streams is not None:
+        listener = event_input(section, streams, shares, config)
+    else:
+        if config.join:
+            raise ConfigError(f"[{section}] join: only for an event builder, whose 'in' is a "
+                              "table of stream names to addresses")
+        listener = link("in", str(config.in_ or ""), InputLink) if spec.has_input else main
     operator = main if spec.plugin_kind == "operator" else registry.build(
         "operator", "passthrough", {}, section)
     if spec.has_output:
@@ -62,3 +70,19 @@ def build_runtime(config: ServiceConfig) -> Runtime:
                          policy=config.queue_policy, name="input queue")
     return Runtime(listener, operator, publishers, queue=queue,
                    drain_timeout=config.drain_timeout, finish_run=spec.has_input)
+
+
+def event_input(section: str, streams: dict[str, str], shares: dict[str, Any],
+                config: ServiceConfig) -> EventBuilderInput:
+    """The input of an event builder: a link per stream (docs/event-building.md)."""
+    if config.replicas > 1:
+        raise ConfigError(f"[{section}] an event builder (an 'in' table of streams) cannot "
+                          "have replicas: its streams' parts must meet in one process")
+    options = dict(shares.get("in_options") or {})
+    if config.in_pattern:
+        options["pattern"] = config.in_pattern
+    try:
+        check_arguments(InputLink, options, given=("address",))
+        return EventBuilderInput(streams, options, config.join)
+    except (TypeError, ConfigError) as exc:
+        raise ConfigError(f"[{section}] {exc}") from None

@@ -160,11 +160,15 @@ class FrameReceiver(ABC):
     :meth:`acknowledge` is called with its token (a durable queue such as a Redis stream).
     ``shares``: if true, this receiver is one worker of a pool: it gets a share of each run,
     and a Stop's ``pool`` metadata is its own share (:mod:`arroyo_core.fanin`).
+    ``shares_sequence``: if true, this receiver gets a share of each sender's messages
+    (a work queue's competing consumers): its ledger counts no gap as missing, and a
+    message as a duplicate only if this receiver saw its number before.
     ``bound``: as :attr:`FrameSender.bound`.
     """
 
     acknowledges = False
     shares = False
+    shares_sequence = False
     bound: str | None = None
     # Reliable links: called from the receiving thread each time a connection is up
     # (new, or again), so the link can say hello (:meth:`answer`).

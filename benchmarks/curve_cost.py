@@ -13,17 +13,33 @@ A trial is timed at the sender from its first send until the receiver acknowledg
 trial's last message. Each (stack, size) runs a warm-up trial (handshake, page faults),
 then plain and CURVE trials alternate, 5 each; the table shows medians and CURVE/plain.
 
-Run ``python benchmarks/curve_cost.py [--repeats 5] [--stack arroyo|pyzmq|both]``.
+It also times libsodium's ``crypto_box_afternm`` (what libzmq runs on every CURVE message,
+on the sending side; the receiving side's ``crypto_box_open_afternm`` costs the same) on
+one thread: a hop encrypts and decrypts every byte, so with N cores CURVE cannot carry more
+than N x that rate / 2, whatever libzmq's threads do.
+
+What can be tried against the cost, in both processes: ``--io-threads N`` (libzmq I/O
+threads; a connection is served by one of them), ``--connections N`` (the pyzmq receiver
+connects N times, so N I/O threads can each encrypt one connection's share; messages are
+then no longer in order across connections), ``--malloc reuse`` (glibc keeps freed blocks up
+to 32 MiB, so libzmq's fresh per-message CURVE buffers stop page-faulting).
+
+Run ``python benchmarks/curve_cost.py [--repeats 5] [--stack arroyo|pyzmq|both]
+[--sizes '1 MiB,16 MiB'] [--io-threads 2] [--connections 2] [--malloc reuse]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +54,69 @@ from services.processes import free_port
 SIZES = [("1 KiB", 2**10), ("64 KiB", 2**16), ("1 MiB", 2**20), ("16 MiB", 2**24)]
 TRIAL_BYTES = 256 * 2**20  # per trial, so that large messages run long enough to time
 MAX_COUNT = 20_000  # small messages: bound by per-message CPU, 20k is plenty
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What is tried against CURVE's cost, in both processes."""
+
+    io_threads: int = 1
+    connections: int = 1
+    malloc: str = "default"
+
+    def apply(self) -> zmq.Context:
+        if self.malloc == "reuse":
+            reuse_large_blocks()
+        return zmq.Context.instance(io_threads=self.io_threads)
+
+    def __str__(self) -> str:
+        return (f"io_threads {self.io_threads}, connections {self.connections}, "
+                f"malloc {self.malloc}")
+
+
+def reuse_large_blocks() -> None:
+    """Let glibc keep freed blocks of up to 32 MiB in the heap instead of unmapping them,
+    so a block allocated per message is reused rather than faulted in page by page."""
+    libc = ctypes.CDLL(None)
+    for option, value in ((M_MMAP_THRESHOLD, 32 * 2**20), (M_TRIM_THRESHOLD, 2**30),
+                          (M_ARENA_MAX, 1)):
+        if libc.mallopt(option, value) != 1:
+            raise RuntimeError(f"mallopt({option}, {value}) failed")
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's malloc.h
+
+
+def libsodium() -> ctypes.CDLL | None:
+    """The libsodium libzmq's CURVE uses: the one bundled with pyzmq's wheel, else the
+    system's."""
+    bundled = sorted((Path(zmq.__file__).parent.parent / "pyzmq.libs").glob("libsodium*"))
+    found = str(bundled[0]) if bundled else ctypes.util.find_library("sodium")
+    if not found:
+        return None
+    library = ctypes.CDLL(found)
+    library.sodium_init()
+    return library
+
+
+def crypto_rate(size: int, seconds: float = 0.5) -> tuple[float, float]:
+    """MB/s of libsodium's crypto_box_afternm (libzmq's CURVE per-message encryption; the
+    decryption costs the same) and of a memcpy, one thread, messages of ``size``."""
+    library = libsodium()
+    if library is None:
+        return float("nan"), float("nan")
+    key, nonce = ctypes.create_string_buffer(32), ctypes.create_string_buffer(24)
+    plain, boxed = ctypes.create_string_buffer(size + 32), ctypes.create_string_buffer(size + 32)
+    rates = []
+    for work in (lambda: library.crypto_box_afternm(boxed, plain, ctypes.c_ulonglong(size + 32),
+                                                     nonce, key),
+                 lambda: ctypes.memmove(boxed, plain, size)):
+        count, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            work()
+            count += 1
+        rates.append(count * size / (time.perf_counter() - began) / 1e6)
+    return rates[0], rates[1]
 
 
 def trial_count(size: int) -> int:
@@ -59,9 +138,9 @@ def curve_options(keys: Path, sender: bool, curve: bool) -> dict[str, Any]:
 
 
 def receive(stack: str, endpoint: str, ack_endpoint: str, keys: Path, curve: bool,
-            size: int, count: int, trials: int) -> None:
+            size: int, count: int, trials: int, tuning: Tuning) -> None:
     """Child process: receive ``trials`` x ``count`` messages, ack each trial's last."""
-    context = zmq.Context.instance()
+    context = tuning.apply()
     ack = context.socket(zmq.PUSH)
     ack.linger = 1000
     ack.connect(ack_endpoint)
@@ -92,7 +171,8 @@ def receive(stack: str, endpoint: str, ack_endpoint: str, keys: Path, curve: boo
                                       options.get("curve_server_key_file"), None)
         if link is not None:
             link.secure(socket)
-        socket.connect(endpoint)
+        for _ in range(tuning.connections):
+            socket.connect(endpoint)
         copy = size < 2**16
         for received in range(1, total + 1):
             frames = socket.recv_multipart(copy=copy)
@@ -106,7 +186,8 @@ def receive(stack: str, endpoint: str, ack_endpoint: str, keys: Path, curve: boo
 class Sender:
     """One configuration's sending side and its receiving child process."""
 
-    def __init__(self, stack: str, keys: Path, curve: bool, size: int, trials: int) -> None:
+    def __init__(self, stack: str, keys: Path, curve: bool, size: int, trials: int,
+                 tuning: Tuning) -> None:
         self.stack, self.size, self.count = stack, size, trial_count(size)
         port, ack_port = free_port(), free_port()
         endpoint = f"tcp://127.0.0.1:{port}"
@@ -132,7 +213,7 @@ class Sender:
             self.socket.bind(endpoint)
         self.child = multiprocessing.get_context("spawn").Process(
             target=receive, args=(stack, endpoint, f"tcp://127.0.0.1:{ack_port}", keys, curve,
-                                  size, self.count, trials), daemon=True)
+                                  size, self.count, trials, tuning), daemon=True)
         self.child.start()
 
     def trial(self) -> float:
@@ -161,8 +242,10 @@ class Sender:
         self.ack.close()
 
 
-def measure(stack: str, keys: Path, size: int, repeats: int) -> dict[bool, list[float]]:
-    senders = {curve: Sender(stack, keys, curve, size, repeats + 1) for curve in (False, True)}
+def measure(stack: str, keys: Path, size: int, repeats: int,
+            tuning: Tuning) -> dict[bool, list[float]]:
+    senders = {curve: Sender(stack, keys, curve, size, repeats + 1, tuning)
+               for curve in (False, True)}
     try:
         for sender in senders.values():
             sender.trial()  # warm-up
@@ -180,11 +263,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--stack", choices=["arroyo", "pyzmq", "both"], default="both")
+    parser.add_argument("--sizes", default=",".join(name for name, _ in SIZES),
+                        help="which sizes, e.g. '1 MiB,16 MiB'")
+    parser.add_argument("--io-threads", type=int, default=1,
+                        help="libzmq I/O threads of each process's context")
+    parser.add_argument("--connections", type=int, default=1,
+                        help="pyzmq stack: connections from the receiver to the sender")
+    parser.add_argument("--malloc", choices=["default", "reuse"], default="default",
+                        help="reuse: keep large freed blocks for reuse (mallopt), so "
+                             "libzmq's per-message CURVE buffers do not page-fault")
     args = parser.parse_args()
+    tuning = Tuning(args.io_threads, args.connections, args.malloc)
+    tuning.apply()
     logging.basicConfig(level=logging.ERROR)  # peers coming and going between trials
     stacks = ["arroyo", "pyzmq"] if args.stack == "both" else [args.stack]
     print(f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, medians of {args.repeats}, "
-          "one hop over loopback tcp, MB/s = 10^6 bytes of payload per second")
+          "one hop over loopback tcp, MB/s = 10^6 bytes of payload per second; "
+          f"{tuning}")
+    cores = len(os.sched_getaffinity(0))
+    print(f"\nlibsodium on one thread (what CURVE adds per byte; {cores} core(s) here):")
+    print("| size | crypto_box MB/s | memcpy MB/s | CURVE ceiling MB/s (cores x crypto / 2) |")
+    print("|---|---:|---:|---:|")
+    for name, size in SIZES:
+        if name in args.sizes.split(","):
+            crypto, copy = crypto_rate(size)
+            print(f"| {name} | {crypto:,.0f} | {copy:,.0f} | {cores * crypto / 2:,.0f} |")
+    print()
     print("| stack | size | messages/trial | plain MB/s | CURVE MB/s | CURVE / plain |")
     print("|---|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as directory:
@@ -193,7 +297,9 @@ def main() -> None:
         generate_key_pair("receiver", keys)
         for stack in stacks:
             for name, size in SIZES:
-                rates = measure(stack, keys, size, args.repeats)
+                if name not in args.sizes.split(","):
+                    continue
+                rates = measure(stack, keys, size, args.repeats, tuning)
                 plain, curve = (statistics.median(rates[c]) for c in (False, True))
                 print(f"| {stack} | {name} | {trial_count(size)} | {plain:,.0f} | "
                       f"{curve:,.0f} | {curve / plain:.2f} |", flush=True)

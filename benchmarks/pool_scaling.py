@@ -7,15 +7,21 @@
    cannot beat 2, and the source and the sink take some CPU too.
 2. Fan-in: 1 MiB frames through a pool of 2 pass-through workers into a stats sink whose
    input restores frame order (``order = true``) or not. Prints both rates and the ratio.
+3. Two hosts (root only): the pool of 2 busy workers with the
+   source, the sink and both workers in one network namespace ("host A"), against the same
+   with the second worker in another ("host B", a veth link away): a pool that spans hosts
+   should reach the same total.
 
 Every figure is the median of ``--repeats`` runs, each in fresh processes.
 
     python benchmarks/pool_scaling.py [--ms 5] [--frames 600] [--repeats 3]
+        [--only scaling|fanin|hosts ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -32,26 +38,34 @@ BUSY = "arroyo_testplugins.operators:Busy"
 
 
 def one_run(workers: int, frames: int, shape: str, operator: str, options: list[str],
-            order: bool) -> float:
-    """Frames per second the sink measured for one run through a pool of ``workers``."""
-    hop1, hop2, status = free_port(), free_port(), f"tcp://127.0.0.1:{free_port()}"
+            order: bool, host: str = "127.0.0.1",
+            prefixes: dict[str, list[str]] | None = None) -> float:
+    """Frames per second the sink measured for one run through a pool of ``workers``;
+    the source and the sink bind on ``host``, and ``prefixes`` put services (by name) in
+    other network namespaces."""
+    hop1, hop2 = free_port(), free_port()
+    status = f"ipc:///tmp/arroyo-pool-bench-{hop2}.status"
     quiet = ["--log-level", "warning"]
     env = plugin_env()
     started: list[ServiceProcess] = []
     try:
         sink_in = ["--in-option", "order=true"] if order else []
-        started.append(ServiceProcess("publisher", [
-            "--in", f"@tcp://127.0.0.1:{hop2}", "--sink", "stats", "-o", "interval=0",
-            "--status", status, *sink_in, *quiet], name="sink", env=env))
+        where = prefixes or {}
+
+        def start(role: str, args: list[str], name: str) -> None:
+            started.append(ServiceProcess(role, [*args, *quiet], name=name, env=env,
+                                          prefix=where.get(name, [])))
+
+        start("publisher", ["--in", f"@tcp://{host}:{hop2}", "--sink", "stats", "-o",
+                            "interval=0", "--status", status, *sink_in], "sink")
         for k in range(workers):
-            started.append(ServiceProcess("operator", [
-                "--in", f">tcp://127.0.0.1:{hop1}", "--in-pattern", "worker",
-                "--out", f">tcp://127.0.0.1:{hop2}", "--operator", operator, *options,
-                *quiet], name=f"worker-{k}", env=env))
-        started.append(ServiceProcess("listener", [
-            "--source", "simulated", "-o", f"shape={shape}", "-o", f"frames={frames}",
-            "-o", "rate=0", "--out", f"@tcp://127.0.0.1:{hop1}", "--out-pattern", "dispatch",
-            "--out-option", f"peers={workers}", *quiet], name="source", env=env))
+            start("operator", ["--in", f">tcp://{host}:{hop1}", "--in-pattern", "worker",
+                               "--out", f">tcp://{host}:{hop2}", "--operator", operator,
+                               *options], f"worker-{k}")
+        start("listener", ["--source", "simulated", "-o", f"shape={shape}", "-o",
+                           f"frames={frames}", "-o", "rate=0", "--out",
+                           f"@tcp://{host}:{hop1}", "--out-pattern", "dispatch",
+                           "--out-option", f"peers={workers}"], "source")
         for process in started:
             process.wait_ready(30)
 
@@ -67,6 +81,38 @@ def one_run(workers: int, frames: int, shape: str, operator: str, options: list[
             process.stop()
 
 
+def two_hosts(args: argparse.Namespace) -> None:
+    """Section 3: the same pool on one host and across two."""
+    from tests.support.netns import Namespaces, ip
+
+    namespaces = Namespaces()
+    try:
+        host_a, host_b = namespaces.add("a"), namespaces.add("b")
+        namespaces.veth(host_a, "eth0", host_b, "eth0")
+        for ns, address in ((host_a, "10.77.0.1"), (host_b, "10.77.0.2")):
+            ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+            ip("-n", ns, "link", "set", "eth0", "up")
+        in_a, in_b = Namespaces.exec_prefix(host_a), Namespaces.exec_prefix(host_b)
+        layouts = {"one host": {"worker-1": in_a}, "two hosts": {"worker-1": in_b}}
+        print(f"two hosts: 2 workers of {args.ms:g} ms per frame; source, sink and worker 0 on "
+              f"host A, worker 1 on host A or B; median of {args.repeats}", flush=True)
+        rates: dict[str, list[float]] = {name: [] for name in layouts}
+        for _ in range(args.repeats):  # interleaved, as for the fan-in
+            for name, layout in layouts.items():
+                prefixes = {"source": in_a, "sink": in_a, "worker-0": in_a, **layout}
+                rates[name].append(one_run(
+                    workers=2, frames=args.frames, shape="[64,64]", operator=BUSY,
+                    options=["-o", f"ms={args.ms}"], order=False, host="10.77.0.1",
+                    prefixes=prefixes))
+        for name, got in rates.items():
+            print(f"  {name:9}: {statistics.median(got):7.1f} frames/s (runs "
+                  f"{', '.join(f'{r:.0f}' for r in got)})", flush=True)
+        print(f"  two hosts / one host: {ratio(rates['two hosts'], rates['one host'])}",
+              flush=True)
+    finally:
+        namespaces.remove()
+
+
 def median_rate(repeats: int, **kwargs: Any) -> tuple[float, list[float]]:
     rates = [one_run(**kwargs) for _ in range(repeats)]
     return statistics.median(rates), rates
@@ -76,14 +122,8 @@ def ratio(ordered: list[float], unordered: list[float]) -> str:
     return f"{statistics.median(ordered) / statistics.median(unordered):.2f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ms", type=float, default=5.0, help="CPU per frame in each worker")
-    parser.add_argument("--frames", type=int, default=600)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--fanin-frames", type=int, default=1500)
-    args = parser.parse_args()
-
+def scaling(args: argparse.Namespace) -> None:
+    """Section 1: 1, 2 and 4 busy workers."""
     print(f"scaling: {args.ms:g} ms of CPU per frame, 64x64 uint16 frames, {args.frames} "
           f"frames a run, median of {args.repeats}", flush=True)
     base = None
@@ -95,6 +135,9 @@ def main() -> None:
         print(f"  {workers} worker(s): {rate:7.1f} frames/s  ({rate / base:.2f}x of 1 "
               f"worker; runs {', '.join(f'{r:.0f}' for r in rates)})", flush=True)
 
+
+def fanin(args: argparse.Namespace) -> None:
+    """Section 2: ordered against unordered fan-in at 1 MiB."""
     print(f"fan-in: 1 MiB frames (512x1024 uint16), 2 pass-through workers, "
           f"{args.fanin_frames} frames a run, median of {args.repeats}", flush=True)
     rates: dict[bool, list[float]] = {False: [], True: []}
@@ -112,6 +155,25 @@ def main() -> None:
     each = ", ".join(f"{r:.2f}" for r in pairs)
     print(f"  ordered / unordered: {ratio(rates[True], rates[False])} (per pair of runs: "
           f"{each})", flush=True)
+
+
+SECTIONS = {"scaling": scaling, "fanin": fanin, "hosts": two_hosts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ms", type=float, default=5.0, help="CPU per frame in each worker")
+    parser.add_argument("--frames", type=int, default=600)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fanin-frames", type=int, default=1500)
+    parser.add_argument("--only", choices=sorted(SECTIONS), action="append",
+                        help="run only this section (may be repeated)")
+    args = parser.parse_args()
+    for name in args.only or list(SECTIONS):
+        if name == "hosts" and os.geteuid() != 0:
+            print("two hosts: skipped (network namespaces need root)")
+            continue
+        SECTIONS[name](args)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from arroyo_core import registry
 from arroyo_core.arroyopy_plugins import adapt, is_arroyopy
 from arroyo_core.errors import ConfigError
 from arroyo_core.link import InputLink
+from arroyo_core.merged_input import MergedInput
 from arroyo_core.runtime import Runtime
 
 TOP_KEYS = {"blocks"}
@@ -60,7 +61,7 @@ class Part:
 
 @dataclass(frozen=True)
 class Block:
-    """One block: an operator, its listener, its publishers, run as one process."""
+    """One block: an operator, its listeners, its publishers, run as one process."""
 
     name: str
     description: str
@@ -144,9 +145,8 @@ def _block(index: int, data: Any) -> Block:
             raise ConfigError(f"{where}: '{key}' must be a list")
         parts[key] = [_part(PART_KINDS[key], f"{where} {key}[{i}]", item)
                       for i, item in enumerate(items)]
-    if len(parts["listeners"]) != 1:
-        raise ConfigError(f"{where}: 'listeners' must hold exactly one listener here "
-                          f"({len(parts['listeners'])} given): a block runs one listener")
+    if not parts["listeners"]:
+        raise ConfigError(f"{where}: 'listeners' must name at least one listener")
     status = data.get("status")
     if status is not None and not isinstance(status, str):
         raise ConfigError(f"{where}: 'status' must be an address such as ipc:///tmp/x")
@@ -225,7 +225,9 @@ def build_runtime(block: Block) -> Runtime:
     """The Runtime that runs ``block`` (constructed, not opened)."""
     check_block(block)
     operator = _build(block.operator)
-    listener = _build(block.listeners[0])
+    listeners = [_build(part) for part in block.listeners]
     publishers = [_build(part) for part in block.publishers]
+    listener = listeners[0] if len(listeners) == 1 else MergedInput(
+        {f"listeners[{i}] {type(one).__name__}": one for i, one in enumerate(listeners)})
     return Runtime(listener, operator, publishers, drain_timeout=block.drain_timeout,
-                   finish_run=isinstance(listener, InputLink))
+                   finish_run=all(isinstance(one, InputLink) for one in listeners))

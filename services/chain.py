@@ -61,11 +61,11 @@ TARGETS: tuple[Target, ...] = ("hosts", "compose")
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # valid as a supervisor program and a DNS name
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-CHAIN_KEYS = {"name", "services", "external", "reliable"}
+CHAIN_KEYS = {"name", "services", "external", "insecure", "keys", "reliable"}
 SERVICE_KEYS = {"role", "host", "program"}  # the rest of a service's table: its settings
 # Settings that hold addresses, by key and field name: where {name} placeholders go.
 LINK_FIELDS = {key: item.name for key, setting, item in settings()
-               if setting.kind in ("address", "addresses")}
+               if setting.kind in ("address", "addresses", "inputs")}
 # The supervisor [program:x] keys a chain file may set (supervisord's own spelling).
 PROGRAM_KEYS = {
     "command", "directory", "umask", "priority", "autostart", "autorestart", "startsecs",
@@ -118,6 +118,8 @@ class Chain:
     services: dict[str, ChainService]
     external: tuple[str, ...] = ()
     origin: str = "<chain>"
+    insecure: bool = False  # links as written: no CURVE, no loopback (services.chain_security)
+    keys: str = "keys"  # the CURVE key pairs' directory, relative to the chain file's
 
     def select(self, names: list[str] | tuple[str, ...] = (), host: str | None = None) -> Chain:
         """The chain limited to the services called ``names`` and/or placed on ``host``
@@ -131,7 +133,8 @@ class Chain:
         if not kept:
             raise ConfigError(f"{self.origin}: no service matches {list(names) or ''}"
                               f"{' on host ' + host if host else ''}")
-        return _Selection(self.name, kept, self.external, self.origin, self.services)
+        return _Selection(self.name, kept, self.external, self.origin, self.insecure,
+                          self.keys, self.services)
 
     def hosts(self, target: Target = "hosts") -> dict[str, str]:
         """What ``{name}`` stands for: each service's host, or its compose service name."""
@@ -153,8 +156,10 @@ class Chain:
         for key, field_name in LINK_FIELDS.items():
             value = config[key]
             if value:
-                filled[field_name] = (tuple(_fill(v, hosts) for v in value)
-                                      if isinstance(value, tuple) else _fill(value, hosts))
+                filled[field_name] = (
+                    tuple(_fill(v, hosts) for v in value) if isinstance(value, tuple)
+                    else {k: _fill(v, hosts) for k, v in value.items()}
+                    if isinstance(value, Mapping) else _fill(value, hosts))
         if config.replicas > 1 and not config.in_pattern:
             filled["in_pattern"] = "worker"
         workers = self.feeds_pool(target).get(name)
@@ -180,7 +185,7 @@ class Chain:
                  for name, svc in every.items() for text in svc.config.out]
         found: dict[str, int] = {}
         for name, svc in every.items():
-            if svc.replicas < 2 or not svc.config.in_:
+            if svc.replicas < 2 or not isinstance(svc.config.in_, str):
                 continue
             wanted = Address.parse(_fill(svc.config.in_, hosts), False)
             for feeder, bound in binds:
@@ -189,8 +194,9 @@ class Chain:
                     found[feeder] = found.get(feeder, 0) + svc.replicas
         return found
 
-    def ends(self, target: Target = "hosts") -> list[LinkEnd]:
-        """Every address of every service (data links and status sockets)."""
+    def ends(self, target: Target = "hosts", plugins: bool = True) -> list[LinkEnd]:
+        """Every address of every service (data links and status sockets; and the
+        addresses of plug-ins that are links themselves, unless not ``plugins``)."""
         ends = []
         for name, service in self.all_services().items():
             config = self.resolve(name, target)
@@ -210,13 +216,15 @@ class Chain:
                     ends.append(LinkEnd(name, key, address, pattern,
                                         match.group(1) if match else None,
                                         chain_links.broker_place(address, options)))
-            ends += _plugin_ends(name, config)
+            if plugins:
+                ends += _plugin_ends(name, config)
         return ends
 
-    def links(self, target: Target = "hosts") -> list[tuple[LinkEnd, LinkEnd]]:
+    def links(self, target: Target = "hosts",
+              plugins: bool = True) -> list[tuple[LinkEnd, LinkEnd]]:
         """(seeking end, end it finds) for every connection inside the chain: a connect and
         the bind it reaches, or a broker reader and a writer (:mod:`services.chain_links`)."""
-        return chain_links.pairs(self.ends(target), self.hosts(target))
+        return chain_links.pairs(self.ends(target, plugins), self.hosts(target))
 
     def problems(self) -> list[str]:
         """What is wrong with the links: a connect that no service binds (or not the
@@ -280,6 +288,12 @@ def parse_chain(data: Mapping[str, Any], origin: str = "<chain>") -> Chain:
     external = data.get("external") or []
     if not isinstance(external, list) or not all(isinstance(a, str) for a in external):
         raise ConfigError(f"{origin}: 'external' is a list of addresses bound outside the chain")
+    insecure, keys = data.get("insecure", False), data.get("keys", "keys")
+    if not isinstance(insecure, bool):
+        raise ConfigError(f"{origin}: 'insecure' is true or false (true: links as written, "
+                          "without CURVE or loopback; docs/security.md)")
+    if not isinstance(keys, str) or not keys:
+        raise ConfigError(f"{origin}: 'keys' is the directory of the chain's CURVE keys")
     reliable = data.get("reliable", False)
     if not isinstance(reliable, bool):
         raise ConfigError(f"{origin}: 'reliable' is true or false (every link of the chain "
@@ -293,7 +307,7 @@ def parse_chain(data: Mapping[str, Any], origin: str = "<chain>") -> Chain:
                     if ref not in services:
                         raise ConfigError(f"{origin}: [{service.name}] {key} {text!r} names "
                                           f"{{{ref}}}, which is not a service of this chain")
-    chain = Chain(name, services, tuple(external), origin)
+    chain = Chain(name, services, tuple(external), origin, insecure, keys)
     chain.ends()  # every address must parse
     return chain
 
@@ -357,6 +371,9 @@ def _plugin_ends(name: str, config: ServiceConfig) -> list[LinkEnd]:
 
 
 def _as_list(value: Any) -> list[Any]:
+    """One address or many (a list, or an event builder's table of streams) as a list."""
+    if isinstance(value, Mapping):
+        return list(value.values())
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -18,12 +19,14 @@ from .blocks import is_blocks_file
 from .blocks_cli import run_blocks, validate_blocks
 from .chain import TARGETS, Chain, Target, load_chain
 from .chain_runner import check_chain, run_chain
+from .chain_security import ensure_keys, secure_service
 from .deploy import compose_file, startsecs, supervisor_conf
 from .serve import serve, setup_logging
 from .service_options import parse_pairs
 from .workdir import at_home, home_of
 
 EXIT_CONFIG = 2
+log = logging.getLogger("arroyo.service")
 
 
 def _select_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -57,6 +60,20 @@ def _write(text: str, output: str) -> None:
     click.echo(f"wrote {output}", err=True)
 
 
+def _keys(chain: Chain) -> None:
+    """Make the key pairs the chain's CURVE links lack (the first deploy; later ones reuse)."""
+    try:
+        made = ensure_keys(chain)
+    except (ConfigError, OSError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    for public in made:
+        click.echo(f"made key pair {public} (+ _secret, mode 0600)", err=True)
+    if chain.insecure:
+        click.echo(f"warning: chain {chain.name!r} is insecure (insecure = true): links and "
+                   "status sockets bind as written, without CURVE or loopback", err=True)
+
+
 def _warn_links(chain: Chain) -> None:
     for problem in chain.problems():
         click.echo(f"warning: {problem} (see `arroyo check`)", err=True)
@@ -70,7 +87,9 @@ def run(chain_file: str, services: tuple[str, ...], host: str | None) -> None:
     An arroyopy pipeline file (YAML with blocks:) runs each block as such a process."""
     if is_blocks_file(chain_file):
         sys.exit(run_blocks(chain_file, services))
-    sys.exit(run_chain(_load(chain_file, services, host)))
+    chain = _load(chain_file, services, host)
+    _keys(chain)
+    sys.exit(run_chain(chain))
 
 
 @click.command("service")
@@ -105,7 +124,12 @@ def service(chain_file: str, name: str, target: Target, check: bool, replica: in
     min_uptime = startsecs(chain, name) if os.environ.get("SUPERVISOR_ENABLED") else 0.0
     with at_home(home_of(chain_file)):
         try:
-            config = chain.resolve(name, target, replica)
+            config, info, warnings = secure_service(
+                chain, name, chain.resolve(name, target, replica), target)
+            for line in info:
+                log.info("%s %s", name, line)
+            for line in warnings:
+                log.warning("%s: %s", name, line)
             if options:
                 given = parse_pairs(options, "-o/--option")
                 config = replace(config, options={**config.options, **given})
@@ -151,6 +175,7 @@ def deploy_supervisor(chain_file: str, services: tuple[str, ...], host: str | No
     per service (`arroyo service CHAIN_FILE NAME`), with every key commented."""
     chain = _load(chain_file, services, host)
     _warn_links(chain)
+    _keys(chain)
     _write(supervisor_conf(chain, arroyo, log_dir, source=chain_file, chain_path=chain_path),
            output)
 
@@ -175,6 +200,8 @@ def deploy_compose(chain_file: str, output: str, image: str, context: str,
     name, with healthchecks from `arroyo status`."""
     chain = _load(chain_file)
     _warn_links(chain)
+    if chain.insecure:
+        click.echo(f"warning: chain {chain.name!r} is insecure (insecure = true)", err=True)
     if chain_path is None:
         base = Path(output).resolve().parent if output != "-" else Path.cwd()
         chain_path = os.path.relpath(Path(chain_file).resolve(), base)

@@ -152,3 +152,11 @@ from .blocks_cli import block, list_blocks, validate  # noqa: E402  (arroyopy pi
 
 for _command in (block, validate, list_blocks):
     main.add_command(_command)
+
+from .monitor_cli import monitor  # noqa: E402  (a live terminal view of a chain)
+
+main.add_command(monitor)
+
+from .view_cli import view  # noqa: E402  (the browser live view)
+
+main.add_command(view)

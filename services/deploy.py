@@ -35,10 +35,11 @@ def status_address(chain: Chain, name: str, replica: int | None = None) -> str |
     status = chain.resolve(name, replica=replica).status
     if not status:
         return None
-    address = Address.parse(status, bind_by_default=True).text
-    for anywhere in ("//*:", "//0.0.0.0:"):
-        address = address.replace(anywhere, "//127.0.0.1:")
-    return address
+    parsed = Address.parse(status, bind_by_default=True)
+    if parsed.scheme == "tcp" and (parsed.host in ("*", "0.0.0.0") or not chain.insecure):
+        loop = "[::1]" if parsed.host in ("::", "::1") else "127.0.0.1"
+        return f"tcp://{loop}:{parsed.port}"  # (a secure chain's status is on loopback)
+    return parsed.text
 
 
 # --- supervisord ------------------------------------------------------------------------
@@ -292,6 +293,7 @@ def compose_file(chain: Chain, image: str = "arroyo-stream:local", context: str 
             entry["healthcheck"] = {
                 "test": ["CMD", "arroyo", "status", "--timeout", "2", status],
                 "interval": "5s", "timeout": "5s", "retries": 3, "start_period": "10s"}
+        entry["init"] = True
         entry["stop_signal"] = "SIGTERM"
         entry["stop_grace_period"] = f"{stop_wait(chain, name)}s"
         entry["restart"] = "on-failure:3"
@@ -317,8 +319,12 @@ def compose_file(chain: Chain, image: str = "arroyo-stream:local", context: str 
         "# the healthcheck (`arroyo status` inside the container) says healthy once the service",
         "# has opened its sockets, and unhealthy while a run it counted lost frames (exit 3).",
         "# depends_on starts a service after the ones it feeds are healthy. stop_grace_period",
-        "# is drain_timeout + 5 s, like supervisor's stopwaitsecs;",
+        "# is drain_timeout + 5 s, like supervisor's stopwaitsecs; init runs the service under",
+        "# a small init process (docker-init, podman's catatonit) that passes signals on.",
         "# on-failure restarts a crashed service but not one that ended its run cleanly (0).",
+        "# Security: the compose network is one host. Services link over it as the chain file",
+        "# says, unencrypted (containers share no loopback); nothing outside reaches it but",
+        "# the status ports, published on the host's 127.0.0.1 only (docs/security.md).",
         "",
     ]
     body = yaml.safe_dump({"name": chain.name, "services": services}, sort_keys=False,

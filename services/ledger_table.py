@@ -319,6 +319,24 @@ def _pool_lines(services: Sequence[ServiceStatus]) -> list[str]:
     return lines
 
 
+def _builder_lines(services: Sequence[ServiceStatus]) -> list[str]:
+    """For each event builder (docs/event-building.md), its counts and one line a stream."""
+    lines = []
+    for service in services:
+        built = service.input.transport.get("event_builder") if service.input else None
+        if not isinstance(built, dict) or not isinstance(built.get("streams"), dict):
+            continue
+        lines.append(f"  {service.name}: built {built.get('built')}, complete "
+                     f"{built.get('complete')}, dropped {built.get('dropped')}, given up "
+                     f"{_count(built.get('given_up') or {})}, holding {built.get('held')}")
+        for name, stream in built["streams"].items():
+            link = stream.get("link") or {}
+            lines.append(f"    {name} (per {stream.get('per')}): {stream.get('parts')} parts, "
+                         f"incomplete {stream.get('incomplete')}, late {stream.get('late')}, "
+                         f"seq missing {link.get('missing', 0)} on {link.get('link', '?')}")
+    return lines
+
+
 def render(services: Sequence[ServiceStatus], errors: Sequence[str] = ()) -> str:
     """The chain's status as text: links, hops and runs."""
     rows: list[list[str]] = [list(COLUMNS)]
@@ -359,6 +377,10 @@ def render(services: Sequence[ServiceStatus], errors: Sequence[str] = ()) -> str
     if pool_lines:
         lines += ["", "pools (each worker: share of the events given, rate, messages held "
                   "unfinished, credit left):", *pool_lines]
+    builder_lines = _builder_lines(services)
+    if builder_lines:
+        lines += ["", "event builders (events lacking each stream's part, its parts too late):",
+                  *builder_lines]
     ledger_lines = _run_lines(services)
     if ledger_lines:
         lines += ["", "runs, link by link (frame numbers seen; they survive restarts):",

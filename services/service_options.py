@@ -15,7 +15,7 @@ from arroyo_core import registry
 from arroyo_core.config import ROLES, Setting, default_of, settings
 
 SCALARS = (str, int, float, bool, type(None))
-METAVARS = {"address": "ADDRESS", "addresses": "ADDRESS", "size": "SIZE",
+METAVARS = {"address": "ADDRESS", "inputs": "ADDRESS", "addresses": "ADDRESS", "size": "SIZE",
             "options": "KEY=VALUE", "plugin": "NAME"}
 TYPES: dict[str, click.ParamType] = {"int": click.INT, "float": click.FLOAT}
 

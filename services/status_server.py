@@ -1,5 +1,13 @@
-"""A small REP socket per service that answers any request with the service's ledger
-(msgpack), so ``arroyo status`` can show which hop lost which messages."""
+"""A small socket per service that answers ``arroyo status`` with the service's ledger
+(msgpack), so it can show which hop lost which messages.
+
+It answers one request only, the bytes ``status`` sent by a REQ socket; anything else is
+dropped unanswered, counted and logged once. A request frame over
+:data:`MAX_REQUEST_BYTES` is never read: libzmq closes that connection. A socket of the
+wrong type or another security mechanism never completes a handshake: libzmq reports a
+failed handshake, or (when the other side hangs up first) only a closed connection. The
+counts (requests refused, handshakes, closed and refused connections) are in the answer,
+under ``status_socket``."""
 
 from __future__ import annotations
 
@@ -13,9 +21,13 @@ import zmq
 
 from arroyo_core.address import Address
 from arroyo_core.errors import ConfigError
+from arroyo_core.transports.zmq.connections import ConnectionTracker
 from arroyo_core.transports.zmq.sockets import bound_address, open_socket, zmq_address
 
 log = logging.getLogger(__name__)
+
+REQUEST = b"status"
+MAX_REQUEST_BYTES = 64  # the socket's MAXMSGSIZE: a longer frame closes its connection
 
 
 def _plain(obj: Any) -> Any:
@@ -46,7 +58,11 @@ class StatusServer:
         self.stats = stats
         self.name = name
         self._closing = threading.Event()
-        self._socket = open_socket(zmq.REP, self.endpoint, {zmq.LINGER: 0}, "status")
+        self.refused = 0  # requests not understood, dropped unanswered
+        self.tracker = ConnectionTracker(f"[{name}] status")
+        self._socket = open_socket(zmq.ROUTER, self.endpoint,
+                                   {zmq.LINGER: 0, zmq.MAXMSGSIZE: MAX_REQUEST_BYTES},
+                                   "status", tracker=self.tracker)
         self.bound = bound_address(self._socket) if self.endpoint.bind else None
         self._thread = threading.Thread(target=self._serve, name="arroyo-status", daemon=True)
         self._thread.start()
@@ -56,13 +72,29 @@ class StatusServer:
         while not self._closing.is_set():
             if not socket.poll(100):
                 continue
-            socket.recv()
+            frames = socket.recv_multipart()
+            if frames[1:] != [b"", REQUEST]:  # [peer id, REQ's delimiter, request]
+                self._refuse(frames)
+                continue
             try:
-                reply = {**self.stats(), "name": self.name}
+                reply = {**self.stats(), "name": self.name, "status_socket": self.counts()}
             except Exception as exc:  # a racing counter must not kill the status thread
                 reply = {"name": self.name, "error": repr(exc)}
-            socket.send(msgpack.packb(reply, default=_plain))
+            socket.send_multipart([frames[0], b"", msgpack.packb(reply, default=_plain)])
+        self.tracker.stop(socket)
         socket.close(linger=0)
+
+    def _refuse(self, frames: list[bytes]) -> None:
+        self.refused += 1
+        if self.refused == 1:
+            log.warning("[%s] status: dropped a request it does not understand (%d frame(s), "
+                        "%d bytes; it answers only %r from a REQ socket); further ones are "
+                        "only counted", self.name, len(frames) - 1,
+                        sum(map(len, frames[1:])), REQUEST.decode())
+
+    def counts(self) -> dict[str, Any]:
+        """The status socket's own refusals: requests dropped, handshakes refused."""
+        return {"requests_refused": self.refused, **self.tracker.stats()}
 
     def close(self) -> None:
         self._closing.set()

@@ -90,3 +90,19 @@ def feeder() -> Iterator[Callable[..., Any]]:
     yield make
     for item in made:
         item.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory) -> Iterator[Any]:
+    """One private rabbitmq-server for the session's AMQP tests (it takes seconds to boot;
+    tests.support.rabbitmq_server); each test uses queues of its own. Closed at the end."""
+    from tests.support.rabbitmq_server import RabbitMQServer, installed
+
+    skip_unless(installed(), "rabbitmq-server is not installed")
+
+    server = RabbitMQServer(tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

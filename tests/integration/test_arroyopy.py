@@ -13,6 +13,8 @@ import threading
 
 import numpy as np
 import pytest
+import zmq
+import zmq.asyncio
 
 from arroyo_core import Event, Start, Stop, ZMQListener, ZMQPublisher
 from services.processes import ServiceProcess, free_port
@@ -26,14 +28,27 @@ pytestmark = pytest.mark.integration
 PLUGINS = "arroyo_testplugins.arroyopy_style"
 
 
-def test_design_names_round_trip_a_run_through_a_service(service, ipc):
+def _far_end(how: str, port: int, context: zmq.asyncio.Context) -> ZMQListener:
+    """The last hop's listener, made as arroyopy users make theirs."""
+    if how == "host-port":
+        return ZMQListener("127.0.0.1", port)  # connects, PULL
+    socket = context.socket(zmq.PULL)  # an asyncio socket, as arroyopy's examples make
+    socket.connect(f"tcp://127.0.0.1:{port}")
+    if how == "from-socket":
+        return ZMQListener.from_socket(socket)
+    return ZMQListener(object(), socket)  # arroyopy's ZMQListener(operator, zmq_socket)
+
+
+@pytest.mark.parametrize("how", ["host-port", "from-socket", "operator-socket"])
+def test_design_names_round_trip_a_run_through_a_service(service, ipc, how):
     hop1, hop2 = free_port(), free_port()
     source = ZMQPublisher("127.0.0.1", hop1)  # binds tcp://127.0.0.1:hop1, PUSH
     source.open()
     stats = ipc()
     service("operator", "--in", f">tcp://127.0.0.1:{hop1}", "--out",
             f"@tcp://127.0.0.1:{hop2}", "--status", stats, name="op")
-    sink = ZMQListener("127.0.0.1", hop2)  # connects, PULL
+    context = zmq.asyncio.Context()
+    sink = _far_end(how, hop2, context)
     sink.open()
     got: list = []
     thread = threading.Thread(target=sink.start, args=(got.append,), daemon=True)
@@ -48,7 +63,8 @@ def test_design_names_round_trip_a_run_through_a_service(service, ipc):
     finally:
         sink.stop()
         thread.join(5)
-        sink.close()
+        sink.close()  # closes a socket it was given too
+        context.term()
         source.close()
     assert [m.kind for m in got] == ["start"] + ["event"] * 5 + ["stop"]
     assert got[0].data == {"run": "d", "sample": "Si"} and got[0].data is got[0].meta
@@ -56,6 +72,8 @@ def test_design_names_round_trip_a_run_through_a_service(service, ipc):
     assert all(np.array_equal(e.payload["im"], image) for e in got[1:6])
     assert got[-1].data["frames_sent"] == 5
     assert status(stats)["operator"]["events_out"] == 5
+    record = sink.ledger.status()
+    assert (record.received, record.missing, record.duplicates) == (7, 0, 0)
 
 
 def _pipeline(tmp_path, ipc, frames: int) -> tuple[str, int, dict[str, str]]:
@@ -223,3 +241,35 @@ status = "{stats['sink']}"
     assert "ScaleOperator stopped (factor 3.0)" in started["operator"].output()
     source = final_ledger(started["source"])
     assert source["outputs"][0]["sent"] == frames + 2
+
+
+def test_redis_links_made_from_a_client_carry_a_run(redis_server):
+    """arroyopy's RedisPublisher(client, name) and RedisListener(client, name, operator)."""
+    import redis.asyncio
+
+    from arroyo_core import RedisListener, RedisPublisher
+    from tests.support.redis_server import PASSWORD  # with ':', '@' and '/' to quote
+
+    client = redis.asyncio.Redis(host="127.0.0.1", port=redis_server.port, db=1,
+                                 password=PASSWORD)
+    publisher, listener = RedisPublisher(client, "frames"), RedisListener(client, "frames", None)
+    publisher.open()
+    listener.open()
+    got: list = []
+    thread = threading.Thread(target=listener.start, args=(got.append,), daemon=True)
+    thread.start()
+    try:
+        publisher.publish(Start(data={"run": "r"}))
+        for frame in range(3):
+            publisher.publish(Event(metadata={"run": "r", "frame": frame},
+                                    payload={"a": np.full(4, frame, "<i4")}))
+        publisher.publish(Stop(data={"run": "r", "frames_sent": 3}))
+        wait_for(lambda: len(got) == 5, 20, "the run read back from the stream")
+    finally:
+        listener.stop()
+        thread.join(5)
+        listener.close()
+        publisher.close()
+    assert [m.kind for m in got] == ["start", "event", "event", "event", "stop"]
+    assert [int(m.payload["a"][0]) for m in got[1:4]] == [0, 1, 2]
+    assert PASSWORD not in str(listener.status())

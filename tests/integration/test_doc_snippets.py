@@ -16,8 +16,10 @@ reader would copy them:
   the CLI: a service command (``listener``, ``operator``, ``publisher``, ``service``) runs
   with ``--check``; ``check`` runs as it is; ``run`` runs as ``check`` with the same
   arguments; ``deploy`` runs, writing to a file of the test's instead of ``-o``'s;
-  ``keys generate`` runs; the rest (``status``, ``demo``) are only parsed by click. Other
-  commands (pip, docker, supervisord, redis-server) are only parsed by bash.
+  ``keys generate`` and ``keys chain`` run (a chain file's keys are made before it is
+  checked, as ``arroyo run`` and ``arroyo deploy`` make them); the rest (``status``,
+  ``demo``) are only parsed by click. Other commands (pip, docker, supervisord,
+  redis-server) are only parsed by bash.
 - ``dockerfile``: each instruction is one Docker knows, ``FROM`` first, each ``RUN``
   parses (there is no Docker engine to build it; see tests/integration/test_compose.py).
 - ``text``, ``hexdump`` and blocks without a language are output or diagrams: skipped.
@@ -203,6 +205,10 @@ class Checker:
         if "keys/" in text:
             ensure_keys(self.directory)
         if isinstance(data, dict) and "services" in data:
+            if any("host" in service for service in data["services"].values()):
+                # links across hosts need the chain's keys, which arroyo run and deploy make
+                self.expect_ok(snippet, f"arroyo keys chain {name}",
+                               arroyo(["keys", "chain", name], self.directory))
             self.expect_ok(snippet, f"arroyo check {name}", arroyo(["check", name],
                                                                     self.directory))
         elif isinstance(data, dict) and "blocks" in data:  # an arroyopy pipeline file
@@ -272,7 +278,7 @@ class Checker:
             run = ["check", *args[1:]]
         elif command == "deploy":
             run = redirect_output(args, self.directory / "deployed.conf")
-        elif args[:2] == ["keys", "generate"]:
+        elif args[:2] in (["keys", "generate"], ["keys", "chain"]):
             run = args
         else:
             self.checked += 1  # parsed, and that is all that can be done without services

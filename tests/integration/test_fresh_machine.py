@@ -17,15 +17,19 @@ The container reaches the package index with the host's pip settings (host_pip_s
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.containers import Container, base_image, host_pip_settings, require_podman
-from tests.support.requirements import skip_unless
+from tests.support.containers import (
+    Container,
+    base_image,
+    host_pip_settings,
+    require_podman,
+)
+from tests.support.containers import clean_clone as clone_checkout
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = {"root": "/root", "newcomer": "/home/newcomer"}  # user -> home
@@ -59,10 +63,7 @@ def stock_debian() -> str:
 @pytest.fixture
 def clean_clone(tmp_path: Path) -> Path:
     """``git clone`` of this checkout: what a newcomer gets, without local files."""
-    skip_unless((ROOT / ".git").exists(), "needs a git checkout of the project to clone")
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(tmp_path / "arroyo")],
-                   check=True, timeout=120, capture_output=True)
-    return tmp_path / "arroyo"
+    return clone_checkout(tmp_path / "arroyo")
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ goes down for a few seconds mid-run and the chain recovers, with the sink counti
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -82,6 +84,10 @@ def test_chain_across_three_hosts_delivers_and_recovers_from_a_link_outage(tmp_p
     chain_file = write(tmp_path / "chain.toml", chain_text(tmp_path))
     chain = load_chain(chain_file)
     assert chain.problems() == []
+    # every link crosses hosts, so each is CURVE: the chain's keys, as a user makes them
+    made = subprocess.run([sys.executable, "-m", "services", "keys", "chain", str(chain_file)],
+                          capture_output=True, text=True, timeout=30)
+    assert made.returncode == 0, made.stderr
     status = {name: f"ipc://{tmp_path}/{name}.status" for name in HOSTS}
     started: list[ServiceProcess] = []
 

@@ -1,4 +1,4 @@
-"""Reliable links with real sockets, in one process (docs/protocol.md section 11): what a
+"""Reliable links with real sockets, in one process (docs/protocol.md section 12): what a
 receiver took and never acknowledged goes again to the next receiver; a full window
 applies the overflow policy; a resend never delivers a message twice.
 

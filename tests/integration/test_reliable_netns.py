@@ -7,6 +7,8 @@ publish, with its crc32 check) is read here and compared with 0..N-1."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -61,6 +63,10 @@ status = "ipc://{directory}/sink.status"
 def test_reliable_chain_loses_nothing_across_a_link_outage(tmp_path, hosts):  # noqa: F811
     chain_file = write(tmp_path / "chain.toml", chain_text(tmp_path))
     assert load_chain(chain_file).problems() == []
+    # every link crosses hosts, so each is CURVE: the chain's keys, as a user makes them
+    made = subprocess.run([sys.executable, "-m", "services", "keys", "chain", str(chain_file)],
+                          capture_output=True, text=True, timeout=30)
+    assert made.returncode == 0, made.stderr
     endpoints = {name: f"ipc://{tmp_path}/{name}.status" for name in HOSTS}
     started: list[ServiceProcess] = []
     try:

@@ -7,6 +7,7 @@ podman runs with deploy/containers.conf (runc, podman's open-files default empti
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -118,3 +119,48 @@ class Container:
 
     def remove(self) -> None:
         podman("rm", "--force", "--time", "0", self.name, check=False)
+
+
+def build_image(containerfile: Path, tag: str, context: Path, work: Path,
+                build_args: dict[str, str] | None = None) -> str:
+    """``podman build`` of ``containerfile`` in ``context`` as ``tag``, its ``pip install``
+    steps reaching the package index with the host's settings (host_pip_settings, given as
+    an /etc/pip.conf mounted for the build only, so none of it stays in the image)."""
+    env, volumes = host_pip_settings()
+    conf = work / "pip.conf"
+    conf.write_text("[global]\n" + "".join(
+        f"{key[4:].lower().replace('_', '-')} = {value}\n"
+        for key, value in env.items() if key.startswith("PIP_")))
+    args = ["build", "--quiet", "--network", "host", "--file", str(containerfile),
+            "--tag", tag, "--volume", f"{conf}:/etc/pip.conf:ro"]
+    for volume in volumes:
+        args += ["--volume", volume]
+    for key, value in (build_args or {}).items():
+        args += ["--build-arg", f"{key}={value}"]
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):  # docker's predefined ARGs
+        if name in env:
+            args += ["--build-arg", f"{name}={env[name]}"]
+    podman(*args, str(context), timeout=900)
+    return tag
+
+
+def python_image() -> str:
+    """The stand-in for ``python:3.11-slim`` (deploy/python-base.Containerfile on the stock
+    Debian image): built on first use, then taken from podman's store."""
+    debian = base_image()
+    containerfile = ROOT / "deploy" / "python-base.Containerfile"
+    key = hashlib.sha256(containerfile.read_bytes()).hexdigest()[:8]
+    tag = f"localhost/arroyo-python:{debian.rpartition(':')[2]}-{key}"
+    if podman("image", "exists", tag, check=False).returncode != 0:
+        podman("build", "--quiet", "--file", str(containerfile), "--build-arg",
+               f"DEBIAN={debian}", "--tag", tag, str(ROOT / "deploy"), timeout=300)
+    return tag
+
+
+def clean_clone(destination: Path) -> Path:
+    """``git clone`` of this checkout into ``destination``: what a newcomer gets, without
+    local files (skips where this is no git checkout)."""
+    skip_unless((ROOT / ".git").exists(), "needs a git checkout of the project to clone")
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(destination)],
+                   check=True, timeout=120, capture_output=True)
+    return destination

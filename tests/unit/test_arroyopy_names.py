@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import zmq
 
 from arroyo_core import (
     CollectingSink,
@@ -24,7 +25,7 @@ from arroyo_core import (
 from arroyo_core.arroyopy_plugins import to_message
 from arroyo_core.errors import ConfigError
 from arroyo_core.transports.redis import RedisStreamListener, RedisStreamPublisher
-from services.blocks import check_block, load_blocks
+from services.blocks import build_runtime, check_block, load_blocks
 
 arroyopy = pytest.importorskip("arroyopy")
 
@@ -53,7 +54,44 @@ def test_design_links_are_the_link_step_with_their_pattern():
     for link, base, address, pattern in cases:
         assert isinstance(link, base) and str(link.status().address) == address
         assert link.status().pattern == pattern
-    assert RedisListener is RedisStreamListener and RedisPublisher is RedisStreamPublisher
+    assert issubclass(RedisListener, RedisStreamListener)
+    assert RedisPublisher is RedisStreamPublisher
+
+
+def test_a_listener_of_a_socket_you_made_takes_its_pattern_and_address():
+    context = zmq.Context()
+    try:
+        pull, sub, push = (context.socket(kind) for kind in (zmq.PULL, zmq.SUB, zmq.PUSH))
+        pull.connect("tcp://127.0.0.1:5999")
+        sub.bind("ipc:///tmp/arroyo-from-socket-test")
+        operator = object()
+        for link, pattern in [(ZMQListener.from_socket(pull), "pull"),
+                              (ZMQListener(operator, sub), "sub")]:
+            assert link.status().pattern == pattern
+        assert ZMQListener(operator, sub).operator is operator
+        assert str(ZMQListener(pull).status().address) == ">tcp://127.0.0.1:5999"
+        with pytest.raises(ConfigError, match="PULL or SUB socket, not on a PUSH"):
+            ZMQListener(push)
+        with pytest.raises(ConfigError, match="bind or connect the socket"):
+            ZMQListener(context.socket(zmq.PULL))
+    finally:
+        context.destroy(linger=0)
+
+
+def test_redis_links_take_a_redis_py_client_for_the_url():
+    import redis
+    import redis.asyncio
+
+    clients = [(redis.Redis(host="h", port=7000, db=2), "redis://h:7000/2"),
+               (redis.asyncio.Redis(host="h", password="p w@", username="u", ssl=True),
+                "rediss://u:***@h:6379/0")]
+    for client, shown in clients:
+        listener = RedisListener(client, "frames", "the operator")
+        assert listener.operator == "the operator"
+        assert str(listener.status().address).lstrip("@>") == shown
+        assert str(RedisPublisher(client, "frames").status().address).lstrip("@>") == shown
+    with pytest.raises(ConfigError, match="redis-py client on a TCP address"):
+        RedisListener(redis.Redis(unix_socket_path="/tmp/r.sock"), "frames")
 
 
 def test_what_arroyopy_plugins_hand_on_becomes_a_message():
@@ -94,6 +132,30 @@ def test_an_arroyopy_operator_listener_and_publisher_run_in_a_runtime(monkeypatc
     assert printer.sent == 8 and runtime.status().operator.events_out == 6
 
 
+def test_a_block_with_two_listeners_runs_both_into_its_operator(tmp_path, monkeypatch):
+    """arroyopy gives each listener of a block the block's operator: both runs arrive whole,
+    and the input's record counts both listeners."""
+    monkeypatch.syspath_prepend("tests/support/user_packages")
+    style = "arroyo_testplugins.arroyopy_style"
+    (block,) = load_blocks(_file(tmp_path, f"""
+name: two
+operator: {{class: {style}.ScaleOperator, kwargs: {{factor: 1.0}}}}
+listeners:
+  - {{class: {style}.FrameListener, kwargs: {{frames: 3, run: a}}}}
+  - {{class: {style}.FrameListener, kwargs: {{frames: 5, run: b}}}}
+publishers: [{{class: arroyo_core.CollectingSink}}]
+"""))
+    runtime = build_runtime(block)
+    runtime.run()
+    (sink,) = runtime.publishers
+    for run, frames in (("a", 3), ("b", 5)):
+        mine = [m for m in sink.messages if m.meta.get("run") == run]
+        assert [m.kind for m in mine] == ["start"] + ["event"] * frames + ["stop"], run
+        assert [e.metadata["frame"] for e in mine[1:-1]] == list(range(frames))
+    record = runtime.status().input
+    assert record.received == (3 + 2) + (5 + 2) and len(record.transport["inputs"]) == 2
+
+
 def _file(tmp_path, text: str):
     path = tmp_path / "p.yaml"
     path.write_text(text)
@@ -119,7 +181,7 @@ def test_a_block_at_the_top_level_and_its_class_paths(tmp_path):
     (ONE + "colour: red\n", "block 'only': unknown key 'colour'"),
     (ONE.replace("{class: arroyo_core.PassThrough}", "{class: arroyo_core.PassThrough, "
                  "kw: {}}"), "block 'only' operator: unknown key 'kw'"),
-    ("blocks: [{name: a, operator: {class: x.Y}, listeners: []}]", "exactly one listener"),
+    ("blocks: [{name: a, operator: {class: x.Y}, listeners: []}]", "at least one listener"),
     ("blocks: []\nextra: 1\n", "unknown top-level key 'extra'"),
     (ONE + "drain_timeout: soon\n", "block 'only': 'drain_timeout' must be a number"),
     ("blocks:\n" + "".join("  - {name: only, operator: {class: a.B}, listeners: "

@@ -52,6 +52,8 @@ from ...errors import ConfigError
 from ...transport import FrameReceiver, FrameSender, Transport
 from .connection import ClientSettings, redact
 from .links import (
+    RedisListener,
+    RedisPublisher,
     RedisPubSubListener,
     RedisPubSubPublisher,
     RedisStreamListener,
@@ -60,8 +62,8 @@ from .links import (
 from .pubsub import PubSubReceiver, PubSubSender
 from .streams import StreamReceiver, StreamSender
 
-__all__ = ["RedisPubSubListener", "RedisPubSubPublisher", "RedisStreamListener",
-           "RedisStreamPublisher", "RedisTransport"]
+__all__ = ["RedisListener", "RedisPubSubListener", "RedisPubSubPublisher", "RedisPublisher",
+           "RedisStreamListener", "RedisStreamPublisher", "RedisTransport"]
 
 TARGETS = ("stream", "channel")
 SENDERS: dict[str, type[StreamSender | PubSubSender]] = {

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from ...errors import ConfigError
 
@@ -44,6 +44,20 @@ def redact(url: str) -> str:
         return url
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def client_url(client: Any) -> str:
+    """The ``redis://`` (or ``rediss://``) URL of a redis-py client, plain or asyncio:
+    links make their own connections, to where the client's go."""
+    pool: Any = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None)
+    if not isinstance(kwargs, dict) or "host" not in kwargs:
+        raise ConfigError(f"{type(client).__name__} is neither a Redis URL nor a redis-py "
+                          "client on a TCP address (redis://host:port/db)")
+    scheme = "rediss" if "SSL" in pool.connection_class.__name__ else "redis"
+    user, password = kwargs.get("username"), kwargs.get("password")
+    login = f"{quote(user or '', safe='')}:{quote(password, safe='')}@" if password else ""
+    return f"{scheme}://{login}{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
 def check_url(url: str) -> None:

@@ -7,9 +7,8 @@ here. The layout is specified in ``docs/protocol.md`` (section 8).
 
 - A stream entry holds the fields ``v`` (``b"1"``, this carriage's version), ``h`` (the
   header frame), then ``a0`` ... ``a{n-1}`` (the array frames), in that order.
-- A pub/sub message is one value: ``b"ARF"``, version byte 1, frame count (uint32 LE),
-  one uint64 LE length per frame, then the frames, each starting at an offset that is a
-  multiple of 8 (zero padding between), so arrays decoded in place are aligned.
+- A pub/sub message is one value in the packed layout of :mod:`arroyo_core.packed`
+  (``b"ARF"``, version byte 1, a table of frame lengths, then the frames, 8-byte aligned).
 
 Received frames come back as memoryviews on the received bytes: ``wire.decode`` turns
 them into numpy views without a copy.
@@ -17,18 +16,17 @@ them into numpy views without a copy.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...errors import DecodeError
+from ...packed import ALIGN, PACKED_MAGIC, pack_frames, packed_size, unpack_frames
+
+__all__ = ["ALIGN", "PACKED_MAGIC", "frames_from_fields", "pack_frames", "packed_size",
+           "stream_fields", "unpack_frames"]
 
 CARRIAGE_VERSION = b"1"
 VERSION_FIELD, HEADER_FIELD = b"v", b"h"
-PACKED_MAGIC = b"ARF\x01"  # three magic bytes and the carriage version
-ALIGN = 8
-_COUNT = struct.Struct("<I")
-_MAX_FRAMES = 2**16  # far above any Limits.max_arrays; bounds the length table we read
 
 _array_fields: list[bytes] = [f"a{i}".encode() for i in range(128)]
 
@@ -70,70 +68,4 @@ def frames_from_fields(fields: Mapping[bytes, Any]) -> list[Any]:
             raise DecodeError("carriage", f"stream entry fields {sorted(fields)[:8]} are not "
                               "v, h, a0, a1, ... without gaps")
         frames.append(frame)
-    return frames
-
-
-def _padded(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
-
-
-def packed_size(frames: Sequence[Any]) -> int:
-    """Bytes that :func:`pack_frames` writes for ``frames``."""
-    size = _padded(len(PACKED_MAGIC) + _COUNT.size + 8 * len(frames))
-    for frame in frames:
-        size += _padded(memoryview(frame).nbytes)
-    return size
-
-
-def pack_frames(frames: Sequence[Any], into: bytearray | None = None) -> memoryview:
-    """Write ``frames`` as one pub/sub value; return a view on the bytes written.
-
-    ``into`` is reused when it is large enough (a fresh buffer per message costs page faults
-    for megabyte frames), so the view is only valid until the next call with the same buffer.
-    """
-    views = [memoryview(frame).cast("B") for frame in frames]
-    lengths = [view.nbytes for view in views]
-    prefix = len(PACKED_MAGIC) + _COUNT.size + 8 * len(views)
-    size = _padded(prefix) + sum(_padded(n) for n in lengths)
-    if into is None or len(into) < size:
-        into = bytearray(size)
-    out = memoryview(into)
-    out[:4] = PACKED_MAGIC
-    _COUNT.pack_into(out, 4, len(views))
-    struct.pack_into(f"<{len(lengths)}Q", out, 8, *lengths)
-    offset = _padded(prefix)
-    out[prefix:offset] = bytes(offset - prefix)
-    for view, n in zip(views, lengths, strict=True):
-        out[offset:offset + n] = view
-        end = _padded(offset + n)
-        out[offset + n:end] = bytes(end - offset - n)
-        offset = end
-    return out[:size]
-
-
-def unpack_frames(value: Any) -> list[memoryview]:
-    """Return the frames of one pub/sub value as views on it; raise DecodeError if malformed."""
-    data = memoryview(value).cast("B")
-    total = data.nbytes
-    if total < 8 or data[:4] != PACKED_MAGIC:
-        head = bytes(data[:4])
-        if total >= 4 and head[:3] == PACKED_MAGIC[:3]:
-            raise DecodeError("carriage", f"pub/sub value has carriage version {head[3]}, not 1")
-        raise DecodeError("carriage", f"pub/sub value does not start with {PACKED_MAGIC!r} "
-                          f"(starts with {head!r})")
-    (count,) = _COUNT.unpack_from(data, 4)
-    prefix = 8 + 8 * count
-    if count == 0 or count > _MAX_FRAMES or prefix > total:
-        raise DecodeError("carriage", f"pub/sub value names {count} frames; it cannot hold them")
-    lengths = struct.unpack_from(f"<{count}Q", data, 8)
-    offset = _padded(prefix)
-    frames = []
-    for n in lengths:
-        if offset + n > total:
-            raise DecodeError("carriage", f"pub/sub value of {total} bytes is shorter than the "
-                              "frame lengths it names")
-        frames.append(data[offset:offset + n])
-        offset = _padded(offset + n)
-    if offset < total:  # (padding after the last frame may be left out)
-        raise DecodeError("carriage", f"pub/sub value has {total - offset} bytes after its frames")
     return frames

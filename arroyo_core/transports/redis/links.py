@@ -6,9 +6,11 @@
 Each is the link step (:class:`~arroyo_core.link.InputLink` or
 :class:`~arroyo_core.link.OutputLink`) on the Redis address ``url`` with the stream or
 channel name as an option; so ``RedisStreamPublisher(url, "frames")`` is
-``OutputLink(url + "?stream=frames")``. The other keyword arguments are those of the
-link step and of the transport's sender or receiver (see :mod:`.streams`, :mod:`.pubsub`
-and :class:`.connection.ClientSettings`).
+``OutputLink(url + "?stream=frames")``. A redis-py client (plain or asyncio) may stand in for
+``url``: the link connects to where it does. ``RedisListener`` and ``RedisPublisher`` are
+the stream links by the names arroyopy's design gives them, with its arguments. The other
+keyword arguments are those of the link step and of the transport's sender or receiver
+(see :mod:`.streams`, :mod:`.pubsub` and :class:`.connection.ClientSettings`).
 """
 
 from __future__ import annotations
@@ -17,13 +19,19 @@ from typing import Any
 
 from ...errors import ConfigError
 from ...link import InputLink, OutputLink
-from .connection import redact
+from .connection import client_url, redact
 
 SCHEMES = ("redis", "rediss")
 
 
-def _redis_url(url: str, role: str) -> str:
-    if not isinstance(url, str) or url.partition("://")[0] not in SCHEMES:
+def _redis_url(url: Any, role: str) -> str:
+    """``url``, or the URL of a redis-py client given in its place."""
+    if not isinstance(url, str):
+        try:
+            return client_url(url)
+        except ConfigError as exc:
+            raise ConfigError(f"{role}: {exc}") from None
+    if url.partition("://")[0] not in SCHEMES:
         raise ConfigError(f"{role}: {redact(str(url))} is not a Redis URL: expected "
                           "redis://[[user]:password@]host[:port][/db] or rediss://... (TLS)")
     return url
@@ -60,3 +68,16 @@ class RedisPubSubListener(InputLink):
 
     def __init__(self, url: str, channel: str, **options: Any) -> None:
         super().__init__(_redis_url(url, "redis-pubsub input"), channel=channel, **options)
+
+
+class RedisListener(RedisStreamListener):
+    """The Redis stream input by arroyopy's name and arguments:
+    ``RedisListener(client_or_url, stream, operator)``. The runtime that runs it hands
+    what it receives to its operator; ``operator`` is only kept, as arroyopy keeps it."""
+
+    def __init__(self, url: Any, stream: str, operator: Any = None, **options: Any) -> None:
+        self.operator = operator
+        super().__init__(url, stream, **options)
+
+
+RedisPublisher = RedisStreamPublisher  # arroyopy's name; its arguments are the same

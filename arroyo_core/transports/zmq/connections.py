@@ -15,7 +15,8 @@ and keeps everything a link needs to know about its connections:
 - **drops**: a connection of ours that ends after its handshake and that libzmq does not
   retry (after a protocol error, most often a frame over the socket's ``MAXMSGSIZE``) would
   leave the link silent for good. It is counted, logged, and
-  :meth:`~ConnectionTracker.reconnect_dropped` connects again.
+  :meth:`~ConnectionTracker.reconnect_dropped` connects again; it also asks again, every
+  ``RETRY_REFUSED_S``, a server that refused our key (its allow-list may change).
 - **open connections**: each one's local and peer address, for a close that waits until
   every peer has read everything (:mod:`.handoff`).
 
@@ -48,6 +49,9 @@ from .handoff import recorded_addresses
 log = logging.getLogger(__name__)
 
 RECONNECT_AFTER_S = 0.5  # a dropped connection libzmq has not retried by then stays dropped
+# libzmq never retries a connection whose key the server refused; we do, this much later,
+# so a client whose key is added to the server's allow-list gets in without a restart.
+RETRY_REFUSED_S = 2.0
 # A peer that closes right after its run's Stop may be noticed before the Stop is read
 # from the socket: how long a disconnect mid-run waits for that Stop before it warns.
 RUN_END_GRACE_S = 1.0
@@ -136,6 +140,7 @@ class ConnectionTracker:
         self._lost_at: float | None = None  # when the link last lost its last peer
         self._in_run = False  # a run is open on the link (see run_state)
         self._dropped_at: float | None = None  # a connection of ours ended and was not retried
+        self._refused_at: float | None = None  # the server refused our key (not retried)
         # Keyed by descriptor, so never more entries than the process has descriptors.
         self._open: dict[int, Addresses | None] = {}
         # Only the monitor thread reads and writes these:
@@ -228,8 +233,10 @@ class ConnectionTracker:
             addresses = self._open.pop(fd, None)
             if ours and handshaken and failed is None:
                 # cleared by CONNECT_RETRIED if libzmq retries; a refused handshake is
-                # not retried, nor should it be
+                # not retried by libzmq
                 self._dropped_at = time.monotonic()
+            elif ours and failed == AUTH_REASON:
+                self._refused_at = time.monotonic()
         if failed is not None:
             self._log_failure(failed, endpoint, ours, _peer_label(addresses))
         else:
@@ -316,6 +323,22 @@ class ConnectionTracker:
             return {fd: addresses for fd, addresses in self._open.items()
                     if addresses is not None}
 
+    def close_from(self, hosts: set[str]) -> int:
+        """Shut down the open connections whose peer is one of ``hosts`` (IP addresses);
+        libzmq then closes them as if the peer had. Returns how many."""
+        closed = 0
+        for fd, (_, peer) in self.connections().items():
+            if not (isinstance(peer, tuple) and peer[0] in hosts):
+                continue
+            try:
+                with pysocket.socket(fileno=os.dup(fd)) as sock:
+                    if sock.getpeername() == peer:  # still that connection, not a reused fd
+                        sock.shutdown(pysocket.SHUT_RDWR)
+                        closed += 1
+            except OSError:
+                pass  # closed meanwhile
+        return closed
+
     def reconnect_dropped(self, socket: zmq.Socket, address: str) -> None:
         """Connect to ``address`` again if libzmq dropped our connection and will not retry.
 
@@ -323,16 +346,27 @@ class ConnectionTracker:
         when it is idle: a dropped link is an idle one.
         """
         with self._changed:
-            dropped_at = self._dropped_at
-            if dropped_at is None or time.monotonic() - dropped_at < RECONNECT_AFTER_S:
-                return
-            self._dropped_at = None
-            self.dropped += 1
+            now, dropped_at, refused_at = time.monotonic(), self._dropped_at, self._refused_at
+            ask_again = refused_at is not None and now - refused_at >= RETRY_REFUSED_S
+            if ask_again:
+                self._refused_at = None
+            dropped = dropped_at is not None and now - dropped_at >= RECONNECT_AFTER_S
+            if dropped:
+                self._dropped_at = None
+                self.dropped += 1
+        if ask_again and not dropped:
+            self._connect_again(socket, address)  # quietly: each refusal is counted
+        if not dropped:
+            return
         limit = (f" (a frame over the socket's MAXMSGSIZE of {self.max_frame_bytes} bytes?)"
                  if self.max_frame_bytes else "")
         log.warning("%s: libzmq closed the connection to %s after a protocol error%s and will "
                     "not retry; messages in flight on it are lost (see the ledger's missing "
                     "ranges); connecting again", self.link, address, limit)
+        self._connect_again(socket, address)
+
+    @staticmethod
+    def _connect_again(socket: zmq.Socket, address: str) -> None:
         try:
             socket.disconnect(address)
         except zmq.ZMQError:

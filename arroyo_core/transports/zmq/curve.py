@@ -40,13 +40,14 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from ...errors import ConfigError
+from .allow_list import AllowList, Watcher, reload_all, signature, sources
+from .connections import ConnectionTracker
 
 log = logging.getLogger(__name__)
 
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
 ZAP_RESTART_S = 2.0  # how long a new ZAP handler waits for its predecessor's address
-MAX_LOGGED_KEYS = 1024  # refused keys logged by name; every refusal is counted by the monitor
 
 
 def generate_key_pair(name: str, directory: str | os.PathLike[str] = ".") -> tuple[Path, Path]:
@@ -74,6 +75,30 @@ def generate_key_pair(name: str, directory: str | os.PathLike[str] = ".") -> tup
     except FileExistsError as exc:
         raise ConfigError(f"{exc.filename2 or exc.filename} appeared meanwhile; "
                           "not overwriting a key pair") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return public, secret
+
+
+def rotate_key_pair(name: str, directory: str | os.PathLike[str] = ".") -> tuple[Path, Path]:
+    """Replace the pair ``NAME.key``/``NAME.key_secret`` in ``directory`` with a new one,
+    keeping the old as ``NAME.key.old``/``NAME.key_secret.old`` (replacing older ones).
+
+    Servers whose allow-list names ``NAME.key`` let the new key in and the old one out at
+    their next look (no restart; the old key's connections are closed); the service that
+    uses the pair starts using the new key when it restarts. Returns the new files.
+    """
+    directory = Path(directory)
+    public, secret = directory / (name + PUBLIC_SUFFIX), directory / (name + SECRET_SUFFIX)
+    if not public.exists() or not secret.exists():
+        raise ConfigError(f"no key pair {public} and {secret} to rotate")
+    staging = Path(tempfile.mkdtemp(dir=directory, prefix=".arroyo-rotate-"))
+    try:
+        made_public, made_secret = generate_key_pair(name, staging)
+        for path in (secret, public):
+            os.replace(path, path.with_name(path.name + ".old"))
+        os.replace(made_secret, secret)  # rename keeps the 0600 it was made with
+        os.replace(made_public, public)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return public, secret
@@ -143,42 +168,41 @@ class _Authenticator(ThreadAuthenticator):
         await super().handle_zap_message(msg)
 
 
-class _AllowList:
-    """pyzmq's CURVE credentials provider for one link: lets in the listed keys only."""
-
-    def __init__(self, link: str, keys: frozenset[bytes], authenticator: _Authenticator):
-        self.link = link
-        self.keys = keys
-        self.authenticator = authenticator
-        self.logged: set[bytes] = set()
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        if key in self.keys:
-            return True
-        if key not in self.logged and len(self.logged) < MAX_LOGGED_KEYS:
-            self.logged.add(key)
-            log.warning("%s: refused CURVE client at %s with public key %s: not on the "
-                        "allow-list", self.link, self.authenticator.peer, key.decode())
-        return False
-
-
 class _ZapHandler:
     """The process's one ZAP handler, started by the first CURVE server link and stopped
-    when the last one closes (libzmq looks for it at a fixed inproc address per context)."""
+    when the last one closes (libzmq looks for it at a fixed inproc address per context),
+    with the watcher that reloads the links' allow-lists when their files change."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.authenticator: _Authenticator | None = None
+        self.watcher: Watcher | None = None
 
-    def register(self, context: zmq.Context, domain: str, link: str,
-                 keys: frozenset[bytes]) -> None:
+    def register(self, context: zmq.Context, domain: str, link: str, allowed: frozenset[bytes],
+                 allow: Any = None) -> AllowList:
+        """Check ``domain``'s clients against ``allowed``, read again from ``allow`` (the
+        link's ``curve_allow``) when its files change."""
         with self.lock:
             if self.authenticator is None:
                 self.authenticator = self._start(context, link)
+                self.watcher = Watcher(self.allow_lists)
             elif self.authenticator.context is not context:
                 raise ConfigError(f"{link}: CURVE links of one process must share a context")
-            self.authenticator.configure_curve_callback(
-                domain, _AllowList(link, keys, self.authenticator))
+            authenticator = self.authenticator
+            paths = sources(allow) if allow is not None else []
+            allow_list = AllowList(
+                link, allowed,
+                (lambda: load_allow_list(allow, link)) if allow is not None else lambda: allowed,
+                lambda: signature(paths, PUBLIC_SUFFIX), lambda: authenticator.peer)
+            authenticator.configure_curve_callback(domain, allow_list)
+            return allow_list
+
+    def allow_lists(self) -> list[AllowList]:
+        with self.lock:
+            if self.authenticator is None:
+                return []
+            return [provider for provider in self.authenticator.credentials_providers.values()
+                    if isinstance(provider, AllowList)]
 
     @staticmethod
     def _start(context: zmq.Context, link: str) -> _Authenticator:
@@ -206,11 +230,20 @@ class _ZapHandler:
                 return
             self.authenticator.credentials_providers.pop(domain, None)
             if not self.authenticator.credentials_providers:
+                if self.watcher is not None:
+                    self.watcher.stop()
+                    self.watcher = None
                 self.authenticator.stop()
                 self.authenticator = None
 
 
 _zap = _ZapHandler()
+
+
+def reload_allow_lists() -> int:
+    """Read every CURVE server link's allow-list of this process again if its files
+    changed, now rather than at the watcher's next look. Returns how many changed."""
+    return reload_all(_zap.allow_lists())
 
 
 class CurveLink:
@@ -223,7 +256,7 @@ class CurveLink:
 
     def __init__(self, link: str, public_key: bytes, secret_key: bytes, *,
                  allowed: frozenset[bytes] = frozenset(), server_key: bytes | None = None,
-                 domain: str = "") -> None:
+                 domain: str = "", allow: Any = None) -> None:
         self.link = link
         self.server = server_key is None
         self.public_key = public_key
@@ -231,6 +264,8 @@ class CurveLink:
         self.allowed = allowed
         self.server_key = server_key
         self.domain = domain
+        self.allow = allow  # where ``allowed`` was read, read again when it changes
+        self.allow_list: AllowList | None = None  # while a socket is secured
         self._registered = False
 
     @classmethod
@@ -252,7 +287,7 @@ class CurveLink:
                 raise ConfigError(f"{link}: binds, so it is the CURVE server and needs "
                                   "curve_allow (the client public keys it lets in)")
             return cls(link, public, secret, allowed=load_allow_list(allow, link),
-                       domain=f"arroyo {address}")
+                       domain=f"arroyo {address}", allow=allow)
         if allow is not None:
             raise ConfigError(f"{link}: connects, so it is a CURVE client: curve_allow belongs "
                               "on the side that binds")
@@ -262,11 +297,16 @@ class CurveLink:
         return cls(link, public, secret,
                    server_key=load_public_key(server_key_file, f"{link}: curve_server_key_file"))
 
-    def secure(self, socket: zmq.Socket) -> None:
+    def secure(self, socket: zmq.Socket, tracker: ConnectionTracker | None = None) -> None:
         """Set CURVE on ``socket`` (before it binds or connects); a server's allow-list is
-        checked from then on, and a server with no ZAP handler refuses every client."""
+        checked from then on, and a server with no ZAP handler refuses every client.
+        ``tracker`` (the socket's) lets a key removed from the list have its connections
+        closed."""
         if self.server:
-            _zap.register(socket.context, self.domain, self.link, self.allowed)
+            self.allow_list = _zap.register(socket.context, self.domain, self.link,
+                                            self.allowed, self.allow)
+            if tracker is not None:
+                self.allow_list.close_from = tracker.close_from
             self._registered = True
             socket.setsockopt(zmq.ZAP_DOMAIN, self.domain.encode())
             socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
@@ -285,6 +325,7 @@ class CurveLink:
         """Stop checking this link's allow-list (after its socket is closed)."""
         if self._registered:
             self._registered = False
+            self.allow_list = None
             _zap.unregister(self.domain)
 
     def __repr__(self) -> str:  # never the secret key

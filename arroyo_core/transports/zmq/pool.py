@@ -254,7 +254,7 @@ class WorkerReceiver(FrameReceiver):
             pass  # the pipe is full (the receiver is awake anyway) or closed
 
     def answer(self, token: Any, kind: str, src: str, seq: int) -> None:
-        """A reliable worker (docs/protocol.md section 11): an acknowledgement up to
+        """A reliable worker (docs/protocol.md section 12): an acknowledgement up to
         ``seq`` gives back a credit for each message it finishes; a hello is not needed
         (a worker's stream is never sent again: a dead worker's messages go to others)."""
         if kind != "ack":

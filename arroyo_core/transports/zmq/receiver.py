@@ -56,6 +56,10 @@ class ZmqReceiver(FrameReceiver):
         held-back connection's peer went away (``Assertion failed: !_io_error``).
     curve_secret_key_file, curve_allow, curve_server_key_file
         See :mod:`.curve`.
+    socket
+        A PULL or SUB socket you made, bound or connected (plain or ``zmq.asyncio``):
+        received on as it is, with your options and subscriptions (the link's socket
+        options above do not apply), and closed with the link.
     """
 
     def __init__(self, address: Address, link: str, pattern: str = "pull",
@@ -64,7 +68,10 @@ class ZmqReceiver(FrameReceiver):
                  curve_secret_key_file: str | None = None, curve_allow: Any = None,
                  curve_server_key_file: str | None = None,
                  heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS,
-                 max_bytes: Any = None, message_bytes: Any = None, peers: int = 1) -> None:
+                 max_bytes: Any = None, message_bytes: Any = None, peers: int = 1,
+                 socket: zmq.Socket | None = None) -> None:
+        if socket is not None:
+            pattern = socket_pattern(socket)
         if pattern not in PATTERNS:
             raise ConfigError(f"input pattern {pattern!r} is not one of {sorted(PATTERNS)}")
         self.address = address
@@ -87,9 +94,15 @@ class ZmqReceiver(FrameReceiver):
                                             curve_secret_key_file, curve_server_key_file,
                                             curve_allow)
         self.tracker = ConnectionTracker(link, frame_ceiling)
+        self.given = socket
         self.socket: zmq.Socket | None = None
 
     def open(self) -> None:
+        if self.given is not None:
+            # A plain shadow, for an asyncio socket too; connections made before it came
+            # here cannot be seen, so none are watched.
+            self.socket = zmq.Socket.shadow(self.given.underlying)
+            return
         self.socket = open_socket(PATTERNS[self.pattern], self.address, self.options,
                                   f"{self.pattern} input", curve=self.curve,
                                   tracker=self.tracker)
@@ -110,7 +123,7 @@ class ZmqReceiver(FrameReceiver):
                 frames = recv_frames(socket)
             except zmq.Again:
                 self.tracker.reconnect_dropped(socket, self.address.text)
-                if self.tracker.count:
+                if self.tracker.count or self.given is not None:
                     waiting.reset()
                 elif waiting.due():
                     log.info("%s: no peer for %.0f s to receive from: %s", self.link,
@@ -140,3 +153,21 @@ class ZmqReceiver(FrameReceiver):
         if self.budget is not None:
             stats["budget"] = self.budget.stats()
         return stats
+
+
+def socket_pattern(socket: zmq.Socket) -> str:
+    """``pull`` or ``sub``: the pattern of a socket given to a receiver."""
+    for name, kind in PATTERNS.items():
+        if socket.type == kind:
+            return name
+    name = zmq.SocketType(int(socket.type)).name
+    raise ConfigError(f"a link receives on a PULL or SUB socket, not on a {name} socket")
+
+
+def socket_endpoint(socket: zmq.Socket) -> str:
+    """The address a given socket was last bound or connected to (for logs and the
+    ledger's link name)."""
+    endpoint = socket.getsockopt_string(zmq.LAST_ENDPOINT)
+    if not endpoint:
+        raise ConfigError("bind or connect the socket before making a link of it")
+    return endpoint

@@ -10,7 +10,7 @@ link sends its window again (the receiver drops what it had).
 
 What travels back (receiver -> sender), three frames of ASCII: ``ack SRC SEQ`` (finished
 everything of sender SRC up to SEQ) and ``hello SRC SEQ`` (has everything before SEQ; SRC
-empty: knows nothing). docs/protocol.md section 11 has the rest. Which message is sent
+empty: knows nothing). docs/protocol.md section 12 has the rest. Which message is sent
 when is decided by the link (:mod:`arroyo_core.reliable_link`); this module moves bytes.
 """
 
@@ -53,7 +53,7 @@ KINDS = {b"ack": "ack", b"hello": "hello"}
 
 
 def answer_frames(kind: str, src: str, seq: int) -> list[bytes]:
-    """An answer's frames (docs/protocol.md section 11.2)."""
+    """An answer's frames (docs/protocol.md section 12.2)."""
     return [kind.encode(), src.encode(), b"%d" % seq]
 
 

@@ -101,7 +101,7 @@ def open_socket(kind: int, address: Address, options: dict[int, Any], role: str,
         for option, value in options.items():
             socket.setsockopt(option, value)
         if curve is not None:
-            curve.secure(socket)
+            curve.secure(socket, tracker)
         if tracker is not None:
             tracker.start(socket)
         if address.bind:
