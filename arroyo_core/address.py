@@ -25,8 +25,9 @@ FORMS = ("@tcp://*:5555 (bind), >tcp://host:5555 (connect), ipc:///path or "
 _CREDENTIALS = re.compile(r"(://[^:/?#@\s]*:)\S*@")
 
 
-def _hidden(text: str) -> str:
-    """``text`` with any password in it replaced by ``***``."""
+def redact(text: str) -> str:
+    """``text`` (an address, a URL, or a message naming one) with any password in it
+    replaced by ``***``, for logs, errors and the ledger."""
     return _CREDENTIALS.sub(r"\1***@", text)
 
 
@@ -45,7 +46,7 @@ class Address:
     def __post_init__(self) -> None:
         scheme, sep, rest = self.text.partition("://")
         if not sep or not scheme or set(scheme) - _SCHEME_CHARS or not rest or " " in rest:
-            raise ConfigError(f"{_hidden(self.text)!r} is not a valid address: expected "
+            raise ConfigError(f"{redact(self.text)!r} is not a valid address: expected "
                               f"[@|>]scheme://..., e.g. {FORMS}")
         parts = urlsplit(self.text.replace(":*", ":0", 1) if scheme in _ANY_PORT else self.text)
         try:
@@ -55,7 +56,7 @@ class Address:
             why = str(exc) if "@" not in self.text else (  # (the text may show a password)
                 "its port is not a number, or a password holding ':', '/' or '@' is not "
                 "URL-quoted (%3A, %2F, %40)")
-            raise ConfigError(f"{_hidden(self.text)!r} is not a valid address: {why}") from None
+            raise ConfigError(f"{redact(self.text)!r} is not a valid address: {why}") from None
         if scheme in _ANY_PORT and rest.rsplit(":", 1)[-1] == "*":
             port = "*"
         for name, value in (("scheme", scheme), ("host", host), ("port", port),

@@ -137,6 +137,10 @@ class ServiceConfig:
     status: str | None = _setting(
         "address", None, "Address the status socket binds, for 'arroyo status' (e.g. "
         "tcp://127.0.0.1:6000).", aliases=("stats",))
+    metrics: str | None = _setting(
+        "text", None, "Where the Prometheus metrics endpoint listens (HTTP; HOST:PORT or :PORT, "
+        "e.g. 127.0.0.1:9400): the status record's counters as arroyo_* series "
+        "(services/metrics.py). Off unless given.")
     queue_size: int = _setting("int", 64, "Messages held between receiving and processing.")
     queue_bytes: int | None = _setting(
         "size", None, "Bytes held between receiving and processing (e.g. 512MiB).",

@@ -13,7 +13,7 @@ from typing import Any
 from .gaps import MAX_RANGES, GapCounter
 from .status import LinkStatus, SenderStatus
 
-__all__ = ["MAX_RANGES", "InputLedger", "OutputLedger"]
+__all__ = ["MAX_RANGES", "InputLedger", "OutputLedger", "wire_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,12 @@ class _SenderGaps(GapCounter):
 
     def skipped(self, first: int, last: int) -> None:
         log.warning("%s: lost messages %d..%d from sender %s", self.link, first, last, self.src)
+
+
+def wire_bytes(frames: Any) -> int:
+    """Bytes of a message's frames: flat byte buffers (bytes, byte views, uint8 arrays,
+    zmq Frames), as the wire codec makes and reads them, so ``len`` is their size."""
+    return sum(map(len, frames))
 
 
 class _Share:
@@ -83,6 +89,7 @@ class InputLedger:
         self.shared = shared
         self.senders: dict[str, GapCounter | _Share] = {}
         self.malformed: Counter[str] = Counter()
+        self.bytes = 0  # of every message received, malformed or duplicate too
 
     def observe(self, src: str, seq: int) -> bool:
         """Record one message; return False if it is a duplicate (already seen)."""
@@ -117,7 +124,8 @@ class InputLedger:
                           received=sum(s.received for s in senders.values()),
                           missing=sum(s.missing for s in senders.values()),
                           duplicates=sum(s.duplicates for s in senders.values()),
-                          malformed=dict(self.malformed), senders=senders, **fields)
+                          malformed=dict(self.malformed), senders=senders,
+                          bytes=self.bytes, **fields)
 
     def stats(self) -> dict[str, Any]:
         record = self.status()
@@ -132,6 +140,7 @@ class OutputLedger:
     def __init__(self, link: str) -> None:
         self.link = link
         self.sent = 0
+        self.bytes = 0  # wire bytes of what was sent
         self.dropped: Counter[str] = Counter()
 
     def drop(self, reason: str) -> None:
@@ -143,7 +152,7 @@ class OutputLedger:
     def status(self, **fields: Any) -> LinkStatus:
         """The link's record with these counters; ``fields`` give the rest."""
         return LinkStatus(name=self.link, direction="output", sent=self.sent,
-                          dropped=dict(self.dropped), **fields)
+                          bytes=self.bytes, dropped=dict(self.dropped), **fields)
 
     def stats(self) -> dict[str, Any]:
         return {"link": self.link, "sent": self.sent, "dropped": dict(self.dropped)}

@@ -28,7 +28,7 @@ from .components import Deliver, Listener, Publisher
 from .errors import ConfigError, DecodeError
 from .fanin import FanIn
 from .lag import LagWatch
-from .ledger import InputLedger, OutputLedger
+from .ledger import InputLedger, OutputLedger, wire_bytes
 from .message import Event, Message, Stop
 from .reliable_link import WINDOW, ReliableInput, ReliableOutput
 from .run_ledger import RunLedger
@@ -74,11 +74,9 @@ class OutputLink(Publisher):
         A batch is one message to the receiver's ``max_message_bytes``: keep
         ``batch_bytes`` below it.
     reliable, window, window_bytes
-        Keep what is sent, at most ``window`` messages and ``window_bytes`` (default: the
-        link's ``max_bytes``, else 256 MiB), until the receiver (``reliable`` too) says it
-        is finished, and send it again after a reconnect or the receiver's restart
-        (:mod:`arroyo_core.reliable_link`, docs/reliability.md section 6). A full window
-        applies ``overflow`` (block by default).
+        Keep what is sent (at most ``window`` messages, ``window_bytes``) until the receiver
+        has finished it, and send it again after a reconnect or its restart; a full window
+        applies ``overflow`` (:mod:`arroyo_core.reliable_link`, docs/reliability.md 6).
     options
         For the transport (e.g. ``pattern``, ``hwm``, ``overflow`` for ZeroMQ; see its
         sender's docstring); an option it does not know is a ConfigError.
@@ -140,12 +138,14 @@ class OutputLink(Publisher):
         elif kind == "stop":
             message = self._with_drops(message)
         frames = encode(message, src=self.src, seq=self.seq)
+        nbytes = wire_bytes(frames)  # before send: a PUB sender adds its topic frame
         dropped = self._out.send(frames, kind == "event")
         if kind == "stop":
             self.sender.run_state(False)
         if dropped is None:
             self.seq += 1
             self.ledger.sent += 1
+            self.ledger.bytes += nbytes
             self.runs.observe(message)
         else:
             if self._numbers_drops:
@@ -165,6 +165,7 @@ class OutputLink(Publisher):
             return
         frames = batch.frames(src=self.src, seq=self.seq)
         events = batch.clear()
+        nbytes = wire_bytes(frames)
         dropped = self._out.send(frames, True)
         if dropped is None or self._numbers_drops:
             self.seq += len(events)
@@ -172,6 +173,7 @@ class OutputLink(Publisher):
             self.batches += 1
             self.batched += len(events)
             self.ledger.sent += len(events)
+            self.ledger.bytes += nbytes
             for event in events:
                 self.runs.observe(event)
         else:
@@ -232,8 +234,7 @@ class InputLink(Listener):
         After a pool: pass Events on in frame order, and give up on a worker's Stop after
         ``stop_timeout`` s (see :mod:`arroyo_core.fanin`).
     reliable
-        Take a reliable sender's messages (``reliable`` on its output too): in order, each
-        once, acknowledged when finished (:mod:`arroyo_core.reliable_link`).
+        From a reliable output: in order, each once, acknowledged when finished.
     options
         For the transport (see its receiver's docstring).
     """
@@ -312,6 +313,7 @@ class InputLink(Listener):
             try:
                 if isinstance(frames, DecodeError):
                     raise frames  # received, but the transport could not unpack it
+                ledger.bytes += wire_bytes(frames)
                 fresh: list[tuple[Message, Any]]
                 if reliable is not None:  # in order, each once (tags made there)
                     fresh = reliable.accept(frames, token, limits, decode_all, lag)

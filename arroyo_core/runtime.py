@@ -30,6 +30,7 @@ from .queues import MessageQueue
 from .results import checked_publish, operator_results, read_only
 from .run_ledger import ACCOUNTED, MAX_RUNS, accounted, run_key
 from .status import OperatorStatus, ServiceStatus
+from .timing import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,9 @@ class Runtime:
         # Per run (by run_key): events filtered and failed here, until the run's Stop.
         self._run_counts: dict[Any, list[int]] = {}
         self._stop_counts: dict[str, int] | None = None  # while a Stop is processed
+        # Time each message's processing (arroyo_core.timing); off unless asked for, e.g.
+        # by a service with a metrics endpoint.
+        self.timing: Histogram | None = None
         self.listener_error: BaseException | None = None
         self._opened: list[Any] = []
         self._started = time.monotonic()
@@ -115,6 +119,12 @@ class Runtime:
                 part.close()
             except Exception:
                 log.exception("closing %r failed", part)
+
+    def time_operator(self) -> None:
+        """Time the operator's processing from now on: every message, or one in a few for a
+        fast operator (:mod:`arroyo_core.timing`); the histogram is in :meth:`status`."""
+        if self.timing is None:
+            self.timing = Histogram()
 
     def run(self) -> None:
         """Open (if not yet), process until the listener ends, drain, and close."""
@@ -280,10 +290,19 @@ class Runtime:
             out = self.events_out
         elif kind == "stop":
             self._stop_counts = self._accounted(message)
+        timing = self.timing
+        if timing is not None:  # one message in timing.every (arroyo_core.timing)
+            timing.skip -= 1
+            if timing.skip > 0:
+                timing = None
         try:
+            if timing is not None:
+                began = time.perf_counter()
             results = self.operator.process(message)
             if results.__class__ not in _NOT_AWAITABLE and inspect.isawaitable(results):
                 results = self._await(results)
+            if timing is not None:
+                timing.observe(time.perf_counter() - began)
             self._routing = True
             try:
                 for result in operator_results(results, self.operator, message):
@@ -322,7 +341,9 @@ class Runtime:
             operator=OperatorStatus(type=type(self.operator).__name__,
                                     processed=self.processed, errors=dict(self.errors),
                                     events_in=self.events_in, events_out=self.events_out,
-                                    filtered=self.filtered, failed=self.failed),
+                                    filtered=self.filtered, failed=self.failed,
+                                    seconds=(self.timing.status() if self.timing is not None
+                                             else None)),
             outputs=[publisher.status() for publisher in self.publishers])
 
     def stats(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@
     │   └── lag: LagStatus | None          if the link watches its lag
     ├── queue: QueueStatus          between receiving and processing
     ├── operator: OperatorStatus
+    │   └── seconds: HistogramStatus | None  processing time, if the runtime times it
     └── outputs: [LinkStatus]       its output links, or sink plug-ins
         ├── run_ledger: [RunLedgerStatus]  which of each run's frames it sent on
         └── runs: [RunStatus] | None       what a sink counted of each run, end to end
@@ -172,6 +173,7 @@ class LinkStatus(Record):
     pattern: str | None = None  # "push", "pub", "pull", "sub" ... if the transport has them
     received: int | None = None
     sent: int | None = None
+    bytes: int | None = None  # wire bytes of what was received or sent (None: not counted)
     missing: int = 0
     duplicates: int = 0
     malformed: dict[str, int] = field(default_factory=dict)  # by reason
@@ -260,6 +262,7 @@ _FIELD_TYPES: dict[str, Check] = {
     "pattern": _optional(lambda value: isinstance(value, str)),
     "received": _optional(_is_int),
     "sent": _optional(_is_int),
+    "bytes": _optional(_is_int),
     "missing": _is_int,
     "duplicates": _is_int,
     "malformed": _is_counts,
@@ -293,6 +296,20 @@ class QueueStatus(Record):
 
 
 @dataclass
+class HistogramStatus(Record):
+    """Durations counted per bucket: ``counts[i]`` are those up to ``bounds[i]`` seconds
+    (and above ``bounds[i-1]``), the last those above every bound; not cumulative."""
+
+    bounds: list[float]
+    counts: list[int]
+    sum: float
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+@dataclass
 class OperatorStatus(Record):
     """The operator of a service: messages processed, its failures by exception type, and
     the events it filtered (gave no event for) or failed on (raised)."""
@@ -304,6 +321,14 @@ class OperatorStatus(Record):
     events_out: int = 0  # events it returned or published
     filtered: int = 0  # events for which it returned no event (None, [] or a Start/Stop)
     failed: int = 0  # events on which it raised
+    seconds: HistogramStatus | None = None  # processing time per message, if timed
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        record = super().from_dict(data)
+        if isinstance(record.seconds, dict):
+            record.seconds = HistogramStatus.from_dict(record.seconds)
+        return record
 
 
 @dataclass

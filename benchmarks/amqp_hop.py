@@ -33,7 +33,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,11 +42,10 @@ import pika
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arroyo_core.components import Publisher  # noqa: E402
-from arroyo_core.link import InputLink, OutputLink  # noqa: E402
-from arroyo_core.message import Event, Message, Stop  # noqa: E402
-from arroyo_core.operators import PassThrough  # noqa: E402
-from arroyo_core.runtime import Runtime  # noqa: E402
+from broker_timing import rate, time_arroyo  # noqa: E402
+
+from arroyo_core.link import OutputLink  # noqa: E402
+from arroyo_core.message import Event, Stop  # noqa: E402
 from arroyo_core.wire import encode  # noqa: E402
 from tests.support.rabbitmq_server import RabbitMQServer, installed  # noqa: E402
 
@@ -106,31 +104,6 @@ def produce(mode: str, url: str, queue: str, shape: tuple[int, ...], count: int)
 
 # --- readers (this process) ------------------------------------------------------------
 
-class TimingSink(Publisher):
-    """Times events between the first and the last; sets ``done`` at Stop."""
-
-    def __init__(self) -> None:
-        self.first: float | None = None
-        self.last: float | None = None
-        self.count = 0
-        self.done = threading.Event()
-
-    def publish(self, message: Message) -> None:
-        if isinstance(message, Event):
-            self.last = time.perf_counter()
-            if self.first is None:
-                self.first = self.last
-            self.count += 1
-        elif isinstance(message, Stop):
-            self.done.set()
-
-
-def rate(first: float | None, last: float | None, count: int, nbytes: int) -> dict[str, Any]:
-    seconds = (last - first) if first is not None and last is not None else 0.0
-    per_s = (count - 1) / seconds if seconds > 0 else 0.0
-    return {"count": count, "msgs_per_s": per_s, "mb_per_s": per_s * nbytes / 1e6}
-
-
 def start_producer(mode: str, url: str, queue: str, size: int, count: int,
                    ) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, __file__, "--role", "produce", "--mode", mode,
@@ -139,22 +112,12 @@ def start_producer(mode: str, url: str, queue: str, size: int, count: int,
 
 
 def run_arroyo(url: str, queue: str, size: int, count: int) -> dict[str, Any]:
-    shape = SIZES[size][1]
-    sink = TimingSink()
-    listener = InputLink(f"{url}?queue={queue}")
-    runtime = Runtime(listener, PassThrough(), [sink])
-    runtime.open()
-    thread = threading.Thread(target=runtime.run, daemon=True)
-    thread.start()
-    producer = start_producer("arroyo", url, queue, size, count)
-    if not sink.done.wait(300):
-        raise RuntimeError("the Arroyo run did not finish")
-    runtime.stop()
-    thread.join(30)
-    producer.wait(30)
-    if sink.count != count:
-        raise RuntimeError(f"the Arroyo run lost messages: {sink.count} of {count}")
-    return rate(sink.first, sink.last, sink.count, int(np.prod(shape)) * DTYPE.itemsize)
+    nbytes = int(np.prod(SIZES[size][1])) * DTYPE.itemsize
+    result, taken = time_arroyo(f"{url}?queue={queue}",
+                                lambda: start_producer("arroyo", url, queue, size, count), nbytes)
+    if taken != count:
+        raise RuntimeError(f"the Arroyo run lost messages: {taken} of {count}")
+    return result
 
 
 def run_bare(url: str, queue: str, size: int, count: int) -> dict[str, Any]:

@@ -34,18 +34,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from typing import Any
 
 import numpy as np
 import redis
+from broker_timing import rate, time_arroyo
 
-from arroyo_core.components import Publisher
-from arroyo_core.link import InputLink, OutputLink
-from arroyo_core.message import Event, Message, Stop
-from arroyo_core.operators import PassThrough
-from arroyo_core.runtime import Runtime
+from arroyo_core.link import OutputLink
+from arroyo_core.message import Event, Stop
 from arroyo_core.transports.redis.connection import client_options
 from arroyo_core.wire import encode
 from services.processes import free_port
@@ -101,31 +98,6 @@ def produce(mode: str, url: str, stream: str, shape: tuple[int, ...], count: int
 
 # --- readers (this process) ------------------------------------------------------------
 
-class TimingSink(Publisher):
-    """Times events between the first and the last; sets ``done`` at Stop."""
-
-    def __init__(self) -> None:
-        self.first: float | None = None
-        self.last: float | None = None
-        self.count = 0
-        self.done = threading.Event()
-
-    def publish(self, message: Message) -> None:
-        if isinstance(message, Event):
-            self.last = time.perf_counter()
-            if self.first is None:
-                self.first = self.last
-            self.count += 1
-        elif isinstance(message, Stop):
-            self.done.set()
-
-
-def rate(first: float | None, last: float | None, count: int, nbytes: int) -> dict[str, Any]:
-    seconds = (last - first) if first is not None and last is not None else 0.0
-    per_s = (count - 1) / seconds if seconds > 0 else 0.0
-    return {"count": count, "msgs_per_s": per_s, "mb_per_s": per_s * nbytes / 1e6}
-
-
 def start_producer(mode: str, url: str, stream: str, size: int, count: int,
                    ) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, __file__, "--role", "produce", "--mode", mode,
@@ -134,20 +106,10 @@ def start_producer(mode: str, url: str, stream: str, size: int, count: int,
 
 
 def run_arroyo(url: str, stream: str, size: int, count: int) -> dict[str, Any]:
-    shape = SIZES[size][1]
-    sink = TimingSink()
-    listener = InputLink(f"{url}?stream={stream}&group=bench&consumer=c1")
-    runtime = Runtime(listener, PassThrough(), [sink])
-    runtime.open()
-    thread = threading.Thread(target=runtime.run, daemon=True)
-    thread.start()
-    producer = start_producer("arroyo", url, stream, size, count)
-    if not sink.done.wait(300):
-        raise RuntimeError("the Arroyo run did not finish")
-    runtime.stop()
-    thread.join(30)
-    producer.wait(30)
-    return rate(sink.first, sink.last, sink.count, int(np.prod(shape)) * DTYPE.itemsize)
+    nbytes = int(np.prod(SIZES[size][1])) * DTYPE.itemsize
+    result, taken = time_arroyo(f"{url}?stream={stream}&group=bench&consumer=c1",
+                                lambda: start_producer("arroyo", url, stream, size, count), nbytes)
+    return result
 
 
 def run_bare(url: str, stream: str, size: int, count: int, tuned: bool = False

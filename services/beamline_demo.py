@@ -12,6 +12,7 @@ import click
 from services.status_server import query_status
 
 from .processes import ServiceProcess, free_port
+from .progress import Progress
 
 
 def beamline_demo(shape: str, frames: int, rate: float, directory: str, verbose: bool) -> None:
@@ -55,24 +56,24 @@ def beamline_demo(shape: str, frames: int, rate: float, directory: str, verbose:
 
 
 def _follow(sink_status: str, source: ServiceProcess, frames: int) -> dict:
-    """Print the writer's rows until its file holds the run and is closed."""
+    """Show the writer's rows until its file holds the run and is closed: a bar on a
+    terminal, a line a second otherwise (services.progress)."""
     writer: dict = {}
-    carriage = "\r" if sys.stdout.isatty() else ""
     idle_since = time.monotonic()
-    while True:
-        time.sleep(0.5)
-        try:
-            latest = query_status(sink_status, timeout=1.0).get("outputs", [{}])[0]
-        except TimeoutError:
-            latest = writer
-        if latest.get("rows") != writer.get("rows"):
-            idle_since = time.monotonic()
-        writer = latest or writer
-        if writer.get("file"):
-            click.echo(f"{carriage}  {writer['rows']:>7}/{frames} frames written, "
-                       f"{writer['flushed_rows']:>7} flushed", nl=not carriage)
-        if writer.get("files") and not writer.get("open") and writer.get("rows") == frames:
-            return writer
-        if source.process.poll() not in (None, 0) or time.monotonic() - idle_since > 30:
-            click.echo("\nno progress for 30 s or the source failed", err=True)
-            return writer
+    with Progress("demo", total=frames, unit="frames written") as progress:
+        while True:
+            time.sleep(0.5)
+            try:
+                latest = query_status(sink_status, timeout=1.0).get("outputs", [{}])[0]
+            except TimeoutError:
+                latest = writer
+            if latest.get("rows") != writer.get("rows"):
+                idle_since = time.monotonic()
+            writer = latest or writer
+            if writer.get("file"):
+                progress.update(writer["rows"], f"{writer['flushed_rows']:>7} flushed")
+            if writer.get("files") and not writer.get("open") and writer.get("rows") == frames:
+                return writer
+            if source.process.poll() not in (None, 0) or time.monotonic() - idle_since > 30:
+                progress.echo("no progress for 30 s or the source failed")
+                return writer

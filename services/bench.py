@@ -19,6 +19,7 @@ from arroyo_core.errors import ConfigError
 from .bench_chain import BenchChain, BenchError, Frame
 from .bench_search import Search
 from .bench_step import Step
+from .progress import Progress
 
 EXIT_NONE = 1  # no rate was sustained, or the chain could not be measured
 EXIT_CONFIG = 2
@@ -132,7 +133,11 @@ def bench(chain_file: str | None, shape: str | None, size: str | None, dtype: st
     began = time.monotonic()
 
     def trial(rate: float) -> bool:
-        steps.append(chain.step(rate, seconds, tolerance, _Progress(len(steps) + 1, rate)))
+        progress = _Progress(len(steps) + 1, rate)
+        try:
+            steps.append(chain.step(rate, seconds, tolerance, progress))
+        finally:
+            progress.close()
         _result_line(len(steps), steps[-1])
         return steps[-1].passed
 
@@ -159,27 +164,28 @@ def bench(chain_file: str | None, shape: str | None, size: str | None, dtype: st
 
 
 class _Progress:
-    """One line per step, redrawn on a terminal, a line a second in a log (as ``arroyo
-    demo`` shows its run)."""
+    """A step's frames so far: a bar on a terminal, a line a second in a log
+    (services.progress), gone once the step's result line is printed."""
 
     def __init__(self, number: int, rate: float) -> None:
-        self.head = f"step {number:>2}  {rate:>9,.6g} frames/s"
-        self.tty = sys.stdout.isatty()
-        self.shown = 0.0
+        self.what = f"step {number:>2}  {rate:>9,.6g} frames/s"
+        self.shown: Progress | None = None
 
     def __call__(self, arrived: int, frames: int, rate: float, lost: int) -> None:
-        if not self.tty and time.monotonic() - self.shown < 1.0:
-            return
-        self.shown = time.monotonic()
-        shown = f"{rate:10,.0f}" if rate else " " * 10
-        click.echo(f"{chr(13) if self.tty else ''}{self.head}: {arrived:>8}/{frames} frames  "
-                   f"{shown} frames/s  lost {lost}", nl=not self.tty)
+        if self.shown is None:
+            self.shown = Progress(self.what, total=frames, unit="frames", transient=True)
+            self.shown.__enter__()
+        shown = f"{rate:10,.0f} frames/s" if rate else ""
+        self.shown.update(arrived, f"{shown}  lost {lost}")
+
+    def close(self) -> None:
+        if self.shown is not None:
+            self.shown.__exit__(None, None, None)
 
 
 def _result_line(number: int, step: Step) -> None:
     verdict = "passed" if step.passed else f"FAILED: {step.why}"
-    end = "\r\x1b[K" if sys.stdout.isatty() else ""
-    click.echo(f"{end}step {number:>2}  {step.target:>9,.6g} frames/s: {step.achieved:,.0f} "
+    click.echo(f"step {number:>2}  {step.target:>9,.6g} frames/s: {step.achieved:,.0f} "
                f"frames/s arrived, {step.gb_per_s:.3g} GB/s, lost {step.lost}, dropped "
                f"{step.dropped}: {verdict}")
 

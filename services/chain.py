@@ -175,6 +175,10 @@ class Chain:
             filled["name"] = f"{config.name or name}-{replica}"
             if filled.get("status"):
                 filled["status"] = chain_links.nth_address(filled["status"], replica)
+            if config.metrics:
+                from .metrics_deploy import nth_metrics
+
+                filled["metrics"] = nth_metrics(config.metrics, replica)
         return replace(config, **filled)
 
     def feeds_pool(self, target: Target = "hosts") -> dict[str, int]:

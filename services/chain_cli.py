@@ -111,8 +111,12 @@ def run(chain_file: str, services: tuple[str, ...], host: str | None) -> None:
                    "for a simulated source; VALUE read as YAML). Repeatable.")
 @click.option("--status", metavar="ADDRESS",
               help="Serve the status socket at ADDRESS instead of the file's.")
+@click.option("--metrics", metavar="HOST:PORT",
+              help="Serve Prometheus metrics at HOST:PORT (or :PORT) instead of the file's "
+                   "(of a pool's worker K, at PORT + K).")
 def service(chain_file: str, name: str, target: Target, check: bool, replica: int | None,
-            log_level: str, options: tuple[str, ...], status: str | None) -> None:
+            log_level: str, options: tuple[str, ...], status: str | None,
+            metrics: str | None) -> None:
     """Run service NAME of CHAIN_FILE in the foreground, with the settings the file gives it.
     `arroyo run`, the generated supervisor programs and compose services all start this. It
     runs in CHAIN_FILE's directory: relative paths are read there, and user code
@@ -135,6 +139,10 @@ def service(chain_file: str, name: str, target: Target, check: bool, replica: in
                 config = replace(config, options={**config.options, **given})
             if status:
                 config = replace(config, status=status)
+            if metrics:
+                from .metrics_deploy import nth_metrics
+
+                config = replace(config, metrics=nth_metrics(metrics, replica or 0))
         except ConfigError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_CONFIG)
@@ -178,6 +186,28 @@ def deploy_supervisor(chain_file: str, services: tuple[str, ...], host: str | No
     _keys(chain)
     _write(supervisor_conf(chain, arroyo, log_dir, source=chain_file, chain_path=chain_path),
            output)
+
+
+@deploy.command("prometheus")
+@click.argument("chain_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", default="-", show_default=True,
+              help="File to write ('-': standard output), e.g. prometheus.yml.")
+@click.option("--target", type=click.Choice(TARGETS), default="hosts", show_default=True,
+              help="Scrape the services as `arroyo deploy supervisor` (hosts) or `arroyo "
+                   "deploy compose` runs them.")
+@click.option("--interval", default=5.0, show_default=True, help="Seconds between scrapes.")
+def deploy_prometheus(chain_file: str, output: str, target: Target, interval: float) -> None:
+    """Write a Prometheus config that scrapes the metrics of every service of CHAIN_FILE,
+    where the generated supervisor or compose configs serve them (or where the chain file's
+    `metrics` keys say)."""
+    from .metrics_deploy import scrape_config
+
+    try:
+        text = scrape_config(_load(chain_file), target, interval)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    _write(text, output)
 
 
 @deploy.command("compose")

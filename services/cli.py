@@ -160,3 +160,8 @@ main.add_command(monitor)
 from .view_cli import view  # noqa: E402  (the browser live view)
 
 main.add_command(view)
+
+from .stream_cli import record, replay, tap  # noqa: E402  (attach to a running chain)
+
+for _command in (tap, record, replay):
+    main.add_command(_command)

@@ -10,6 +10,7 @@ import click
 from services.status_server import query_status
 
 from .processes import ServiceProcess, free_port
+from .progress import Progress
 
 
 def _sink_run(stats_endpoint: str) -> dict:
@@ -80,25 +81,25 @@ def demo(shape: str, dtype: str, frames: int, rate: float, pattern: str, operato
 
 
 def _follow(sink_status: str, source: ServiceProcess, frames: int) -> dict:
-    """Print progress from the sink's ledger until its run completes."""
+    """Show progress from the sink's ledger until its run completes: a bar on a terminal,
+    a line a second otherwise (services.progress)."""
     run: dict = {}
-    carriage = "\r" if sys.stdout.isatty() else ""
     idle_since = time.monotonic()
-    while True:
-        time.sleep(0.5)
-        try:
-            latest = _sink_run(sink_status)
-        except TimeoutError:
-            latest = run
-        if latest.get("frames") != run.get("frames"):
-            idle_since = time.monotonic()
-        run = latest or run
-        if run:  # one line redrawn on a terminal, a line per update in a log
-            click.echo(f"{carriage}  {run['frames']:>7}/{frames} frames  "
-                       f"{run['frames_per_s']:8.0f} frames/s  {run['mb_per_s']:8.1f} MB/s  "
-                       f"lost {run['lost']}", nl=not carriage)
-        if run.get("complete"):
-            return run
-        if source.process.poll() not in (None, 0) or time.monotonic() - idle_since > 15:
-            click.echo("\nno progress for 15 s or the source failed", err=True)
-            return run
+    with Progress("demo", total=frames, unit="frames") as progress:
+        while True:
+            time.sleep(0.5)
+            try:
+                latest = _sink_run(sink_status)
+            except TimeoutError:
+                latest = run
+            if latest.get("frames") != run.get("frames"):
+                idle_since = time.monotonic()
+            run = latest or run
+            if run:
+                progress.update(run["frames"], f"{run['frames_per_s']:8.0f} frames/s  "
+                                f"{run['mb_per_s']:8.1f} MB/s  lost {run['lost']}")
+            if run.get("complete"):
+                return run
+            if source.process.poll() not in (None, 0) or time.monotonic() - idle_since > 15:
+                progress.echo("no progress for 15 s or the source failed")
+                return run

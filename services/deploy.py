@@ -17,6 +17,7 @@ from arroyo_core.address import Address
 
 from .chain import Chain, service_command
 from .chain_links import flows
+from .metrics_deploy import metrics_flag, metrics_port
 
 STOP_MARGIN_S = 5  # beyond drain_timeout (when unsent messages are abandoned): closing and exit
 # ... more than services.serve.EXIT_MARGIN_S, so a service ends on its own before it is killed
@@ -135,7 +136,7 @@ PROCESS_NUM = "%(process_num)d"  # supervisor's number of a program's process (n
 
 
 def supervisor_command(chain_path: str, name: str, arroyo: str = "arroyo",
-                       pool: bool = False) -> str:
+                       pool: bool = False, more: tuple[str, ...] = ()) -> str:
     """The ``command=`` that runs service ``name`` (each worker of it, ``pool``).
     ``chain_path`` is written as given, so supervisor expands ``%(here)s`` (the directory
     of the file the program is in) and ``%(ENV_X)s`` in it; everything else has its ``%``
@@ -143,7 +144,8 @@ def supervisor_command(chain_path: str, name: str, arroyo: str = "arroyo",
     words = [*shlex.split(arroyo), *service_command(chain_path, name)]
     command = " ".join(shlex.quote(word) if word == chain_path
                        else shlex.quote(word).replace("%", "%%") for word in words)
-    return f"{command} --replica {PROCESS_NUM}" if pool else command
+    command = f"{command} --replica {PROCESS_NUM}" if pool else command
+    return " ".join([command, *(shlex.quote(word).replace("%", "%%") for word in more)])
 
 
 def supervisor_program(chain: Chain, name: str, arroyo: str = "arroyo",
@@ -157,7 +159,8 @@ def supervisor_program(chain: Chain, name: str, arroyo: str = "arroyo",
     path = chain_path or supervisor_chain_path(chain)
     pool = service.replicas > 1
     keys: dict[str, Any] = {
-        "command": supervisor_command(path, name, arroyo, pool),
+        "command": supervisor_command(path, name, arroyo, pool,
+                                      tuple(metrics_flag(chain, name))),
         "numprocs": service.replicas if pool else None,
         "process_name": f"%(program_name)s-{PROCESS_NUM}" if pool else None,
         "directory": supervisor_directory(path),
@@ -272,15 +275,16 @@ def compose_file(chain: Chain, image: str = "arroyo-stream:local", context: str 
         entry: dict[str, Any] = {
             "image": image,
             "build": {"context": context, "dockerfile": dockerfile},
-            "command": service_command(inside, name, "compose"),
+            "command": [*service_command(inside, name, "compose"),
+                        *metrics_flag(chain, name, "compose")],
             "working_dir": CONTAINER_DIR,
             "volumes": [volume],
         }
         bound_ends = [end for end in chain.ends("compose")
                       if end.service == name and end.address.bind
                       and end.address.text.startswith("tcp://")]
-        if bound_ends:
-            entry["expose"] = [end.address.text.rpartition(":")[2] for end in bound_ends]
+        entry["expose"] = [*(end.address.text.rpartition(":")[2] for end in bound_ends),
+                           str(metrics_port(chain, name, "compose"))]
         replicas = chain.services[name].replicas
         if replicas > 1:
             # A pool: N containers of one service, each a worker on its own network
@@ -314,7 +318,8 @@ def compose_file(chain: Chain, image: str = "arroyo-stream:local", context: str 
         "#",
         "# `docker compose up --build` builds the image once (deploy/Dockerfile) and runs one",
         "# container per service. Services reach each other by service name on the compose",
-        "# network; `expose` lists the ports each binds. Status ports are published on the",
+        "# network; `expose` lists the ports each binds (metrics from 9400 up: `arroyo deploy",
+        "# prometheus --target compose` scrapes them). Status ports are published on the",
         "# host's loopback only, so `arroyo status tcp://127.0.0.1:PORT` works from the host and",
         "# the healthcheck (`arroyo status` inside the container) says healthy once the service",
         "# has opened its sockets, and unhealthy while a run it counted lost frames (exit 3).",

@@ -28,6 +28,10 @@ def worker_argv(config: ServiceConfig, argv: list[str], k: int) -> list[str]:
         more += ["--in-pattern", "worker"]
     if config.status:
         more += ["--status", nth_address(config.status, k)]
+    if config.metrics:
+        from .metrics_deploy import nth_metrics
+
+        more += ["--metrics", nth_metrics(config.metrics, k)]
     return [*argv, *more]
 
 

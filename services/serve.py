@@ -149,18 +149,23 @@ def serve(config: ServiceConfig, check: bool = False, min_uptime: float = 0.0) -
         runtime = build_runtime(config)
         if config.status:
             status_address(config.status, name)
+        if config.metrics:
+            from services.metrics_deploy import metrics_address
+
+            metrics_address(config.metrics, name)
         if check:
             print(f"config ok: {name} ({config.role})", flush=True)
             return 0
     except ConfigError as exc:
         return refuse(exc)
-    return serve_runtime(name, runtime, config.status, min_uptime)
+    return serve_runtime(name, runtime, config.status, min_uptime, config.metrics)
 
 
 def serve_runtime(name: str, runtime: Runtime, status_at: str | None = None,
-                  min_uptime: float = 0.0) -> int:
+                  min_uptime: float = 0.0, metrics_at: str | None = None) -> int:
     """Open ``runtime`` and run it as service ``name`` (see :func:`serve`), with a status
-    socket at ``status_at`` if given; return the process exit code."""
+    socket at ``status_at`` and a metrics endpoint at ``metrics_at`` if given; return the
+    process exit code."""
     try:
         runtime.open()
         status = StatusServer(status_at, runtime.stats, name) if status_at else None
@@ -197,6 +202,7 @@ def serve_runtime(name: str, runtime: Runtime, status_at: str | None = None,
     signal.signal(signal.SIGINT, on_signal)
     print(" ".join([f"READY {name}", *bound_addresses(runtime, status)]), flush=True)
     log.info("%s ready", name)
+    metrics = MetricsStarter(name, runtime, metrics_at) if metrics_at else None
     code = EXIT_FAILED  # unless run() returns
     try:
         runtime.run()
@@ -205,6 +211,8 @@ def serve_runtime(name: str, runtime: Runtime, status_at: str | None = None,
         finished.set()
         if status is not None:
             status.close()
+        if metrics is not None:
+            metrics.close()
         # signalled: what is left of the grace period, less a margin to log and exit in
         flush_s = (max(0.1, deadline[0] - time.monotonic() - 1.0) if deadline
                    else runtime.drain_timeout)
@@ -214,6 +222,44 @@ def serve_runtime(name: str, runtime: Runtime, status_at: str | None = None,
     if code == 0:
         _stay_up(name, min_uptime, signalled)
     return code
+
+
+class MetricsStarter:
+    """Starts a service's metrics endpoint (services.metrics) in the background once the
+    service is READY: importing prometheus-client takes a noticeable part of a start on a
+    busy host, and supervisor gives a start only ``startsecs``. An endpoint that cannot
+    listen (its port taken) is logged as an error and the service runs on without it: its
+    metrics are for watching it, and must not be what stops it."""
+
+    def __init__(self, name: str, runtime: Runtime, address: str) -> None:
+        self.server: Any = None
+        self._closed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._start, args=(name, runtime, address),
+                                        name="arroyo-metrics-start", daemon=True)
+        self._thread.start()
+
+    def _start(self, name: str, runtime: Runtime, address: str) -> None:
+        from services.metrics import MetricsServer, with_runtime
+
+        try:
+            server = MetricsServer(address, with_runtime(runtime), name)
+        except ConfigError as exc:
+            log.error("%s; the service runs on without metrics", exc)
+            return
+        with self._lock:
+            if self._closed:
+                server.close()
+                return
+            self.server = server
+        log.info("%s: metrics at http://%s/metrics", name, server.bound)
+
+    def close(self) -> None:
+        self._thread.join(timeout=5)
+        with self._lock:
+            self._closed = True
+            if self.server is not None:
+                self.server.close()
 
 
 def _stay_up(name: str, min_uptime: float, signalled: threading.Event) -> None:

@@ -166,7 +166,7 @@ def test_supervisor_conf_sets_drain_aware_stop_and_chain_overrides():
     source = text.split("[program:source]")[1].split("[program:")[0]
     assert "stopwaitsecs=8\n" in source  # ceil(2.5) + 5
     assert "startsecs=5\n" in source and "; Set in the chain file." in source
-    assert "command=/opt/venv/bin/arroyo service /srv/t.toml source\n" in source
+    assert "command=/opt/venv/bin/arroyo service /srv/t.toml source --metrics :9400\n" in source
     assert "stdout_logfile=/var/log/arroyo/source.log" in source
     assert "[group:t]\nprograms=source,operator,sink\n" in text
     priorities = {name: int(text.split(f"[program:{name}]")[1].split("priority=")[1].split()[0])
@@ -259,8 +259,10 @@ def test_generated_supervisor_programs_run_the_chain_file_by_name():
     [group] = options.process_group_configs
     commands = {program.name: shlex.split(program.command) for program in group.process_configs}
     assert set(commands) == {"source", "operator", "sink"}
+    ports = {"source": 9400, "operator": 9401, "sink": 9402}  # metrics on, one port each
     for name, words in commands.items():
-        assert words[:2] == ["arroyo", "service"] and words[3:] == [name]
+        assert words[:2] == ["arroyo", "service"]
+        assert words[3:] == [name, "--metrics", f":{ports[name]}"]
         assert Path(words[2]).resolve() == DEFAULT_CHAIN
     for program in group.process_configs:  # each runs in the chain file's directory
         assert Path(program.directory).resolve() == DEFAULT_CHAIN.parent
@@ -272,14 +274,15 @@ def test_supervisor_default_chain_path_is_absolute_with_percent_escaped(tmp_path
     (directory / "c.toml").write_text(DEFAULT_CHAIN.read_text())
     result = _invoke(["deploy", "supervisor", str(directory / "c.toml")])
     assert result.exit_code == 0, result.output
-    assert f"command=arroyo service {tmp_path}/100%%/c.toml sink\n" in result.output
+    assert f"command=arroyo service {tmp_path}/100%%/c.toml sink --metrics :9402\n" in result.output
 
 
 def test_generated_compose_services_mount_the_chain_directory_and_run_it_by_name(tmp_path):
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     for name, service in compose["services"].items():
+        port = {"source": 9400, "operator": 9401, "sink": 9402}[name]
         assert service["command"] == ["service", "/etc/arroyo/chain.toml", name,
-                                      "--target", "compose"]
+                                      "--target", "compose", "--metrics", f":{port}"]
         assert service["volumes"] == ["./deploy:/etc/arroyo:ro"]  # the chain file's directory
         assert service["working_dir"] == "/etc/arroyo"
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"services": {"source": SOURCE}}))
@@ -288,7 +291,8 @@ def test_generated_compose_services_mount_the_chain_directory_and_run_it_by_name
                       "-o", str(tmp_path / "out" / "compose.yml")])
     assert result.exit_code == 0, result.output
     service = yaml.safe_load((tmp_path / "out" / "compose.yml").read_text())["services"]["source"]
-    assert service["command"] == ["service", "/etc/arroyo/c.yaml", "source", "--target", "compose"]
+    assert service["command"] == ["service", "/etc/arroyo/c.yaml", "source", "--target", "compose",
+                                  "--metrics", ":9400"]
     assert service["volumes"] == ["..:/etc/arroyo:ro"]  # from the compose file
 
 

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from ...address import redact
 from ...errors import ConfigError
 
 try:
@@ -42,15 +42,6 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     amqp_errors.AMQPConnectionError, amqp_errors.ChannelWrongStateError,
     amqp_errors.ConnectionClosed, OSError)
 __all__ = ["BlockingChannel", "amqp_errors"]
-
-
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for logs and the ledger."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
+from ...address import redact
 from ...errors import ConfigError
 
 try:
@@ -35,15 +36,6 @@ STILL_DOWN_LOG_S = 30.0  # while an outage lasts, how often to say so again
 LARGE_ARG = 64 * 1024
 
 T = TypeVar("T")
-
-
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for logs and the ledger."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def client_url(client: Any) -> str:

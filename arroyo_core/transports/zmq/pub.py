@@ -6,6 +6,12 @@ A message sent while fewer than the expected subscribers are there would reach o
 of them, or none (XPUB discards it), so a send then waits for them, as a PUSH with no
 peer does: at a run's start, after this sender restarted mid-run, and when every
 subscriber went away.
+
+A subscriber is one that subscribes to the topic (or to everything). A subscription to a
+shorter prefix of the topic is a *tap* (``arroyo tap``, ``arroyo record --tap``): it gets
+every message, but is never waited for nor counted, so attaching one cannot make a run
+start without its real subscribers. Like any subscriber, a tap that falls behind by its
+high-water mark holds sends back (XPUB_NODROP), so a tap must read as fast as the stream.
 """
 
 from __future__ import annotations
@@ -134,8 +140,10 @@ class PubSender(PushSender):
                 note = self.socket.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if note[1:] and not self.topic.startswith(note[1:]):
-                continue  # a subscription that does not match our messages
+            if note[1:] not in (b"", self.topic):
+                # Not ours, or a tap's (a shorter prefix of our topic, e.g. `arroyo tap`):
+                # it gets every message, but no send waits for it.
+                continue
             change = 1 if note[:1] == b"\x01" else -1
             self.subscribers = max(0, self.subscribers + change)
             if self.subscribers >= self.expected_subscribers:
