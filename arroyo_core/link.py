@@ -346,8 +346,7 @@ class InputLink(Listener):
 
     def handled(self, message: Message) -> None:
         if self.reliable is not None:
-            self.reliable.handled(message)
-            return
+            return self.reliable.handled(message)
         if not self._inflight:
             return  # a receiver that does not acknowledge, or nothing in flight
         serial = self._serial_of.pop(message, None)
