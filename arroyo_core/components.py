@@ -57,6 +57,15 @@ class Listener(ABC):
         durable source acknowledges here (and sets ``acknowledges``, so that the results
         were sent, not held back in a batch); the default does nothing."""
 
+    def follow(self, publishers: list[Publisher]) -> None:
+        """Told, before the stream starts, which publishers the runtime hands results
+        to: a reliable input finishes a message only once what it made was acknowledged
+        by the reliable ones (:mod:`arroyo_core.reliable_link`); the default ignores it."""
+
+    def handling(self, message: Message) -> None:
+        """Called from the processing thread just before ``message`` goes to the
+        operator (what is published until the next call was made from it)."""
+
     def close(self) -> None:
         """Release what :meth:`open` acquired."""
 

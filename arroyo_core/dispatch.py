@@ -25,19 +25,22 @@ here, the same for every transport:
 - **A worker that dies** (its connection closes) is noticed when a message to it fails or
   when it is probed, before each Stop and while the link waits for credit; what it had
   been given and not finished is counted as lost after the pool (exactly: from the frame
-  numbers), not sent again (see docs/pools.md).
+  numbers), not sent again (see docs/pools.md); with ``reliable``, they go to the other
+  workers (docs/reliability.md section 6).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
 from .link import OutputLink
 from .message import Message
+from .reliable import Origin, carriage
 from .routing import decide, parse_rules
 from .run_ledger import accounted
 from .status import LinkStatus
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 
 CREDIT_WAIT_S = 0.1  # how long one wait for credit lasts before the link looks around
 MAX_AFFINITIES = 65536  # affinity values remembered; the oldest is forgotten first
+PROBE_S = 0.25  # reliable: how often workers with no credit left are probed while sending
 RATE_WINDOW_S = 1.0  # a worker's rate: over the time since it was last read, at least this
 
 
@@ -69,6 +73,7 @@ class Worker:
     joined: float = field(default_factory=time.monotonic)
     rate_mark: tuple[float, int] = (0.0, 0)  # (when, finished) at the last rate reading
     rate: float = 0.0  # messages finished per second
+    held: deque[tuple[Message, Origin]] = field(default_factory=deque)  # reliable: unfinished
 
     def status(self, total: int) -> dict[str, Any]:
         now = time.monotonic()
@@ -95,6 +100,7 @@ class DispatchLink(OutputLink):
     def __init__(self, address: str, route: list[Any] | None = None, **options: Any) -> None:
         self.rules = parse_rules(route)
         options.setdefault("pattern", "dispatch")
+        self.keeps = bool(options.pop("reliable", False))  # reliable: keep, give again
         super().__init__(address, **options)
         if not isinstance(self.sender, PeerSender):
             raise ConfigError(f"{self.ledger.link}: its transport cannot dispatch to a pool "
@@ -107,12 +113,26 @@ class DispatchLink(OutputLink):
         self._wait = WaitLog()
         self.affinity: dict[Any, bytes] = {}  # an affinity value -> its worker's peer
         self.routed = {"all": 0, "none": 0, "affinity": 0}  # Events routed by a rule
+        self._given = 0  # messages published (reliable: their origins are ours)
+        self._origin: Origin = ("", 0, 0)  # of the message being published
+        self._start_origin: Origin = ("", 0, 0)
+        self._redo: deque[tuple[Message, Origin]] = deque()  # a dead worker's Events
+        self._probed = 0.0
+        if self.keeps and self.rules:
+            raise ConfigError(f"{self.ledger.link}: routing rules are not reliable yet")
 
     def publish(self, message: Message) -> None:
         kind = message.kind
+        self._origin = (self.src, self._given, 0)
+        self._given += 1
         if kind == "event":
+            if self.keeps and time.monotonic() - self._probed > PROBE_S:
+                self._probed = time.monotonic()
+                self._probe_busy()  # a dead worker's Events go on soon, not at the Stop
+            self._give_again()
             dropped = self._route(message) if self.rules else self._dispatch(message)
         elif kind == "start":
+            self._start_origin = self._origin
             self._wait_for_workers()
             self.sender.run_state(True)
             self._start = message
@@ -152,6 +172,8 @@ class DispatchLink(OutputLink):
             else:
                 worker.credit += count
                 worker.finished += count
+                for _ in range(min(count, len(worker.held))):
+                    worker.held.popleft()
 
     def _max_credit(self) -> int:
         return self.peer_sender.max_credit
@@ -173,18 +195,37 @@ class DispatchLink(OutputLink):
             worker.alive = False
             self.gone += 1
             lost = worker.sent - worker.finished
-            log.warning("%s: worker %d is gone, %d message(s) it held unfinished (their "
-                        "frames count as lost after the pool); %d worker(s) left",
-                        self.ledger.link, worker.number, lost, self._alive())
+            again = [(m, o) for m, o in worker.held if m.kind == "event"]
+            self._redo.extend(again)
+            fate = (f"{len(again)} Event(s) go to the other workers" if self.keeps else
+                    "their frames count as lost after the pool")
+            log.warning("%s: worker %d is gone, %d message(s) it held unfinished (%s); %d "
+                        "worker(s) left", self.ledger.link, worker.number, lost, fate,
+                        self._alive())
         del self.workers[worker.peer]
+
+    def _give_again(self) -> None:
+        """A dead worker's unfinished Events, to the others, before anything new."""
+        origin = self._origin
+        while self._redo:
+            event, self._origin = self._redo.popleft()
+            self._dispatch(event)
+        self._origin = origin
 
     # --- sending ------------------------------------------------------------------------
 
-    def _send_to(self, worker: Worker, message: Message) -> bool:
+    def _send_to(self, worker: Worker, message: Message, origin: Origin | None = None) -> bool:
         frames = encode(message, src=worker.src, seq=worker.seq)
+        origin = origin or self._origin
+        if message.kind != "event":  # each worker's copy of a Start or Stop is its own
+            origin = (*origin[:2], worker.number)
+        if self.keeps:
+            frames.insert(0, carriage(worker.seq - len(worker.held), [[*origin, 1]]))
         if not self.peer_sender.send_to(worker.peer, frames):
             self._dead(worker)
             return False
+        if self.keeps:
+            worker.held.append((message, origin))
         worker.seq += 1
         worker.sent += 1
         worker.credit -= 1
@@ -203,7 +244,7 @@ class DispatchLink(OutputLink):
         sent = False
         for worker in list(self.workers.values()):
             if not worker.started:
-                if self._send_to(worker, self._with_pool(start, worker)):
+                if self._send_to(worker, self._with_pool(start, worker), self._start_origin):
                     worker.started = sent = True
             else:
                 sent = True
@@ -300,6 +341,7 @@ class DispatchLink(OutputLink):
 
     def _stop_all(self, stop: Message) -> str | None:
         """The run's Stop to every worker there is, each saying how many got it."""
+        self._give_again()
         self._listen(0)
         for worker in list(self.workers.values()):
             if not self.peer_sender.probe(worker.peer):
@@ -329,8 +371,9 @@ class DispatchLink(OutputLink):
         deadline = time.monotonic() + self.peer_sender.linger_s
         while not self._abandoned() and time.monotonic() < deadline:
             busy = [w for w in self.workers.values() if w.sent > w.finished]
-            if not busy:
+            if not busy and not self._redo:
                 break
+            self._give_again()
             self._listen(CREDIT_WAIT_S)
             for worker in busy:
                 if not self.peer_sender.probe(worker.peer):

@@ -30,6 +30,7 @@ from .fanin import FanIn
 from .lag import LagWatch
 from .ledger import InputLedger, OutputLedger, wire_bytes
 from .message import Event, Message, Stop
+from .reliable_link import WINDOW, ReliableInput, ReliableOutput
 from .run_ledger import RunLedger
 from .status import LinkStatus
 from .transport import Transport, transport_for
@@ -72,13 +73,20 @@ class OutputLink(Publisher):
         :meth:`flush` (the runtime); a link used on its own sends every message at once.
         A batch is one message to the receiver's ``max_message_bytes``: keep
         ``batch_bytes`` below it.
+    reliable, window, window_bytes
+        Keep what is sent (at most ``window`` messages, ``window_bytes``) until the receiver
+        has finished it, and send it again after a reconnect or its restart; a full window
+        applies ``overflow`` (:mod:`arroyo_core.reliable_link`, docs/reliability.md 6).
     options
         For the transport (e.g. ``pattern``, ``hwm``, ``overflow`` for ZeroMQ; see its
         sender's docstring); an option it does not know is a ConfigError.
     """
 
     def __init__(self, address: str, batch: int | None = None, batch_bytes: int = 2**18,
-                 batch_delay: float = 0.002, **options: Any) -> None:
+                 batch_delay: float = 0.002, reliable: bool = False, window: int = WINDOW,
+                 window_bytes: Any = None, **options: Any) -> None:
+        if reliable:
+            options["reliable"] = True
         transport, self.address, options, link = _transport(address, options, output=True)
         self.ledger = OutputLedger(link)
         self.runs = RunLedger(link)
@@ -88,6 +96,9 @@ class OutputLink(Publisher):
             raise ConfigError(f"{link}: {exc}") from None
         self.src = new_sender_id()
         self.seq = 0
+        self.reliable = (ReliableOutput(self, self.sender, window, window_bytes)
+                         if reliable else None)
+        self._out = self.reliable or self.sender  # what sends (a reliable link's window)
         self._numbers_drops = self.sender.numbers_drops
         batch = self.sender.batch if batch is None else int(batch)
         self.batch_limits = (batch, int(batch_bytes), float(batch_delay))
@@ -103,9 +114,11 @@ class OutputLink(Publisher):
             self._batch = EventBatch()
 
     def publish(self, message: Message) -> None:
-        batch = self._batch
+        batch, reliable = self._batch, self.reliable
         if batch is not None:
             if isinstance(message, Event) and batch.add(message):
+                if reliable is not None:
+                    reliable.note(self.seq + len(batch) - 1)
                 most, most_bytes, delay = self.batch_limits
                 if (len(batch) >= most or batch.nbytes >= most_bytes
                         or time.monotonic() - batch.began >= delay):
@@ -113,6 +126,8 @@ class OutputLink(Publisher):
                 return
             if batch:
                 self.flush()  # in order: what was held back goes first
+        if reliable is not None:
+            reliable.note(self.seq)
         self._send(message)
 
     def _send(self, message: Message) -> None:
@@ -124,7 +139,7 @@ class OutputLink(Publisher):
             message = self._with_drops(message)
         frames = encode(message, src=self.src, seq=self.seq)
         nbytes = wire_bytes(frames)  # before send: a PUB sender adds its topic frame
-        dropped = self.sender.send(frames, kind == "event")
+        dropped = self._out.send(frames, kind == "event")
         if kind == "stop":
             self.sender.run_state(False)
         if dropped is None:
@@ -141,6 +156,8 @@ class OutputLink(Publisher):
     def flush(self) -> None:
         """Send the Events held back in a batch, if any (one alone as a plain Event)."""
         batch = self._batch
+        if self.reliable is not None:
+            self.reliable.flush()  # read acknowledgements, send what waits
         if not batch:
             return
         if len(batch) == 1:
@@ -149,7 +166,7 @@ class OutputLink(Publisher):
         frames = batch.frames(src=self.src, seq=self.seq)
         events = batch.clear()
         nbytes = wire_bytes(frames)
-        dropped = self.sender.send(frames, True)
+        dropped = self._out.send(frames, True)
         if dropped is None or self._numbers_drops:
             self.seq += len(events)
         if dropped is None:
@@ -180,6 +197,8 @@ class OutputLink(Publisher):
 
     def close(self) -> None:
         self.flush()
+        if self.reliable is not None:
+            self.reliable.close(getattr(self.sender, "linger_s", 10.0))
         self.sender.close()
 
     def status(self) -> LinkStatus:
@@ -187,7 +206,10 @@ class OutputLink(Publisher):
                                     scheme=self.address.scheme, src=self.src, next_seq=self.seq,
                                     batches=self.batches, batched=self.batched,
                                     run_ledger=self.runs.status())
-        return record.with_transport(self.sender.status())
+        transport = self.sender.status()
+        if self.reliable is not None:
+            transport["window"] = self.reliable.status()
+        return record.with_transport(transport)
 
     def stats(self) -> dict[str, Any]:
         return self.status().to_dict()
@@ -211,6 +233,8 @@ class InputLink(Listener):
     order, order_window, order_timeout, stop_timeout
         After a pool: pass Events on in frame order, and give up on a worker's Stop after
         ``stop_timeout`` s (see :mod:`arroyo_core.fanin`).
+    reliable
+        From a reliable output: in order, each once, acknowledged when finished.
     options
         For the transport (see its receiver's docstring).
     """
@@ -218,8 +242,10 @@ class InputLink(Listener):
     def __init__(self, address: str, max_message_bytes: int = DEFAULT_LIMITS.max_message_bytes,
                  max_lag: float = 0.0, on_lag: str = "warn", order: bool = False,
                  order_window: int = 256, order_timeout: float = 1.0,
-                 stop_timeout: float = 10.0, **options: Any) -> None:
+                 stop_timeout: float = 10.0, reliable: bool = False, **options: Any) -> None:
         options["max_message_bytes"] = int(max_message_bytes)  # the transport's ceiling
+        if reliable:
+            options["reliable"] = True
         transport, self.address, options, link = _transport(address, options, output=False)
         self.runs = RunLedger(link)
         self.limits = Limits(max_message_bytes=int(max_message_bytes))
@@ -229,7 +255,8 @@ class InputLink(Listener):
         except TypeError as exc:
             raise ConfigError(f"{link}: {exc}") from None
         self.ledger = InputLedger(link, shared=self.receiver.shares_sequence)
-        self.acknowledges = self.receiver.acknowledges
+        self.reliable = ReliableInput(self.receiver, self.ledger) if reliable else None
+        self.acknowledges = self.receiver.acknowledges and not reliable  # (it gates itself)
         self.fanin = FanIn(link, joins=not self.receiver.shares, order=order,
                            order_window=order_window, order_timeout=order_timeout,
                            stop_timeout=stop_timeout)
@@ -245,7 +272,7 @@ class InputLink(Listener):
         self.receiver.open()
 
     def start(self, deliver: Deliver) -> None:
-        runs, receiver = self.runs, self.receiver
+        runs, receiver, reliable = self.runs, self.receiver, self.reliable
         acknowledges = receiver.acknowledges
 
         def pass_on(message: Message, tag: tuple[str, Any]) -> None:
@@ -256,7 +283,9 @@ class InputLink(Listener):
             runs.observe(message, tag[0])
             if message.kind != "event":
                 receiver.run_state(message.kind == "start")
-            if acknowledges:
+            if reliable is not None:
+                reliable.delivered(message, tag)
+            elif acknowledges:
                 self._serial += 1
                 self._serial_of[message] = self._serial
                 if tag[1] is not None:
@@ -264,7 +293,9 @@ class InputLink(Listener):
             deliver(message)
 
         def drop(tag: tuple[str, Any]) -> None:  # absorbed by the fan-in: done with
-            if acknowledges and tag[1] is not None:
+            if reliable is not None:
+                reliable.dropped(tag)
+            elif acknowledges and tag[1] is not None:
                 receiver.acknowledge([tag[1]])
 
         self.fanin.start(pass_on, drop)
@@ -275,7 +306,7 @@ class InputLink(Listener):
 
     def _receive(self, pass_on: Any) -> None:
         ledger, limits, lag, fanin = self.ledger, self.limits, self.lag, self.fanin
-        acknowledges = self.receiver.acknowledges
+        acknowledges, reliable = self.receiver.acknowledges, self.reliable
         take = fanin.take
         every_message = fanin.active  # else Events go straight on, only Starts and Stops
         for frames, token in self.receiver.receive(self.stop_requested):
@@ -283,31 +314,39 @@ class InputLink(Listener):
                 if isinstance(frames, DecodeError):
                     raise frames  # received, but the transport could not unpack it
                 ledger.bytes += wire_bytes(frames)
-                messages = decode_all(frames, limits)
+                fresh: list[tuple[Message, Any]]
+                if reliable is not None:  # in order, each once (tags made there)
+                    fresh = reliable.accept(frames, token, limits, decode_all, lag)
+                    if not fresh:
+                        continue
+                else:
+                    messages = decode_all(frames, limits)
             except DecodeError as exc:
                 ledger.reject(exc.reason, str(exc))
                 if acknowledges:
                     self.receiver.acknowledge([token])  # out of the way: it never will parse
                 continue
-            if lag is not None:
-                lag.observe(messages[0][1].time)  # may raise FallenBehindError: the service ends
-            fresh = [(message, envelope.src) for message, envelope in messages  # one, or
-                     if ledger.observe(envelope.src, envelope.seq)]  # a batch's Events
-            if not fresh:
-                if acknowledges:
-                    self.receiver.acknowledge([token])  # duplicates: handled before
-                continue
+            if reliable is None:
+                if lag is not None:  # may raise FallenBehindError: the service ends
+                    lag.observe(messages[0][1].time)
+                fresh = [(message, (envelope.src, None)) for message, envelope in messages
+                         if ledger.observe(envelope.src, envelope.seq)]  # one, or a batch's
+                if not fresh:
+                    if acknowledges:
+                        self.receiver.acknowledge([token])  # duplicates: handled before
+                    continue
+                fresh[-1] = (fresh[-1][0], (fresh[-1][1][0], token))  # the last has it
             fanin.heard()
-            last = len(fresh) - 1
             with fanin.lock:  # its timer may pass a Stop on that it gave up waiting for
-                for index, (message, src) in enumerate(fresh):
-                    tag = (src, token if index == last else None)
+                for message, tag in fresh:
                     if every_message or message.kind != "event":
                         take(message, tag)
                     else:
                         pass_on(message, tag)
 
     def handled(self, message: Message) -> None:
+        if self.reliable is not None:
+            return self.reliable.handled(message)
         if not self._inflight:
             return  # a receiver that does not acknowledge, or nothing in flight
         serial = self._serial_of.pop(message, None)
@@ -317,6 +356,14 @@ class InputLink(Listener):
         while inflight and inflight[0][0] <= serial:
             done.append(inflight.popleft()[1])
         self.receiver.acknowledge(done)
+
+    def follow(self, publishers: list[Publisher]) -> None:
+        if self.reliable is not None:
+            self.reliable.follow(publishers)
+
+    def handling(self, message: Message) -> None:
+        if self.reliable is not None:
+            self.reliable.handling(message)
 
     def close(self) -> None:
         if self._inflight:
@@ -337,6 +384,8 @@ class InputLink(Listener):
                                     scheme=self.address.scheme, lag=lag, unhandled=unhandled,
                                     run_ledger=self.runs.status())
         transport = self.receiver.status()
+        if self.reliable is not None:
+            transport["reliable"] = self.reliable.status()
         fanin = self.fanin.status()
         if fanin["order"] or fanin["stops_joined"]:
             transport["fan_in"] = fanin

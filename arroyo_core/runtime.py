@@ -35,6 +35,7 @@ from .timing import Histogram
 log = logging.getLogger(__name__)
 
 FINISH_IDLE_S = 1.0  # with finish_run, how long an idle input is waited on for a Stop
+POLL_S = 0.005  # how often an idle runtime with reliable outputs reads acknowledgements
 _END = object()  # put by the receiving thread when its listener has returned
 # What a hook usually returns, known not to be awaitable without asking (inspect's check
 # costs more than forwarding a small event does)
@@ -137,18 +138,28 @@ class Runtime:
         if not acknowledges:
             for publisher in self.publishers:
                 publisher.allow_batching()  # flushed below whenever the queue is empty
+        self.listener.follow(self.publishers)
+        # A reliable output hears its receiver's acknowledgements on this thread: while
+        # idle, it looks every POLL_S (flush), or its upstream would wait for them.
+        idle = POLL_S if any(getattr(p, "reliable", None) for p in self.publishers) else None
+        listener = self.listener
         self.ready.set()
         try:
             ended = False
             while not ended:
                 # A batch per wake-up, not a message: waking this thread costs more than
                 # handling a small event (see MessageQueue.get_many).
-                for item in self.queue.get_many():
+                try:
+                    items = self.queue.get_many(timeout=idle)
+                except TimeoutError:
+                    items = []
+                for item in items:
                     if item is _END:
                         ended = True
                         break
+                    listener.handling(item)
                     self._handle(item)
-                    self.listener.handled(item)  # a durable source may acknowledge it now
+                    listener.handled(item)  # a durable source may acknowledge it now
                 for publisher in self.publishers:
                     publisher.flush()  # what they held back, now the queue is empty
         finally:

@@ -126,6 +126,33 @@ class PeerSender(FrameSender):
         return "no worker chosen (a pool's sender is driven by the dispatch link)"
 
 
+class AckedSender(FrameSender):
+    """A sender for reliable links (:mod:`arroyo_core.reliable`): it hears its receiver.
+
+    The link keeps every message until acknowledged and decides what to send again;
+    the transport only offers a message now and reports what the receiver said: ``(ack,
+    src, seq)`` (finished everything of sender ``src`` up to ``seq``) or ``(hello, src,
+    seq)`` (has everything before ``seq``: send the rest; ``src`` empty: it knows
+    nothing of us). A transport that learns itself that its receiver may have lost what
+    was sent (it connected again) reports ``(hello, "", 0)``. ``abandoned``: set once
+    :meth:`abandon` was called (the link stops waiting for acknowledgements then).
+    """
+
+    abandoned = False
+
+    @abstractmethod
+    def offer(self, frames: Frames, wait: bool) -> bool:
+        """Send one message now if the receiver can take it (waiting at most a poll
+        interval if ``wait``); False if not sent (no receiver, or its queue is full)."""
+
+    @abstractmethod
+    def replies(self, timeout: float) -> list[tuple[str, str, int]]:
+        """What the receiver said since the last call, waiting up to ``timeout`` s."""
+
+    def send(self, frames: Frames, droppable: bool) -> str | None:
+        return "a reliable sender is driven by its link (offer)"
+
+
 class FrameReceiver(ABC):
     """Receives whole multipart messages from one input address.
 
@@ -143,6 +170,9 @@ class FrameReceiver(ABC):
     shares = False
     shares_sequence = False
     bound: str | None = None
+    # Reliable links: called from the receiving thread each time a connection is up
+    # (new, or again), so the link can say hello (:meth:`answer`).
+    on_connect: Callable[[], None] | None = None
 
     def open(self) -> None:
         """Bind, connect or open; raise ConfigError naming the address on failure."""
@@ -157,6 +187,12 @@ class FrameReceiver(ABC):
 
     def acknowledge(self, tokens: list[Any]) -> None:
         """The link is done with these messages (handled, or rejected): forget them."""
+
+    def answer(self, token: Any, kind: str, src: str, seq: int) -> None:
+        """For reliable links: tell the sender of the message ``token`` came with
+        ``(kind, src, seq)`` (:class:`AckedSender`); acknowledgements may be sent
+        together a few ms later, hellos go at once. Safe to call from any thread."""
+        raise ConfigError(f"{type(self).__name__} cannot carry a reliable link")
 
     def run_state(self, in_run: bool) -> None:
         """Told when a run's Start (True) or Stop (False) is received, so that a peer

@@ -205,19 +205,23 @@ def _free_address() -> str:
     return f"tcp://127.0.0.1:{free_port()}"
 
 
-def run_arroyo(shape: tuple[int, ...], count: int) -> dict[str, Any]:
+def run_arroyo(shape: tuple[int, ...], count: int, reliable: bool = False) -> dict[str, Any]:
+    """One measured run of the Arroyo chain (``reliable``: every link reliable, as
+    benchmarks/reliable_throughput.py compares)."""
     hop1, hop2 = _free_address(), _free_address()
     env = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     service = [sys.executable, "-m", "services"]
     quiet = ["--log-level", "warning"]
+    into = ["--in-option", "reliable=true"] if reliable else []
+    out = ["--out-option", "reliable=true"] if reliable else []
     children = []
     try:
         sink = Child([*service, "publisher", "--name", "sink", "--in", ">" + hop2,
-                      "--sink", "chain_throughput:TimingSink", *quiet], env)
+                      "--sink", "chain_throughput:TimingSink", *into, *quiet], env)
         children.append(sink)
         sink.wait_for("READY", 30)
         operator = Child([*service, "operator", "--name", "operator", "--in", ">" + hop1,
-                          "--out", "@" + hop2, *quiet], env)
+                          "--out", "@" + hop2, *into, *out, *quiet], env)
         children.append(operator)
         operator.wait_for("READY", 30)
         # Two runs, the first measured: the source is still sending while the first run's
@@ -225,7 +229,8 @@ def run_arroyo(shape: tuple[int, ...], count: int) -> dict[str, Any]:
         # (a separate matter, see transports/zmq/handoff.py) does not enter the figures.
         source = Child([*service, "listener", "--name", "source", "--source", "simulated",
                         "-o", f"shape={list(shape)}", "-o", "dtype=uint16", "-o", "runs=2",
-                        "-o", f"frames={count}", "-o", "rate=0", "--out", "@" + hop1, *quiet],
+                        "-o", f"frames={count}", "-o", "rate=0", "--out", "@" + hop1, *out,
+                        *quiet],
                        env)
         children.append(source)
         return json.loads(sink.wait_for("RESULT", RUN_TIMEOUT))

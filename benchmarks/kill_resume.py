@@ -13,6 +13,11 @@ Runs against whichever checkout is first on PYTHONPATH (its code and its
 deploy/supervisor/supervisord.conf), e.g. to compare with another branch:
 
     python benchmarks/kill_resume.py [--repeat 1] [--patterns push pub]
+    python benchmarks/kill_resume.py --reliable --patterns push --frames 40000 --rate 4000
+
+``--reliable`` puts ``reliable = true`` in the chain file (docs/reliability.md section 6)
+and has the source stamp each frame's crc32, which the receiver checks: the loss and the
+duplicates must then be 0.
     cd ../main && PYTHONPATH=$PWD python /path/to/this/benchmarks/kill_resume.py
 """
 
@@ -43,6 +48,8 @@ def main() -> None:
     parser.add_argument("--patterns", nargs="+", default=["push", "pub"],
                         choices=["push", "pub"])
     parser.add_argument("--frames", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=500.0, help="frames per second")
+    parser.add_argument("--reliable", action="store_true", help="a reliable chain")
     args = parser.parse_args()
     root = Path(services.__file__).resolve().parents[1]
     print(f"code and supervisord.conf from {root}")
@@ -51,8 +58,12 @@ def main() -> None:
         fatal = 0
         for attempt in range(args.repeat):
             with tempfile.TemporaryDirectory(prefix="kill-resume-") as directory:
-                outcome = run_kills(Path(directory), pattern, frames=args.frames, root=root)
+                outcome = run_kills(Path(directory), pattern, frames=args.frames,
+                                    rate=args.rate, root=root, reliable=args.reliable)
             print(f"\nrun {attempt + 1}: " + describe(outcome), flush=True)
+            if args.reliable:
+                print(f"  duplicates at the receiver {outcome.duplicates}, crc32 checked "
+                      f"{outcome.crc}", flush=True)
             for kill in outcome.kills:
                 (quick if kill.since_start < QUICK_S else slow).append(kill.lost)
                 if kill.resumed is not None:

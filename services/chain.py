@@ -21,6 +21,10 @@ A chain file is TOML or YAML::
     [services.operator.program]          # supervisor [program:operator] keys to set
     startsecs = 5
 
+``reliable = true`` at the top level makes every link of the chain reliable (each
+service's ``in_options`` and ``out_options`` get ``reliable = true`` unless they set it):
+nothing is lost when a stage crashes (docs/reliability.md section 6).
+
 A service with ``replicas = N`` is a pool of N worker processes (docs/pools.md): its input
 defaults to ``in_pattern = "worker"``, the service that feeds it to ``out_pattern =
 "dispatch"`` waiting for N workers (``peers``), and replica K of it
@@ -57,7 +61,7 @@ TARGETS: tuple[Target, ...] = ("hosts", "compose")
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # valid as a supervisor program and a DNS name
 PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-CHAIN_KEYS = {"name", "services", "external", "insecure", "keys"}
+CHAIN_KEYS = {"name", "services", "external", "insecure", "keys", "reliable"}
 SERVICE_KEYS = {"role", "host", "program"}  # the rest of a service's table: its settings
 # Settings that hold addresses, by key and field name: where {name} placeholders go.
 LINK_FIELDS = {key: item.name for key, setting, item in settings()
@@ -294,7 +298,12 @@ def parse_chain(data: Mapping[str, Any], origin: str = "<chain>") -> Chain:
                           "without CURVE or loopback; docs/security.md)")
     if not isinstance(keys, str) or not keys:
         raise ConfigError(f"{origin}: 'keys' is the directory of the chain's CURVE keys")
-    services = {key: _parse_service(origin, key, value) for key, value in table.items()}
+    reliable = data.get("reliable", False)
+    if not isinstance(reliable, bool):
+        raise ConfigError(f"{origin}: 'reliable' is true or false (every link of the chain "
+                          "reliable: docs/reliability.md section 6)")
+    services = {key: _parse_service(origin, key, value, reliable)
+                for key, value in table.items()}
     for service in services.values():
         for key in LINK_FIELDS:
             for text in _as_list(service.config[key] or []):
@@ -307,7 +316,8 @@ def parse_chain(data: Mapping[str, Any], origin: str = "<chain>") -> Chain:
     return chain
 
 
-def _parse_service(origin: str, name: Any, value: Any) -> ChainService:
+def _parse_service(origin: str, name: Any, value: Any, reliable: bool = False,
+                   ) -> ChainService:
     where = f"{origin}: [services.{name}]"
     if not isinstance(name, str) or not NAME.match(name):
         raise ConfigError(f"{where} service names must match {NAME.pattern}")
@@ -317,6 +327,11 @@ def _parse_service(origin: str, name: Any, value: Any) -> ChainService:
     if role not in ROLES:
         raise ConfigError(f"{where} 'role' must be one of {', '.join(ROLES)} (got {role!r})")
     given = {key: item for key, item in value.items() if key not in SERVICE_KEYS}
+    if reliable:  # the chain's key: every link of every service, unless one says otherwise
+        for key, wanted in (("in", ROLES[role].has_input), ("out", ROLES[role].has_output)):
+            options = given.get(f"{key}_options")
+            if wanted and (options is None or isinstance(options, Mapping)):
+                given[f"{key}_options"] = {"reliable": True, **(options or {})}
     if given.setdefault("name", name) != name:
         raise ConfigError(f"{where} 'name' is the table's name; leave it out")
     config = ServiceConfig.from_mapping(role, given, where, also=SERVICE_KEYS)

@@ -192,11 +192,11 @@ class PoolFeeder(threading.Thread):
     ``rate`` until told to end it, so the run outlasts whatever a loaded machine makes the
     test wait for. What it sent is the oracle's count."""
 
-    def __init__(self, address: str, rate: float) -> None:
+    def __init__(self, address: str, rate: float, reliable: bool = False) -> None:
         super().__init__(daemon=True, name="pool-feeder")
         from arroyo_core.dispatch import DispatchLink
 
-        self.link = DispatchLink("@" + address, peers=3, linger_ms=5000)
+        self.link = DispatchLink("@" + address, peers=3, linger_ms=5000, reliable=reliable)
         self.link.open()
         self.rate = rate
         self.sent = 0

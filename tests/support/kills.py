@@ -15,12 +15,14 @@ that checkout's).
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +42,12 @@ PEER = {"push": "pull", "pub": "sub"}
 
 
 def chain_text(pattern: str, frames: int, rate: float, shape: int, ipc: IpcDirectory,
-               scheme: str = "tcp", operator: str = "passthrough",
+               scheme: str = "tcp", operator: str = "passthrough", reliable: bool = False,
                ) -> tuple[str, dict[str, str], str]:
     """The chain file, the status endpoints by service (``ipc://`` paths from ``ipc``), and
     the forwarder's address. ``scheme`` is the hops' (``tcp`` or ``shm``: the same chain
-    file but for the addresses), ``operator`` the middle's.
+    file but for the addresses), ``operator`` the middle's; ``reliable``: the chain's
+    links are reliable (the chain-file key) and the source stamps each frame's crc32.
 
     The hops and the forwarder's output are tcp ports picked here, before anything runs:
     supervisord starts the whole chain at once, so no service can pick one and tell the
@@ -52,13 +55,15 @@ def chain_text(pattern: str, frames: int, rate: float, shape: int, ipc: IpcDirec
     """
     hop1, hop2, out = free_port(), free_port(), f"tcp://127.0.0.1:{free_port()}"
     status = {name: ipc(f"{name}.status") for name in ("source", "middle", "forwarder")}
+    checksum = ", checksum = true" if reliable else ""
     text = f"""
 name = "{GROUP}"
+{'reliable = true' if reliable else ''}
 
 [services.source]
 role = "listener"
 source = "simulated"
-options = {{ shape = [{shape}, {shape}], frames = {frames}, rate = {rate} }}
+options = {{ shape = [{shape}, {shape}], frames = {frames}, rate = {rate}{checksum} }}
 out = "@{scheme}://127.0.0.1:{hop1}"
 status = "{status['source']}"
 drain_timeout = 5.0
@@ -98,6 +103,7 @@ class RawReceiver(threading.Thread):
         self.arrivals: list[float] = []  # time.monotonic() of each Event
         self.frames: list[tuple[Any, int]] = []  # (run, frame) of each Event
         self.frames_sent: dict[Any, int] = {}  # from each run's Stop
+        self.crc = {"ok": 0, "bad": 0}  # Events whose meta has crc32, checked here
         self.halt = threading.Event()
 
     def run(self) -> None:
@@ -109,8 +115,11 @@ class RawReceiver(threading.Thread):
             header = msgpack.unpackb(parts[0].bytes, raw=False)
             if header["kind"] == "batch":
                 events = [meta for meta, _arrays in header["events"]]
+                self._check(header["events"], [parts[1].buffer], packed=True)
             elif header["kind"] == "event":
                 events = [header["meta"]]
+                self._check([[header["meta"], header["arrays"]]],
+                            [part.buffer for part in parts[1:]], packed=False)
             else:
                 events = []
                 if header["kind"] == "stop":
@@ -120,6 +129,25 @@ class RawReceiver(threading.Thread):
                 self.arrivals.append(time.monotonic())
                 self.frames.append((meta.get("run"), meta.get("frame")))
         self.socket.close(linger=0)
+
+    def _check(self, events: list[Any], buffers: list[memoryview], packed: bool) -> None:
+        """crc32 of each Event's payload against its meta's (docs/protocol.md sections
+        1.1, 4 and 9: entries back to back, each padded to 8 bytes in a batch)."""
+        if not any("crc32" in meta for meta, _arrays in events):
+            return  # a chain whose source does not stamp it
+        offset, index = 0, 0
+        for meta, arrays in events:
+            crc = 0
+            for _name, dtype, shape in arrays:
+                size = shape[0] if dtype == "bytes" else int(dtype[2:]) * math.prod(shape)
+                if packed:
+                    chunk, offset = buffers[0][offset:offset + size], offset + size
+                    offset += -offset % 8
+                else:
+                    chunk, index = buffers[index], index + 1
+                crc = zlib.crc32(chunk, crc)
+            if "crc32" in meta:
+                self.crc["ok" if crc == meta["crc32"] else "bad"] += 1
 
     def count(self) -> int:
         return len(self.arrivals)
@@ -150,6 +178,7 @@ class Outcome:
     reported: dict[str, Any] = field(default_factory=dict)  # run -> forwarder's output record
     table: str = ""
     restarts: dict[str, int] = field(default_factory=dict)
+    crc: dict[str, int] = field(default_factory=dict)  # the receiver's crc32 checks
     log: str = ""
     source_log: str = ""  # the source's whole log, read once it had ended (or 20 s on)
 
@@ -191,13 +220,14 @@ def _ready_count(sv: Supervisor) -> int:
 def run_kills(directory: Path, pattern: str, frames: int = 10_000, rate: float = 500.0,
               shape: int = 64, schedule: tuple[float, ...] = (1.5, 0.0, 0.0, 2.0, 0.0),
               root: Path | None = None, scheme: str = "tcp",
-              operator: str = "passthrough") -> Outcome:
+              operator: str = "passthrough", reliable: bool = False) -> Outcome:
     """Run the chain under supervisord and kill the middle stage once per ``schedule``
     entry: that many seconds after frames flowed again through its previous instance (0:
     at once, which is within about a second of that instance's start). Returns what the
     receiver got, each kill's timings, and what ``arroyo status`` reported."""
     ipc = IpcDirectory()
-    text, status, out = chain_text(pattern, frames, rate, shape, ipc, scheme, operator)
+    text, status, out = chain_text(pattern, frames, rate, shape, ipc, scheme, operator,
+                                   reliable)
     directory.mkdir(parents=True, exist_ok=True)
     receiver = RawReceiver(out)
     receiver.start()
@@ -262,6 +292,7 @@ def run_kills(directory: Path, pattern: str, frames: int = 10_000, rate: float =
         ipc.remove()
     outcome.received = list(receiver.frames)
     outcome.frames_sent = dict(receiver.frames_sent)
+    outcome.crc = dict(receiver.crc)
     _attribute(outcome, receiver.arrivals)
     return outcome
 

@@ -294,3 +294,18 @@ def test_generated_compose_services_mount_the_chain_directory_and_run_it_by_name
     assert service["command"] == ["service", "/etc/arroyo/c.yaml", "source", "--target", "compose",
                                   "--metrics", ":9400"]
     assert service["volumes"] == ["..:/etc/arroyo:ro"]  # from the compose file
+
+
+def test_one_key_makes_every_link_of_a_chain_reliable():
+    chain = parse_chain({"name": "t", "reliable": True, "services": {
+        "source": SOURCE, "operator": {**OPERATOR, "out_options": {"window": 8}},
+        "sink": {**SINK, "in_options": {"reliable": False}}}})
+    assert chain.resolve("source")["out_options"] == {"reliable": True}
+    assert not chain.resolve("source")["in_options"]  # a source has no input link
+    assert chain.resolve("operator")["in_options"] == {"reliable": True}
+    assert chain.resolve("operator")["out_options"] == {"reliable": True, "window": 8}
+    assert chain.resolve("sink")["in_options"] == {"reliable": False}  # a link says otherwise
+    plain = chain_of(source=SOURCE, operator=OPERATOR, sink=SINK)
+    assert not plain.resolve("operator")["out_options"]
+    with pytest.raises(ConfigError, match="'reliable' is true or false"):
+        parse_chain({"name": "t", "reliable": "yes", "services": {"source": SOURCE}})

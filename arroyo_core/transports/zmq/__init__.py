@@ -9,6 +9,7 @@
     pool         DispatchSender (ROUTER) and WorkerReceiver (DEALER): a pool, with credits
     connections  ConnectionTracker: peers, refused handshakes, dropped connections
     handoff      a close that waits until peers have read everything
+    reliable     ReliableSender/ReliableReceiver: PUSH/PULL with acknowledgements back
     curve        CURVE encryption and client allow-lists
 
 The ``pattern`` option picks the socket: ``push`` (default), ``pub`` or ``dispatch`` (to a
@@ -28,6 +29,7 @@ from .pool import DispatchSender, WorkerReceiver
 from .pub import PubSender
 from .push import PushSender
 from .receiver import ZmqReceiver
+from .reliable import ReliableReceiver, ReliableSender
 from .sockets import zmq_address
 
 SENDERS: dict[str, type[FrameSender]] = {"push": PushSender, "pub": PubSender,
@@ -38,6 +40,12 @@ class ZmqTransport(Transport):
     def sender(self, address: Address, options: dict[str, Any], link: str) -> FrameSender:
         zmq_address(address)
         pattern = options.pop("pattern", "push")
+        if options.pop("reliable", False):
+            if pattern != "push":
+                raise ConfigError(f"{link}: a reliable output is push, not {pattern!r} "
+                                  "(pub and dispatch are not reliable yet)")
+            return ReliableSender(address, link, **check_arguments(
+                ReliableSender, options, given=("address", "link")))
         if pattern not in SENDERS:
             raise ConfigError(f"output pattern {pattern!r} is not one of {sorted(SENDERS)}")
         cls = SENDERS[pattern]
@@ -46,6 +54,12 @@ class ZmqTransport(Transport):
 
     def receiver(self, address: Address, options: dict[str, Any], link: str) -> FrameReceiver:
         zmq_address(address)
+        if options.pop("reliable", False) and options.get("pattern") != "worker":
+            if options.get("pattern", "pull") != "pull":
+                raise ConfigError(f"{link}: a reliable input is pull or worker, not "
+                                  f"{options['pattern']!r} (sub is not reliable yet)")
+            return ReliableReceiver(address, link, **check_arguments(
+                ReliableReceiver, options, given=("address", "link")))
         if options.get("pattern") == "worker":
             options = {key: value for key, value in options.items() if key != "pattern"}
             return WorkerReceiver(address, link, **check_arguments(

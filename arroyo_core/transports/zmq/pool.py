@@ -232,6 +232,7 @@ class WorkerReceiver(FrameReceiver):
         self._lock = threading.Lock()
         self._acked = 0  # acknowledged, under _lock
         self._sent_back = 0  # credits given back (receiving thread only)
+        self._acked_seq: dict[str, int] = {}  # reliable: per sender, the last finished
         self._wake_r, self._wake_w = -1, -1
 
     def open(self) -> None:
@@ -251,6 +252,18 @@ class WorkerReceiver(FrameReceiver):
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
             pass  # the pipe is full (the receiver is awake anyway) or closed
+
+    def answer(self, token: Any, kind: str, src: str, seq: int) -> None:
+        """A reliable worker (docs/protocol.md section 12): an acknowledgement up to
+        ``seq`` gives back a credit for each message it finishes; a hello is not needed
+        (a worker's stream is never sent again: a dead worker's messages go to others)."""
+        if kind != "ack":
+            return
+        with self._lock:
+            count = seq - self._acked_seq.get(src, -1)
+            self._acked_seq[src] = seq
+        if count > 0:
+            self.acknowledge([token] * count)
 
     def receive(self, stop: threading.Event) -> Iterator[tuple[Frames, Any]]:
         socket = self.socket

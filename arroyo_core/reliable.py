@@ -1,0 +1,288 @@
+"""Reliable links, the pure logic: what a sender keeps, what a receiver accepts, and when a
+message is finished (docs/protocol.md section 12, docs/reliability.md section 6).
+
+A reliable sender keeps every message it sent in a bounded :class:`SendWindow` until its
+receiver acknowledges it, and sends again what follows the point a receiver says it has
+reached (a *hello*: after a reconnect, a restart, or a gap it saw). A receiver takes each
+sender's messages strictly in sequence (:class:`Arrivals`: a gap means a lost connection,
+so what follows it is refused until the sender has resent the gap: go-back-N), and drops,
+counting them, messages it had already finished: every message carries its *origin*, the
+identity its source gave the message it was made from, so a message that a restarted stage
+made again is known as the same. :class:`Finishing` says when a received message is done:
+handled by the runtime and, on a stage with reliable outputs, what it produced acknowledged
+downstream; acknowledgements are cumulative, per sender.
+
+The link glue (sockets' threads, the runtime's hooks) is :mod:`.reliable_link`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgpack
+
+from .errors import DecodeError
+from .metadata import packer
+
+CARRIAGE_VERSION = 1
+ACK, HELLO = "ack", "hello"  # what a receiver tells its sender
+MAX_ORIGINS = 1024  # origin sources a receiver remembers (a new one per source restart)
+# Origins kept per source, beyond which the oldest half is only remembered as "older than":
+# origins come nearly in order (a pool reorders them by its workers' credit, and gives a
+# dead worker's Events again within about a second), so a message older than the newest
+# MAX_SEEN / 2 is one had before (about 4 MiB per origin source at most).
+MAX_SEEN = 32768
+ASK_AGAIN_S = 1.0  # a gap not filled after this long is asked for again
+K_SHIFT = 16  # an origin's k: result index within its input, shifted per hop with several
+
+Origin = tuple[str, int, int]  # source's sender id, its sequence number, result index
+Run = list[Any]  # [osrc, oseq, k, n]: n messages with origins (osrc, oseq + i, k)
+
+
+def carriage(base: int, runs: list[Run]) -> bytes:
+    """The reliable carriage frame: ``[version, base, runs]`` in msgpack."""
+    return packer().pack([CARRIAGE_VERSION, base, runs])
+
+
+def read_carriage(frame: Any, count: int) -> tuple[int, list[Origin]]:
+    """``(base, origins)`` of a carriage frame whose message holds ``count`` messages
+    (a batch's Events); DecodeError (reason ``carriage``) for anything else."""
+    try:
+        version, base, runs = msgpack.unpackb(frame, use_list=True, raw=False,
+                                              strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise DecodeError("carriage", f"reliable carriage frame is not [v, base, runs] "
+                          f"({type(exc).__name__})") from None
+    if version != CARRIAGE_VERSION or type(base) is not int or base < 0 \
+            or not isinstance(runs, list):
+        raise DecodeError("carriage", f"reliable carriage version {version!r} (expected "
+                          f"{CARRIAGE_VERSION}) or base/runs mistyped")
+    origins: list[Origin] = []
+    for run in runs:
+        if not (isinstance(run, list) and len(run) == 4 and isinstance(run[0], str)
+                and all(type(x) is int and x >= 0 for x in run[1:]) and run[3] > 0):
+            raise DecodeError("carriage", "a reliable origin run is not [osrc, oseq, k, n]")
+        osrc, oseq, k, n = run
+        if len(origins) + n > count:
+            break
+        origins.extend((osrc, oseq + i, k) for i in range(n))
+    if len(origins) != count:
+        raise DecodeError("carriage", f"origin runs cover {len(origins)} messages, the "
+                          f"message holds {count}")
+    return base, origins
+
+
+def add_origin(runs: list[Run], origin: Origin) -> None:
+    """Append ``origin`` to ``runs``, extending the last run when it follows it."""
+    if runs:
+        last = runs[-1]
+        if last[0] == origin[0] and last[2] == origin[2] and last[1] + last[3] == origin[1]:
+            last[3] += 1
+            return
+    runs.append([origin[0], origin[1], origin[2], 1])
+
+
+class Entry:
+    """One message in a send window: its first sequence number, how many numbers it
+    takes (a batch: one per Event), its frames (without the carriage, made at each send
+    with the window's base then), its origin runs and its size."""
+
+    __slots__ = ("seq", "n", "frames", "runs", "nbytes")
+
+    def __init__(self, seq: int, n: int, frames: list[Any], runs: list[Run],
+                 nbytes: int) -> None:
+        self.seq, self.n, self.frames, self.runs, self.nbytes = seq, n, frames, runs, nbytes
+
+
+class SendWindow:
+    """What a reliable sender sent and was not yet told is finished, in order.
+
+    ``unsent`` are the entries still to be (re)offered to the transport, a suffix of the
+    window. Bounded by ``max_messages`` and ``max_bytes``: :meth:`full` says when the
+    overflow policy applies (one message larger than ``max_bytes`` still goes alone).
+    """
+
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
+        self.max_messages = max(1, int(max_messages))
+        self.max_bytes = max(1, int(max_bytes))
+        self.entries: deque[Entry] = deque()
+        self.unsent: deque[Entry] = deque()
+        self.nbytes = 0
+        self.base = 0  # the first sequence number not yet acknowledged
+        self.resends = 0  # hellos that made the window go again
+        self.resent = 0  # messages offered again
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def full(self) -> bool:
+        return bool(self.entries) and (len(self.entries) >= self.max_messages
+                                       or self.nbytes >= self.max_bytes)
+
+    def put(self, entry: Entry) -> None:
+        if not self.entries:
+            self.base = entry.seq
+        self.entries.append(entry)
+        self.unsent.append(entry)
+        self.nbytes += entry.nbytes
+
+    def ack(self, last: int) -> int:
+        """Forget every message numbered up to ``last``; return how many went."""
+        entries, gone = self.entries, 0
+        while entries and entries[0].seq + entries[0].n - 1 <= last:
+            entry = entries.popleft()
+            self.nbytes -= entry.nbytes
+            gone += 1
+            if self.unsent and self.unsent[0] is entry:
+                self.unsent.popleft()
+        if gone:
+            self.base = entries[0].seq if entries else last + 1
+        return gone
+
+    def resend_from(self, seq: int) -> None:
+        """Offer again everything from ``seq`` on (the receiver has what comes before)."""
+        again = deque(entry for entry in self.entries if entry.seq + entry.n > seq)
+        self.resent += max(0, len(again) - len(self.unsent))
+        self.resends += 1
+        self.unsent = again
+
+    def status(self) -> dict[str, Any]:
+        return {"held": len(self.entries), "held_bytes": self.nbytes,
+                "max_messages": self.max_messages, "max_bytes": self.max_bytes,
+                "unsent": len(self.unsent), "resends": self.resends, "resent": self.resent}
+
+
+class Arrivals:
+    """What a reliable receiver accepts: each sender's messages in sequence, each origin
+    once. Used from the receiving thread only (:meth:`status` excepted)."""
+
+    def __init__(self) -> None:
+        self.expected: dict[str, int] = {}  # per sender: the next sequence number
+        self.seen: dict[str, _Seen] = {}  # per origin source
+        self._asked: dict[str, tuple[int, float]] = {}
+        self.resent_duplicates = 0  # messages received again (a resend of what was had)
+        self.out_of_order = 0  # messages after a gap, refused until the gap is resent
+        self.duplicates = 0  # messages made again from an origin already had (dropped)
+
+    def check(self, src: str, seq: int, n: int, base: int) -> str:
+        """``new``, ``duplicate`` (received before) or ``gap`` (ask for a resend: the
+        message after a lost one, or a sender's first with earlier ones unacknowledged)."""
+        expected = self.expected.get(src)
+        if expected is None or expected < base:
+            # A sender not heard before: its window starts at base. (Past what we had:
+            # finished elsewhere, by a receiver before us.)
+            expected = self.expected[src] = base
+        if seq == expected:
+            self.expected[src] = seq + n
+            self._asked.pop(src, None)
+            return "new"
+        if seq < expected:
+            self.resent_duplicates += 1
+            return "duplicate"
+        self.out_of_order += 1
+        return "gap"
+
+    def ask(self, src: str) -> bool:
+        """Whether to ask ``src`` for a resend now (once per gap, again after a second)."""
+        expected, now = self.expected[src], time.monotonic()
+        asked = self._asked.get(src)
+        if asked is not None and asked[0] == expected and now - asked[1] < ASK_AGAIN_S:
+            return False
+        self._asked[src] = (expected, now)
+        return True
+
+    def fresh(self, origin: Origin) -> bool:
+        """False if a message of this origin was accepted before (counted). Origins may
+        come out of order (after a pool), by up to :data:`MAX_SEEN`."""
+        osrc, oseq, k = origin
+        seen = self.seen.get(osrc)
+        if seen is None:
+            if len(self.seen) >= MAX_ORIGINS:
+                del self.seen[next(iter(self.seen))]
+            seen = self.seen[osrc] = _Seen()
+        key = (oseq, k)
+        if key <= seen.low or key in seen.keys:
+            self.duplicates += 1
+            return False
+        seen.keys.add(key)
+        if len(seen.keys) > MAX_SEEN:
+            ordered = sorted(seen.keys)
+            half = len(ordered) // 2
+            seen.low, seen.keys = ordered[half - 1], set(ordered[half:])
+        return True
+
+    def status(self) -> dict[str, int]:
+        return {"resent_duplicates": self.resent_duplicates, "out_of_order": self.out_of_order,
+                "duplicates_dropped": self.duplicates}
+
+
+class _Seen:
+    """The origins of one source a receiver has had: ``keys``, and everything up to
+    ``low``."""
+
+    __slots__ = ("low", "keys")
+
+    def __init__(self) -> None:
+        self.low: tuple[int, int] = (-1, -1)
+        self.keys: set[tuple[int, int]] = set()
+
+
+Mark = tuple[Any, int]  # (an output with settled(), the count it must reach)
+
+
+class Finishing:
+    """Received messages in arrival order until each is finished; finished ones are
+    acknowledged to their sender through ``acknowledge(token, src, last_seq)``,
+    cumulatively (the newest finished of each sender)."""
+
+    class Item:
+        __slots__ = ("token", "src", "last", "marks")
+
+        def __init__(self, token: Any, src: str, last: int, marks: tuple[Mark, ...] | None):
+            self.token, self.src, self.last, self.marks = token, src, last, marks
+
+    def __init__(self, acknowledge: Callable[[Any, str, int], None]) -> None:
+        self.acknowledge = acknowledge
+        self.items: deque[Finishing.Item] = deque()
+        self.finished: dict[str, int] = {}  # per sender: the last finished
+        self.lock = threading.Lock()
+
+    def add(self, token: Any, src: str, last: int, done: bool) -> Finishing.Item:
+        """A received message (``done``: nothing of it is delivered, it is finished once
+        what came before it is)."""
+        item = Finishing.Item(token, src, last, () if done else None)
+        with self.lock:
+            self.items.append(item)
+        if done:
+            self.advance()
+        return item
+
+    def handled(self, items: list[Finishing.Item], marks: tuple[Mark, ...]) -> None:
+        """These were handled; they are finished once each output reached its mark."""
+        for item in items:
+            item.marks = marks
+        self.advance()
+
+    def advance(self) -> None:
+        done: dict[tuple[Any, str], int] = {}
+        with self.lock:
+            items = self.items
+            while items:
+                marks = items[0].marks
+                if marks is None or not all(out.settled() >= need for out, need in marks):
+                    break
+                item = items.popleft()
+                done[(item.token, item.src)] = item.last
+                self.finished[item.src] = item.last
+        for (token, src), last in done.items():
+            self.acknowledge(token, src, last)
+
+    def pending(self) -> Iterator[Finishing.Item]:
+        return iter(list(self.items))
+
+    def __len__(self) -> int:
+        return len(self.items)

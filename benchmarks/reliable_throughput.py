@@ -1,0 +1,81 @@
+"""What reliable mode costs: one operator hop (source -> pass-through -> sink, three
+processes on loopback tcp) with every link ``reliable=true`` next to the same chain with
+plain links, alternating in one process tree (benchmarks/chain_throughput.py runs both).
+
+Issue 16's goal: reliable >= 0.8x unreliable at 1 KiB and >= 0.95x at 1 MiB and up. The
+table gives medians of the sink's steady rate and the ratio of the medians, with the
+range of the per-pair ratios: the machine is shared, so absolute figures move. It also
+gives the CPU time the three processes used per run (start-up included, the same in both
+modes), which a busy machine moves much less than it moves rates.
+
+Run ``python benchmarks/reliable_throughput.py [--quick] [--sizes '1 KiB,1 MiB']``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+from pathlib import Path
+
+import zmq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from chain_throughput import SIZES, _check, run_arroyo  # noqa: E402
+
+GOALS = {"1 KiB": 0.8, "64 KiB": None, "1 MiB": 0.95, "16 MiB": 0.95}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer messages, 3 repeats")
+    parser.add_argument("--repeats", type=int, help="alternating repeats per size [5; quick 3]")
+    parser.add_argument("--sizes", default="1 KiB,1 MiB,16 MiB",
+                        help="comma-separated subset of: " + ", ".join(s[0] for s in SIZES))
+    args = parser.parse_args()
+    repeats = args.repeats or (3 if args.quick else 5)
+    wanted = {s.strip() for s in args.sizes.split(",")}
+    print(f"reliable vs plain links, one operator hop, {repeats} alternating repeats, pyzmq "
+          f"{zmq.__version__} / libzmq {zmq.zmq_version()}, {os.cpu_count()} cores",
+          flush=True)
+    rows = []
+    for name, shape, full, quick in SIZES:
+        if name not in wanted:
+            continue
+        count = quick if args.quick else full
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        gbs: dict[bool, list[float]] = {False: [], True: []}
+        cpu: dict[bool, list[float]] = {False: [], True: []}
+        for repeat in range(repeats):
+            for reliable in ((False, True) if repeat % 2 == 0 else (True, False)):
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                result = run_arroyo(shape, count, reliable=reliable)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[reliable].append(after.ru_utime + after.ru_stime - before.ru_utime
+                                     - before.ru_stime)
+                _check(result, count, "reliable" if reliable else "plain")
+                rates[reliable].append(result["msgs_per_s"])
+                gbs[reliable].append(result["gb_per_s"])
+            print(f"  {name:>6} #{repeat + 1}: plain {rates[False][-1]:9.0f} msg/s "
+                  f"{cpu[False][-1]:5.1f} CPU s   reliable {rates[True][-1]:9.0f} msg/s "
+                  f"{cpu[True][-1]:5.1f} CPU s", flush=True)
+        plain, reliable_ = statistics.median(rates[False]), statistics.median(rates[True])
+        pairs = [r / p for p, r in zip(rates[False], rates[True], strict=True)]
+        rows.append((name, count, plain, statistics.median(gbs[False]), reliable_,
+                     statistics.median(gbs[True]), reliable_ / plain, min(pairs), max(pairs),
+                     statistics.median(cpu[False]), statistics.median(cpu[True])))
+    print()
+    print("| payload | msgs/run | plain msg/s | plain GB/s | reliable msg/s | reliable GB/s "
+          "| ratio (medians) | ratio range | goal | CPU s plain / reliable |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, count, plain, plain_gb, rel, rel_gb, ratio, low, high, c0, c1 in rows:
+        goal = GOALS.get(name)
+        print(f"| {name} | {count} | {plain:,.0f} | {plain_gb:.3f} | {rel:,.0f} | "
+              f"{rel_gb:.3f} | {ratio:.2f} | {low:.2f}-{high:.2f} | "
+              f"{'>= ' + format(goal, '.2f') if goal else '-'} | {c0:.1f} / {c1:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Reliable links with real sockets, in one process (docs/protocol.md section 12): what a
+receiver took and never acknowledged goes again to the next receiver; a full window
+applies the overflow policy; a resend never delivers a message twice.
+
+The first receiver here is a raw DEALER socket speaking the protocol as the page writes it
+(hello, no acknowledgement), so the page is checked as well as the code."""
+
+from __future__ import annotations
+
+import threading
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from arroyo_core.link import InputLink, OutputLink
+from arroyo_core.message import Event, Message, Start, Stop
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _events(count: int) -> list[Message]:
+    return [Start({"run": "r"}),
+            *(Event({"run": "r", "frame": i}, {"image": np.full(8, i, np.uint16)})
+              for i in range(count)),
+            Stop({"run": "r", "frames_sent": count})]
+
+
+def _raw_receiver(address: str, zmq_socket) -> zmq.Socket:
+    peer = zmq_socket(zmq.DEALER)
+    peer.rcvtimeo = 5000
+    peer.connect(address)
+    peer.send_multipart([b"hello", b"", b"0"])  # knows nothing: send me everything
+    return peer
+
+
+def _pump(link: OutputLink, condition) -> bool:
+    link.flush()  # reads what the receiver said, sends what waits
+    return condition()
+
+
+def test_what_a_receiver_never_acknowledged_goes_to_the_next_one(zmq_socket):
+    sender = OutputLink("@tcp://127.0.0.1:*", reliable=True, batch=0)
+    sender.open()
+    receiver = None
+    try:
+        peer = _raw_receiver(sender.sender.bound.replace("0.0.0.0", "127.0.0.1"), zmq_socket)
+        wait_for(lambda: _pump(sender, lambda: sender.sender.peer is not None), 10, "hello")
+        for message in _events(20):
+            sender.publish(message)
+        carriages = []
+        for _ in range(22):  # everything, never acknowledged
+            frames = peer.recv_multipart()
+            carriages.append(msgpack.unpackb(frames[0]))
+            assert msgpack.unpackb(frames[1])["seq"] == len(carriages) - 1
+        assert carriages[0] == [1, 0, [[sender.src, 0, 0, 1]]]  # version, base, origins
+        peer.close(linger=0)  # gone, having finished nothing
+        assert sender.status().transport["window"]["held"] == 22
+
+        got: list[Message] = []
+        receiver = InputLink(">" + sender.sender.bound.replace("0.0.0.0", "127.0.0.1"),
+                             reliable=True)
+        receiver.open()
+
+        def deliver(message: Message) -> None:
+            got.append(message)
+            receiver.handled(message)  # no runtime here: done at once
+
+        thread = threading.Thread(target=receiver.start, args=(deliver,), daemon=True)
+        thread.start()
+        wait_for(lambda: _pump(sender, lambda: not sender.reliable.window.entries), 10,
+                 "every message acknowledged by the second receiver")
+        frames = [m.meta["frame"] for m in got if isinstance(m, Event)]
+        assert frames == list(range(20)) and got[0].kind == "start" and got[-1].kind == "stop"
+        window = sender.status().transport["window"]
+        assert window["resends"] == 2 and window["resent"] == 22
+        receiver.stop()
+        thread.join(5)
+        assert receiver.status().transport["reliable"]["duplicates_dropped"] == 0
+    finally:
+        if receiver is not None:
+            receiver.close()
+        sender.abandon()
+        sender.close()
+
+
+def test_a_full_window_drops_the_newest_event_and_counts_it(zmq_socket):
+    sender = OutputLink("@tcp://127.0.0.1:*", reliable=True, batch=0, window=5,
+                        overflow="drop-newest")
+    sender.open()
+    try:
+        peer = _raw_receiver(sender.sender.bound.replace("0.0.0.0", "127.0.0.1"), zmq_socket)
+        wait_for(lambda: _pump(sender, lambda: sender.sender.peer is not None), 10, "hello")
+        for message in _events(10)[:-1]:  # Start and 10 Events, nothing acknowledged
+            sender.publish(message)
+        status = sender.status()
+        assert status.transport["window"]["held"] == 5  # Start and 4 Events
+        assert status.dropped == {"window full": 6} and status.sent == 5
+        peer.send_multipart([b"ack", sender.src.encode(), b"2"])  # finished Start, 0, 1
+        wait_for(lambda: _pump(sender, lambda: len(sender.reliable.window) == 2), 10, "acks")
+        sender.publish(Event({"run": "r", "frame": 10}, {"image": np.zeros(8, np.uint16)}))
+        assert sender.status().sent == 6  # room again
+    finally:
+        sender.abandon()
+        sender.close()
