@@ -217,6 +217,8 @@ def test_a_killed_worker_under_supervisord_loses_only_what_it_held_and_the_run_e
     assert ledger["missing"] == frames - len(present)
     # lost: what it held unfinished (its credit, and results not yet sent on); the rest of
     # what is missing came after the ordering gave up waiting (a loaded machine), dropped
-    # by policy and said so in the Stop
-    assert 0 < ledger["missing"] - ledger["policy_dropped"] <= credit + 2, ledger
+    # by policy and said so in the Stop. It may be none: what a stopped worker is given
+    # are broadcast copies (the routing rule), which worker-0 has too, and the frames it
+    # had by credit may all have been finished when it was stopped.
+    assert 0 <= ledger["missing"] - ledger["policy_dropped"] <= credit + 2, ledger
     assert stop.meta["incomplete"]["spectra"] > 0
