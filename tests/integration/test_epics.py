@@ -174,15 +174,17 @@ def test_a_restarted_simulator_starts_a_new_run(simulator, closing) -> None:
 
 
 class Slow(PassThrough):
-    """Holds the first Event for a while, so frames back up through the runtime's queue,
-    the listener's, pvapy's socket and the server's monitor queue, which then drops
-    updates (a load, not a wait for a race)."""
+    """Holds the first Event for a while, then takes 20 ms for each (half the server's
+    rate), so frames back up through the runtime's queue, the listener's, pvapy's socket
+    and the server's monitor queue, which then drops updates (a load, not a wait for a
+    race; the hold alone made no gap once on a quiet machine)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.held = False
 
     def on_event(self, event: Event) -> Any:
+        threading.Event().wait(0.02)
         if not self.held:
             self.held = True
             threading.Event().wait(2.5)
@@ -193,7 +195,7 @@ def test_frames_the_server_dropped_show_as_unique_id_gaps(simulator, closing) ->
     simulator("arroyo:test:gaps", shape=(1024, 1024), fps=100)  # 2 MB: queues fill fast
     running = closing(Running(PvaListener("arroyo:test:gaps", queue=1, server_queue=2),
                               Slow()))
-    running.sink.wait("event", 60, timeout=30)
+    running.sink.wait("event", 150, timeout=60)
     running.stop()  # the runtime drains: the sink gets every frame the listener delivered
     ids = [meta["uniqueId"] for meta in running.sink.of("event")]
     gaps = sum(b - a - 1 for a, b in zip(ids, ids[1:], strict=False))
