@@ -112,20 +112,23 @@ class ReliableOutput:
         window, runs = self.window, self.runs
         self.runs = []
         n = sum(run[3] for run in runs)
-        if window.full():
-            if not (droppable and self.dropping):
-                self._wait_for_room()
-            if window.full():
-                self.dropped += n
-                return "window full" if droppable and self.dropping else \
-                    "no receiver acknowledged it before shutdown"
-        window.put(Entry(self.link.seq, n, frames, runs, frames_nbytes(frames)))
+        kept = self._room(frames, droppable and self.dropping)
+        if kept is None:
+            self.dropped += n
+            return "window full" if droppable and self.dropping else \
+                "no receiver acknowledged it before shutdown"
+        window.put(Entry(self.link.seq, n, kept, runs, frames_nbytes(kept)))
         self.pump()
         return None
 
-    def _wait_for_room(self) -> None:
+    def _room(self, frames: list[Any], dropping: bool) -> list[Any] | None:
+        """``frames`` as the window keeps them (:meth:`AckedSender.keep`) once it has room
+        for them, waiting unless ``dropping``; None if it has none (dropped)."""
         waited = time.monotonic()
-        while self.window.full() and not self.sender.abandoned:
+        while True:
+            kept = None if self.window.full() else self.sender.keep(frames)
+            if kept is not None or dropping or self.sender.abandoned:
+                return kept
             self.pump()
             self.take(WAIT_S)
             if time.monotonic() - waited > 5.0:

@@ -149,6 +149,13 @@ class AckedSender(FrameSender):
     def replies(self, timeout: float) -> list[tuple[str, str, int]]:
         """What the receiver said since the last call, waiting up to ``timeout`` s."""
 
+    def keep(self, frames: Frames) -> Frames | None:
+        """The frames the link's window is to hold for this message until it is
+        acknowledged (the same, or the payload moved where the transport can send it
+        again from, e.g. a shared-memory slot); None: no room for it now (the window is
+        full: the link waits, or drops by its overflow policy)."""
+        return frames
+
     def send(self, frames: Frames, droppable: bool) -> str | None:
         return "a reliable sender is driven by its link (offer)"
 

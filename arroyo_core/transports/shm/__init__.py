@@ -16,6 +16,9 @@ on: one copy of the payload, at the first shm sender, and none after it.
     receivers  a sender's receivers and its messages in flight to them
     sender     ShmSender: PUSH (to one receiver) or PUB (to all)
     receiver   ShmReceiver
+    answers    a reliable receiver's acknowledgements and hellos, on their way back
+    reliable   ReliableShmSender/ReliableShmReceiver: PUSH/PULL, payloads kept in slots
+               until acknowledged (``reliable = true``)
 
 What happens on ``kill -9``, what is bounded and what is guaranteed: docs/transports.md.
 """
@@ -28,22 +31,26 @@ from ...address import Address
 from ...arguments import check_arguments
 from ...transport import FrameReceiver, FrameSender, Transport
 from .receiver import ShmReceiver
+from .reliable import ReliableShmReceiver, ReliableShmSender
 from .sender import ShmSender
 from .sockets import control_address
 
-__all__ = ["ShmReceiver", "ShmSender", "ShmTransport"]
+__all__ = ["ReliableShmReceiver", "ReliableShmSender", "ShmReceiver", "ShmSender",
+           "ShmTransport"]
 
 
 class ShmTransport(Transport):
     def sender(self, address: Address, options: dict[str, Any], link: str) -> FrameSender:
         control_address(address)
-        return ShmSender(address, link,
-                         **check_arguments(ShmSender, options, given=("address", "link")))
+        cls = ReliableShmSender if options.pop("reliable", False) else ShmSender
+        return cls(address, link,
+                   **check_arguments(ShmSender, options, given=("address", "link")))
 
     def receiver(self, address: Address, options: dict[str, Any], link: str) -> FrameReceiver:
         control_address(address)
-        return ShmReceiver(address, link,
-                           **check_arguments(ShmReceiver, options, given=("address", "link")))
+        cls = ReliableShmReceiver if options.pop("reliable", False) else ShmReceiver
+        return cls(address, link,
+                   **check_arguments(ShmReceiver, options, given=("address", "link")))
 
     def name(self, address: Address, options: dict[str, Any]) -> str:
         default = "push" if address.bind else "pull"

@@ -5,12 +5,16 @@ Receiver to sender, each a kind frame then a msgpack body:
 - ``H`` hello ``{"pid", "start", "host"}``: who the receiver is (sent on each connection);
 - ``T`` took ``[id, ...]``: these messages are off the socket and their slots are held
   by the receiver itself, so the sender may forget them;
-- ``B`` bye: the receiver closes.
+- ``B`` bye: the receiver closes;
+- ``A`` answer ``[kind, src, seq]``, on a reliable link only: ``ack`` (finished every
+  message of sender ``src`` up to ``seq``) or ``hello`` (has everything before ``seq``;
+  ``src`` empty: knows nothing), as docs/protocol.md section 12.2 says for tcp.
 
 Sender to receiver: a msgpack ``[id, refs]`` frame, the message's header frame, then the
 payload buffers sent inline. ``refs`` has one entry per payload buffer: ``None`` for the
 next inline frame, or ``[pool, slot, generation, offset, length]`` for bytes in a pool
-(:class:`~.attached.SlotRef`). Everything read from the network is checked here and
+(:class:`~.attached.SlotRef`). On a reliable link the message's first frame is the
+reliable carriage frame and its header the next, inline. Everything read from the network is checked here and
 never unpickled.
 """
 
@@ -24,7 +28,8 @@ from ...errors import DecodeError
 from .attached import SlotRef
 from .processes import Identity
 
-HELLO, TOOK, BYE = b"H", b"T", b"B"
+HELLO, TOOK, BYE, ANSWER = b"H", b"T", b"B", b"A"
+ANSWERS = ("ack", "hello")
 
 
 def hello(identity: Identity, host: str) -> list[bytes]:
@@ -53,6 +58,22 @@ def read_took(body: bytes) -> list[int]:
     except Exception:
         return []
     return [i for i in ids if type(i) is int] if isinstance(ids, list) else []
+
+
+def answer(kind: str, src: str, seq: int) -> list[bytes]:
+    return [ANSWER, msgpack.packb([kind, src, seq])]
+
+
+def read_answer(body: bytes) -> tuple[str, str, int] | None:
+    """``(kind, src, seq)`` of an answer's body, None if it is not a valid one."""
+    try:
+        said = msgpack.unpackb(body, raw=False)
+    except Exception:  # msgpack raises several unrelated types for bad bytes
+        return None
+    if not (isinstance(said, list) and len(said) == 3 and said[0] in ANSWERS
+            and isinstance(said[1], str) and type(said[2]) is int and said[2] >= 0):
+        return None
+    return said[0], said[1], said[2]
 
 
 def message_head(message_id: int, refs: list[SlotRef | None]) -> bytes:

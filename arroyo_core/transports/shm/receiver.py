@@ -18,6 +18,7 @@ from ...errors import ConfigError, DecodeError
 from ...transport import FrameReceiver, Frames, WaitLog
 from ...wire import DEFAULT_LIMITS
 from . import control
+from .answers import Answers
 from .attached import ATTACHED
 from .processes import host_key, this_process
 from .sockets import POLL_MS, open_socket, shown_address
@@ -60,6 +61,7 @@ class ShmReceiver(FrameReceiver):
         self.monitor: zmq.Socket | None = None
         self.connected = 0
         self.rejected = 0
+        self.answers: Answers | None = None  # a reliable link's (.reliable)
 
     def open(self) -> None:
         me = this_process()
@@ -81,11 +83,19 @@ class ShmReceiver(FrameReceiver):
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
+        answers = self.answers
+        if answers is not None:
+            poller.register(answers.wake_r, zmq.POLLIN)
         hello = control.hello(this_process(), host_key())
         waiting = WaitLog()
         next_check = time.monotonic() + OWNER_CHECK_S
         while not stop.is_set():
-            ready = dict(poller.poll(POLL_MS))
+            if answers is None:
+                ready = dict(poller.poll(POLL_MS))
+            else:
+                answers.flush(socket)
+                ready = dict(poller.poll(answers.sleep_ms(POLL_MS)))
+                answers.awake(ready)
             if monitor in ready:
                 self._connections(monitor, hello)
             if time.monotonic() >= next_check:
@@ -104,6 +114,8 @@ class ShmReceiver(FrameReceiver):
                 except zmq.Again:
                     break
                 yield self._read(raw), None
+                if answers is not None and answers.pending():
+                    answers.flush(socket)
 
     def _connections(self, monitor: zmq.Socket, hello: list[bytes]) -> None:
         while monitor.poll(0):
@@ -112,6 +124,8 @@ class ShmReceiver(FrameReceiver):
                 self.connected += 1
                 assert self.socket is not None
                 self.socket.send_multipart(hello)  # each connection: a restarted sender too
+                if self.on_connect is not None:
+                    self.on_connect()  # a reliable link says hello too
             elif event == zmq.EVENT_DISCONNECTED:
                 self.connected = max(0, self.connected - 1)
 
@@ -141,6 +155,9 @@ class ShmReceiver(FrameReceiver):
     def close(self) -> None:
         if self.socket is None:
             return
+        if self.answers is not None:
+            self.answers.flush(self.socket, force=True)  # what is finished, said before going
+            self.answers.close()
         try:
             self.socket.send_multipart([control.BYE], zmq.NOBLOCK)
         except zmq.ZMQError:

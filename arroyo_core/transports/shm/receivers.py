@@ -47,6 +47,10 @@ class Receivers:
         self.busy: np.ndarray | None = None
         self.lost_in_flight = 0  # messages in flight to receivers that died
         self.refused: Counter[str] = Counter()
+        # A reliable sender's: what receivers answered, ``(ident, kind, src, seq)``, for
+        # its link to read (None: the sender is not reliable, answers are refused); and
+        # what was in flight to a receiver that died is not lost but sent again.
+        self.answers: list[tuple[bytes, str, str, int]] | None = None
         # Ids start at random: a receiver's late "took" for a message of a sender that
         # was here before (and restarted) must not land one of ours.
         self._next_id = int.from_bytes(os.urandom(6), "little")
@@ -69,6 +73,14 @@ class Receivers:
                          said[0].pid, len(self.peers))
         elif kind == control.BYE:
             self.lost(ident, "receiver closed", warn=False)
+        elif kind == control.ANSWER and body and ident in self.peers:
+            said = control.read_answer(body[0])
+            if self.answers is None:
+                self._refuse("reliable answer to a sender that is not reliable", ident)
+            elif said is None:
+                self._refuse("malformed answer", ident)
+            else:
+                self.answers.append((ident, *said))
         elif kind != control.HELLO:
             self._refuse("malformed control message", ident)
 
@@ -112,10 +124,12 @@ class Receivers:
         peer = self.peers.pop(ident, None)
         if peer is None:
             return
-        if warn:
+        resent = self.answers is not None  # a reliable link sends them again
+        if warn and not resent:
             self.lost_in_flight += len(peer.inflight)
-        (log.warning if warn else log.info)(
-            "%s: %s with %d message(s) in flight; %d receiver(s) left", self.link, why,
-            len(peer.inflight), len(self.peers))
+        (log.warning if warn and not resent else log.info)(
+            "%s: %s with %d message(s) in flight%s; %d receiver(s) left", self.link, why,
+            len(peer.inflight), " (kept, to be sent again)" if resent else "",
+            len(self.peers))
         for message_id in list(peer.inflight):
             self.took(ident, message_id)

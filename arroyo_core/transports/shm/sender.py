@@ -137,6 +137,7 @@ class ShmSender(FrameSender):
         except PoolError as exc:
             raise ConfigError(f"{self.link}: {exc}") from None
         self.busy = self.receivers.busy = np.zeros(self.pool.slots, bool)
+        self.kept = np.zeros(self.pool.slots, bool)  # held by a reliable link's window
         log.info("%s: pool %s of %d slots of %d bytes", self.link, self.pool.name,
                  self.pool.slots, self.pool.slot_bytes)
 
@@ -243,7 +244,7 @@ class ShmSender(FrameSender):
     def _free_slot(self) -> int:
         pool, busy = self.pool, self.busy
         assert pool is not None and busy is not None
-        free = np.flatnonzero(~busy & ~pool.held())
+        free = np.flatnonzero(~busy & ~self.kept & ~pool.held())
         for slot in free:
             pool.gens[slot] += 1  # stale references to it no longer match...
             fence()
@@ -356,4 +357,5 @@ class ShmSender(FrameSender):
         pool, busy = self.pool, self.busy
         assert pool is not None and busy is not None
         return {"name": pool.name, "slots": pool.slots, "slot_bytes": pool.slot_bytes,
-                "free": int((~busy & ~pool.held()).sum())}
+                "free": int((~busy & ~self.kept & ~pool.held()).sum()),
+                "kept": int(self.kept.sum())}
