@@ -14,8 +14,8 @@ Sender to receiver: a msgpack ``[id, refs]`` frame, the message's header frame, 
 payload buffers sent inline. ``refs`` has one entry per payload buffer: ``None`` for the
 next inline frame, or ``[pool, slot, generation, offset, length]`` for bytes in a pool
 (:class:`~.attached.SlotRef`). On a reliable link the message's first frame is the
-reliable carriage frame and its header the next, inline. Everything read from the network is checked here and
-never unpickled.
+reliable carriage frame and its header the next, inline. Everything read from the
+network is checked here and never unpickled.
 """
 
 from __future__ import annotations

@@ -74,13 +74,13 @@ class Receivers:
         elif kind == control.BYE:
             self.lost(ident, "receiver closed", warn=False)
         elif kind == control.ANSWER and body and ident in self.peers:
-            said = control.read_answer(body[0])
+            answer = control.read_answer(body[0])
             if self.answers is None:
                 self._refuse("reliable answer to a sender that is not reliable", ident)
-            elif said is None:
+            elif answer is None:
                 self._refuse("malformed answer", ident)
             else:
-                self.answers.append((ident, *said))
+                self.answers.append((ident, *answer))
         elif kind != control.HELLO:
             self._refuse("malformed control message", ident)
 
