@@ -8,7 +8,7 @@ import pytest
 
 from arroyo_core.address import Address
 from arroyo_core.errors import ConfigError, DecodeError
-from arroyo_core.transports.shm import control
+from arroyo_core.transports.shm import ShmTransport, control
 from arroyo_core.transports.shm.attached import SlotRef
 from arroyo_core.transports.shm.pool import owner_of
 from arroyo_core.transports.shm.processes import Identity, alive, this_process
@@ -47,6 +47,25 @@ def test_hello_and_took_read_back_and_bad_ones_are_refused():
     assert control.read_took(control.took([1, 2])[1]) == [1, 2]
     assert control.read_took(msgpack.packb([1, "x", 3])) == [1, 3]
     assert control.read_took(b"\xc1") == []
+
+
+def test_reliable_answers_read_back_and_bad_ones_are_refused():
+    kind, body = control.answer("ack", "a1b2-c3", 41)
+    assert kind == control.ANSWER and control.read_answer(body) == ("ack", "a1b2-c3", 41)
+    assert control.read_answer(control.answer("hello", "", 0)[1]) == ("hello", "", 0)
+    for bad in (b"\xc1", msgpack.packb(["nack", "s", 1]), msgpack.packb(["ack", "s", -1]),
+                msgpack.packb(["ack", b"s", 1]), msgpack.packb(["ack", "s"]),
+                msgpack.packb({"ack": 1})):
+        assert control.read_answer(bad) is None
+
+
+def test_reliable_shm_is_push_and_pull_only():
+    transport = ShmTransport()
+    out, into = Address.parse("@shm://127.0.0.1:*", True), Address.parse(">shm:///a/b", False)
+    with pytest.raises(ConfigError, match="pub is not reliable yet"):
+        transport.sender(out, {"reliable": True, "pattern": "pub"}, "out")
+    with pytest.raises(ConfigError, match="sub is not reliable yet"):
+        transport.receiver(into, {"reliable": True, "pattern": "sub"}, "in")
 
 
 @pytest.mark.parametrize("text,expected", [
