@@ -8,7 +8,9 @@ range of the per-pair ratios: the machine is shared, so absolute figures move. I
 gives the CPU time the three processes used per run (start-up included, the same in both
 modes), which a busy machine moves much less than it moves rates.
 
-Run ``python benchmarks/reliable_throughput.py [--quick] [--sizes '1 KiB,1 MiB']``.
+Run ``python benchmarks/reliable_throughput.py [--quick] [--sizes '1 KiB,1 MiB']``;
+``--scheme shm`` runs both hops on ``shm://`` instead (benchmarks/shm_throughput.py's
+chain: the window keeps each payload in the sender's slots until acknowledged).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chain_throughput import SIZES, _check, run_arroyo  # noqa: E402
+from shm_throughput import run as run_shm  # noqa: E402
 
 GOALS = {"1 KiB": 0.8, "64 KiB": None, "1 MiB": 0.95, "16 MiB": 0.95}
 
@@ -34,10 +37,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="alternating repeats per size [5; quick 3]")
     parser.add_argument("--sizes", default="1 KiB,1 MiB,16 MiB",
                         help="comma-separated subset of: " + ", ".join(s[0] for s in SIZES))
+    parser.add_argument("--scheme", choices=("tcp", "shm"), default="tcp",
+                        help="the hops' transport [tcp]")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 5)
     wanted = {s.strip() for s in args.sizes.split(",")}
-    print(f"reliable vs plain links, one operator hop, {repeats} alternating repeats, pyzmq "
+    print(f"reliable vs plain {args.scheme} links, one operator hop, {repeats} alternating "
+          f"repeats, pyzmq "
           f"{zmq.__version__} / libzmq {zmq.zmq_version()}, {os.cpu_count()} cores",
           flush=True)
     rows = []
@@ -51,7 +57,8 @@ def main() -> None:
         for repeat in range(repeats):
             for reliable in ((False, True) if repeat % 2 == 0 else (True, False)):
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                result = run_arroyo(shape, count, reliable=reliable)
+                result = (run_arroyo(shape, count, reliable=reliable) if args.scheme == "tcp"
+                          else run_shm("shm", 2, shape, "uint16", count, reliable))
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 cpu[reliable].append(after.ru_utime + after.ru_stime - before.ru_utime
                                      - before.ru_stime)

@@ -51,28 +51,31 @@ def _address(scheme: str) -> tuple[str, str]:
 
 
 def run(scheme: str, hops: int, shape: tuple[int, ...], dtype: str, frames: int,
-        ) -> dict[str, Any]:
-    """One run of the chain on ``scheme``; the sink's RESULT, checked for zero loss."""
+        reliable: bool = False) -> dict[str, Any]:
+    """One run of the chain on ``scheme``; the sink's RESULT, checked for zero loss
+    (``reliable``: every link reliable, as benchmarks/reliable_throughput.py compares)."""
     env = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     service = [sys.executable, "-m", "services"]
+    into = ["--in-option", "reliable=true"] if reliable else []
+    out = ["--out-option", "reliable=true"] if reliable else []
     quiet = ["--log-level", "warning"]
     links = [_address(scheme) for _ in range(hops)]
     children = []
     try:
         sink = Child([*service, "publisher", "--name", "sink", "--in", links[-1][1],
-                      "--sink", "chain_throughput:TimingSink", *quiet], env)
+                      "--sink", "chain_throughput:TimingSink", *into, *quiet], env)
         children.append(sink)
         sink.wait_for("READY", 30)
         if hops == 2:
             operator = Child([*service, "operator", "--name", "operator", "--in", links[0][1],
-                              "--out", links[1][0], *quiet], env)
+                              "--out", links[1][0], *into, *out, *quiet], env)
             children.append(operator)
             operator.wait_for("READY", 30)
         # Two runs, the first measured, as in chain_throughput.py.
         source = Child([*service, "listener", "--name", "source", "--source", "simulated",
                         "-o", f"shape={list(shape)}", "-o", f"dtype={dtype}", "-o", "runs=2",
                         "-o", f"frames={frames}", "-o", "rate=0", "--out", links[0][0],
-                        *quiet], env)
+                        *out, *quiet], env)
         children.append(source)
         result = json.loads(sink.wait_for("RESULT", RUN_TIMEOUT))
     finally:
