@@ -63,7 +63,7 @@ class ReliableOutput:
     def __init__(self, link: Any, sender: FrameSender, window: int, window_bytes: Any) -> None:
         if not isinstance(sender, AckedSender):
             raise ConfigError(f"{link.ledger.link}: the transport cannot carry a reliable "
-                              "link (reliable works on tcp/ipc push/pull)")
+                              "link (reliable works on tcp, ipc and shm push/pull)")
         self.link = link
         self.sender = sender
         if window_bytes is None:
