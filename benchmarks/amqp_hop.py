@@ -23,8 +23,8 @@ The rate is measured at the reader, from the first to the last event, so process
 does not count. Arroyo and bare runs alternate; the table shows the medians of the repeats
 and the ratio of the medians (absolute figures move by tens of percent on a shared machine).
 
-Run ``python benchmarks/amqp_hop.py [--quick] [--bare-keeps-blocks]``. ``--role produce`` is the child process
-this script starts for itself.
+Run ``python benchmarks/amqp_hop.py [--quick] [--bare-keeps-blocks]``. ``--role produce``
+is the child process this script starts for itself.
 """
 
 from __future__ import annotations

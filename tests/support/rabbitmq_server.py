@@ -4,8 +4,9 @@ ports, Erlang port mapper (epmd), cookie, data and logs, all in one directory.
 The broker's default user has a password with characters that need quoting in a URL, the
 links use the vhost ``arroyo``, and ``max_message_size`` is 8 MiB, so the tests of the size
 limit need no large messages. It listens for TLS (``amqps://``) too, with a certificate for
-127.0.0.1 from a test CA (trustme) whose certificate is :attr:`RabbitMQServer.ca_file`. It takes several seconds to boot: the tests share one per
-session, and each test uses queues of its own.
+127.0.0.1 from a test CA (trustme) whose certificate is :attr:`RabbitMQServer.ca_file`.
+It takes several seconds to boot: the tests share one per session, and each test uses
+queues of its own.
 """
 
 from __future__ import annotations
