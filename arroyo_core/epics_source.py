@@ -42,6 +42,7 @@ import numpy as np
 
 from .components import Deliver, Listener
 from .errors import ConfigError, DecodeError
+from .memory import keep_freed_blocks
 from .message import Event, Message, Start, Stop
 from .ntndarray import read_frame
 from .run_ledger import RunLedger
@@ -98,6 +99,8 @@ class PvaListener(Listener):
     def open(self) -> None:
         import pvaccess as pva
 
+        keep_freed_blocks()  # pvapy allocates a buffer per frame (arroyo_core.memory)
+
         self.channel = pva.Channel(self.channel_name,
                                    pva.PVA if self.provider == "pva" else pva.CA)
         request = (f"record[queueSize={self.server_queue}]field()" if self.server_queue
@@ -153,6 +156,9 @@ class PvaListener(Listener):
                 continue
             array, meta = item
             self._frame(array, meta, deliver)
+            # (drop the frame before waiting: pvapy reuses its buffer for the next one
+            # only if nothing holds it, else it allocates and faults in a new one)
+            item = array = meta = None
         if self.run is not None:
             self._end(deliver, "stopped")
 

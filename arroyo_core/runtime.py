@@ -160,6 +160,9 @@ class Runtime:
                     listener.handling(item)
                     self._handle(item)
                     listener.handled(item)  # a durable source may acknowledge it now
+                # (drop the last message before waiting: a buffer held until the next one
+                # arrives makes its source allocate, and fault in, a new one per message)
+                items, item = [], None
                 for publisher in self.publishers:
                     publisher.flush()  # what they held back, now the queue is empty
         finally:

@@ -15,13 +15,16 @@ node, ports and files in a temporary directory: tests.support.rabbitmq_server):
   is one copy); this process consumes with the same prefetch, acknowledges each message
   (``multiple=True``) and makes each array a numpy view.
 
-Queues are transient (not durable) in both. The rate is measured at the reader, from the
-first to the last event, so process start-up does not count. Arroyo and bare runs
-alternate; the table shows the medians of the repeats and the ratio of the medians
-(absolute figures move by tens of percent on a shared machine).
+Queues are transient (not durable) in both. Arroyo's AMQP links keep freed blocks for reuse
+(:mod:`arroyo_core.memory`: pika makes new buffers for every message, and faulting them in
+costs half of its CPU at 1 MiB); ``--bare-keeps-blocks`` has the bare producer do the same
+(the reader is one process for both, so it keeps them for both once Arroyo's ran).
+The rate is measured at the reader, from the first to the last event, so process start-up
+does not count. Arroyo and bare runs alternate; the table shows the medians of the repeats
+and the ratio of the medians (absolute figures move by tens of percent on a shared machine).
 
-Run ``python benchmarks/amqp_hop.py [--quick]``. ``--role produce`` is the child process
-this script starts for itself.
+Run ``python benchmarks/amqp_hop.py [--quick] [--bare-keeps-blocks]``. ``--role produce``
+is the child process this script starts for itself.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from broker_timing import rate, time_arroyo  # noqa: E402
 
 from arroyo_core.link import OutputLink  # noqa: E402
+from arroyo_core.memory import keep_freed_blocks  # noqa: E402
 from arroyo_core.message import Event, Stop  # noqa: E402
 from arroyo_core.wire import encode  # noqa: E402
 from tests.support.rabbitmq_server import RabbitMQServer, installed  # noqa: E402
@@ -78,8 +82,11 @@ def connect(url: str) -> pika.BlockingConnection:
 
 # --- producers (child process) ------------------------------------------------------
 
-def produce(mode: str, url: str, queue: str, shape: tuple[int, ...], count: int) -> None:
+def produce(mode: str, url: str, queue: str, shape: tuple[int, ...], count: int,
+            keep_blocks: bool) -> None:
     frames = ring(shape)
+    if keep_blocks:
+        keep_freed_blocks()
     if mode == "arroyo":
         publisher = OutputLink(f"{url}?queue={queue}")
         publisher.open()
@@ -104,11 +111,14 @@ def produce(mode: str, url: str, queue: str, shape: tuple[int, ...], count: int)
 
 # --- readers (this process) ------------------------------------------------------------
 
+KEEP_BLOCKS: list[str] = []  # ["--keep-blocks"] with --bare-keeps-blocks
+
+
 def start_producer(mode: str, url: str, queue: str, size: int, count: int,
                    ) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, __file__, "--role", "produce", "--mode", mode,
                              "--url", url, "--queue", queue, "--size", str(size),
-                             "--count", str(count)])
+                             "--count", str(count), *KEEP_BLOCKS])
 
 
 def run_arroyo(url: str, queue: str, size: int, count: int) -> dict[str, Any]:
@@ -154,6 +164,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--only", choices=[name for name, *_ in SIZES],
                         help="one payload size only")
+    parser.add_argument("--bare-keeps-blocks", action="store_true",
+                        help="the bare producer keeps freed blocks too, as Arroyo's links do")
+    parser.add_argument("--keep-blocks", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--role", choices=["produce"], help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -162,8 +175,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "produce":
-        produce(args.mode, args.url, args.queue, SIZES[args.size][1], args.count)
+        produce(args.mode, args.url, args.queue, SIZES[args.size][1], args.count,
+                args.keep_blocks)
         return
+    if args.bare_keeps_blocks:
+        KEEP_BLOCKS.append("--keep-blocks")
     if not installed():
         sys.exit("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
     repeats = args.repeats or (3 if args.quick else 5)
@@ -191,7 +207,8 @@ def main() -> None:
         finally:
             server.close()
     print(f"\nAMQP hop, 2 processes, rabbitmq-server (Debian's) on loopback tcp, pika "
-          f"{pika.__version__}, confirms and manual acks; medians of {repeats} runs")
+          f"{pika.__version__}, confirms and manual acks; medians of {repeats} runs; the bare "
+          f"producer {'keeps' if args.bare_keeps_blocks else 'does not keep'} freed blocks")
     print("| payload | messages | Arroyo msg/s (MB/s) | bare pika msg/s (MB/s) | Arroyo / bare |")
     print("|---|---:|---:|---:|---:|")
     summary = {}

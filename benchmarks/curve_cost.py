@@ -47,6 +47,7 @@ import numpy as np
 import zmq
 
 from arroyo_core.link import ZmqListener, ZmqPublisher
+from arroyo_core.memory import keep_freed_blocks
 from arroyo_core.message import Event
 from arroyo_core.transports.zmq.curve import CurveLink, generate_key_pair
 from services.processes import free_port
@@ -65,26 +66,13 @@ class Tuning:
     malloc: str = "default"
 
     def apply(self) -> zmq.Context:
-        if self.malloc == "reuse":
-            reuse_large_blocks()
+        if self.malloc == "reuse" and not keep_freed_blocks():
+            raise RuntimeError("mallopt failed: --malloc reuse needs glibc")
         return zmq.Context.instance(io_threads=self.io_threads)
 
     def __str__(self) -> str:
         return (f"io_threads {self.io_threads}, connections {self.connections}, "
                 f"malloc {self.malloc}")
-
-
-def reuse_large_blocks() -> None:
-    """Let glibc keep freed blocks of up to 32 MiB in the heap instead of unmapping them,
-    so a block allocated per message is reused rather than faulted in page by page."""
-    libc = ctypes.CDLL(None)
-    for option, value in ((M_MMAP_THRESHOLD, 32 * 2**20), (M_TRIM_THRESHOLD, 2**30),
-                          (M_ARENA_MAX, 1)):
-        if libc.mallopt(option, value) != 1:
-            raise RuntimeError(f"mallopt({option}, {value}) failed")
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's malloc.h
 
 
 def libsodium() -> ctypes.CDLL | None:

@@ -9,6 +9,8 @@ in images/s and GB/s of decompressed pixels:
 - ``decode, one thread``: the listener's whole decoding of the message (CBOR, the block
   walk that keeps a corrupt stream from being read past its end, decompression, the typed
   array and its shape), in a loop in this process.
+- ``decode, N threads``: the same on ``--threads`` threads in this process, as the
+  source's ``threads`` option decodes (bitshuffle gives up the GIL while it works).
 - ``PULL only``: a plain PULL socket receiving the same messages without decoding them:
   what the sender and ZeroMQ allow, the ceiling of the next two on this machine.
 - ``listener, threads=N``: the ``dectris`` source's receive loop over ZeroMQ (ipc), fed by
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 
 def sender(address: str, chunk: bytes, images: int) -> None:
@@ -124,6 +127,15 @@ def main() -> None:
             decoder.decode(message)
         return time.perf_counter() - began
 
+    def decode_threads() -> float:
+        """The same decoding on ``args.threads`` threads, as the source's ``threads``
+        option runs it (bitshuffle gives up the GIL while it decompresses)."""
+        with ThreadPoolExecutor(args.threads) as pool:
+            began = time.perf_counter()
+            for _ in pool.map(lambda _: decoder.decode(message), range(args.images)):
+                pass
+            return time.perf_counter() - began
+
     def listener(threads: int) -> float:
         """Seconds per ``args.images`` images through the source (threads 0: a bare PULL
         socket that only receives them, what the sender and the socket allow)."""
@@ -160,6 +172,7 @@ def main() -> None:
             return (times[-2] - times[1]) * args.images / (events - 1)
 
     ways = {"bitshuffle, one core": bare, "decode, one thread": decode,
+            f"decode, {args.threads} threads": decode_threads,
             "PULL only, no decoding": lambda: listener(0),
             "listener, threads=1": lambda: listener(1),
             f"listener, threads={args.threads}": lambda: listener(args.threads)}

@@ -7,7 +7,9 @@ How two ends meet depends on the address's scheme (:data:`MEETING`):
 ``point``       tcp, ipc, inproc, shm: an address one service connects to (``>``) is bound
                 (``@``) by another; a wildcard bind is reached at the binder's host.
 ``broker``      redis, rediss: a service writing a stream or channel and one reading it,
-                on the same server and database. Neither side binds.
+                on the same server and database; amqp, amqps: a service publishing to a
+                queue or an exchange and one consuming it, on the same broker and vhost.
+                Neither side binds.
 anything else   parsed only: the checker pairs nothing over a transport it does not know.
 ==============  ========================================================================
 """
@@ -17,18 +19,19 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from arroyo_core.address import Address
 
 MEETING: dict[str, Literal["point", "broker"]] = {
     "tcp": "point", "ipc": "point", "inproc": "point", "shm": "point", "redis": "broker",
-    "rediss": "broker"}
+    "rediss": "broker", "amqp": "broker", "amqps": "broker"}
 PEERS = {"push": "pull", "pull": "push", "pub": "sub", "sub": "pub", "dispatch": "worker",
          "worker": "dispatch"}
 OPPOSITE = {"in": "out", "out": "in"}
 LOCAL = {"127.0.0.1", "localhost", "::1"}
 ANYWHERE = {"*", "0.0.0.0", "::"}
-REDIS_PORT = "6379"
+BROKER_PORTS = {"redis": "6379", "rediss": "6379", "amqp": "5672", "amqps": "5671"}
 
 
 @dataclass(frozen=True)
@@ -53,15 +56,19 @@ class LinkEnd:
 
 
 def broker_place(address: Address, options: Mapping[str, Any]) -> tuple[str, ...] | None:
-    """(host, port, database, 'stream'|'channel', name) of a broker address; None for others.
-    The stream or channel comes from the address's query or the link's options."""
+    """(host, port, database or vhost, kind, name) of a broker address, kind being 'stream'
+    or 'channel' (Redis), 'exchange' or 'queue' (AMQP); None for other addresses. The kind
+    and name come from the address's query or the link's options."""
     if MEETING.get(address.scheme) != "broker":
         return None
     given = {**address.query, **options}
-    kind = next((k for k in ("stream", "channel") if given.get(k)), "")
     host = "localhost" if address.host in LOCAL else address.host
-    return (host, address.port or REDIS_PORT, address.path.strip("/") or "0", kind,
-            str(given.get(kind, "")))
+    port = address.port or BROKER_PORTS[address.scheme]
+    if address.scheme.startswith("amqp"):  # (an exchange address may name a queue too)
+        kind = "exchange" if given.get("exchange") else "queue"
+        return (host, port, unquote(address.path[1:]) or "/", kind, str(given.get(kind, "")))
+    kind = next((k for k in ("stream", "channel") if given.get(k)), "")
+    return (host, port, address.path.strip("/") or "0", kind, str(given.get(kind, "")))
 
 
 def pairs(ends: list[LinkEnd], hosts: Mapping[str, str]) -> list[tuple[LinkEnd, LinkEnd]]:

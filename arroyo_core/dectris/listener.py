@@ -113,7 +113,7 @@ class DectrisListener(Listener):
         try:
             while not self.stop_requested.is_set():
                 if not poller.poll(POLL_MS if not pending else 0):
-                    while pending:  # nothing new: finish what is being decoded
+                    if pending:  # nothing new: deliver the oldest (the others decode on)
                         self._handle(pending.popleft(), deliver)
                     continue
                 frame = self.socket.recv(copy=False)

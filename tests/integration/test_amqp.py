@@ -28,6 +28,7 @@ from services.processes import free_port
 from tests.support.waiting import wait_for
 
 pika = pytest.importorskip("pika")
+trustme = pytest.importorskip("trustme")
 from tests.support.rabbitmq_server import MAX_MESSAGE_SIZE, PASSWORD  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -321,6 +322,34 @@ def test_credentials_vhost_and_declarations_refused_at_open_are_config_errors(ra
         OutputLink(f"{rabbitmq.url()}")
     with pytest.raises(ConfigError, match="option prefetch: expected an integer"):
         InputLink(f"{rabbitmq.url()}?queue=q&prefetch=lots")
+
+
+def test_amqps_carries_messages_over_tls_and_an_untrusted_broker_is_a_config_error(
+        rabbitmq, outputs, runtimes, tmp_path):
+    # The broker's TLS listener presents a certificate from the test's own CA: trusted
+    # through ssl_ca_certs, every message arrives as sent, acknowledged.
+    url, sent = rabbitmq.url(tls=True), messages()
+    trust = {"ssl_ca_certs": str(rabbitmq.ca_file)}
+    publisher = outputs(f"{url}?queue=tls", **trust)
+    for message in sent:
+        publisher.publish(message)
+    listener = InputLink(f"{url}?queue=tls", **trust)
+    running = runtimes(listener)
+    assert_identical(running.wait_for(len(sent)), sent)
+    wait_for(lambda: listener.stats()["amqp"]["acked"] == len(sent), 5, "acknowledgements")
+    assert listener.stats()["amqp"]["url"].startswith("amqps://arroyo:***@")
+    # A certificate no given CA vouches for (the system's CAs by default) is refused at
+    # open, naming the option, rather than retried as an outage for ever.
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    for options in ({"ssl_ca_certs": str(other)}, {}):
+        link = InputLink(f"{url}?queue=tls", **options)
+        with pytest.raises(ConfigError, match="TLS certificate is not trusted.*ssl_ca_certs"):
+            link.open()
+        link.close()
+    # TLS options on a plain address are a mistake, said at once.
+    with pytest.raises(ConfigError, match="ssl_ca_certs need an amqps://"):
+        OutputLink(f"{rabbitmq.url()}?queue=tls", **trust)
 
 
 def test_a_sender_without_a_broker_counts_drops_and_a_start_waits_until_abandoned():

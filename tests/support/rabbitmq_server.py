@@ -3,8 +3,10 @@ ports, Erlang port mapper (epmd), cookie, data and logs, all in one directory.
 
 The broker's default user has a password with characters that need quoting in a URL, the
 links use the vhost ``arroyo``, and ``max_message_size`` is 8 MiB, so the tests of the size
-limit need no large messages. It takes several seconds to boot: the tests share one per
-session, and each test uses queues of its own.
+limit need no large messages. It listens for TLS (``amqps://``) too, with a certificate for
+127.0.0.1 from a test CA (trustme) whose certificate is :attr:`RabbitMQServer.ca_file`.
+It takes several seconds to boot: the tests share one per session, and each test uses
+queues of its own.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pika
+import trustme
 
 from services.processes import free_port
 from tests.support.waiting import wait_for, wait_or_kill
@@ -43,21 +46,34 @@ class RabbitMQServer:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.port = free_port()
+        self.tls_port = free_port()
         self.epmd_port = free_port()
         self.dist_port = free_port()
         self.node = f"arroyo-test-{self.port}@localhost"
         self.epmd: subprocess.Popen[bytes] | None = None
         self.process: subprocess.Popen[bytes] | None = None
+        ca = trustme.CA()
+        self.ca_file = directory / "ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        server = ca.issue_cert("127.0.0.1")
+        server.private_key_pem.write_to_path(str(directory / "server.key"))
+        server.cert_chain_pems[0].write_to_path(str(directory / "server.pem"))
         (directory / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+            f"ssl_options.cacertfile = {self.ca_file}\n"
+            f"ssl_options.certfile = {directory / 'server.pem'}\n"
+            f"ssl_options.keyfile = {directory / 'server.key'}\n"
+            "ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n"
             f"default_user = {USER}\ndefault_pass = {PASSWORD}\ndefault_vhost = {VHOST}\n"
             f"loopback_users = none\nmax_message_size = {MAX_MESSAGE_SIZE}\n"
             "disk_free_limit.absolute = 10MB\n")
         (directory / "enabled_plugins").write_text("[].\n")
 
-    def url(self, password: str | None = PASSWORD, vhost: str = VHOST) -> str:
+    def url(self, password: str | None = PASSWORD, vhost: str = VHOST, tls: bool = False) -> str:
         auth = f"{USER}:{quote(password, safe='')}@" if password is not None else ""
-        return f"amqp://{auth}127.0.0.1:{self.port}/{quote(vhost, safe='')}"
+        scheme, port = ("amqps", self.tls_port) if tls else ("amqp", self.port)
+        return f"{scheme}://{auth}127.0.0.1:{port}/{quote(vhost, safe='')}"
 
     def environment(self) -> dict[str, str]:
         d = self.directory

@@ -215,6 +215,34 @@ def test_a_redis_reader_that_no_service_writes_is_a_problem(reader):
     assert external.problems() == []
 
 
+def test_amqp_links_pair_a_publisher_and_a_consumer_of_one_queue_or_exchange():
+    chain = chain_of(
+        source={"role": "listener", "source": "simulated",
+                "out": "amqp://u:p@127.0.0.1:5672/%2F?queue=frames"},
+        operator={"role": "operator", "in": "amqp://localhost?queue=frames",
+                  "out": "amqps://broker/arroyo?exchange=results&routing_key=r"},
+        sink={"role": "publisher", "in": "amqps://broker:5671/arroyo",
+              "in_options": {"exchange": "results", "queue": "mine"}})
+    assert chain.problems() == []
+    pairs = {(seeker.service, found.service) for seeker, found in chain.links()}
+    assert pairs == {("operator", "source"), ("sink", "operator")}  # (consumer, publisher)
+    assert chain.order() == ["source", "operator", "sink"]
+
+
+@pytest.mark.parametrize("reader", [
+    "amqp://127.0.0.1/%2F?queue=other",             # another queue
+    "amqp://127.0.0.1/arroyo?queue=frames",         # another vhost
+    "amqp://127.0.0.1:5673/%2F?queue=frames",       # another broker
+    "amqp://127.0.0.1/%2F?exchange=frames",         # an exchange, not the queue
+])
+def test_an_amqp_consumer_that_no_service_publishes_to_is_a_problem(reader):
+    chain = chain_of(source={"role": "listener", "source": "simulated",
+                             "out": "amqp://127.0.0.1/%2F?queue=frames"},
+                     sink={"role": "publisher", "in": reader})
+    [problem] = chain.problems()
+    assert problem.startswith(f"[sink] in >{reader}: no service in the chain writes")
+
+
 def test_writers_of_one_stream_do_not_clash_like_binds():
     writer = {"role": "listener", "source": "simulated", "out": "redis://h:6379/0?stream=s"}
     chain = chain_of(a=writer, b=writer, sink={"role": "publisher",

@@ -148,13 +148,15 @@ class AmqpConnection:
         self._lock = threading.Lock()  # call_soon from another thread vs. a reconnect
 
     def open(self) -> None:
-        """Connect and prepare: refused credentials, vhost or declarations are a
-        ConfigError; an unreachable broker is only logged (the link keeps trying)."""
+        """Connect and prepare: refused credentials, vhost or declarations, and an untrusted
+        TLS certificate, are a ConfigError; an unreachable broker is only logged (the link
+        keeps trying)."""
         try:
             self._connect()
         except (*OUTAGE_ERRORS, amqp_errors.AMQPChannelError) as exc:
-            if refused(exc):
-                raise ConfigError(f"{self.link}: the broker refused: {_reason(exc)}") from None
+            why = refusal(exc)
+            if why is not None:
+                raise ConfigError(f"{self.link}: {why}: {_reason(exc)}") from None
             self.down(exc)
 
     def live(self) -> BlockingChannel | None:
@@ -272,13 +274,16 @@ CONFIG_ERRORS = (amqp_errors.ProbableAuthenticationError, amqp_errors.Authentica
                  amqp_errors.ProbableAccessDeniedError, amqp_errors.AMQPChannelError)
 
 
-def refused(exc: BaseException) -> bool:
-    """Whether ``exc`` is the broker saying no (credentials, vhost, a declaration), which
-    no retry mends, rather than the broker being away."""
-    if isinstance(exc, CONFIG_ERRORS):
-        return True
-    return isinstance(exc, amqp_errors.ConnectionClosedByBroker) and \
-        exc.reply_code in CONFIG_REPLY_CODES
+def refusal(exc: BaseException) -> str | None:
+    """What no retry mends in ``exc``: the broker saying no (credentials, vhost, a
+    declaration) or, over TLS, a broker certificate this client does not trust (option
+    ``ssl_ca_certs``); None when the broker is only away."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "the broker's TLS certificate is not trusted (option ssl_ca_certs)"
+    if isinstance(exc, CONFIG_ERRORS) or (isinstance(exc, amqp_errors.ConnectionClosedByBroker)
+                                          and exc.reply_code in CONFIG_REPLY_CODES):
+        return "the broker refused"
+    return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 from ...budget import parse_bytes
 from ...errors import DecodeError
+from ...memory import keep_freed_blocks
 from ...packed import unpack_frames
 from ...transport import FrameReceiver, Frames
 from ...wire import DEFAULT_LIMITS
@@ -91,6 +92,7 @@ class AmqpReceiver(FrameReceiver):
         self._floor = 0
 
     def open(self) -> None:
+        keep_freed_blocks()  # pika makes new buffers for every message (arroyo_core.memory)
         self.connection.open()
 
     def receive(self, stop: threading.Event) -> Iterator[tuple[Frames | DecodeError, Any]]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from ...budget import parse_bytes
 from ...errors import ConfigError
+from ...memory import keep_freed_blocks
 from ...packed import pack_bytes
 from ...transport import Frames, FrameSender
 from .connection import OUTAGE_ERRORS, AmqpConnection, ClientSettings, amqp_errors, pika
@@ -71,6 +72,7 @@ class AmqpSender(FrameSender):
             channel.confirm_delivery()
 
     def open(self) -> None:
+        keep_freed_blocks()  # pika makes new buffers for every message (arroyo_core.memory)
         self.connection.open()
 
     def send(self, frames: Frames, droppable: bool) -> str | None:

@@ -1,0 +1,42 @@
+"""Keeping freed large blocks in the process, so a buffer allocated per frame is reused
+instead of faulted in afresh.
+
+A library that allocates new buffers for every message (pvapy for each frame it receives,
+while the previous one is still held downstream; pika for each body it sends and
+receives) gets them from glibc's malloc, which by default
+returns large freed blocks to the kernel (``munmap``, or a trim of the heap). The next
+buffer is then faulted in page by page, about 3.5 us a 4 KiB page here
+(shared/PERFORMANCE.md): more than a millisecond for an 8 MB frame, and half the CPU
+pika spends on sending a 1 MiB message. Raising malloc's
+thresholds keeps those blocks for reuse: the process keeps the memory of its busiest
+moment, which its memory budget bounds anyway.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+# glibc's malloc.h
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+LARGEST_HEAP_BLOCK = 32 * 2**20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
+SETTINGS = ((M_MMAP_THRESHOLD, LARGEST_HEAP_BLOCK), (M_TRIM_THRESHOLD, 2**30),
+            (M_ARENA_MAX, 1))
+
+
+def keep_freed_blocks() -> bool:
+    """Ask glibc to keep freed blocks of up to 32 MiB for reuse (one arena, so a block freed
+    by another thread is reused too). Returns False where that cannot be set (not glibc)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # a C library without mallopt (musl)
+        return False
+    done = all(mallopt(option, value) == 1 for option, value in SETTINGS)
+    if not done:
+        log.debug("mallopt refused a setting; freed blocks may be returned to the kernel")
+    return done
