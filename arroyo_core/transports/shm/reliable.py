@@ -28,6 +28,7 @@ from ...transport import AckedSender, Frames, WaitLog
 from .answers import Answers
 from .attached import ATTACHED, SlotRef
 from .receiver import ShmReceiver
+from .receivers import Peer
 from .sender import ShmSender
 from .sockets import ALIGN
 
@@ -82,8 +83,10 @@ class ReliableShmSender(ShmSender, AckedSender):
                             "such messages go inline over the socket", self.link, need,
                             pool.slot_bytes)
             return frames
-        self._service(0)
         slot = self._free_slot()
+        if slot < 0:  # (what receivers said may free one: read it only then, it costs)
+            self._service(0)
+            slot = self._free_slot()
         if slot < 0:
             return None  # the pool is full of what the window holds, or receivers hold
         # One view of the slot, whose finalizer frees it once every view made from it
@@ -108,9 +111,11 @@ class ReliableShmSender(ShmSender, AckedSender):
 
     def offer(self, frames: Frames, wait: bool) -> bool:
         with self._lock:
-            self._service(0)
-            peer = self.peers.get(self.peer) if self.peer is not None else None
-            if peer is None or len(peer.inflight) >= self.hwm:
+            peer = self._room()
+            if peer is None:
+                self._service(0)  # what receivers said may make room: read it only then
+                peer = self._room()
+            if peer is None:
                 return False
             refs: list[SlotRef | None] = [None]  # the message's header, inline
             forwarded, slot = [], -1
@@ -128,6 +133,11 @@ class ReliableShmSender(ShmSender, AckedSender):
                 return True
             self.peer = None  # gone: wait for the next receiver's hello
             return False
+
+    def _room(self) -> Peer | None:
+        """The receiver to send to, if it can take a message now."""
+        peer = self.peers.get(self.peer) if self.peer is not None else None
+        return peer if peer is not None and len(peer.inflight) < self.hwm else None
 
     def _locate(self, buffer: Any) -> SlotRef | None:
         """Where a buffer the window holds lies: in a slot of our pool, of a pool this
