@@ -27,8 +27,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bare_pool import bare_run, group_cpu  # noqa: E402
+
 from services.processes import ServiceProcess, free_port  # noqa: E402
 from services.status_server import query_status  # noqa: E402
 from tests.support.plugins import plugin_env  # noqa: E402
@@ -39,10 +43,13 @@ BUSY = "arroyo_testplugins.operators:Busy"
 
 def one_run(workers: int, frames: int, shape: str, operator: str, options: list[str],
             order: bool, host: str = "127.0.0.1",
-            prefixes: dict[str, list[str]] | None = None) -> float:
-    """Frames per second the sink measured for one run through a pool of ``workers``;
-    the source and the sink bind on ``host``, and ``prefixes`` put services (by name) in
-    other network namespaces."""
+            prefixes: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """One run through a pool of ``workers``: ``rate``, frames per second from the first
+    frame at the sink to the run's Stop; ``whole``, from the source's Start (as the sink
+    records it: it includes the wait for the workers to connect); ``cpu``, CPU ms per frame
+    of the source, the workers together and the sink over the first span. The source and
+    the sink bind on ``host``, and ``prefixes`` put services (by name) in other network
+    namespaces."""
     hop1, hop2 = free_port(), free_port()
     status = f"ipc:///tmp/arroyo-pool-bench-{hop2}.status"
     quiet = ["--log-level", "warning"]
@@ -66,19 +73,44 @@ def one_run(workers: int, frames: int, shape: str, operator: str, options: list[
                            f"frames={frames}", "-o", "rate=0", "--out",
                            f"@tcp://{host}:{hop1}", "--out-pattern", "dispatch",
                            "--out-option", f"peers={workers}"], "source")
+        watched = {process.name: psutil.Process(process.process.pid) for process in started}
         for process in started:
             process.wait_ready(30)
 
-        def finished() -> dict[str, Any] | None:
+        def run_record() -> dict[str, Any] | None:
             runs = query_status(status, 5)["outputs"][0]["runs"]
-            return next((run for run in runs if run["complete"]), None)
+            return runs[0] if runs and runs[0]["frames"] else None
+
+        first = wait_for(run_record, 600, "the first frame", interval=0.005)
+        before = cpu_seconds(watched)
+        last = dict(before)
+
+        def finished() -> dict[str, Any] | None:
+            last.update(cpu_seconds(watched))  # the source exits once its run is over
+            run = run_record()
+            return run if run and run["complete"] else None
 
         run = wait_for(finished, 600, "the run to end")
         assert run["frames"] == frames and run["lost"] == 0, run
-        return float(run["frames_per_s"])
     finally:
         for process in reversed(started):
             process.stop()
+    counted = run["frames"] - first["frames"]
+    cpu = {name: (last[name] - before[name]) / counted * 1e3 for name in before}
+    return {"rate": counted / (run["seconds"] - first["seconds"]),
+            "whole": float(run["frames_per_s"]), "cpu": group_cpu(cpu)}
+
+
+def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
+    """User and system CPU seconds of each process still there."""
+    seconds = {}
+    for name, process in processes.items():
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        seconds[name] = times.user + times.system
+    return seconds
 
 
 def two_hosts(args: argparse.Namespace) -> None:
@@ -103,7 +135,7 @@ def two_hosts(args: argparse.Namespace) -> None:
                 rates[name].append(one_run(
                     workers=2, frames=args.frames, shape="[64,64]", operator=BUSY,
                     options=["-o", f"ms={args.ms}"], order=False, host="10.77.0.1",
-                    prefixes=prefixes))
+                    prefixes=prefixes)["rate"])
         for name, got in rates.items():
             print(f"  {name:9}: {statistics.median(got):7.1f} frames/s (runs "
                   f"{', '.join(f'{r:.0f}' for r in got)})", flush=True)
@@ -113,27 +145,43 @@ def two_hosts(args: argparse.Namespace) -> None:
         namespaces.remove()
 
 
-def median_rate(repeats: int, **kwargs: Any) -> tuple[float, list[float]]:
-    rates = [one_run(**kwargs) for _ in range(repeats)]
-    return statistics.median(rates), rates
-
-
 def ratio(ordered: list[float], unordered: list[float]) -> str:
     return f"{statistics.median(ordered) / statistics.median(unordered):.2f}"
 
 
 def scaling(args: argparse.Namespace) -> None:
-    """Section 1: 1, 2 and 4 busy workers."""
+    """Section 1: 1, 2 and 4 busy workers, each run followed by the same on bare pyzmq."""
     print(f"scaling: {args.ms:g} ms of CPU per frame, 64x64 uint16 frames, {args.frames} "
-          f"frames a run, median of {args.repeats}", flush=True)
-    base = None
-    for workers in (1, 2, 4):
-        rate, rates = median_rate(args.repeats, workers=workers, frames=args.frames,
-                                  shape="[64,64]", operator=BUSY,
-                                  options=["-o", f"ms={args.ms}"], order=False)
-        base = base or rate
-        print(f"  {workers} worker(s): {rate:7.1f} frames/s  ({rate / base:.2f}x of 1 "
-              f"worker; runs {', '.join(f'{r:.0f}' for r in rates)})", flush=True)
+          f"frames a run, median of {args.repeats}; rates from the first frame at the sink "
+          "to the last (whole: from the source's Start, as the sink records the run, which "
+          "includes the wait for the workers to connect); CPU ms per frame of the source, "
+          "all workers and the sink", flush=True)
+    counts = (1, 2, 4)
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for _ in range(args.repeats):  # interleaved: a change of load hits every figure alike
+        for workers in counts:
+            runs.setdefault(("arroyo", workers), []).append(one_run(
+                workers=workers, frames=args.frames, shape="[64,64]", operator=BUSY,
+                options=["-o", f"ms={args.ms}"], order=False))
+            runs.setdefault(("bare", workers), []).append(
+                bare_run(workers, args.frames, args.ms, free_port(), free_port()))
+    for kind in ("arroyo", "bare"):
+        base = statistics.median(r["rate"] for r in runs[kind, 1])
+        for workers in counts:
+            got = runs[kind, workers]
+            rate = statistics.median(r["rate"] for r in got)
+            cpu = {key: statistics.median(r["cpu"][key] for r in got) for key in got[0]["cpu"]}
+            whole = (f", whole {statistics.median(r['whole'] for r in got):.0f}"
+                     if kind == "arroyo" else "")
+            each = ", ".join(f"{r['rate']:.0f}" for r in got)
+            print(f"  {kind:6} {workers} worker(s): {rate:6.1f} frames/s {rate / base:5.2f}x "
+                  f"(runs {each}{whole}); CPU "
+                  + ", ".join(f"{key} {value:.2f}" for key, value in cpu.items()), flush=True)
+    for kind in ("arroyo", "bare"):
+        pairs = [two["rate"] / one["rate"]
+                 for one, two in zip(runs[kind, 1], runs[kind, 2], strict=True)]
+        print(f"  {kind} 2 workers / 1, per repeat: {', '.join(f'{r:.2f}' for r in pairs)}; "
+              f"median {statistics.median(pairs):.2f}", flush=True)
 
 
 def fanin(args: argparse.Namespace) -> None:
@@ -145,7 +193,7 @@ def fanin(args: argparse.Namespace) -> None:
         for order in (False, True):
             rates[order].append(one_run(workers=2, frames=args.fanin_frames,
                                         shape="[512,1024]", operator="passthrough",
-                                        options=[], order=order))
+                                        options=[], order=order)["rate"])
     for order in (False, True):
         rate = statistics.median(rates[order])
         print(f"  {'ordered' if order else 'unordered':9}: {rate:7.1f} frames/s "
