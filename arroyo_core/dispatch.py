@@ -51,9 +51,7 @@ log = logging.getLogger(__name__)
 
 CREDIT_WAIT_S = 0.1  # how long one wait for credit lasts before the link looks around
 MAX_AFFINITIES = 65536  # affinity values remembered; the oldest is forgotten first
-# How often workers with no credit left are probed while sending: each probe wakes a busy
-# worker's receiving thread, which then takes the GIL from its operator
-PROBE_S = 0.25
+PROBE_S = 0.25  # how often workers with no credit are probed while sending (each is woken)
 RATE_WINDOW_S = 1.0  # a worker's rate: over the time since it was last read, at least this
 
 

@@ -2,9 +2,15 @@
 
 1. Scaling: a simulated source -> a pool of N workers, each an operator that spends
    ``--ms`` milliseconds of CPU per frame (``arroyo_testplugins.operators:Busy``) -> a
-   stats sink; N = 1, 2, 4. Prints the rate the sink measured for the run (from its Start
-   to its Stop) and the ratio to 1 worker. This machine has 2 cores, shared: 4 workers
-   cannot beat 2, and the source and the sink take some CPU too.
+   stats sink; N = 1, 2, 4. Prints the rate from the first frame at the sink to the
+   run's Stop, the ratio to 1 worker, the rate of the whole run as the sink records it
+   (from the source's Start, so it includes the 0.1-0.25 s the workers take to connect:
+   ZeroMQ's reconnect timer, as they start before the source binds), and the CPU ms per
+   frame of the source, all the workers and the sink (psutil). Each run is followed by
+   the same pool on bare pyzmq (``bare_pool.py``), the ceiling on this machine. It has 2
+   cores, shared: 4 workers cannot beat 2, and the source and the sink take some CPU too,
+   so 2 workers reach at most 2 x (1 worker's CPU per frame) / (everyone's CPU per
+   frame) of 1 worker's rate.
 2. Fan-in: 1 MiB frames through a pool of 2 pass-through workers into a stats sink whose
    input restores frame order (``order = true``) or not. Prints both rates and the ratio.
 3. Two hosts (root only): the pool of 2 busy workers with the
