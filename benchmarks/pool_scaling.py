@@ -186,8 +186,13 @@ def scaling(args: argparse.Namespace) -> None:
     for kind in ("arroyo", "bare"):
         pairs = [two["rate"] / one["rate"]
                  for one, two in zip(runs[kind, 1], runs[kind, 2], strict=True)]
+        # CPU per frame hardly moves with the load: 1 worker runs at 1 / (its CPU per
+        # frame), 2 workers at most at 2 cores / (everyone's CPU per frame)
+        one = statistics.median(r["cpu"]["workers"] for r in runs[kind, 1])
+        every = statistics.median(sum(r["cpu"].values()) for r in runs[kind, 2])
         print(f"  {kind} 2 workers / 1, per repeat: {', '.join(f'{r:.2f}' for r in pairs)}; "
-              f"median {statistics.median(pairs):.2f}", flush=True)
+              f"median {statistics.median(pairs):.2f}; what 2 cores allow from the CPU per "
+              f"frame: 2 x {one:.2f} / {every:.2f} ms = {2 * one / every:.2f}", flush=True)
 
 
 def fanin(args: argparse.Namespace) -> None:
