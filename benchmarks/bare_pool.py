@@ -5,8 +5,9 @@ A source PUSHes 64x64 uint16 frames (one small header part and the array, as Arr
 them) to N workers, each PULLs, spins ``ms`` milliseconds of its thread's CPU (as
 ``arroyo_testplugins.operators:Busy`` does) and PUSHes the frame on to one sink. The source
 starts once all N workers are connected (PUSH deals only to the peers it has), with small
-queues so that the frames are dealt evenly. The sink's rate is from its first frame to its
-last; each process's CPU seconds are read by the parent (psutil) over the same span.
+queues so that a worker that falls behind is skipped (as a pool's credits would). The
+sink's rate is from its first frame to its last; each process's CPU seconds are read by
+the parent (psutil) over the same span.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ import numpy as np
 import psutil
 import zmq
 
-HWM = 8  # as a worker's default credit
+# Small queues and socket buffers, so that a worker that falls behind (preempted by other
+# load) is skipped rather than dealt frames it will hold while the others idle at the end:
+# PUSH skips a full queue, and a kernel socket buffer holds hundreds of 8 KiB frames
+HWM = 4
+BUFFER_BYTES = 32 * 1024
 
 
 def spin(seconds: float) -> None:
@@ -31,10 +36,10 @@ def spin(seconds: float) -> None:
 def source(port: int, workers: int, frames: int, done: Any) -> None:
     context = zmq.Context()
     push = context.socket(zmq.PUSH)
-    push.set_hwm(HWM)
-    monitor = push.get_monitor_socket(zmq.EVENT_ACCEPTED)
+    small_queues(push)
+    monitor = push.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
     push.bind(f"tcp://127.0.0.1:{port}")
-    for _ in range(workers):
+    for _ in range(workers):  # each worker's connection is ready for messages
         monitor.recv_multipart()
     image = np.ones((64, 64), np.uint16)
     for frame in range(frames):
@@ -45,10 +50,16 @@ def source(port: int, workers: int, frames: int, done: Any) -> None:
     context.term()
 
 
+def small_queues(socket: zmq.Socket) -> None:
+    socket.set_hwm(HWM)
+    socket.setsockopt(zmq.SNDBUF, BUFFER_BYTES)
+    socket.setsockopt(zmq.RCVBUF, BUFFER_BYTES)
+
+
 def worker(port_in: int, port_out: int, ms: float) -> None:
     context = zmq.Context()
     pull, push = context.socket(zmq.PULL), context.socket(zmq.PUSH)
-    pull.set_hwm(HWM)
+    small_queues(pull)
     pull.connect(f"tcp://127.0.0.1:{port_in}")
     push.connect(f"tcp://127.0.0.1:{port_out}")
     while True:  # until the parent ends it
