@@ -18,7 +18,8 @@
    with the second worker in another ("host B", a veth link away): a pool that spans hosts
    should reach the same total.
 
-Every figure is the median of ``--repeats`` runs, each in fresh processes.
+Every figure is the median of ``--repeats`` runs, each in fresh processes. Rates are from
+the first frame at the sink to the run's Stop (section 1 says why).
 
     python benchmarks/pool_scaling.py [--ms 5] [--frames 600] [--repeats 3]
         [--only scaling|fanin|hosts ...]
