@@ -104,6 +104,7 @@ def one_run(workers: int, frames: int, shape: str, operator: str, options: list[
     finally:
         for process in reversed(started):
             process.stop()
+        Path(status.removeprefix("ipc://")).unlink(missing_ok=True)
     counted = run["frames"] - first["frames"]
     cpu = {name: (last[name] - before[name]) / counted * 1e3 for name in before}
     return {"rate": counted / (run["seconds"] - first["seconds"]),
