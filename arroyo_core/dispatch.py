@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 CREDIT_WAIT_S = 0.1  # how long one wait for credit lasts before the link looks around
 MAX_AFFINITIES = 65536  # affinity values remembered; the oldest is forgotten first
-PROBE_S = 0.25  # reliable: how often workers with no credit left are probed while sending
+PROBE_S = 0.25  # how often workers with no credit are probed while sending (each is woken)
 RATE_WINDOW_S = 1.0  # a worker's rate: over the time since it was last read, at least this
 
 
@@ -315,7 +315,9 @@ class DispatchLink(OutputLink):
                 log.info("%s: waiting %.0f s to dispatch: %s", self.ledger.link,
                          waiting.waited, self._why_waiting())
             self._listen(CREDIT_WAIT_S)
-            self._probe_busy()
+            if time.monotonic() - self._probed > PROBE_S:
+                self._probed = time.monotonic()
+                self._probe_busy()
 
     def _affine(self, value: Any, candidates: list[Worker]) -> list[Worker]:
         """The worker that holds ``value``'s affinity (if it has credit), or, if none

@@ -12,7 +12,7 @@ from .errors import ConfigError
 from .gaps import LateFilling
 from .hdf5_sink import HDF5Sink
 from .message import Event, Message, Start, Stop
-from .run_ledger import RUN_RANGES, SHOWN_RANGES, accounted
+from .run_ledger import MAX_RUNS, RUN_RANGES, SHOWN_RANGES, accounted, run_key
 from .status import LinkStatus, RunStatus
 
 log = logging.getLogger(__name__)
@@ -102,27 +102,41 @@ class StatsSink(Publisher):
         self.interval = interval
         self.runs: list[RunTally] = []
         self.current: RunTally | None = None
+        # Runs without their Stop yet, by run id: after a pool, a run's last frames and
+        # its Stop may come after the next run's Start (arroyo_core.fanin)
+        self._open: dict[Any, RunTally] = {}
         self._last_log = time.monotonic()
         self._lock = threading.Lock()  # stats() is read from the status thread
 
     def publish(self, message: Message) -> None:
         with self._lock:
-            if isinstance(message, Start):
-                self.current = RunTally(message.meta.get("run"), message)
-                self.runs.append(self.current)
-            elif self.current is None or (self.current.ended is not None
-                                          and isinstance(message, Event)):
-                self.current = RunTally(message.meta.get("run"))  # joined mid-run
-                self.runs.append(self.current)
+            run = message.meta.get("run")
+            tally = None if isinstance(message, Start) else self._open.get(run_key(run))
+            if tally is None:
+                if isinstance(message, Start) or self.current is None or (
+                        self.current.ended is not None and isinstance(message, Event)):
+                    tally = self._add(RunTally(run, message if isinstance(message, Start)
+                                               else None))  # without a Start: joined mid-run
+                else:
+                    tally = self.current
             if isinstance(message, Event):
-                self.current.count(message)
+                tally.count(message)
             elif isinstance(message, Stop):
-                self.current.finish(message)
-                log.info("run summary: %s", _line(self.current.status()))
+                tally.finish(message)
+                self._open.pop(run_key(tally.run), None)
+                log.info("run summary: %s", _line(tally.status()))
         if self.interval and time.monotonic() - self._last_log >= self.interval:
             self._last_log = time.monotonic()
             if self.current is not None:
                 log.info("progress: %s", _line(self.current.status()))
+
+    def _add(self, tally: RunTally) -> RunTally:
+        self.current = tally
+        self.runs.append(tally)
+        if len(self._open) >= MAX_RUNS:  # runs whose Stop never came
+            del self._open[next(iter(self._open))]
+        self._open[run_key(tally.run)] = tally
+        return tally
 
     def status(self) -> LinkStatus:
         with self._lock:

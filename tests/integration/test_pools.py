@@ -298,3 +298,51 @@ def test_replicas_by_hand_run_a_pool_of_worker_processes(receiver):
         assert pool.stop() == 0
         feed.abandon()
         feed.close()
+
+
+def test_a_worker_gives_credits_back_by_the_handful_and_all_once_it_holds_nothing(ipc,
+                                                                                  zmq_socket):
+    """Each credit message wakes the worker's receiving thread (which takes the GIL from
+    the operator) and the dispatcher: they go back in handfuls of half the credit, and the
+    rest as soon as the worker holds nothing (else a run's tail would wait for them)."""
+    import zmq
+
+    from arroyo_core.address import Address
+    from arroyo_core.transports.zmq.pool import WorkerReceiver
+
+    address = ipc()
+    dispatcher = zmq_socket(zmq.ROUTER)
+    dispatcher.bind(address)
+    worker = WorkerReceiver(Address.parse(">" + address, bind_by_default=False), "test",
+                            credit=8)
+    worker.open()
+    stop, delivered = threading.Event(), []
+    thread = threading.Thread(target=lambda: delivered.extend(worker.receive(stop)))
+    thread.start()
+
+    def credit() -> tuple[bytes, int]:
+        assert dispatcher.poll(10_000), "no word from the worker"
+        _, kind, count = dispatcher.recv_multipart()
+        return kind, int(count)
+
+    try:
+        assert credit() == (b"hello", 8)
+        for n in range(10):
+            dispatcher.send_multipart([worker.options[zmq.ROUTING_ID], b"message %d" % n])
+        wait_for(lambda: len(delivered) == 10, 10, "10 messages at the worker")
+        worker.acknowledge([1, 1, 1])  # 3 of a handful of 4
+        assert not dispatcher.poll(300), "a credit went back before a handful was due"
+        worker.acknowledge([1])
+        assert credit() == (b"credit", 4)
+        for _ in range(4):
+            worker.acknowledge([1])
+        assert credit() == (b"credit", 4)
+        worker.acknowledge([1])  # 9 of 10 finished: 1 due, 1 held
+        assert not dispatcher.poll(300), "a credit went back before a handful was due"
+        worker.acknowledge([1])  # the last one it held: what is due goes at once
+        assert credit() == (b"credit", 2)
+    finally:
+        stop.set()
+        thread.join(10)
+        worker.close()
+

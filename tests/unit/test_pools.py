@@ -101,6 +101,21 @@ def test_ordering_holds_early_frames_and_drops_late_ones_counted():
     assert out[-1].meta["dropped"] == 1  # said in the Stop: not lost
 
 
+def test_the_stats_sink_counts_a_runs_tail_that_comes_after_the_next_runs_start():
+    # After a pool the next run's Start goes on as soon as one worker sends it, while the
+    # run before still ends at the other workers: its last frames and Stop come later.
+    from arroyo_core.sinks import StatsSink
+
+    sink = StatsSink(interval=0)
+    first, second = [Start({"run": "a"}), ev(0, "a"), ev(1, "a")], [Start({"run": "b"}), ev(0, "b")]
+    for message in [*first, *second, ev(2, "a"), Stop({"run": "a", "frames_sent": 3}),
+                    ev(1, "b"), Stop({"run": "b", "frames_sent": 2})]:
+        sink.publish(message)
+    runs = sink.status().runs
+    assert [(r.run, r.frames, r.lost, r.complete, r.joined_at) for r in runs] == [
+        ("a", 3, 0, True, None), ("b", 2, 0, True, None)]
+
+
 def test_a_workers_run_ledger_counts_its_share_only():
     ledger = RunLedger("t")
     ledger.observe(Start({"run": "r", "pool": {"worker": 1}}))

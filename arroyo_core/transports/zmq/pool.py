@@ -234,6 +234,9 @@ class WorkerReceiver(FrameReceiver):
         self._sent_back = 0  # credits given back (receiving thread only)
         self._acked_seq: dict[str, int] = {}  # reliable: per sender, the last finished
         self._wake_r, self._wake_w = -1, -1
+        # Credits go back in handfuls: each wake-up of the receiving thread takes the GIL
+        # from the operator, and each credit message costs the dispatcher a wake-up too
+        self._handful = max(1, self.credit // 2)
 
     def open(self) -> None:
         self.socket = open_socket(zmq.DEALER, self.address, self.options, "worker input",
@@ -245,9 +248,16 @@ class WorkerReceiver(FrameReceiver):
 
     def acknowledge(self, tokens: list[Any]) -> None:
         # From the processing thread (or the receiving one, for a rejected message): the
-        # socket belongs to the receiving thread, so only count, and wake it up.
+        # socket belongs to the receiving thread, so only count, and wake it up once a
+        # handful of credits is due, or once this worker holds nothing more (the end of a
+        # run, or a trickle). Never a deadlock: a dispatcher that waits for this worker's
+        # credit has given it all of it, so it holds more than a handful until a handful
+        # is due.
         with self._lock:
             self._acked += len(tokens)
+            acked = self._acked
+        if acked - self._sent_back < self._handful and self.delivered > acked:
+            return
         try:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
