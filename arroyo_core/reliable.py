@@ -269,7 +269,7 @@ class Finishing:
 
     def advance(self) -> None:
         done: dict[tuple[Any, str], int] = {}
-        with self.lock:
+        with self.lock:  # (acknowledged inside: from two threads, in order all the same)
             items = self.items
             while items:
                 marks = items[0].marks
@@ -278,8 +278,8 @@ class Finishing:
                 item = items.popleft()
                 done[(item.token, item.src)] = item.last
                 self.finished[item.src] = item.last
-        for (token, src), last in done.items():
-            self.acknowledge(token, src, last)
+            for (token, src), last in done.items():
+                self.acknowledge(token, src, last)
 
     def pending(self) -> Iterator[Finishing.Item]:
         return iter(list(self.items))

@@ -38,6 +38,7 @@ from .reliable import (
     read_carriage,
 )
 from .transport import AckedSender, FrameReceiver, FrameSender
+from .watermark import Watermark
 from .wire import Limits
 
 WINDOW = 1024  # messages a reliable sender holds by default (a batch is one)
@@ -47,8 +48,9 @@ WAIT_S = 0.1  # how long a full window waits for acknowledgements at a time
 log = logging.getLogger(__name__)
 
 
-class ReliableOutput:
-    """The sending side: a window, the origins of what is sent, what the receiver said.
+class ReliableOutput(Watermark):
+    """The sending side: a window, the origins of what is sent, what the receiver said;
+    its watermark (done: acknowledged).
 
     Parameters
     ----------
@@ -76,7 +78,6 @@ class ReliableOutput:
         self.runs: list[Run] = []  # origins of the Events in the link's pending batch
         self.dropped = 0  # sequence numbers that never went out (overflow, shutdown)
         self.acks = 0
-        self.on_settled: Any = None  # told when acknowledgements came (ReliableInput)
 
     # --- origins ----------------------------------------------------------------------
 
@@ -195,7 +196,8 @@ class ReliableInput:
         self.ledger = ledger
         self.arrivals = Arrivals()
         self.finishing = Finishing(lambda token, src, seq: receiver.answer(token, ACK, src, seq))
-        self.outputs: list[ReliableOutput] = []
+        self.outputs: list[ReliableOutput] = []  # they note the origins of what they send
+        self.watermarks: list[Watermark] = []  # what finishing a message waits on
         self.last_src = ""
         # Delivered, not yet handled: (message, origin, Finishing item or None), in order
         # (a runtime handles in delivery order; its queue's policy may skip some).
@@ -205,11 +207,13 @@ class ReliableInput:
         receiver.on_connect = self.hello
 
     def follow(self, publishers: list[Any]) -> None:
-        """The runtime's outputs: the reliable ones gate acknowledgements."""
-        self.outputs = [p.reliable for p in publishers
-                        if isinstance(getattr(p, "reliable", None), ReliableOutput)]
-        for output in self.outputs:
-            output.on_settled = self.finishing.advance
+        """The runtime's outputs: those with a watermark (reliable outputs, writers that
+        flush) gate acknowledgements."""
+        self.watermarks = [w for w in (getattr(p, "watermark", None) for p in publishers)
+                           if isinstance(w, Watermark)]
+        self.outputs = [w for w in self.watermarks if isinstance(w, ReliableOutput)]
+        for watermark in self.watermarks:
+            watermark.on_settled = self.finishing.advance
 
     def hello(self) -> None:
         """Tell the sender where we are (our connection is up, new or again)."""
@@ -276,7 +280,7 @@ class ReliableInput:
         self._current = None
         taken, self._taken = self._taken, []
         if taken:
-            self.finishing.handled(taken, tuple((o, o.produced()) for o in self.outputs))
+            self.finishing.handled(taken, tuple((w, w.produced()) for w in self.watermarks))
 
     def dropped(self, tag: tuple[Any, ...]) -> None:
         """Absorbed by the fan-in: finished as it is."""
