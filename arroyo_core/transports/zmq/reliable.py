@@ -251,7 +251,10 @@ class ReliableReceiver(FrameReceiver):
     def answer(self, token: Any, kind: str, src: str, seq: int) -> None:
         with self._lock:
             if kind == "ack":
+                timed = bool(self._acks)
                 self._acks[(token, src)] = seq
+                if timed:  # an earlier one is waiting: the receiving thread's poll ends
+                    return  # when they are due (it woke for that one, or will)
             else:
                 self._hellos.append((token, src, seq))
             # Only a receiving thread asleep in poll is woken: a write to the pipe costs
@@ -325,6 +328,10 @@ class ReliableReceiver(FrameReceiver):
                 yield frames, token
                 if self._acks or self._hellos:
                     self._flush(time.monotonic())
+                # Asking costs a third of a zmq.Again raised when nothing is left, the
+                # usual case when messages come slower than they are handled.
+                if not socket.get(zmq.EVENTS) & zmq.POLLIN:
+                    break
 
     def run_state(self, in_run: bool) -> None:
         self.tracker.run_state(in_run)
