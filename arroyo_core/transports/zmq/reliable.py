@@ -330,7 +330,7 @@ class ReliableReceiver(FrameReceiver):
                     self._flush(time.monotonic())
                 # Asking costs a third of a zmq.Again raised when nothing is left, the
                 # usual case when messages come slower than they are handled.
-                if not socket.get(zmq.EVENTS) & zmq.POLLIN:
+                if not int(socket.get(zmq.EVENTS)) & zmq.POLLIN:
                     break
 
     def run_state(self, in_run: bool) -> None:
