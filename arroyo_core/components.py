@@ -15,6 +15,7 @@ from typing import Any
 
 from .message import Event, Message, Start, Stop
 from .status import LinkStatus
+from .watermark import Watermark
 
 Deliver = Callable[[Message], None]
 Results = Message | Iterable[Message] | None
@@ -81,7 +82,15 @@ class Listener(ABC):
 
 
 class Publisher(ABC):
-    """Sends Messages to the outside world."""
+    """Sends Messages to the outside world.
+
+    ``watermark``: set by a publisher that is not done with a message when ``publish``
+    returns (a reliable output until acknowledged, a file writer until flushed): a
+    reliable input upstream acknowledges only what every watermark says is done
+    (:mod:`arroyo_core.watermark`). None: done when ``publish`` returns.
+    """
+
+    watermark: Watermark | None = None
 
     def open(self) -> None:
         """Bind, connect or open what the publisher writes to."""

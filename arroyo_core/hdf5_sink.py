@@ -14,16 +14,18 @@ when the writer dies: the superblock and object headers are only consistent on d
 after a flush. The sink flushes every ``flush_frames`` rows and ``flush_seconds`` after a
 row was written (from a thread of its own, so a stalled stream is flushed too); a killed
 writer leaves a file that h5py opens as it was at the last flush, every dataset with the
-same number of rows. The files keep HDF5's 1.8 format (superblock version 2 at most):
-from version 3 on, a file a writer did not close refuses to open until ``h5clear`` has
-cleared it, which SWMR needs as well (docs/hdf5.md says why we flush instead).
+same number of rows. On a reliable input the sink's acknowledgements wait for the flush
+(:class:`~arroyo_core.watermark.FlushWatermark`), and it also flushes when its input is
+idle, so no acknowledged row is lost with the writer. The files keep HDF5's 1.8 format
+(superblock version 2 at most): from version 3 on, a file a writer did not close refuses
+to open until ``h5clear`` has cleared it, which SWMR needs as well (docs/hdf5.md says
+why we flush instead).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from .components import Publisher
 from .errors import ConfigError
 from .message import Event, Message, Start, Stop
 from .status import LinkStatus
+from .watermark import FlushWatermark
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +83,17 @@ class HDF5Sink(Publisher):
         self.rows = 0  # of the open file
         self.flushed_rows = 0  # of the open file, on disk as of its last flush
         self._datasets: dict[str, Any] = {}  # of the open file, by name
-        self._dirty_since: float | None = None  # when the first unflushed row was written
-        self._lock = threading.Condition()  # one Event's rows, or a flush, at a time
-        self._flusher: threading.Thread | None = None
-        self._closing = False
+        # When to flush, and what is flushed: a reliable input acknowledges only that.
+        self.watermark: FlushWatermark = FlushWatermark(
+            self._flush, self.flush_frames, self.flush_seconds, "arroyo-hdf5-flush")
+        self._lock = self.watermark.lock  # one Event's rows, or a flush, at a time
 
     def open(self) -> None:
         import h5py  # only this sink needs it
 
         self._h5py = h5py
         self.directory.mkdir(parents=True, exist_ok=True)
-        if self.flush_seconds:
-            self._closing = False
-            self._flusher = threading.Thread(target=self._flush_in_time, daemon=True,
-                                             name="arroyo-hdf5-flush")
-            self._flusher.start()
+        self.watermark.start()
 
     def publish(self, message: Message) -> None:
         with self._lock:
@@ -106,14 +105,12 @@ class HDF5Sink(Publisher):
                 self._open_file({"run": message.meta.get("run"), "joined_mid_run": True})
             if isinstance(message, Event):
                 self._append(message)
-                if self.flush_frames and self.rows - self.flushed_rows >= self.flush_frames:
-                    self._flush()
-                elif self._dirty_since is None:
-                    self._dirty_since = time.monotonic()
-                    self._lock.notify()
             elif isinstance(message, Stop):
                 _set_attrs(self.file.require_group("stop").attrs, message.meta)
                 self._close_file()
+            self.watermark.took()  # (not if it failed: nothing of it is written)
+            if isinstance(message, Event):
+                self.watermark.wrote()
 
     def _open_file(self, meta: dict[str, Any]) -> None:
         self._close_file()
@@ -128,7 +125,7 @@ class HDF5Sink(Publisher):
         self.file.attrs["arroyo_hdf5_layout"] = LAYOUT
         self._datasets = {FRAME_NUMBER: self.file.create_dataset(
             FRAME_NUMBER, shape=(0,), maxshape=(None,), dtype="<i8", chunks=(4096,))}
-        self._flush()  # the superblock and the empty layout: readable from now on
+        self.watermark.flush()  # the superblock and the empty layout: readable from now on
         log.info("hdf5 sink: writing run %s to %s", meta.get("run"), path.resolve())
 
     def _append(self, event: Event) -> None:
@@ -168,19 +165,9 @@ class HDF5Sink(Publisher):
         if self.file is not None:
             self.file.flush()  # to the operating system: survives kill -9, not a power cut
             self.flushed_rows = self.rows
-        self._dirty_since = None
 
-    def _flush_in_time(self) -> None:
-        with self._lock:
-            while not self._closing:
-                if self._dirty_since is None:
-                    self._lock.wait()
-                    continue
-                delay = self._dirty_since + self.flush_seconds - time.monotonic()
-                if delay > 0:
-                    self._lock.wait(delay)
-                else:
-                    self._flush()
+    def flush(self) -> None:
+        self.watermark.idle()  # (the runtime: nothing more queued for now)
 
     def _close_file(self) -> None:
         if self.file is not None:
@@ -188,17 +175,13 @@ class HDF5Sink(Publisher):
             self.file = None
             self._datasets = {}
             self.flushed_rows = self.rows
-            self._dirty_since = None
             log.info("hdf5 sink: closed %s, %d frames", self.path, self.rows)
+        self.watermark.flush()  # (the file is closed: only what it made durable is left)
 
     def close(self) -> None:
         with self._lock:
-            self._closing = True
-            self._lock.notify()
             self._close_file()
-        if self._flusher is not None:
-            self._flusher.join()
-            self._flusher = None
+        self.watermark.stop()
 
     def status(self) -> LinkStatus:
         return LinkStatus(name=f"hdf5 {self.directory}", direction="output", kind="sink",

@@ -96,8 +96,8 @@ class OutputLink(Publisher):
             raise ConfigError(f"{link}: {exc}") from None
         self.src = new_sender_id()
         self.seq = 0
-        self.reliable = (ReliableOutput(self, self.sender, window, window_bytes)
-                         if reliable else None)
+        self.reliable = self.watermark = (  # (done with a message once acknowledged)
+            ReliableOutput(self, self.sender, window, window_bytes) if reliable else None)
         self._out = self.reliable or self.sender  # what sends (a reliable link's window)
         self._numbers_drops = self.sender.numbers_drops
         batch = self.sender.batch if batch is None else int(batch)

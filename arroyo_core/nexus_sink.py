@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +46,7 @@ from .errors import ConfigError
 from .hdf5_sink import run_path
 from .message import Event, Message, Start, Stop
 from .status import LinkStatus
+from .watermark import FlushWatermark
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,10 @@ class NexusSink(Publisher):
         self.stored_compressed = 0  # frames stored as they arrived, never decompressed
         self._meta: dict[str, Any] = {}
         self._datasets: dict[str, Any] = {}  # per-row datasets of the open file, by entry
-        self._dirty_since: float | None = None
-        self._lock = threading.Condition()
-        self._flusher: threading.Thread | None = None
-        self._closing = False
+        # When to flush, and what is flushed: a reliable input acknowledges only that.
+        self.watermark: FlushWatermark = FlushWatermark(
+            self._flush, self.flush_frames, self.flush_seconds, "arroyo-nexus-flush")
+        self._lock = self.watermark.lock
 
     def open(self) -> None:
         try:
@@ -109,11 +109,7 @@ class NexusSink(Publisher):
                               f"pip install '{INSTALL}'") from None
         self._h5py, self._plugin = h5py, hdf5plugin
         self.directory.mkdir(parents=True, exist_ok=True)
-        if self.flush_seconds:
-            self._closing = False
-            self._flusher = threading.Thread(target=self._flush_in_time, daemon=True,
-                                             name="arroyo-nexus-flush")
-            self._flusher.start()
+        self.watermark.start()
 
     def publish(self, message: Message) -> None:
         with self._lock:
@@ -127,13 +123,11 @@ class NexusSink(Publisher):
                 if not self._datasets:
                     self._make_datasets(message)
                 self._append(message)
-                if self.flush_frames and self.rows - self.flushed_rows >= self.flush_frames:
-                    self._flush()
-                elif self._dirty_since is None:
-                    self._dirty_since = time.monotonic()
-                    self._lock.notify()
             elif isinstance(message, Stop):
                 self._finish(message.meta)
+            self.watermark.took()  # (not if it failed: nothing of it is written)
+            if isinstance(message, Event):
+                self.watermark.wrote()
 
     def _open_file(self, meta: dict[str, Any]) -> None:
         self._close_file()
@@ -150,7 +144,7 @@ class NexusSink(Publisher):
         if isinstance(started, (int, float)):
             entry["start_time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))
         _set_attrs(_group(entry, "start", "NXcollection").attrs, meta)
-        self._flush()
+        self.watermark.flush()
         log.info("nexus sink: writing run %s to %s", meta.get("run"), path.resolve())
 
     def _make_datasets(self, event: Event) -> None:
@@ -201,7 +195,7 @@ class NexusSink(Publisher):
         stop = _group(entry, "stop", "NXcollection")
         stop.create_dataset("complete", data=[0], maxshape=(1,), chunks=(1,), dtype="i1")
         self.file.swmr_mode = True  # readers may follow from here on
-        self._flush()
+        self.watermark.flush()
 
     def _filters(self, dtype: np.dtype) -> dict[str, Any]:
         if self.compression == "bitshuffle-lz4":
@@ -295,19 +289,9 @@ class NexusSink(Publisher):
                     dataset.flush()
             self.file.flush()
             self.flushed_rows = self.rows
-        self._dirty_since = None
 
-    def _flush_in_time(self) -> None:
-        with self._lock:
-            while not self._closing:
-                if self._dirty_since is None:
-                    self._lock.wait()
-                    continue
-                delay = self._dirty_since + self.flush_seconds - time.monotonic()
-                if delay > 0:
-                    self._lock.wait(delay)
-                else:
-                    self._flush()
+    def flush(self) -> None:
+        self.watermark.idle()  # (the runtime: nothing more queued for now)
 
     def _finish(self, meta: dict[str, Any]) -> None:
         entry = self.file["entry"]
@@ -322,21 +306,17 @@ class NexusSink(Publisher):
 
     def _close_file(self) -> None:
         if self.file is not None:
-            self._flush()
+            self.watermark.flush()
             self.file.close()
             self.file = None
             self._datasets = {}
-            self._dirty_since = None
             log.info("nexus sink: closed %s, %d frames", self.path, self.rows)
 
     def close(self) -> None:
         with self._lock:
-            self._closing = True
-            self._lock.notify()
             self._close_file()
-        if self._flusher is not None:
-            self._flusher.join()
-            self._flusher = None
+            self.watermark.flush()  # (what was taken since the last file closed)
+        self.watermark.stop()
 
     def status(self) -> LinkStatus:
         return LinkStatus(name=f"nexus {self.directory}", direction="output", kind="sink",

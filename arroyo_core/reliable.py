@@ -21,6 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import repeat
 from typing import Any
 
 import msgpack
@@ -51,6 +52,13 @@ def carriage(base: int, runs: list[Run]) -> bytes:
 def read_carriage(frame: Any, count: int) -> tuple[int, list[Origin]]:
     """``(base, origins)`` of a carriage frame whose message holds ``count`` messages
     (a batch's Events); DecodeError (reason ``carriage``) for anything else."""
+    base, runs = read_runs(frame, count)
+    return base, [(osrc, oseq + i, k) for osrc, oseq, k, n in runs for i in range(n)]
+
+
+def read_runs(frame: Any, count: int) -> tuple[int, list[Run]]:
+    """``(base, runs)`` of a carriage frame, as :func:`read_carriage`, the origins left
+    in their runs (the runs cover exactly ``count`` messages)."""
     try:
         version, base, runs = msgpack.unpackb(frame, use_list=True, raw=False,
                                               strict_map_key=True)
@@ -61,19 +69,16 @@ def read_carriage(frame: Any, count: int) -> tuple[int, list[Origin]]:
             or not isinstance(runs, list):
         raise DecodeError("carriage", f"reliable carriage version {version!r} (expected "
                           f"{CARRIAGE_VERSION}) or base/runs mistyped")
-    origins: list[Origin] = []
+    covered = 0
     for run in runs:
         if not (isinstance(run, list) and len(run) == 4 and isinstance(run[0], str)
                 and all(type(x) is int and x >= 0 for x in run[1:]) and run[3] > 0):
             raise DecodeError("carriage", "a reliable origin run is not [osrc, oseq, k, n]")
-        osrc, oseq, k, n = run
-        if len(origins) + n > count:
-            break
-        origins.extend((osrc, oseq + i, k) for i in range(n))
-    if len(origins) != count:
-        raise DecodeError("carriage", f"origin runs cover {len(origins)} messages, the "
+        covered += run[3]
+    if covered != count:
+        raise DecodeError("carriage", f"origin runs cover {covered} messages, the "
                           f"message holds {count}")
-    return base, origins
+    return base, runs
 
 
 def add_origin(runs: list[Run], origin: Origin) -> None:
@@ -199,21 +204,38 @@ class Arrivals:
         """False if a message of this origin was accepted before (counted). Origins may
         come out of order (after a pool), by up to :data:`MAX_SEEN`."""
         osrc, oseq, k = origin
+        seen = self._seen(osrc)
+        key = (oseq, k)
+        if key > seen.high:
+            seen.high = key
+        elif key <= seen.low or key in seen.keys:
+            self.duplicates += 1
+            return False
+        seen.keys.add(key)
+        if len(seen.keys) > MAX_SEEN:
+            seen.forget_older()
+        return True
+
+    def fresh_run(self, run: Run) -> bool:
+        """True if every origin of ``run`` is newer than any had from its source (so
+        fresh: the usual case, noted at once); False: ask :meth:`fresh` one by one."""
+        osrc, oseq, k, n = run
+        seen = self._seen(osrc)
+        if (oseq, k) <= seen.high:
+            return False
+        seen.keys.update(zip(range(oseq, oseq + n), repeat(k)))
+        seen.high = (oseq + n - 1, k)
+        if len(seen.keys) > MAX_SEEN:
+            seen.forget_older()
+        return True
+
+    def _seen(self, osrc: str) -> _Seen:
         seen = self.seen.get(osrc)
         if seen is None:
             if len(self.seen) >= MAX_ORIGINS:
                 del self.seen[next(iter(self.seen))]
             seen = self.seen[osrc] = _Seen()
-        key = (oseq, k)
-        if key <= seen.low or key in seen.keys:
-            self.duplicates += 1
-            return False
-        seen.keys.add(key)
-        if len(seen.keys) > MAX_SEEN:
-            ordered = sorted(seen.keys)
-            half = len(ordered) // 2
-            seen.low, seen.keys = ordered[half - 1], set(ordered[half:])
-        return True
+        return seen
 
     def status(self) -> dict[str, int]:
         return {"resent_duplicates": self.resent_duplicates, "out_of_order": self.out_of_order,
@@ -222,13 +244,20 @@ class Arrivals:
 
 class _Seen:
     """The origins of one source a receiver has had: ``keys``, and everything up to
-    ``low``."""
+    ``low``; ``high``, the newest (nothing newer was had)."""
 
-    __slots__ = ("low", "keys")
+    __slots__ = ("low", "high", "keys")
 
     def __init__(self) -> None:
         self.low: tuple[int, int] = (-1, -1)
+        self.high: tuple[int, int] = (-1, -1)
         self.keys: set[tuple[int, int]] = set()
+
+    def forget_older(self) -> None:
+        """Keep the newest half of ``keys``; the rest is only "up to ``low``"."""
+        ordered = sorted(self.keys)
+        half = len(ordered) // 2
+        self.low, self.keys = ordered[half - 1], set(ordered[half:])
 
 
 Mark = tuple[Any, int]  # (an output with settled(), the count it must reach)
@@ -269,7 +298,7 @@ class Finishing:
 
     def advance(self) -> None:
         done: dict[tuple[Any, str], int] = {}
-        with self.lock:
+        with self.lock:  # (acknowledged inside: from two threads, in order all the same)
             items = self.items
             while items:
                 marks = items[0].marks
@@ -278,8 +307,8 @@ class Finishing:
                 item = items.popleft()
                 done[(item.token, item.src)] = item.last
                 self.finished[item.src] = item.last
-        for (token, src), last in done.items():
-            self.acknowledge(token, src, last)
+            for (token, src), last in done.items():
+                self.acknowledge(token, src, last)
 
     def pending(self) -> Iterator[Finishing.Item]:
         return iter(list(self.items))

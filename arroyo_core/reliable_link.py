@@ -22,6 +22,7 @@ from typing import Any
 from .budget import frames_nbytes, parse_bytes
 from .errors import ConfigError, DecodeError
 from .ledger import InputLedger
+from .memory import keep_freed_blocks
 from .message import Message
 from .reliable import (
     ACK,
@@ -33,22 +34,24 @@ from .reliable import (
     Origin,
     Run,
     SendWindow,
-    add_origin,
     carriage,
-    read_carriage,
+    read_runs,
 )
 from .transport import AckedSender, FrameReceiver, FrameSender
+from .watermark import Watermark
 from .wire import Limits
 
 WINDOW = 1024  # messages a reliable sender holds by default (a batch is one)
 WINDOW_BYTES = 2**25  # ... and bytes, unless the link's max_bytes says less
 WAIT_S = 0.1  # how long a full window waits for acknowledgements at a time
+READ_S = 0.001  # flush() reads acknowledgements at most this often (they come every 2 ms)
 
 log = logging.getLogger(__name__)
 
 
-class ReliableOutput:
-    """The sending side: a window, the origins of what is sent, what the receiver said.
+class ReliableOutput(Watermark):
+    """The sending side: a window, the origins of what is sent, what the receiver said;
+    its watermark (done: acknowledged).
 
     Parameters
     ----------
@@ -66,6 +69,7 @@ class ReliableOutput:
                               "link (reliable works on tcp, ipc and shm push/pull)")
         self.link = link
         self.sender = sender
+        keep_freed_blocks()  # acknowledged messages are freed in bursts
         if window_bytes is None:
             limit = getattr(sender, "max_bytes", None)
             window_bytes = parse_bytes(limit, "max_bytes") if limit else WINDOW_BYTES
@@ -76,7 +80,7 @@ class ReliableOutput:
         self.runs: list[Run] = []  # origins of the Events in the link's pending batch
         self.dropped = 0  # sequence numbers that never went out (overflow, shutdown)
         self.acks = 0
-        self.on_settled: Any = None  # told when acknowledgements came (ReliableInput)
+        self._read = 0.0  # when flush() last read the receiver's answers
 
     # --- origins ----------------------------------------------------------------------
 
@@ -87,12 +91,18 @@ class ReliableOutput:
     def note(self, seq: int) -> None:
         """The link took a message, to be numbered ``seq``: note its origin (ours, if we
         are first; else the input's, with the index of this result of it)."""
-        origin = self.origin
+        origin, runs = self.origin, self.runs
         if origin is None:
-            add_origin(self.runs, (self.link.src, seq, 0))
+            osrc, oseq, k = self.link.src, seq, 0
         else:
-            add_origin(self.runs, (origin[0], origin[1], (origin[2] << K_SHIFT) + self.k))
+            osrc, oseq, k = origin[0], origin[1], (origin[2] << K_SHIFT) + self.k
             self.k += 1
+        if runs:  # (add_origin, inline: once per Event)
+            last = runs[-1]
+            if last[0] == osrc and last[2] == k and last[1] + last[3] == oseq:
+                last[3] += 1
+                return
+        runs.append([osrc, oseq, k, 1])
 
     # --- sending ----------------------------------------------------------------------
 
@@ -162,7 +172,13 @@ class ReliableOutput:
             self.on_settled()
 
     def flush(self) -> None:
-        self.take(0)
+        """Send what waits; read what the receiver said, at most every READ_S (a runtime
+        flushes each time its queue runs empty, which a fast operator's does at almost
+        every message: a poll each time cost more than the rest of the bookkeeping)."""
+        now = time.monotonic()
+        if now - self._read >= READ_S:
+            self._read = now
+            self.take(0)
         self.pump()
 
     def close(self, linger_s: float) -> None:
@@ -196,9 +212,11 @@ class ReliableInput:
     def __init__(self, receiver: FrameReceiver, ledger: InputLedger) -> None:
         self.receiver = receiver
         self.ledger = ledger
+        keep_freed_blocks()  # acknowledged messages are freed in bursts
         self.arrivals = Arrivals()
         self.finishing = Finishing(lambda token, src, seq: receiver.answer(token, ACK, src, seq))
-        self.outputs: list[ReliableOutput] = []
+        self.outputs: list[ReliableOutput] = []  # they note the origins of what they send
+        self.watermarks: list[Watermark] = []  # what finishing a message waits on
         self.last_src = ""
         # Delivered, not yet handled: (message, origin, Finishing item or None), in order
         # (a runtime handles in delivery order; its queue's policy may skip some).
@@ -208,11 +226,13 @@ class ReliableInput:
         receiver.on_connect = self.hello
 
     def follow(self, publishers: list[Any]) -> None:
-        """The runtime's outputs: the reliable ones gate acknowledgements."""
-        self.outputs = [p.reliable for p in publishers
-                        if isinstance(getattr(p, "reliable", None), ReliableOutput)]
-        for output in self.outputs:
-            output.on_settled = self.finishing.advance
+        """The runtime's outputs: those with a watermark (reliable outputs, writers that
+        flush) gate acknowledgements."""
+        self.watermarks = [w for w in (getattr(p, "watermark", None) for p in publishers)
+                           if isinstance(w, Watermark)]
+        self.outputs = [w for w in self.watermarks if isinstance(w, ReliableOutput)]
+        for watermark in self.watermarks:
+            watermark.on_settled = self.finishing.advance
 
     def hello(self) -> None:
         """Tell the sender where we are (our connection is up, new or again)."""
@@ -228,7 +248,7 @@ class ReliableInput:
             raise DecodeError("carriage", "a reliable message has a carriage frame and a "
                               "message")
         messages = decode(frames[1:], limits)
-        base, origins = read_carriage(frames[0], len(messages))
+        base, runs = read_runs(frames[0], len(messages))
         src, seq = messages[0][1].src, messages[0][1].seq
         if lag is not None:  # may raise FallenBehindError: the service ends
             lag.observe(messages[0][1].time)
@@ -244,12 +264,20 @@ class ReliableInput:
                 self.receiver.answer(token, ACK, src, finished)
             return []
         self.last_src = src
-        observe, fresh = self.ledger.observe, arrivals.fresh
-        out: list[tuple[Message, Any]] = []
-        for (message, envelope), origin in zip(messages, origins, strict=True):
+        observe = self.ledger.observe
+        for _message, envelope in messages:
             observe(envelope.src, envelope.seq)
-            if fresh(origin):
-                out.append((message, (src, None, origin)))
+        out: list[tuple[Message, Any]]
+        if len(runs) == 1 and arrivals.fresh_run(runs[0]):  # the usual: all new
+            osrc, oseq, k, _n = runs[0]
+            out = [(message, (src, None, (osrc, oseq + i, k)))
+                   for i, (message, _envelope) in enumerate(messages)]
+        else:
+            fresh = arrivals.fresh
+            origins = [(osrc, oseq + i, k) for osrc, oseq, k, n in runs for i in range(n)]
+            out = [(message, (src, None, origin))
+                   for (message, _envelope), origin in zip(messages, origins, strict=True)
+                   if fresh(origin)]
         item = self.finishing.add(token, src, seq + len(messages) - 1, done=not out)
         if out:
             message, (src, _, origin) = out[-1]
@@ -279,7 +307,7 @@ class ReliableInput:
         self._current = None
         taken, self._taken = self._taken, []
         if taken:
-            self.finishing.handled(taken, tuple((o, o.produced()) for o in self.outputs))
+            self.finishing.handled(taken, tuple((w, w.produced()) for w in self.watermarks))
 
     def dropped(self, tag: tuple[Any, ...]) -> None:
         """Absorbed by the fan-in: finished as it is."""

@@ -113,8 +113,11 @@ class Runtime:
             raise
 
     def close(self) -> None:
+        # In the order opened: publishers first, so what they finish as they close (a
+        # writer's last flush, acknowledgements a reliable output waits for) is still
+        # acknowledged upstream by the listener (its receiving thread has ended by now).
         while self._opened:
-            part = self._opened.pop()
+            part = self._opened.pop(0)
             try:
                 part.close()
             except Exception:

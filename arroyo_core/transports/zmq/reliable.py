@@ -49,6 +49,10 @@ from .sockets import (
 log = logging.getLogger(__name__)
 
 ACK_DELAY_S = 0.002  # acknowledgements are sent together, at most this late
+# For this long after a message came, the receiving thread naps (ACK_DELAY_S at a time)
+# rather than sleeps: an acknowledgement is due soon, and a nap ends in time by itself,
+# where waking a sleeper costs the finishing thread a pipe write and a thread switch.
+BUSY_S = 0.1
 KINDS = {b"ack": "ack", b"hello": "hello"}
 
 
@@ -235,6 +239,8 @@ class ReliableReceiver(FrameReceiver):
         self._last_ack = 0.0
         self._woken = False  # under _lock: the pipe was written to since the poll began
         self._sleeping = False  # under _lock: the receiving thread is (about to be) in poll
+        self._napping = False  # under _lock: ... for ACK_DELAY_S at most
+        self._recent = 0.0  # when a message was last received
         self._wake_r, self._wake_w = -1, -1
         self.acks_sent = 0
 
@@ -251,7 +257,10 @@ class ReliableReceiver(FrameReceiver):
     def answer(self, token: Any, kind: str, src: str, seq: int) -> None:
         with self._lock:
             if kind == "ack":
+                timed = bool(self._acks) or self._napping
                 self._acks[(token, src)] = seq
+                if timed:  # the receiving thread's poll ends when they are due
+                    return
             else:
                 self._hellos.append((token, src, seq))
             # Only a receiving thread asleep in poll is woken: a write to the pipe costs
@@ -302,13 +311,15 @@ class ReliableReceiver(FrameReceiver):
             self._flush(now)
             with self._lock:  # what answer() added from here on wakes us
                 self._sleeping = True
-                wait = 0 if self._hellos else POLL_MS
+                self._napping = now - self._recent < BUSY_S
+                wait = 0 if self._hellos else (
+                    int(ACK_DELAY_S * 1000) if self._napping else POLL_MS)
                 if self._acks:
                     wait = min(wait, max(0, int((self._last_ack + ACK_DELAY_S - now) * 1000)
                                          + 1))
             ready = dict(poller.poll(wait))
             with self._lock:
-                self._sleeping = self._woken = False
+                self._sleeping = self._napping = self._woken = False
             if self._wake_r in ready:
                 try:
                     os.read(self._wake_r, 4096)
@@ -322,9 +333,14 @@ class ReliableReceiver(FrameReceiver):
                 except zmq.Again:
                     break
                 token = frames.pop(0).bytes if bound else None
+                self._recent = time.monotonic()
                 yield frames, token
                 if self._acks or self._hellos:
                     self._flush(time.monotonic())
+                # Asking costs a third of a zmq.Again raised when nothing is left, the
+                # usual case when messages come slower than they are handled.
+                if not int(socket.get(zmq.EVENTS)) & zmq.POLLIN:
+                    break
 
     def run_state(self, in_run: bool) -> None:
         self.tracker.run_state(in_run)
