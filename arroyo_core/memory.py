@@ -1,15 +1,16 @@
-"""Keeping freed large blocks in the process, so a buffer allocated per frame is reused
+"""Keeping freed large blocks in the process, so a buffer allocated per message is reused
 instead of faulted in afresh.
 
-A library that allocates new buffers for every message (pvapy for each frame it receives,
-while the previous one is still held downstream; pika for each body it sends and
-receives) gets them from glibc's malloc, which by default
-returns large freed blocks to the kernel (``munmap``, or a trim of the heap). The next
-buffer is then faulted in page by page, about 3.5 us a 4 KiB page here
-(shared/PERFORMANCE.md): more than a millisecond for an 8 MB frame, and half the CPU
-pika spends on sending a 1 MiB message. Raising malloc's
-thresholds keeps those blocks for reuse: the process keeps the memory of its busiest
-moment, which its memory budget bounds anyway.
+Whatever carries a message allocates buffers for it: libzmq for each message it receives,
+pika for each body it sends and receives, pvapy for each frame (a new one while the
+previous is still held downstream), a reliable link's window freeing acknowledged messages
+in bursts. glibc's malloc returns large freed blocks to the kernel (``munmap``, or a trim
+of the heap top once a few MiB are free), and the next buffer is faulted in page by page,
+about 3.5 us a 4 KiB page here (shared/PERFORMANCE.md): as long as copying it, more than a
+millisecond for an 8 MB frame, and half the CPU pika spends on sending a 1 MiB message.
+Raising malloc's thresholds keeps those blocks for reuse: the process keeps the memory of
+its busiest moment, which its memory budget bounds anyway. Every runtime does it when it
+opens; the pvapy and pika adapters do it too, for use without a runtime.
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ import sys
 log = logging.getLogger(__name__)
 
 # glibc's malloc.h
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 LARGEST_HEAP_BLOCK = 32 * 2**20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit
-SETTINGS = ((M_MMAP_THRESHOLD, LARGEST_HEAP_BLOCK), (M_TRIM_THRESHOLD, 2**30),
-            (M_ARENA_MAX, 1))
+SETTINGS = ((M_MMAP_THRESHOLD, LARGEST_HEAP_BLOCK), (M_TRIM_THRESHOLD, 2**30))
 
 
 def keep_freed_blocks() -> bool:
-    """Ask glibc to keep freed blocks of up to 32 MiB for reuse (one arena, so a block freed
-    by another thread is reused too). Returns False where that cannot be set (not glibc)."""
+    """Ask glibc to keep freed blocks of up to 32 MiB for reuse (a block goes back to the
+    arena of the thread that allocated it, whichever thread frees it). Returns False where
+    that cannot be set (not glibc)."""
     if not sys.platform.startswith("linux"):
         return False
     try:

@@ -22,7 +22,6 @@ from typing import Any
 from .budget import frames_nbytes, parse_bytes
 from .errors import ConfigError, DecodeError
 from .ledger import InputLedger
-from .memory import keep_freed_blocks
 from .message import Message
 from .reliable import (
     ACK,
@@ -69,7 +68,6 @@ class ReliableOutput(Watermark):
                               "link (reliable works on tcp, ipc and shm push/pull)")
         self.link = link
         self.sender = sender
-        keep_freed_blocks()  # acknowledged messages are freed in bursts
         if window_bytes is None:
             limit = getattr(sender, "max_bytes", None)
             window_bytes = parse_bytes(limit, "max_bytes") if limit else WINDOW_BYTES
@@ -212,7 +210,6 @@ class ReliableInput:
     def __init__(self, receiver: FrameReceiver, ledger: InputLedger) -> None:
         self.receiver = receiver
         self.ledger = ledger
-        keep_freed_blocks()  # acknowledged messages are freed in bursts
         self.arrivals = Arrivals()
         self.finishing = Finishing(lambda token, src, seq: receiver.answer(token, ACK, src, seq))
         self.outputs: list[ReliableOutput] = []  # they note the origins of what they send

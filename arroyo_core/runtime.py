@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .components import Listener, Operator, Publisher, as_operator
+from .memory import keep_freed_blocks
 from .message import Event, Message, Start, Stop
 from .queues import MessageQueue
 from .results import checked_publish, operator_results, read_only
@@ -103,6 +104,7 @@ class Runtime:
 
     def open(self) -> None:
         """Open publishers, then the listener; on failure close what was opened and raise."""
+        keep_freed_blocks()  # a buffer per message, reused rather than faulted in afresh
         try:
             parts: list[Publisher | Listener] = [*self.publishers, self.listener]
             for part in parts:
