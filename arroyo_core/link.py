@@ -16,14 +16,12 @@ frame numbers the source stamped (:mod:`.run_ledger`), which survive restarts.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import weakref
 from collections import deque
 from typing import Any
 
-from .address import Address
-from .batch import EventBatch, decode_all
+from .batch import EventBatch, decode_all, decode_batch
 from .components import Deliver, Listener, Publisher
 from .errors import ConfigError, DecodeError
 from .fanin import FanIn
@@ -33,28 +31,11 @@ from .message import Event, Message, Stop
 from .reliable_link import WINDOW, ReliableInput, ReliableOutput
 from .run_ledger import RunLedger
 from .status import LinkStatus
-from .transport import Transport, transport_for
+from .transport import link_transport as _transport
+from .transport import new_sender_id
 from .wire import DEFAULT_LIMITS, Limits, encode
 
-SENDER_ID_BYTES = 4  # random bytes in a sender id, after the process id
-
 log = logging.getLogger(__name__)
-
-
-def new_sender_id() -> str:
-    """A sender id that differs across restarts, so a restarted sender starts a new sequence."""
-    return f"{os.getpid():x}-{os.urandom(SENDER_ID_BYTES).hex()}"
-
-
-def _transport(address: str, options: dict[str, Any], output: bool,
-               ) -> tuple[Transport, Address, dict[str, Any], str]:
-    """The transport for ``address``, the parsed address, the transport's options (the
-    address's query, then ``options``) and the link's name for logs and the ledger."""
-    parsed = Address.parse(address, bind_by_default=output)
-    transport = transport_for(parsed)
-    options = {**parsed.query, **options}
-    name = transport.name(parsed, options)
-    return transport, parsed, options, f"{'output' if output else 'input'} {name}"
 
 
 class OutputLink(Publisher):
@@ -306,9 +287,12 @@ class InputLink(Listener):
 
     def _receive(self, pass_on: Any) -> None:
         ledger, limits, lag, fanin = self.ledger, self.limits, self.lag, self.fanin
-        acknowledges, reliable = self.receiver.acknowledges, self.reliable
+        acknowledges, reliable, runs = self.receiver.acknowledges, self.reliable, self.runs
         take = fanin.take
         every_message = fanin.active  # else Events go straight on, only Starts and Stops
+        # Events going straight on with nothing to acknowledge go to the runtime a batch
+        # at once: what pass_on does for each, in one hand-off between threads.
+        many = self.deliver_many if not (every_message or acknowledges) else None
         for frames, token in self.receiver.receive(self.stop_requested):
             try:
                 if isinstance(frames, DecodeError):
@@ -320,24 +304,33 @@ class InputLink(Listener):
                     if not fresh:
                         continue
                 else:
-                    messages = decode_all(frames, limits)
+                    messages, envelope = decode_batch(frames, limits)
             except DecodeError as exc:
                 ledger.reject(exc.reason, str(exc))
                 if acknowledges:
                     self.receiver.acknowledge([token])  # out of the way: it never will parse
                 continue
+            events: list[Message] = []  # to deliver at once
             if reliable is None:
                 if lag is not None:  # may raise FallenBehindError: the service ends
-                    lag.observe(messages[0][1].time)
-                fresh = [(message, (envelope.src, None)) for message, envelope in messages
-                         if ledger.observe(envelope.src, envelope.seq)]  # one, or a batch's
-                if not fresh:
+                    lag.observe(envelope.time)
+                src = envelope.src
+                news = ledger.observe_many(src, envelope.seq, messages)  # one, or a batch's
+                if not news:
                     if acknowledges:
                         self.receiver.acknowledge([token])  # duplicates: handled before
                     continue
-                fresh[-1] = (fresh[-1][0], (fresh[-1][1][0], token))  # the last has it
+                if many is not None and news[0].kind == "event":  # one Event, or a batch's
+                    events, fresh = news, []
+                else:
+                    fresh = [(message, (src, None)) for message in news]
+                    fresh[-1] = (news[-1], (src, token))  # the last has it
             fanin.heard()
             with fanin.lock:  # its timer may pass a Stop on that it gave up waiting for
+                if events:
+                    for message in events:
+                        runs.observe(message, src)
+                    many(events)  # type: ignore[misc]
                 for message, tag in fresh:
                     if every_message or message.kind != "event":
                         take(message, tag)
