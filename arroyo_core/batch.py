@@ -85,6 +85,12 @@ class EventBatch:
     def __len__(self) -> int:
         return len(self.events)
 
+    def due(self, most: int, most_bytes: int, delay: float) -> bool:
+        """True once the batch holds ``most`` Events or ``most_bytes`` of data, or its
+        first Event has waited ``delay`` seconds (one call per Event published)."""
+        return (len(self.events) >= most or len(self._data) >= most_bytes
+                or _time.monotonic() - self.began >= delay)
+
     @property
     def nbytes(self) -> int:
         """Bytes of the data frame so far."""

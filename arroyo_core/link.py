@@ -16,11 +16,11 @@ frame numbers the source stamped (:mod:`.run_ledger`), which survive restarts.
 from __future__ import annotations
 
 import logging
-import time
 import weakref
 from collections import deque
 from typing import Any
 
+from .address import Address
 from .batch import EventBatch, decode_all, decode_batch
 from .components import Deliver, Listener, Publisher
 from .errors import ConfigError, DecodeError
@@ -31,11 +31,21 @@ from .message import Event, Message, Stop
 from .reliable_link import WINDOW, ReliableInput, ReliableOutput
 from .run_ledger import RunLedger
 from .status import LinkStatus
-from .transport import link_transport as _transport
-from .transport import new_sender_id
+from .transport import Transport, new_sender_id, transport_for
 from .wire import DEFAULT_LIMITS, Limits, encode
 
 log = logging.getLogger(__name__)
+
+
+def _transport(address: str, options: dict[str, Any], output: bool,
+               ) -> tuple[Transport, Address, dict[str, Any], str]:
+    """The transport for ``address``, the parsed address, the transport's options (the
+    address's query, then ``options``) and the link's name for logs and the ledger."""
+    parsed = Address.parse(address, bind_by_default=output)
+    transport = transport_for(parsed)
+    options = {**parsed.query, **options}
+    name = transport.name(parsed, options)
+    return transport, parsed, options, f"{'output' if output else 'input'} {name}"
 
 
 class OutputLink(Publisher):
@@ -100,9 +110,7 @@ class OutputLink(Publisher):
             if isinstance(message, Event) and batch.add(message):
                 if reliable is not None:
                     reliable.note(self.seq + len(batch) - 1)
-                most, most_bytes, delay = self.batch_limits
-                if (len(batch) >= most or batch.nbytes >= most_bytes
-                        or time.monotonic() - batch.began >= delay):
+                if batch.due(*self.batch_limits):
                     self.flush()
                 return
             if batch:
@@ -290,8 +298,7 @@ class InputLink(Listener):
         acknowledges, reliable, runs = self.receiver.acknowledges, self.reliable, self.runs
         take = fanin.take
         every_message = fanin.active  # else Events go straight on, only Starts and Stops
-        # Events going straight on with nothing to acknowledge go to the runtime a batch
-        # at once: what pass_on does for each, in one hand-off between threads.
+        # Events straight on, nothing to acknowledge: a batch's in one hand-off (as pass_on)
         many = self.deliver_many if not (every_message or acknowledges) else None
         for frames, token in self.receiver.receive(self.stop_requested):
             try:

@@ -242,17 +242,6 @@ def new_sender_id() -> str:
     return f"{os.getpid():x}-{os.urandom(SENDER_ID_BYTES).hex()}"
 
 
-def link_transport(address: str, options: dict[str, Any], output: bool,
-               ) -> tuple[Transport, Address, dict[str, Any], str]:
-    """The transport for ``address``, the parsed address, the transport's options (the
-    address's query, then ``options``) and the link's name for logs and the ledger."""
-    parsed = Address.parse(address, bind_by_default=output)
-    transport = transport_for(parsed)
-    options = {**parsed.query, **options}
-    name = transport.name(parsed, options)
-    return transport, parsed, options, f"{'output' if output else 'input'} {name}"
-
-
 class WaitLog:
     """When a wait is worth a log line: :meth:`due` is true after the first interval of
     ``schedule`` (seconds), then after each next one, the last repeated for ever;
