@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import DecodeError, EncodeError
 from .message import Event, Message
-from .metadata import check_keys, meta_error, packer
+from .metadata import check_keys, meta_error, non_str_key, packer
 from .metadata import show as _show
 from .wire import (
     _PLAIN_KINDS,
@@ -32,6 +32,7 @@ from .wire import (
     Limits,
     _array_frame,
     array_view,
+    bin_key_error,
     envelope_of,
     message_from,
     parse_descriptor,
@@ -44,7 +45,27 @@ ALIGN = 8  # each array starts at a multiple of this in the data frame, so views
 # copying such an Event into a batch costs what sending it alone copies anyway.
 BATCH_EVENT_BYTES = 2**16
 _PADDING = bytes(ALIGN)
-_DTYPE_TEXT: dict[np.dtype, str] = {}  # plain dtypes are few: a bounded set
+_PAIR = b"\x92"  # msgpack: an array of 2
+_ARRAY_HEADERS = [bytes([0x90 + n]) for n in range(16)]  # msgpack: an array of n < 16
+# Packed array descriptors by (name, dtype, shape): a stream's Events mostly repeat a few.
+_DESCRIPTORS: dict[tuple[Any, np.dtype, tuple[int, ...]], bytes] = {}
+_MAX_DESCRIPTORS = 1024
+
+
+def _descriptor(name: Any, value: np.ndarray) -> bytes | None:
+    """The packed descriptor ``[name, dtype, shape]`` of a C-contiguous array, kept in
+    the table; None for an array the quick path does not take (a dtype of a kind that
+    needs checking, or long doubles in the other byte order, which have no buffer)."""
+    dtype = value.dtype
+    if dtype.kind not in _PLAIN_KINDS or dtype.char in "gG":
+        return None
+    if not isinstance(name, str):
+        raise EncodeError(f"payload name {_show(name)} is not a str")
+    packed = packer().pack([name, dtype.str, list(value.shape)])
+    if len(_DESCRIPTORS) >= _MAX_DESCRIPTORS:
+        _DESCRIPTORS.clear()  # a stream of ever new shapes: start the table again
+    _DESCRIPTORS[(name, dtype, value.shape)] = packed
+    return packed
 
 
 class EventBatch:
@@ -64,6 +85,12 @@ class EventBatch:
     def __len__(self) -> int:
         return len(self.events)
 
+    def due(self, most: int, most_bytes: int, delay: float) -> bool:
+        """True once the batch holds ``most`` Events or ``most_bytes`` of data, or its
+        first Event has waited ``delay`` seconds (one call per Event published)."""
+        return (len(self.events) >= most or len(self._data) >= most_bytes
+                or _time.monotonic() - self.began >= delay)
+
     @property
     def nbytes(self) -> int:
         """Bytes of the data frame so far."""
@@ -73,6 +100,37 @@ class EventBatch:
         """Encode ``event`` into the batch; False if its payload is too big for a batch
         (:data:`BATCH_EVENT_BYTES` or more), EncodeError, as :func:`~arroyo_core.wire.encode`
         raises it, if the wire cannot carry it (the batch is unchanged in both cases)."""
+        # The usual Event, C-contiguous arrays of plain dtypes, takes the quick path: each
+        # array's packed descriptor comes from a table, so the Event costs one pack (its
+        # metadata) and one copy per array; anything else takes the general path.
+        parts, buffers, total = [], [], 0
+        for name, value in event.payload.items():
+            if value.__class__ is not np.ndarray or not value.flags.c_contiguous:
+                return self._add_any(event)
+            packed = _DESCRIPTORS.get((name, value.dtype, value.shape))
+            if packed is None:
+                packed = _descriptor(name, value)
+                if packed is None:
+                    return self._add_any(event)
+            parts.append(packed)
+            buffers.append(value.data)
+            total += value.nbytes
+        if total >= BATCH_EVENT_BYTES:
+            return False
+        pack = packer().pack
+        try:
+            meta = pack(event.meta)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise meta_error(event, exc) from exc
+        check_keys(event)
+        # [meta, descriptors] as msgpack writes it: the bytes of packing the pair whole
+        self._keep(event, b"".join([_PAIR, meta, _ARRAY_HEADERS[len(parts)], *parts])
+                   if len(parts) < 16 else _PAIR + meta + packer().pack_array_header(
+                       len(parts)) + b"".join(parts), buffers)
+        return True
+
+    def _add_any(self, event: Event) -> bool:
+        """:meth:`add` for any Event: scalars, lists, bytes, strided arrays, any dtype."""
         try:
             if event.nbytes >= BATCH_EVENT_BYTES:
                 return False  # before any work: a big Event is encoded once, alone
@@ -82,35 +140,28 @@ class EventBatch:
         for name, value in event.payload.items():
             if not isinstance(name, str):
                 raise EncodeError(f"payload name {_show(name)} is not a str")
-            if (value.__class__ is np.ndarray and value.flags.c_contiguous
-                    and value.dtype.kind in _PLAIN_KINDS
-                    and value.dtype.char not in "gG"):  # the usual case, quicker
-                # (long doubles in the other byte order have no buffer: the slow path)
-                dtype = value.dtype
-                text = _DTYPE_TEXT.get(dtype)
-                if text is None:
-                    text = _DTYPE_TEXT[dtype] = dtype.str  # a new string on every call
-                descriptors.append([name, text, list(value.shape)])
-                buffer = value.data
-            else:
-                descriptor, flat = _array_frame(value)
-                descriptors.append([name, *descriptor])
-                buffer = memoryview(flat)  # (an ndarray would add itself to the bytearray)
-            buffers.append(buffer)
+            descriptor, flat = _array_frame(value)
+            descriptors.append([name, *descriptor])
+            buffers.append(memoryview(flat))  # (an ndarray would add itself to the bytearray)
         try:
             entry = packer().pack([event.meta, descriptors])
         except (TypeError, ValueError, OverflowError) as exc:
             raise meta_error(event, exc) from exc
         check_keys(event)
+        self._keep(event, entry, buffers)
+        return True
+
+    def _keep(self, event: Event, entry: bytes, buffers: list[Any]) -> None:
         data = self._data
         for buffer in buffers:
             data += buffer
-            data += _PADDING[:-len(data) % ALIGN]
+            pad = -len(data) % ALIGN
+            if pad:
+                data += _PADDING[:pad]
         if not self.events:
             self.began = _time.monotonic()
         self.events.append(event)
         self._entries.append(entry)
-        return True
 
     def frames(self, *, src: str, seq: int, time: float | None = None) -> list[Any]:
         """The batch's frames, ``[header, data]``, its first Event numbered ``seq``."""
@@ -137,46 +188,88 @@ def decode_all(frames: Sequence[Any], limits: Limits) -> list[tuple[Message, Env
     Raises DecodeError for anything that is not a valid message or batch; a batch is
     valid or rejected whole.
     """
-    header = read_header(frames, limits)
+    messages, (src, seq, sent) = decode_batch(frames, limits)
+    return [(message, Envelope(src, seq + index, sent))
+            for index, message in enumerate(messages)]
+
+
+def decode_batch(frames: Sequence[Any], limits: Limits) -> tuple[list[Message], Envelope]:
+    """:func:`decode_all` without an envelope per message: the messages, and the first
+    one's envelope (the next ones are numbered on from its ``seq``)."""
+    header = read_header(frames, limits, batch_keys_later=True)
     if header.get("kind") != BATCH:
-        return [message_from(header, frames, limits)]
-    src, seq, sent = envelope_of(header)
+        message, envelope = message_from(header, frames, limits)
+        return [message], envelope
+    try:
+        return _events(header, frames, limits)
+    except DecodeError:
+        # What a walk of the whole header would have found first (read_header left the
+        # Events' bin keys to _events, which checks them only as far as it read).
+        error = bin_key_error(frames[0], header.get("events"))
+        if error is not None:
+            raise error from None
+        raise
+
+
+def _events(header: dict[str, Any], frames: Sequence[Any], limits: Limits,
+            ) -> tuple[list[Message], Envelope]:
+    envelope = envelope_of(header)
     entries = header.get("events")
     if not isinstance(entries, list) or not entries:
         raise DecodeError("header", "a batch's events must be a non-empty array")
     if len(entries) > limits.max_batch_events:
         raise DecodeError("size", f"a batch of {len(entries)} events exceeds the limit of "
                           f"{limits.max_batch_events}")
-    if seq + len(entries) > 2**64:
-        raise DecodeError("header", f"a batch of {len(entries)} events from seq {seq} "
-                          "numbers past 2**64")
+    if envelope.seq + len(entries) > 2**64:
+        raise DecodeError("header", f"a batch of {len(entries)} events from seq "
+                          f"{envelope.seq} numbers past 2**64")
     if len(frames) != 2:
         raise DecodeError("frames", f"a batch comes in 2 frames (header, data), "
                           f"{len(frames)} came")
-    data = memoryview(frames[1])
+    data = memoryview(frames[1]).toreadonly()  # slices and arrays on it are read-only too
+    size = data.nbytes
     offset = 0
-    messages: list[tuple[Message, Envelope]] = []
+    events: list[Message] = []
+    seen: list[Any] = []  # the descriptors of the entry before, and what they say
+    parsed: list[tuple[str, np.dtype | None, list[int], int]] = []
     for index, entry in enumerate(entries):
         if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], dict)
                 and isinstance(entry[1], list)):
             raise DecodeError("header", f"batch entry {index} is not [meta, arrays]")
         meta, arrays = entry
+        if non_str_key(meta) is not None:  # a bin key (msgpack gives str or bin keys)
+            raise bin_key_error(frames[0], meta) or DecodeError("msgpack", "bin map key")
+        if arrays == seen:  # as the entry before (the usual stream): checked there
+            payload = {}
+            for name, dtype, shape, nbytes in parsed:
+                end = offset + nbytes
+                if end > size:
+                    raise DecodeError("length", f"batch entry {index}: array {_show(name)} "
+                                      f"ends at byte {end} of a {size}-byte data frame")
+                payload[name] = (np.ndarray(shape, dtype, data, offset)
+                                 if dtype is not None and dtype.kind != "U"
+                                 else array_view(name, dtype, shape, nbytes, data[offset:end]))
+                offset = end + (-end % ALIGN)
+            events.append(Event(meta=meta, payload=payload))
+            continue
         if len(arrays) > limits.max_arrays:
             raise DecodeError("size", f"batch entry {index}: {len(arrays)} arrays exceed "
                               f"the limit of {limits.max_arrays}")
-        payload = {}
+        payload, parsed = {}, []
         for descriptor in arrays:
-            name, dtype, shape, nbytes = parse_descriptor(descriptor, limits)
+            name, dtype, shape, nbytes = described = parse_descriptor(descriptor, limits)
             end = offset + nbytes
-            if end > len(data):
+            if end > size:
                 raise DecodeError("length", f"batch entry {index}: array {_show(name)} "
-                                  f"ends at byte {end} of a {len(data)}-byte data frame")
+                                  f"ends at byte {end} of a {size}-byte data frame")
             payload[name] = array_view(name, dtype, shape, nbytes, data[offset:end])
+            parsed.append(described)
             offset = end + (-end % ALIGN)
         if len(payload) != len(arrays):
             raise DecodeError("header", f"batch entry {index}: two arrays have the same name")
-        messages.append((Event(meta=meta, payload=payload), Envelope(src, seq + index, sent)))
-    if offset != len(data):
-        raise DecodeError("length", f"batch data frame has {len(data)} bytes, its arrays "
+        seen = arrays
+        events.append(Event(meta=meta, payload=payload))
+    if offset != size:
+        raise DecodeError("length", f"batch data frame has {size} bytes, its arrays "
                           f"(padded to {ALIGN}) take {offset}")
-    return messages
+    return events, envelope

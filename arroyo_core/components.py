@@ -31,6 +31,10 @@ class Listener(ABC):
 
     _stop_requested: threading.Event | None = None
     acknowledges = False
+    # Set by the runtime before start(): what ``deliver`` does for each of a list of
+    # messages, at once (one wake-up of the processing thread for a batch of small
+    # events); a listener that receives several at once may use it. None outside a runtime.
+    deliver_many: Callable[[list[Message]], None] | None = None
 
     @property
     def stop_requested(self) -> threading.Event:

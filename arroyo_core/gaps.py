@@ -87,6 +87,16 @@ class GapCounter:
         self.skipped(expected, number - 1)
         return gap
 
+    def observe_next(self, first: int, count: int) -> bool:
+        """Count ``first .. first + count - 1`` at once if ``first`` is the number expected
+        (the usual batch) and return True; else count nothing and return False (the
+        caller observes them one by one)."""
+        if first != self._next:
+            return False
+        self._next = first + count
+        self.seen += count
+        return True
+
     def earlier(self, number: int) -> int:
         """Count ``number``, below the expected one: a duplicate here (return -1); a
         subclass may tell a late number from a duplicate (:class:`LateFilling`). Off the

@@ -101,6 +101,15 @@ class InputLedger:
                 log.info("%s: first message from sender %s has seq %d", self.link, src, seq)
         return track.observe(seq) >= 0
 
+    def observe_many(self, src: str, seq: int, messages: list[Any]) -> list[Any]:
+        """Record ``messages``, numbered ``seq`` on (a batch); return those that are not
+        duplicates. One step for a batch that follows on from the sender's last number."""
+        track = self.senders.get(src)
+        if isinstance(track, GapCounter) and track.observe_next(seq, len(messages)):
+            return messages
+        return [message for index, message in enumerate(messages)
+                if self.observe(src, seq + index)]
+
     @property
     def received(self) -> int:
         """Messages received once (duplicates are not)."""

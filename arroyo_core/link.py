@@ -16,14 +16,12 @@ frame numbers the source stamped (:mod:`.run_ledger`), which survive restarts.
 from __future__ import annotations
 
 import logging
-import os
-import time
 import weakref
 from collections import deque
 from typing import Any
 
 from .address import Address
-from .batch import EventBatch, decode_all
+from .batch import EventBatch, decode_all, decode_batch
 from .components import Deliver, Listener, Publisher
 from .errors import ConfigError, DecodeError
 from .fanin import FanIn
@@ -33,17 +31,10 @@ from .message import Event, Message, Stop
 from .reliable_link import WINDOW, ReliableInput, ReliableOutput
 from .run_ledger import RunLedger
 from .status import LinkStatus
-from .transport import Transport, transport_for
+from .transport import Transport, new_sender_id, transport_for
 from .wire import DEFAULT_LIMITS, Limits, encode
 
-SENDER_ID_BYTES = 4  # random bytes in a sender id, after the process id
-
 log = logging.getLogger(__name__)
-
-
-def new_sender_id() -> str:
-    """A sender id that differs across restarts, so a restarted sender starts a new sequence."""
-    return f"{os.getpid():x}-{os.urandom(SENDER_ID_BYTES).hex()}"
 
 
 def _transport(address: str, options: dict[str, Any], output: bool,
@@ -119,9 +110,7 @@ class OutputLink(Publisher):
             if isinstance(message, Event) and batch.add(message):
                 if reliable is not None:
                     reliable.note(self.seq + len(batch) - 1)
-                most, most_bytes, delay = self.batch_limits
-                if (len(batch) >= most or batch.nbytes >= most_bytes
-                        or time.monotonic() - batch.began >= delay):
+                if batch.due(*self.batch_limits):
                     self.flush()
                 return
             if batch:
@@ -306,9 +295,11 @@ class InputLink(Listener):
 
     def _receive(self, pass_on: Any) -> None:
         ledger, limits, lag, fanin = self.ledger, self.limits, self.lag, self.fanin
-        acknowledges, reliable = self.receiver.acknowledges, self.reliable
+        acknowledges, reliable, runs = self.receiver.acknowledges, self.reliable, self.runs
         take = fanin.take
         every_message = fanin.active  # else Events go straight on, only Starts and Stops
+        # Events straight on, nothing to acknowledge: a batch's in one hand-off (as pass_on)
+        many = self.deliver_many if not (every_message or acknowledges) else None
         for frames, token in self.receiver.receive(self.stop_requested):
             try:
                 if isinstance(frames, DecodeError):
@@ -320,24 +311,33 @@ class InputLink(Listener):
                     if not fresh:
                         continue
                 else:
-                    messages = decode_all(frames, limits)
+                    messages, envelope = decode_batch(frames, limits)
             except DecodeError as exc:
                 ledger.reject(exc.reason, str(exc))
                 if acknowledges:
                     self.receiver.acknowledge([token])  # out of the way: it never will parse
                 continue
+            events: list[Message] = []  # to deliver at once
             if reliable is None:
                 if lag is not None:  # may raise FallenBehindError: the service ends
-                    lag.observe(messages[0][1].time)
-                fresh = [(message, (envelope.src, None)) for message, envelope in messages
-                         if ledger.observe(envelope.src, envelope.seq)]  # one, or a batch's
-                if not fresh:
+                    lag.observe(envelope.time)
+                src = envelope.src
+                news = ledger.observe_many(src, envelope.seq, messages)  # one, or a batch's
+                if not news:
                     if acknowledges:
                         self.receiver.acknowledge([token])  # duplicates: handled before
                     continue
-                fresh[-1] = (fresh[-1][0], (fresh[-1][1][0], token))  # the last has it
+                if many is not None and news[0].kind == "event":  # one Event, or a batch's
+                    events, fresh = news, []
+                else:
+                    fresh = [(message, (src, None)) for message in news]
+                    fresh[-1] = (news[-1], (src, token))  # the last has it
             fanin.heard()
             with fanin.lock:  # its timer may pass a Stop on that it gave up waiting for
+                if events:
+                    for message in events:
+                        runs.observe(message, src)
+                    many(events)  # type: ignore[misc]
                 for message, tag in fresh:
                     if every_message or message.kind != "event":
                         take(message, tag)

@@ -64,7 +64,7 @@ def check_keys(message: Message) -> None:
     """Raise EncodeError if a map key in ``message.meta``, at any depth, is not a str.
     Call it once msgpack has packed the metadata: the walk is then over a structure found
     finite and at most 512 deep (the packer itself writes any hashable key it can pack)."""
-    bad = _non_str_key(message.meta)
+    bad = non_str_key(message.meta)
     if bad is not None:
         raise EncodeError(f"{message.kind} metadata: map key {show(bad[0])} is a "
                           f"{type(bad[0]).__name__}; map keys must be str (docs/protocol.md 3.1)")
@@ -75,7 +75,7 @@ _STR = frozenset([str])
 _SCALARS = frozenset([str, int, float, bool, bytes, type(None)])
 
 
-def _non_str_key(meta: dict[Any, Any]) -> tuple[Any] | None:
+def non_str_key(meta: dict[Any, Any]) -> tuple[Any] | None:
     """``(key,)`` for the first map key in ``meta``, at any depth, that is not a str; None
     if every key is a str."""
     # The usual metadata, str keys and plain values, in C loops: a third of the walk's cost.

@@ -231,6 +231,8 @@ class Runtime:
 
     def _receive(self) -> None:
         try:
+            self.listener.deliver_many = (self._deliver_many if self.finish_run
+                                          else self.queue.put_many)
             self.listener.start(self._deliver if self.finish_run else self.queue.put)
         except BaseException as exc:
             self.listener_error = exc
@@ -241,6 +243,19 @@ class Runtime:
     def _deliver(self, message: Message) -> None:
         """Queue a received message, keeping track of open runs for :meth:`stop`."""
         self._last_delivery = time.monotonic()
+        self._note(message)
+        self.queue.put(message)
+
+    def _deliver_many(self, messages: list[Message]) -> None:
+        """:meth:`_deliver` for several messages, queued at once."""
+        self._last_delivery = time.monotonic()
+        for message in messages:
+            if message.kind != "event" or not self._open_runs:  # else nothing to note
+                self._note(message)
+        self.queue.put_many(messages)
+
+    def _note(self, message: Message) -> None:
+        """Keep track of open runs for :meth:`stop`."""
         kind = message.kind
         if kind == "stop":
             run = message.meta.get("run")
@@ -252,7 +267,6 @@ class Runtime:
                 self.listener.stop()
         elif kind == "start" or not self._open_runs:  # an Event with none open: joined mid-run
             self._open_runs.add(message.meta.get("run"))
-        self.queue.put(message)
 
     def route(self, message: Message) -> None:
         """Send one result to every publisher."""

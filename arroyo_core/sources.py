@@ -71,6 +71,8 @@ class SimulatedDetector(Listener):
         high = 1000 if self.dtype.kind in "iu" else 1.0
         self.ring = [(rng.random(self.shape) * high).astype(self.dtype)
                      for _ in range(_at_least("ring", ring, 1))]
+        for frame in self.ring:  # as an operator gets them: no read-only view per Event
+            frame.flags.writeable = False
         # numpy's stubs give ndarray __buffer__ only for Python >= 3.12; it is a buffer
         self.crcs = ([zlib.crc32(frame) for frame in self.ring]  # type: ignore[arg-type]
                      if checksum else None)

@@ -15,6 +15,7 @@ moves bytes, and says when it could not.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -29,6 +30,8 @@ Frames = list[Any]  # a header frame, then one buffer per array (docs/protocol.m
 # When a link still waiting for something says so: after 5 s, 10 s later, 30 s later,
 # then every 60 s; often at first, when someone is watching a start, then less often.
 WAIT_LOG_SCHEDULE = (5.0, 10.0, 30.0, 60.0)
+
+SENDER_ID_BYTES = 4  # random bytes in a sender id, after the process id
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +242,11 @@ def transport_for(address: Address) -> Transport:
         raise ConfigError(f"address {address.text!r}: no transport for scheme "
                           f"{address.scheme!r}; registered: {', '.join(schemes) or 'none'}")
     return registry.resolve("transport", address.scheme)()
+
+
+def new_sender_id() -> str:
+    """A sender id that differs across restarts, so a restarted sender starts a new sequence."""
+    return f"{os.getpid():x}-{os.urandom(SENDER_ID_BYTES).hex()}"
 
 
 class WaitLog:

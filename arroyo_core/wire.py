@@ -203,8 +203,8 @@ def _holds_timestamp(raw: bytes, header: Any) -> bool:
     return False
 
 
-def _bin_key(raw: bytes, header: Any) -> tuple[bytes] | None:
-    """``(key,)`` for a bin map key anywhere in the header, else None.
+def _bin_key(raw: bytes, header: Any, skip: Any = None) -> tuple[bytes] | None:
+    """``(key,)`` for a bin map key anywhere in the header (but in ``skip``), else None.
 
     msgpack-python's ``strict_map_key`` lets str and bin keys through; only str is allowed
     (docs/protocol.md 3.1), so that a message forwarded as decoded obeys the rule too.
@@ -217,6 +217,8 @@ def _bin_key(raw: bytes, header: Any) -> tuple[bytes] | None:
     stack = [header]
     while stack:  # a loop, not recursion, as in _holds_timestamp
         item = stack.pop()
+        if item is skip:
+            continue
         if isinstance(item, dict):
             for key in item:
                 if isinstance(key, bytes):
@@ -227,7 +229,17 @@ def _bin_key(raw: bytes, header: Any) -> tuple[bytes] | None:
     return None
 
 
-def _header(frame: Any, limits: Limits) -> dict[str, Any]:
+def bin_key_error(frame: Any, item: Any) -> DecodeError | None:
+    """The DecodeError for a bin map key in ``item``, part of the header ``frame``, or None."""
+    raw = frame if isinstance(frame, bytes) else bytes(frame)
+    bin_key = _bin_key(raw, item)
+    if bin_key is None:
+        return None
+    return DecodeError("msgpack", f"header holds the bin map key {_show(bin_key[0])}; "
+                       "map keys must be str")
+
+
+def _header(frame: Any, limits: Limits, batch_keys_later: bool = False) -> dict[str, Any]:
     if len(frame) > limits.max_header_bytes:
         raise DecodeError("size", f"header of {len(frame)} bytes exceeds {limits.max_header_bytes}")
     try:
@@ -239,7 +251,12 @@ def _header(frame: Any, limits: Limits) -> dict[str, Any]:
     raw = frame if isinstance(frame, bytes) else bytes(frame)
     if _holds_timestamp(raw, header):
         raise DecodeError("msgpack", "header holds msgpack extension type -1 (timestamp)")
-    bin_key = _bin_key(raw, header)
+    # A batch's reader checks its Events' metadata for bin keys one by one, quicker than
+    # this walk (it finds a bin prefix byte in most batches: frame numbers hold them).
+    events = (header.get("events") if batch_keys_later and isinstance(header, dict)
+              and header.get("kind") == "batch" else None)
+    skip = events if isinstance(events, list) else None
+    bin_key = _bin_key(raw, header, skip)
     if bin_key is not None:
         raise DecodeError("msgpack", f"header holds the bin map key {_show(bin_key[0])}; "
                           "map keys must be str")
@@ -247,7 +264,9 @@ def _header(frame: Any, limits: Limits) -> dict[str, Any]:
         raise DecodeError("header", f"header is a {type(header).__name__}, not a map")
     version = header.get("v")
     if type(version) is not int or version != VERSION:
-        raise DecodeError("version", f"protocol version {_show(version)} is not {VERSION}")
+        error = bin_key_error(raw, skip) if skip is not None else None
+        raise error or DecodeError("version", f"protocol version {_show(version)} is not "
+                                   f"{VERSION}")
     return header
 
 
@@ -260,15 +279,18 @@ def decode(frames: Sequence[Any], limits: Limits = DEFAULT_LIMITS) -> tuple[Mess
     return message_from(read_header(frames, limits), frames, limits)
 
 
-def read_header(frames: Sequence[Any], limits: Limits) -> dict[str, Any]:
+def read_header(frames: Sequence[Any], limits: Limits, batch_keys_later: bool = False,
+                ) -> dict[str, Any]:
     """The header map of ``frames``, after the checks every kind of message shares (size,
-    msgpack, map keys, version); DecodeError otherwise."""
+    msgpack, map keys, version); DecodeError otherwise. ``batch_keys_later``: a batch's
+    ``events`` are not checked for bin map keys here; its reader does (see
+    :func:`arroyo_core.batch.decode_batch`)."""
     if not frames:
         raise DecodeError("frames", "no frames")
     total = sum(map(len, frames))
     if total > limits.max_message_bytes:
         raise DecodeError("size", f"message of {total} bytes exceeds {limits.max_message_bytes}")
-    return _header(frames[0], limits)
+    return _header(frames[0], limits, batch_keys_later)
 
 
 def envelope_of(header: dict[str, Any]) -> Envelope:
