@@ -12,6 +12,7 @@ import pytest
 
 from arroyo_core.link import ZmqPublisher
 from tests.support.chain_ends import Feeder
+from tests.support.in_process import Running
 from tests.support.receiver import Receiver
 from tests.support.requirements import skip_unless
 from tests.support.supervisord import Supervisor
@@ -106,3 +107,19 @@ def rabbitmq(tmp_path_factory) -> Iterator[Any]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def runtimes() -> Iterator[Callable[..., Running]]:
+    """Starts listeners in in-process runtimes (tests.support.in_process); stops them all
+    at teardown."""
+    started: list[Running] = []
+
+    def start(listener: Any, operator: Any = None,
+              publishers: list[Any] | None = None) -> Running:
+        started.append(Running(listener, operator, publishers))
+        return started[-1]
+
+    yield start
+    for running in started:
+        running.stop()

@@ -19,12 +19,11 @@ import pytest
 from arroyo_core.errors import ConfigError
 from arroyo_core.link import InputLink, OutputLink
 from arroyo_core.message import Event, Message, Start, Stop
-from arroyo_core.operators import PassThrough
 from arroyo_core.packed import unpack_frames
-from arroyo_core.runtime import Runtime
-from arroyo_core.sinks import CollectingSink
 from arroyo_core.wire import encode
 from services.processes import free_port
+from tests.support.in_process import HoldingOperator
+from tests.support.messages import assert_all_same
 from tests.support.waiting import wait_for
 
 pika = pytest.importorskip("pika")
@@ -33,44 +32,6 @@ from tests.support.rabbitmq_server import MAX_MESSAGE_SIZE, PASSWORD  # noqa: E4
 
 pytestmark = pytest.mark.integration
 
-
-class Running:
-    """A real Runtime in a thread, so ``Listener.handled`` (and the acks) happen as in a
-    service."""
-
-    def __init__(self, listener: Any, operator: Any = None) -> None:
-        self.sink = CollectingSink()
-        self.listener = listener
-        self.runtime = Runtime(listener, operator or PassThrough(), [self.sink], drain_timeout=5)
-        self.runtime.open()
-        self.thread = threading.Thread(target=self.runtime.run, daemon=True)
-        self.thread.start()
-
-    @property
-    def messages(self) -> list[Message]:
-        return self.sink.messages
-
-    def wait_for(self, count: int, timeout: float = 20.0) -> list[Message]:
-        wait_for(lambda: len(self.messages) >= count, timeout, f"{count} messages")
-        return self.messages
-
-    def stop(self) -> None:
-        if self.thread.is_alive():
-            self.runtime.stop()
-            self.thread.join(10)
-
-
-@pytest.fixture
-def runtimes() -> Iterator[Callable[..., Running]]:
-    started: list[Running] = []
-
-    def start(listener: Any, operator: Any = None) -> Running:
-        started.append(Running(listener, operator))
-        return started[-1]
-
-    yield start
-    for running in started:
-        running.stop()
 
 
 @pytest.fixture
@@ -105,21 +66,6 @@ def messages() -> list[Message]:
         Event({"frame": 2}, {"big": rng.integers(0, 2**16, 2**20, dtype=np.uint16)}),
         Stop({"run": "r1", "frames_sent": 3}),
     ]
-
-
-def assert_identical(received: list[Message], sent: list[Message]) -> None:
-    assert [m.kind for m in received] == [m.kind for m in sent]
-    for got, want in zip(received, sent, strict=True):
-        assert got.meta == want.meta
-        if isinstance(want, Event):
-            assert list(got.payload) == list(want.payload)
-            for name, value in want.payload.items():
-                mine = got.payload[name]
-                if isinstance(value, bytes):
-                    assert bytes(mine) == value
-                    continue
-                assert (mine.dtype.str, mine.shape) == (value.dtype.str, value.shape), name
-                assert np.asarray(mine).tobytes() == np.ascontiguousarray(value).tobytes(), name
 
 
 def raw_bodies(rabbitmq: Any, queue: str) -> list[bytes]:
@@ -159,26 +105,10 @@ def test_a_queue_carries_every_message_kind_bit_identical_in_the_documented_byte
         publisher.publish(message)
     listener = InputLink(f"{url}?queue=kinds-raw")
     running = runtimes(listener)
-    assert_identical(running.wait_for(len(sent)), sent)
+    assert_all_same(sent, running.wait_for(len(sent)))
     wait_for(lambda: listener.stats()["amqp"]["acked"] == len(sent), 5, "acknowledgements")
     assert rabbitmq.queue("kinds-raw").message_count == 0
     assert publisher.stats()["sent"] == 2 * len(sent) and publisher.stats()["dropped"] == {}
-
-
-class HoldingOperator(PassThrough):
-    """Holds the message whose ``frame`` is ``hold`` until released: a slow operator."""
-
-    def __init__(self, hold: int) -> None:
-        super().__init__()
-        self.hold = hold
-        self.reached = threading.Event()
-        self.release = threading.Event()
-
-    def on_event(self, event: Event) -> Event:
-        if event.meta.get("frame") == self.hold:
-            self.reached.set()
-            self.release.wait(20)
-        return event
 
 
 def test_messages_are_acknowledged_only_once_handled_and_unhandled_ones_are_redelivered(
@@ -335,7 +265,7 @@ def test_amqps_carries_messages_over_tls_and_an_untrusted_broker_is_a_config_err
         publisher.publish(message)
     listener = InputLink(f"{url}?queue=tls", **trust)
     running = runtimes(listener)
-    assert_identical(running.wait_for(len(sent)), sent)
+    assert_all_same(sent, running.wait_for(len(sent)))
     wait_for(lambda: listener.stats()["amqp"]["acked"] == len(sent), 5, "acknowledgements")
     assert listener.stats()["amqp"]["url"].startswith("amqps://arroyo:***@")
     # A certificate no given CA vouches for (the system's CAs by default) is refused at

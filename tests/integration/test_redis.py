@@ -12,8 +12,6 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 import pytest
@@ -21,11 +19,12 @@ import pytest
 from arroyo_core.errors import ConfigError
 from arroyo_core.link import ZmqListener, ZmqPublisher
 from arroyo_core.message import Event, Message, Start, Stop
-from arroyo_core.operators import PassThrough
 from arroyo_core.runtime import Runtime
 from arroyo_core.sinks import CollectingSink
 from services.status_server import query_status
 from tests.support.chain_ends import FrameSink
+from tests.support.in_process import HoldingOperator
+from tests.support.messages import assert_all_same
 from tests.support.requirements import skip_unless
 from tests.support.waiting import wait_for
 
@@ -45,44 +44,6 @@ from tests.support.redis_server import (  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def runtimes() -> Iterator[Callable[..., Running]]:
-    """Factory of in-process runtimes (listener -> pass-through -> CollectingSink)."""
-    started: list[Running] = []
-
-    def start(listener: Any, publishers: list[Any] | None = None) -> Running:
-        started.append(Running(listener, publishers))
-        return started[-1]
-
-    yield start
-    for running in started:
-        running.stop()
-
-
-class Running:
-    """A real Runtime in a thread, so ``Listener.handled`` (and XACK) happen as in a service."""
-
-    def __init__(self, listener: Any, publishers: list[Any] | None) -> None:
-        self.sink = CollectingSink()
-        self.runtime = Runtime(listener, PassThrough(), publishers or [self.sink],
-                               drain_timeout=5)
-        self.runtime.open()
-        self.thread = threading.Thread(target=self.runtime.run, daemon=True)
-        self.thread.start()
-
-    @property
-    def messages(self) -> list[Message]:
-        return self.sink.messages
-
-    def wait_for(self, count: int, timeout: float = 20.0) -> list[Message]:
-        wait_for(lambda: len(self.messages) >= count, timeout, f"{count} messages")
-        return self.messages
-
-    def stop(self) -> None:
-        if self.thread.is_alive():
-            self.runtime.stop()
-            self.thread.join(10)
 
 
 def every_kind() -> list[Message]:
@@ -110,22 +71,6 @@ def every_kind() -> list[Message]:
     ]
 
 
-def assert_identical(received: list[Message], sent: list[Message]) -> None:
-    """Same kinds, metadata, names, dtypes, shapes and bytes: bit-identical."""
-    assert [m.kind for m in received] == [m.kind for m in sent]
-    for got, want in zip(received, sent, strict=True):
-        assert got.meta == want.meta
-        if isinstance(want, Event):
-            assert list(got.payload) == list(want.payload)
-            for name, value in want.payload.items():
-                mine = got.payload[name]
-                if isinstance(value, bytes):
-                    assert bytes(mine) == value
-                    continue
-                assert (mine.dtype.str, mine.shape) == (value.dtype.str, value.shape), name
-                assert np.asarray(mine).tobytes() == np.ascontiguousarray(value).tobytes(), name
-
-
 def test_stream_round_trip_of_every_message_kind_is_bit_identical(redis_server, runtimes):
     publisher = RedisStreamPublisher(redis_server.url(), stream="frames")
     publisher.open()
@@ -136,7 +81,7 @@ def test_stream_round_trip_of_every_message_kind_is_bit_identical(redis_server, 
                                    consumer="c1")
     running = runtimes(listener)
     received = running.wait_for(len(sent))
-    assert_identical(received, sent)
+    assert_all_same(sent, received)
     assert received[3].payload["big"].nbytes == 16 * 2**20
     # Every entry is acknowledged once handled: nothing stays pending.
     client = redis_server.client()
@@ -158,7 +103,7 @@ def test_pubsub_round_trip_of_every_message_kind_is_bit_identical(redis_server, 
         # with more than 32 MiB unread (client-output-buffer-limit pubsub).
         publisher.publish(message)
         running.wait_for(index + 1)
-    assert_identical(running.messages, sent)
+    assert_all_same(sent, running.messages)
     assert publisher.stats()["unheard"] == 0
     assert listener.stats()["missing"] == 0
     publisher.close()
@@ -171,32 +116,16 @@ def test_message_received_over_zeromq_and_republished_to_redis_is_bit_identical(
     source.open()
     # The publisher-service arrangement: ZeroMQ in, Redis stream out.
     bridge = runtimes(ZmqListener(">" + address),
-                      [RedisStreamPublisher(redis_server.url(), stream="bridged")])
+                      publishers=[RedisStreamPublisher(redis_server.url(), stream="bridged")])
     reader = runtimes(RedisStreamListener(redis_server.url(), stream="bridged", group="g",
                                           consumer="c1"))
     sent = every_kind()
     for message in sent:
         source.publish(message)
     received = reader.wait_for(len(sent))
-    assert_identical(received, sent)
+    assert_all_same(sent, received)
     assert bridge.runtime.stats()["outputs"][0]["sent"] == len(sent)
     source.close()
-
-
-class HoldingOperator(PassThrough):
-    """Holds the message whose ``frame`` is ``hold`` until released: a slow operator."""
-
-    def __init__(self, hold: int) -> None:
-        super().__init__()
-        self.hold = hold
-        self.reached = threading.Event()
-        self.release = threading.Event()
-
-    def on_event(self, event: Event) -> Event:
-        if event.meta.get("frame") == self.hold:
-            self.reached.set()
-            self.release.wait(20)
-        return event
 
 
 def test_entries_stay_pending_until_the_runtime_has_handled_them(redis_server):

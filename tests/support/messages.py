@@ -33,3 +33,10 @@ def assert_same(sent: Message, got: Message) -> None:
         else:
             assert not isinstance(received, np.ndarray), name
         assert as_bytes(received) == as_bytes(value), name
+
+
+def assert_all_same(sent: list[Message], got: list[Message]) -> None:
+    """``got`` is ``sent``, message by message (:func:`assert_same`), in the same order."""
+    assert [m.kind for m in got] == [m.kind for m in sent]
+    for one, other in zip(sent, got, strict=True):
+        assert_same(one, other)
