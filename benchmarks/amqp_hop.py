@@ -45,7 +45,7 @@ import pika
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from broker_timing import rate, time_arroyo  # noqa: E402
+from broker_timing import DTYPE, RING, rate, ring, time_arroyo  # noqa: E402
 
 from arroyo_core.link import OutputLink  # noqa: E402
 from arroyo_core.memory import keep_freed_blocks  # noqa: E402
@@ -53,8 +53,6 @@ from arroyo_core.message import Event, Stop  # noqa: E402
 from arroyo_core.wire import encode  # noqa: E402
 from tests.support.rabbitmq_server import RabbitMQServer, installed  # noqa: E402
 
-DTYPE = np.dtype("uint16")
-RING = 4  # pre-made source frames, as SimulatedDetector keeps
 PREFETCH, PREFETCH_BYTES = 256, 64 * 2**20  # the receiver's defaults
 MODES = ["arroyo", "bare"]
 LENGTH = struct.Struct("<I")
@@ -64,11 +62,6 @@ SIZES = [
     ("1 KiB", (16, 32), 10_000, 3_000),
     ("1 MiB", (512, 1024), 400, 150),
 ]
-
-
-def ring(shape: tuple[int, ...]) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    return [rng.integers(0, 1000, shape, dtype=DTYPE) for _ in range(RING)]
 
 
 def prefetch(nbytes: int) -> int:

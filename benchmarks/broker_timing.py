@@ -1,6 +1,6 @@
-"""What the broker hop benchmarks (redis_hop.py, amqp_hop.py) share: an Arroyo input link
-read by a runtime into a sink that times the Events between the first and the last, fed by
-a producer process the caller starts."""
+"""What the broker hop benchmarks (redis_hop.py, amqp_hop.py) share: the source frames, and
+an Arroyo input link read by a runtime into a sink that times the Events between the first
+and the last, fed by a producer process the caller starts."""
 
 from __future__ import annotations
 
@@ -10,11 +10,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from arroyo_core.components import Publisher
 from arroyo_core.link import InputLink
 from arroyo_core.message import Event, Message, Stop
 from arroyo_core.operators import PassThrough
 from arroyo_core.runtime import Runtime
+
+DTYPE = np.dtype("uint16")
+RING = 4  # pre-made source frames, as SimulatedDetector keeps
+
+
+def ring(shape: tuple[int, ...]) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 1000, shape, dtype=DTYPE) for _ in range(RING)]
 
 
 class TimingSink(Publisher):

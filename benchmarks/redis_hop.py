@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import redis
-from broker_timing import rate, time_arroyo
+from broker_timing import DTYPE, RING, rate, ring, time_arroyo
 
 from arroyo_core.link import OutputLink
 from arroyo_core.message import Event, Stop
@@ -47,8 +47,6 @@ from arroyo_core.transports.redis.connection import client_options
 from arroyo_core.wire import encode
 from services.processes import free_port
 
-DTYPE = np.dtype("uint16")
-RING = 4  # pre-made source frames, as SimulatedDetector keeps
 BATCH_BYTES = 8 * 2**20  # the stream receiver's default read size target
 MAXLEN = 200_000
 MODES = ["arroyo", "bare", "bare-tuned"]
@@ -58,11 +56,6 @@ SIZES = [
     ("1 KiB", (16, 32), 30_000, 8_000),
     ("1 MiB", (512, 1024), 600, 200),
 ]
-
-
-def ring(shape: tuple[int, ...]) -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    return [rng.integers(0, 1000, shape, dtype=DTYPE) for _ in range(RING)]
 
 
 def read_count(nbytes: int) -> int:
