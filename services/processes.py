@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -39,9 +40,36 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
+_given: set[int] = set()
+
+
+def _low_ports() -> range:
+    """Ports just below the ones the kernel gives connecting sockets (Linux: 32768 up)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12768), max(1024 + 64, low))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the kernel picks it)."""
-    with socket.socket() as probe:
+    """A TCP port that was free a moment ago, and not one given before by this process.
+
+    It is drawn from below the range the kernel gives connecting sockets their local ports
+    from, so that no connection, of ours or another program's, takes it before it is bound:
+    a link that connects to it first could otherwise be given it and connect to itself.
+    """
+    for port in random.sample(_low_ports(), 64):
+        if port in _given:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    with socket.socket() as probe:  # a crowded host: the kernel picks
         probe.bind((host, 0))
         return probe.getsockname()[1]
 

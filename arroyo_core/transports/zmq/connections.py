@@ -16,7 +16,10 @@ and keeps everything a link needs to know about its connections:
   retry (after a protocol error, most often a frame over the socket's ``MAXMSGSIZE``) would
   leave the link silent for good. It is counted, logged, and
   :meth:`~ConnectionTracker.reconnect_dropped` connects again; it also asks again, every
-  ``RETRY_REFUSED_S``, a server that refused our key (its allow-list may change).
+  ``RETRY_REFUSED_S``, a server that refused our key (its allow-list may change) and one
+  whose connection closed before its handshake with no reason given, which libzmq does not
+  retry either (``UNPAIRED_REASON``: a peer of the wrong socket type, or a TCP connection to
+  itself, which a connect before the far end binds can make).
 - **open connections**: each one's local and peer address, for a close that waits until
   every peer has read everything (:mod:`.handoff`).
 
@@ -67,6 +70,10 @@ HANDSHAKE_REASONS: dict[int, str] = {
     zmq.PROTOCOL_ERROR_ZMTP_KEY_EXCHANGE: "CURVE key exchange failed",
 }
 AUTH_REASON = "client key refused by the allow-list"
+# libzmq reports no failure for these: it just closes the connection and never retries it.
+UNPAIRED_REASON = ("closed before its handshake completed: the peer's socket type does not "
+                   "pair with ours (e.g. PULL to PULL), or the connection reached itself (TCP "
+                   "connected a port to itself while nothing listened there yet)")
 _PROTOCOL_ERRORS = {value: name for name, value in vars(zmq).items()
                     if name.startswith("PROTOCOL_ERROR_") and isinstance(value, int)}
 
@@ -199,6 +206,9 @@ class ConnectionTracker:
                 self._ours, self._handshaken = value, False
         elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._handshaken = self._ours is not None
+            if self._handshaken:
+                with self._changed:
+                    self._refused_at = None  # in: nothing to ask again
             self._peer_connected(endpoint)
         elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             self._refuse(AUTH_REASON)
@@ -230,12 +240,15 @@ class ConnectionTracker:
         if ours:
             self._ours, self._handshaken = None, False
         with self._changed:
+            if ours and not handshaken and failed is None:
+                failed = UNPAIRED_REASON
+                self.refused[failed] += 1
             addresses = self._open.pop(fd, None)
             if ours and handshaken and failed is None:
                 # cleared by CONNECT_RETRIED if libzmq retries; a refused handshake is
                 # not retried by libzmq
                 self._dropped_at = time.monotonic()
-            elif ours and failed == AUTH_REASON:
+            elif ours and failed in (AUTH_REASON, UNPAIRED_REASON):
                 self._refused_at = time.monotonic()
         if failed is not None:
             self._log_failure(failed, endpoint, ours, _peer_label(addresses))

@@ -161,7 +161,11 @@ class PushSender(FrameSender):
         return "no peer took it before shutdown"
 
     def waiting(self) -> None:
-        """Called between attempts while a send waits for a peer."""
+        """Called between attempts while a send waits for a peer: one that libzmq will
+        not connect again by itself is connected again here (see connections.py)."""
+        if not self.address.bind:
+            assert self.socket is not None
+            self.tracker.reconnect_dropped(self.socket, self.address.text)
 
     def _log_wait(self, seconds: float) -> None:
         peers = self.tracker.count
