@@ -5,9 +5,12 @@
     arroyo listener --source epics-pva -o channel=13SIM1:Pva1:Image --out '@tcp://*:5555'
 
 pvapy (``pvaccess``) monitors the channel and calls back on a thread of its own with each
-update; the callback takes the frame (a view on pvapy's buffer, no copy) and queues it, and
-:meth:`PvaListener.start` delivers it. When the queue is full the callback waits, so the
-server's monitor queue fills and it drops updates, which show as gaps in ``uniqueId``.
+update; the callback takes the frame (a view on pvapy's buffer, no copy) and delivers it
+there, as pvapy's own consumers process it: a hand-off to another thread would cost a
+thread switch per frame (and keep pvapy's buffer one frame longer). When the runtime's
+queue is full the callback waits, so the server's monitor queue fills and it drops updates,
+which show as gaps in ``uniqueId``. :meth:`PvaListener.start` starts the monitor and ends
+the run when frames stop.
 
 A channel has no runs, so the listener makes them: a run starts with the first frame and
 ends (a Stop) when no frame came for ``idle_timeout`` seconds, when the channel
@@ -33,9 +36,9 @@ EPICS finds a channel by UDP search: set ``EPICS_PVA_ADDR_LIST`` (and
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
-from queue import Empty, Full, Queue
 from typing import Any
 
 import numpy as np
@@ -66,8 +69,6 @@ class PvaListener(Listener):
         ``pva`` (PV Access, default) or ``ca`` (Channel Access).
     idle_timeout
         Seconds without a frame after which the run ends (a Stop).
-    queue
-        Frames held between pvapy's thread and delivery (each a view on pvapy's buffer).
     server_queue
         The monitor's queue on the server (``record[queueSize=N]``); 0 keeps the server's
         default.
@@ -76,7 +77,7 @@ class PvaListener(Listener):
     requires = {"pvaccess": "arroyo-stream[epics]"}
 
     def __init__(self, channel: str, provider: str = "pva", idle_timeout: float = 10.0,
-                 queue: int = 16, server_queue: int = 0) -> None:
+                 server_queue: int = 0) -> None:
         if not isinstance(channel, str) or not channel:
             raise ConfigError(f"option channel: expected a PV name, got {channel!r}")
         if provider not in PROVIDERS:
@@ -86,14 +87,17 @@ class PvaListener(Listener):
         if not self.idle_timeout > 0:
             raise ConfigError(f"option idle_timeout: expected seconds > 0, got {idle_timeout!r}")
         self.server_queue = int(server_queue)
-        self.frames: Queue[Any] = _queue(int(queue))  # frames, DecodeErrors, marks
+        # pvapy's thread delivers; start()'s ends a run that went quiet: one at a time
+        self.lock = threading.Lock()
+        self.deliver: Deliver | None = None  # set by start(); None again once it ends
+        self.heard = time.monotonic()
         link = f"input epics-pva {channel}"
         self.ledger = StreamLedger(link)
         self.runs = RunLedger(link)
         self.run: _Run | None = None
         self.updates = self.empty = 0
         self.busy = 0  # callbacks under way
-        self.closed = False
+        self.closed = self.monitoring = False
         self.channel: Any = None
 
     def open(self) -> None:
@@ -103,64 +107,53 @@ class PvaListener(Listener):
 
         self.channel = pva.Channel(self.channel_name,
                                    pva.PVA if self.provider == "pva" else pva.CA)
-        request = (f"record[queueSize={self.server_queue}]field()" if self.server_queue
-                   else "field()")
         # (no connection callback: pvapy 5.6 may call it from startMonitor without the
         # GIL, which aborts the process; start() asks isConnected() when frames stop)
         self.channel.subscribe("arroyo", self._update)
-        self.channel.startMonitor(request)
 
     def _update(self, pv: Any) -> None:
-        """pvapy's thread: read the frame and queue it (waiting while the queue is full)."""
+        """pvapy's thread: read the frame and deliver it (waiting while the runtime's
+        queue is full)."""
         self.busy += 1  # (one pvapy thread calls back: no lock needed)
         try:
-            if not self.stop_requested.is_set():
-                self._take(pv)
-        finally:
-            self.busy -= 1
-
-    def _take(self, pv: Any) -> None:
-        self.updates += 1
-        try:
-            array, meta = read_frame(pv)
-        except DecodeError as exc:
-            item: Any = exc
-        except Exception as exc:  # a structure that is not an NTNDArray at all
-            item = DecodeError("structure", f"not an NTNDArray ({type(exc).__name__}: {exc})")
-        else:
+            self.updates += 1
+            self.heard = time.monotonic()
+            try:
+                array, meta = read_frame(pv)
+            except DecodeError as exc:
+                self.ledger.reject(exc.reason, str(exc))
+                return
+            except Exception as exc:  # a structure that is not an NTNDArray at all
+                self.ledger.reject("structure", f"not an NTNDArray ({type(exc).__name__}: "
+                                   f"{exc})")
+                return
             if array is None:
                 self.empty += 1
                 return
-            item = (array, meta)
-        while not self.stop_requested.is_set():
-            try:
-                self.frames.put(item, timeout=POLL_S)
-                return
-            except Full:
-                continue
+            with self.lock:
+                if self.deliver is not None:  # (None: start() has ended, or not begun)
+                    self._frame(array, meta, self.deliver)
+        finally:
+            self.busy -= 1
 
     def start(self, deliver: Deliver) -> None:
-        heard = time.monotonic()
-        while not self.stop_requested.is_set():
-            try:
-                item = self.frames.get(timeout=POLL_S)
-            except Empty:
+        self.deliver = deliver
+        request = (f"record[queueSize={self.server_queue}]field()" if self.server_queue
+                   else "field()")
+        self.channel.startMonitor(request)
+        self.monitoring = True
+        while not self.stop_requested.wait(POLL_S):
+            if self.run is None:
+                continue
+            with self.lock:
                 if self.run is not None and self.channel and not self.channel.isConnected():
                     self._end(deliver, "disconnected")  # pvapy reconnects when it is back
-                elif self.run is not None and time.monotonic() - heard > self.idle_timeout:
+                elif self.run is not None and time.monotonic() - self.heard > self.idle_timeout:
                     self._end(deliver, "idle")
-                continue
-            heard = time.monotonic()
-            if isinstance(item, DecodeError):
-                self.ledger.reject(item.reason, str(item))
-                continue
-            array, meta = item
-            self._frame(array, meta, deliver)
-            # (drop the frame before waiting: pvapy reuses its buffer for the next one
-            # only if nothing holds it, else it allocates and faults in a new one)
-            item = array = meta = None
-        if self.run is not None:
-            self._end(deliver, "stopped")
+        with self.lock:  # a callback under way finishes its frame first
+            self.deliver = None
+            if self.run is not None:
+                self._end(deliver, "stopped")
 
     def _frame(self, array: np.ndarray, meta: dict[str, Any], deliver: Deliver) -> None:
         unique_id = meta["uniqueId"]
@@ -201,14 +194,14 @@ class PvaListener(Listener):
     def close(self) -> None:
         if self.channel is not None and not self.closed:
             # pvapy 5.6 aborts the process if a callback is unsubscribed while it runs, or
-            # runs after: let a callback waiting for room in the queue see the stop flag
-            # and return, stop the monitor, and keep the subscription (and the channel)
-            # for the process's life
+            # runs after: let a callback under way return, stop the monitor, and keep the
+            # subscription (and the channel) for the process's life
             self.closed = True
             self.stop_requested.set()
             self._settle()
-            self.channel.stopMonitor()
-            self._settle()
+            if self.monitoring:
+                self.channel.stopMonitor()
+                self._settle()
 
     def _settle(self) -> None:
         """Wait (at most 2 s) until no callback runs."""
@@ -220,17 +213,10 @@ class PvaListener(Listener):
         record = self.ledger.status(address=self.channel_name, kind="source",
                                     scheme="epics-pva", run_ledger=self.runs.status())
         return record.with_transport({"provider": self.provider, "updates": self.updates,
-                                      "empty": self.empty,
-                                      "queued": self.frames.qsize()})
+                                      "empty": self.empty})
 
     def stats(self) -> dict[str, Any]:
         return self.status().to_dict()
-
-
-def _queue(size: int) -> Queue[Any]:
-    if size < 1:
-        raise ConfigError(f"option queue: expected 1 or more frames, got {size!r}")
-    return Queue(size)
 
 
 class _Run:

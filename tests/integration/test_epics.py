@@ -193,7 +193,7 @@ class Slow(PassThrough):
 
 def test_frames_the_server_dropped_show_as_unique_id_gaps(simulator, closing) -> None:
     simulator("arroyo:test:gaps", shape=(1024, 1024), fps=100)  # 2 MB: queues fill fast
-    running = closing(Running(PvaListener("arroyo:test:gaps", queue=1, server_queue=2),
+    running = closing(Running(PvaListener("arroyo:test:gaps", server_queue=2),
                               Slow()))
     running.sink.wait("event", 150, timeout=60)
     running.stop()  # the runtime drains: the sink gets every frame the listener delivered
