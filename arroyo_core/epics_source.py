@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from typing import Any
 
 import numpy as np
@@ -46,11 +45,10 @@ import numpy as np
 from .components import Deliver, Listener
 from .errors import ConfigError, DecodeError
 from .memory import keep_freed_blocks
-from .message import Event, Message, Start, Stop
+from .message import Event
 from .ntndarray import read_frame
-from .run_ledger import RunLedger
+from .numbered_runs import NumberedRuns, Run
 from .status import LinkStatus
-from .stream_ledger import StreamLedger
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +90,8 @@ class PvaListener(Listener):
         self.deliver: Deliver | None = None  # set by start(); None again once it ends
         self.heard = time.monotonic()
         link = f"input epics-pva {channel}"
-        self.ledger = StreamLedger(link)
-        self.runs = RunLedger(link)
-        self.run: _Run | None = None
+        self.numbered = NumberedRuns(link, channel, "frames", "frames changed")
+        self.ledger = self.numbered.ledger
         self.updates = self.empty = 0
         self.busy = 0  # callbacks under way
         self.closed = self.monitoring = False
@@ -143,53 +140,28 @@ class PvaListener(Listener):
         self.channel.startMonitor(request)
         self.monitoring = True
         while not self.stop_requested.wait(POLL_S):
-            if self.run is None:
-                continue
             with self.lock:
-                if self.run is not None and self.channel and not self.channel.isConnected():
-                    self._end(deliver, "disconnected")  # pvapy reconnects when it is back
-                elif self.run is not None and time.monotonic() - self.heard > self.idle_timeout:
-                    self._end(deliver, "idle")
+                if self.numbered.run is None:
+                    continue
+                if not self.channel.isConnected():
+                    self.numbered.end(deliver, "disconnected")  # pvapy reconnects
+                elif time.monotonic() - self.heard > self.idle_timeout:
+                    self.numbered.end(deliver, "idle")
         with self.lock:  # a callback under way finishes its frame first
             self.deliver = None
-            if self.run is not None:
-                self._end(deliver, "stopped")
+            if self.numbered.run is not None:
+                self.numbered.end(deliver, "stopped")
 
     def _frame(self, array: np.ndarray, meta: dict[str, Any], deliver: Deliver) -> None:
+        def start(run: Run) -> dict[str, Any]:
+            return {"run": run.id, "source": "epics-pva", "channel": self.channel_name,
+                    "shape": list(array.shape), "dtype": array.dtype.str,
+                    "first_unique_id": run.first, "started": time.time()}
         unique_id = meta["uniqueId"]
-        run = self.run
+        run = self.numbered.enter(unique_id, (array.dtype, array.shape), deliver, start)
         if run is not None:
-            if unique_id < run.last:
-                self._end(deliver, "restarted")
-            elif (array.dtype, array.shape) != run.kind:
-                self._end(deliver, "frames changed")
-        if self.run is None:
-            self.run = _Run(unique_id, array)
-            self._deliver(deliver, Start({
-                "run": self.run.id, "source": "epics-pva", "channel": self.channel_name,
-                "shape": list(array.shape), "dtype": array.dtype.str,
-                "first_unique_id": unique_id, "started": time.time()}))
-        run = self.run
-        if not self.ledger.observe(run.id, unique_id):
-            return  # the same frame again
-        run.last = unique_id
-        run.frames += 1
-        meta["run"], meta["frame"] = run.id, unique_id - run.first
-        self._deliver(deliver, Event(meta, {"image": array}))
-
-    def _end(self, deliver: Deliver, reason: str) -> None:
-        run, self.run = self.run, None
-        assert run is not None
-        self._deliver(deliver, Stop({"run": run.id, "frames_sent": run.last - run.first + 1,
-                                     "frames": run.frames, "ended": reason,
-                                     "aborted": reason == "stopped",
-                                     "seconds": time.monotonic() - run.began}))
-        log.info("%s: run %s ended (%s) after %d frames", self.ledger.link, run.id, reason,
-                 run.frames)
-
-    def _deliver(self, deliver: Deliver, message: Message) -> None:
-        self.runs.observe(message, self.channel_name)
-        deliver(message)
+            meta["run"], meta["frame"] = run.id, unique_id - run.first
+            self.numbered.deliver(deliver, Event(meta, {"image": array}))
 
     def close(self) -> None:
         if self.channel is not None and not self.closed:
@@ -211,20 +183,10 @@ class PvaListener(Listener):
 
     def status(self) -> LinkStatus:
         record = self.ledger.status(address=self.channel_name, kind="source",
-                                    scheme="epics-pva", run_ledger=self.runs.status())
+                                    scheme="epics-pva",
+                                    run_ledger=self.numbered.runs.status())
         return record.with_transport({"provider": self.provider, "updates": self.updates,
                                       "empty": self.empty})
 
     def stats(self) -> dict[str, Any]:
         return self.status().to_dict()
-
-
-class _Run:
-    """The run a listener is in: its id, first and last uniqueId, dtype and shape."""
-
-    def __init__(self, unique_id: int, array: np.ndarray) -> None:
-        self.id = uuid.uuid4().hex
-        self.first = self.last = unique_id
-        self.kind = (array.dtype, array.shape)
-        self.frames = 0
-        self.began = time.monotonic()

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from typing import Any
 
 import numpy as np
@@ -37,10 +36,9 @@ from zmq.utils.monitor import recv_monitor_message
 from .components import Deliver, Listener
 from .errors import ConfigError, DecodeError
 from .karabo_format import PROTOCOLS, Train, decode_train
-from .message import Event, Message, Start, Stop
-from .run_ledger import RunLedger
+from .message import Event
+from .numbered_runs import NumberedRuns, Run
 from .status import LinkStatus
-from .stream_ledger import StreamLedger
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +85,8 @@ class KaraboBridgeListener(Listener):
             raise ConfigError(f"option idle_timeout: expected seconds > 0, got {idle_timeout!r}")
         self.hwm = int(hwm)
         link = f"input karabo-bridge {self.pattern} {endpoint}"
-        self.ledger = StreamLedger(link)
-        self.runs = RunLedger(link)
-        self.run: RunState | None = None
+        self.numbered = NumberedRuns(link, endpoint, "trains", "sources changed")
+        self.ledger = self.numbered.ledger
         self.requests = 0  # ``next`` sent (REQ)
         self.socket: zmq.Socket | None = None
 
@@ -131,8 +128,8 @@ class KaraboBridgeListener(Listener):
             if events is not None:
                 socket.disable_monitor()
                 events.close(linger=0)
-        if self.run is not None:
-            self._end(deliver, "stopped")
+        if self.numbered.run is not None:
+            self.numbered.end(deliver, "stopped")
 
     def _receive(self, socket: zmq.Socket, events: zmq.Socket | None, poller: zmq.Poller,
                  deliver: Deliver) -> None:
@@ -150,8 +147,9 @@ class KaraboBridgeListener(Listener):
                 elif peer_lost:  # a bridge is back: ask it
                     want, peer_lost = True, False
             if socket not in ready:
-                if self.run is not None and time.monotonic() - heard > self.idle_timeout:
-                    self._end(deliver, "idle")
+                if (self.numbered.run is not None
+                        and time.monotonic() - heard > self.idle_timeout):
+                    self.numbered.end(deliver, "idle")
                 continue
             frames = socket.recv_multipart(copy=False)
             # ask at once: the bridge makes the next train while this one is delivered
@@ -173,35 +171,17 @@ class KaraboBridgeListener(Listener):
         return True
 
     def _train(self, train: Train, deliver: Deliver) -> None:
-        run = self.run
+        run = self.numbered.enter(train.train_id, train.sources, deliver,
+                                  lambda run: self._start_meta(run, train))
         if run is not None:
-            if train.train_id < run.last:
-                self._end(deliver, "restarted")  # train ids went back: a new bridge
-            elif train.sources != run.sources:
-                self._end(deliver, "sources changed")
-        if self.run is None:
-            self.run = RunState(train, self.endpoint, self.pattern)
-            self._deliver(deliver, Start(self.run.start_meta(train)))
-        run = self.run
-        if not self.ledger.observe(run.id, train.train_id):
-            return  # the same train again
-        run.last = train.train_id
-        run.trains += 1
-        self._deliver(deliver, Event(run.event_meta(train), train.arrays))
+            self.numbered.deliver(deliver, Event(event_meta(run, train), train.arrays))
 
-    def _end(self, deliver: Deliver, reason: str) -> None:
-        run, self.run = self.run, None
-        assert run is not None
-        self._deliver(deliver, Stop({"run": run.id, "frames_sent": run.last - run.first + 1,
-                                     "trains": run.trains, "ended": reason,
-                                     "aborted": reason == "stopped",
-                                     "seconds": time.monotonic() - run.began}))
-        log.info("%s: run %s ended (%s) after %d trains", self.ledger.link, run.id, reason,
-                 run.trains)
-
-    def _deliver(self, deliver: Deliver, message: Message) -> None:
-        self.runs.observe(message, self.endpoint)
-        deliver(message)
+    def _start_meta(self, run: Run, train: Train) -> dict[str, Any]:
+        arrays = {name: [value.dtype.str, list(value.shape)]
+                  for name, value in train.arrays.items() if isinstance(value, np.ndarray)}
+        return {"run": run.id, "source": "karabo-bridge", "endpoint": self.endpoint,
+                "pattern": self.pattern, "protocol": train.protocol, "sources": run.kind,
+                "first_train": train.train_id, "arrays": arrays, "started": time.time()}
 
     def close(self) -> None:
         if self.socket is not None:
@@ -210,7 +190,7 @@ class KaraboBridgeListener(Listener):
 
     def status(self) -> LinkStatus:
         record = self.ledger.status(address=self.endpoint, kind="source", scheme="karabo-bridge",
-                                    run_ledger=self.runs.status())
+                                    run_ledger=self.numbered.runs.status())
         return record.with_transport({"pattern": self.pattern.lower(), "requests": self.requests,
                                       "protocol": self.protocol})
 
@@ -218,32 +198,16 @@ class KaraboBridgeListener(Listener):
         return self.status().to_dict()
 
 
-class RunState:
-    """The run a listener is in: its id, first and last train, sources."""
-
-    def __init__(self, train: Train, endpoint: str, pattern: str) -> None:
-        self.id = uuid.uuid4().hex
-        self.first = self.last = train.train_id
-        self.sources = train.sources
-        self.trains = 0
-        self.began = time.monotonic()
-        self.endpoint, self.pattern = endpoint, pattern
-
-    def start_meta(self, train: Train) -> dict[str, Any]:
-        arrays = {name: [value.dtype.str, list(value.shape)]
-                  for name, value in train.arrays.items() if isinstance(value, np.ndarray)}
-        return {"run": self.id, "source": "karabo-bridge", "endpoint": self.endpoint,
-                "pattern": self.pattern, "protocol": train.protocol, "sources": self.sources,
-                "first_train": train.train_id, "arrays": arrays, "started": time.time()}
-
-    def event_meta(self, train: Train) -> dict[str, Any]:
-        timestamp = next((m["timestamp"] for m in train.metadata.values()
-                          if isinstance(m.get("timestamp"), float)), None)
-        meta = {"run": self.id, "frame": train.train_id - self.first, "train_id": train.train_id,
-                "sources": self.sources,
-                "karabo": {source: {"metadata": train.metadata[source],
-                                    "values": train.values.get(source, {})}
-                           for source in self.sources}}
-        if timestamp is not None:
-            meta["timestamp"] = timestamp
-        return meta
+def event_meta(run: Run, train: Train) -> dict[str, Any]:
+    """An Event's metadata: the train's number in the run, and its sources' metadata and
+    values."""
+    timestamp = next((m["timestamp"] for m in train.metadata.values()
+                      if isinstance(m.get("timestamp"), float)), None)
+    meta = {"run": run.id, "frame": train.train_id - run.first, "train_id": train.train_id,
+            "sources": run.kind,
+            "karabo": {source: {"metadata": train.metadata[source],
+                                "values": train.values.get(source, {})}
+                       for source in run.kind}}
+    if timestamp is not None:
+        meta["timestamp"] = timestamp
+    return meta

@@ -62,11 +62,24 @@ def test_broken_frames_raise(pv, reason) -> None:
     assert caught.value.reason == reason
 
 
+class Channel:
+    """Stands in for pvapy's Channel: its monitor calls back with each of ``updates``."""
+
+    def __init__(self, listener: PvaListener, updates: list[Any]) -> None:
+        self.listener, self.updates = listener, updates
+
+    def startMonitor(self, request: str) -> None:  # noqa: N802 (pvapy's name)
+        for pv in self.updates:
+            self.listener._update(pv)
+
+    def isConnected(self) -> bool:  # noqa: N802
+        return True
+
+
 def run(updates: list[Any]) -> tuple[PvaListener, list[Message]]:
     """The listener fed ``updates`` as pvapy's thread would, delivering until idle."""
-    listener = PvaListener("test:image", idle_timeout=0.05, queue=len(updates) + 1)
-    for pv in updates:
-        listener._update(pv)
+    listener = PvaListener("test:image", idle_timeout=0.05)
+    listener.channel = Channel(listener, updates)
     got: list[Message] = []
 
     def deliver(message: Message) -> None:
