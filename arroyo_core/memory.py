@@ -10,7 +10,7 @@ about 3.5 us a 4 KiB page here (shared/PERFORMANCE.md): as long as copying it, m
 millisecond for an 8 MB frame, and half the CPU pika spends on sending a 1 MiB message.
 Raising malloc's thresholds keeps those blocks for reuse: the process keeps the memory of
 its busiest moment, which its memory budget bounds anyway. Every runtime does it when it
-opens; the pvapy and pika adapters do it too, for use without a runtime.
+opens; the pvapy, pika and DECTRIS adapters do it too, for use without a runtime.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from ..address import Address
 from ..components import Deliver, Listener
 from ..errors import ConfigError, DecodeError
 from ..ledger import InputLedger
+from ..memory import keep_freed_blocks
 from ..message import Event, Start, Stop
 from ..status import LinkStatus
 from .cbor import Decoder, arrays_in, plain
@@ -87,6 +88,7 @@ class DectrisListener(Listener):
         self.series_seen = 0
 
     def open(self) -> None:
+        keep_freed_blocks()  # libzmq and the decoder allocate a buffer per image
         socket: zmq.Socket = zmq.Context.instance().socket(zmq.PULL)
         socket.linger = 0
         socket.rcvhwm = self.hwm
