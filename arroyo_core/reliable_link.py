@@ -42,7 +42,7 @@ from .transport import AckedSender, FrameReceiver, FrameSender
 from .watermark import Watermark
 from .wire import Limits
 
-WINDOW = 1024  # messages a reliable sender holds by default (a batch is one)
+WINDOW = 256  # messages a reliable sender holds by default (a batch is one; see docs)
 WINDOW_BYTES = 2**25  # ... and bytes, unless the link's max_bytes says less
 WAIT_S = 0.1  # how long a full window waits for acknowledgements at a time
 READ_S = 0.001  # flush() reads acknowledgements at most this often (they come every 2 ms)
