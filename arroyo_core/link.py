@@ -21,7 +21,7 @@ from collections import deque
 from typing import Any
 
 from .address import Address
-from .batch import EventBatch, decode_all, decode_batch
+from .batch import EventBatch, decode_batch
 from .components import Deliver, Listener, Publisher
 from .errors import ConfigError, DecodeError
 from .fanin import FanIn
@@ -245,6 +245,9 @@ class InputLink(Listener):
             raise ConfigError(f"{link}: {exc}") from None
         self.ledger = InputLedger(link, shared=self.receiver.shares_sequence)
         self.reliable = ReliableInput(self.receiver, self.ledger) if reliable else None
+        if self.reliable is not None:  # its own bookkeeping, called straight (per message)
+            self.handling = self.reliable.handling  # type: ignore[method-assign]
+            self.handled = self.reliable.handled  # type: ignore[method-assign]
         self.acknowledges = self.receiver.acknowledges and not reliable  # (it gates itself)
         self.fanin = FanIn(link, joins=not self.receiver.shares, order=order,
                            order_window=order_window, order_timeout=order_timeout,
@@ -296,7 +299,6 @@ class InputLink(Listener):
     def _receive(self, pass_on: Any) -> None:
         ledger, limits, lag, fanin = self.ledger, self.limits, self.lag, self.fanin
         acknowledges, reliable, runs = self.receiver.acknowledges, self.reliable, self.runs
-        take = fanin.take
         every_message = fanin.active  # else Events go straight on, only Starts and Stops
         # Events straight on, nothing to acknowledge: a batch's in one hand-off (as pass_on)
         many = self.deliver_many if not (every_message or acknowledges) else None
@@ -305,20 +307,19 @@ class InputLink(Listener):
                 if isinstance(frames, DecodeError):
                     raise frames  # received, but the transport could not unpack it
                 ledger.bytes += wire_bytes(frames)
-                fresh: list[tuple[Message, Any]]
-                if reliable is not None:  # in order, each once (tags made there)
-                    fresh = reliable.accept(frames, token, limits, decode_all, lag)
-                    if not fresh:
-                        continue
-                else:
+                if reliable is None:
                     messages, envelope = decode_batch(frames, limits)
+                    delivery = None
+                elif (delivery := reliable.accept(frames, token, limits, lag)) is None:
+                    continue  # nothing new: a duplicate, or after a gap (answered)
             except DecodeError as exc:
                 ledger.reject(exc.reason, str(exc))
                 if acknowledges:
                     self.receiver.acknowledge([token])  # out of the way: it never will parse
                 continue
-            events: list[Message] = []  # to deliver at once
-            if reliable is None:
+            if delivery is not None:  # (lag and ledger done: reliable.accept)
+                src, news = delivery.src, delivery.messages
+            else:
                 if lag is not None:  # may raise FallenBehindError: the service ends
                     lag.observe(envelope.time)
                 src = envelope.src
@@ -327,26 +328,29 @@ class InputLink(Listener):
                     if acknowledges:
                         self.receiver.acknowledge([token])  # duplicates: handled before
                     continue
-                if many is not None and news[0].kind == "event":  # one Event, or a batch's
-                    events, fresh = news, []
-                else:
-                    fresh = [(message, (src, None)) for message in news]
-                    fresh[-1] = (news[-1], (src, token))  # the last has it
+            events: list[Message] = []  # to deliver at once; else one by one, with tags:
+            if many is not None and news[0].kind == "event":  # one Event, or a batch's
+                events, fresh = news, []
+            elif delivery is not None:
+                fresh = delivery.tags()
+            else:
+                fresh = [(message, (src, None)) for message in news]
+                fresh[-1] = (news[-1], (src, token))  # the last has it
             fanin.heard()
             with fanin.lock:  # its timer may pass a Stop on that it gave up waiting for
                 if events:
                     for message in events:
                         runs.observe(message, src)
+                    if delivery is not None:
+                        reliable.delivered_many(delivery)  # type: ignore[union-attr]
                     many(events)  # type: ignore[misc]
                 for message, tag in fresh:
                     if every_message or message.kind != "event":
-                        take(message, tag)
+                        fanin.take(message, tag)
                     else:
                         pass_on(message, tag)
 
     def handled(self, message: Message) -> None:
-        if self.reliable is not None:
-            return self.reliable.handled(message)
         if not self._inflight:
             return  # a receiver that does not acknowledge, or nothing in flight
         serial = self._serial_of.pop(message, None)
@@ -360,10 +364,6 @@ class InputLink(Listener):
     def follow(self, publishers: list[Publisher]) -> None:
         if self.reliable is not None:
             self.reliable.follow(publishers)
-
-    def handling(self, message: Message) -> None:
-        if self.reliable is not None:
-            self.reliable.handling(message)
 
     def close(self) -> None:
         if self._inflight:

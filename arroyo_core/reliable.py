@@ -21,22 +21,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from itertools import repeat
 from typing import Any
 
 import msgpack
 
 from .errors import DecodeError
 from .metadata import packer
+from .origins import SeenOrigins
 
 CARRIAGE_VERSION = 1
 ACK, HELLO = "ack", "hello"  # what a receiver tells its sender
 MAX_ORIGINS = 1024  # origin sources a receiver remembers (a new one per source restart)
-# Origins kept per source, beyond which the oldest half is only remembered as "older than":
-# origins come nearly in order (a pool reorders them by its workers' credit, and gives a
-# dead worker's Events again within about a second), so a message older than the newest
-# MAX_SEEN / 2 is one had before (about 4 MiB per origin source at most).
-MAX_SEEN = 32768
 ASK_AGAIN_S = 1.0  # a gap not filled after this long is asked for again
 K_SHIFT = 16  # an origin's k: result index within its input, shifted per hop with several
 
@@ -53,7 +48,12 @@ def read_carriage(frame: Any, count: int) -> tuple[int, list[Origin]]:
     """``(base, origins)`` of a carriage frame whose message holds ``count`` messages
     (a batch's Events); DecodeError (reason ``carriage``) for anything else."""
     base, runs = read_runs(frame, count)
-    return base, [(osrc, oseq + i, k) for osrc, oseq, k, n in runs for i in range(n)]
+    return base, origins_of(runs)
+
+
+def origins_of(runs: list[Run]) -> list[Origin]:
+    """The origins ``runs`` stand for, one by one."""
+    return [(osrc, oseq + i, k) for osrc, oseq, k, n in runs for i in range(n)]
 
 
 def read_runs(frame: Any, count: int) -> tuple[int, list[Run]]:
@@ -167,7 +167,7 @@ class Arrivals:
 
     def __init__(self) -> None:
         self.expected: dict[str, int] = {}  # per sender: the next sequence number
-        self.seen: dict[str, _Seen] = {}  # per origin source
+        self.seen: dict[str, SeenOrigins] = {}  # per origin source
         self._asked: dict[str, tuple[int, float]] = {}
         self.resent_duplicates = 0  # messages received again (a resend of what was had)
         self.out_of_order = 0  # messages after a gap, refused until the gap is resent
@@ -202,19 +202,11 @@ class Arrivals:
 
     def fresh(self, origin: Origin) -> bool:
         """False if a message of this origin was accepted before (counted). Origins may
-        come out of order (after a pool), by up to :data:`MAX_SEEN`."""
-        osrc, oseq, k = origin
-        seen = self._seen(osrc)
-        key = (oseq, k)
-        if key > seen.high:
-            seen.high = key
-        elif key <= seen.low or key in seen.keys:
-            self.duplicates += 1
-            return False
-        seen.keys.add(key)
-        if len(seen.keys) > MAX_SEEN:
-            seen.forget_older()
-        return True
+        come out of order (after a pool), by up to :data:`~arroyo_core.origins.MAX_SEEN`."""
+        if self._seen(origin[0]).add((origin[1], origin[2])):
+            return True
+        self.duplicates += 1
+        return False
 
     def fresh_run(self, run: Run) -> bool:
         """True if every origin of ``run`` is newer than any had from its source (so
@@ -223,41 +215,20 @@ class Arrivals:
         seen = self._seen(osrc)
         if (oseq, k) <= seen.high:
             return False
-        seen.keys.update(zip(range(oseq, oseq + n), repeat(k)))
-        seen.high = (oseq + n - 1, k)
-        if len(seen.keys) > MAX_SEEN:
-            seen.forget_older()
+        seen.add_run(oseq, k, n)
         return True
 
-    def _seen(self, osrc: str) -> _Seen:
+    def _seen(self, osrc: str) -> SeenOrigins:
         seen = self.seen.get(osrc)
         if seen is None:
             if len(self.seen) >= MAX_ORIGINS:
                 del self.seen[next(iter(self.seen))]
-            seen = self.seen[osrc] = _Seen()
+            seen = self.seen[osrc] = SeenOrigins()
         return seen
 
     def status(self) -> dict[str, int]:
         return {"resent_duplicates": self.resent_duplicates, "out_of_order": self.out_of_order,
                 "duplicates_dropped": self.duplicates}
-
-
-class _Seen:
-    """The origins of one source a receiver has had: ``keys``, and everything up to
-    ``low``; ``high``, the newest (nothing newer was had)."""
-
-    __slots__ = ("low", "high", "keys")
-
-    def __init__(self) -> None:
-        self.low: tuple[int, int] = (-1, -1)
-        self.high: tuple[int, int] = (-1, -1)
-        self.keys: set[tuple[int, int]] = set()
-
-    def forget_older(self) -> None:
-        """Keep the newest half of ``keys``; the rest is only "up to ``low``"."""
-        ordered = sorted(self.keys)
-        half = len(ordered) // 2
-        self.low, self.keys = ordered[half - 1], set(ordered[half:])
 
 
 Mark = tuple[Any, int]  # (an output with settled(), the count it must reach)

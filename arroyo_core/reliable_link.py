@@ -19,6 +19,7 @@ import time
 from collections import deque
 from typing import Any
 
+from .batch import decode_batch
 from .budget import frames_nbytes, parse_bytes
 from .errors import ConfigError, DecodeError
 from .ledger import InputLedger
@@ -34,13 +35,14 @@ from .reliable import (
     Run,
     SendWindow,
     carriage,
+    origins_of,
     read_runs,
 )
 from .transport import AckedSender, FrameReceiver, FrameSender
 from .watermark import Watermark
 from .wire import Limits
 
-WINDOW = 1024  # messages a reliable sender holds by default (a batch is one)
+WINDOW = 256  # messages a reliable sender holds by default (a batch is one; see docs)
 WINDOW_BYTES = 2**25  # ... and bytes, unless the link's max_bytes says less
 WAIT_S = 0.1  # how long a full window waits for acknowledgements at a time
 READ_S = 0.001  # flush() reads acknowledgements at most this often (they come every 2 ms)
@@ -199,6 +201,12 @@ class ReliableInput:
     """The receiving side: take each sender's messages in order and each origin once,
     and acknowledge what is finished.
 
+    A received message (one, or a batch of Events) becomes one :class:`Delivery` that
+    the runtime is handed at once, with one :class:`~arroyo_core.reliable.Finishing` item:
+    the bookkeeping is per message received, not per Event, as on a plain link. Per
+    Event there is only :meth:`handling` finding the next one and, on an operator with
+    reliable outputs, telling them its origin.
+
     Parameters
     ----------
     receiver
@@ -215,10 +223,12 @@ class ReliableInput:
         self.outputs: list[ReliableOutput] = []  # they note the origins of what they send
         self.watermarks: list[Watermark] = []  # what finishing a message waits on
         self.last_src = ""
-        # Delivered, not yet handled: (message, origin, Finishing item or None), in order
-        # (a runtime handles in delivery order; its queue's policy may skip some).
-        self._delivered: deque[tuple[Message, Origin, Any]] = deque()
-        self._taken: list[Finishing.Item] = []  # items of the message being handled
+        # Delivered, not yet handled, in order (a runtime handles in delivery order; its
+        # queue's policy may skip some); the one being handled, and where in it.
+        self._delivered: deque[Delivery] = deque()
+        self._at: Delivery | None = None
+        self._index = 0  # of the next message of _at
+        self._taken: list[Finishing.Item] = []  # items finished by the message handled
         self._current: Message | None = None
         receiver.on_connect = self.hello
 
@@ -237,73 +247,89 @@ class ReliableInput:
         expected = self.arrivals.expected.get(src, 0) if src else 0
         self.receiver.answer(None, HELLO, src, expected)
 
-    def accept(self, frames: list[Any], token: Any, limits: Limits, decode: Any,
-               lag: Any = None) -> list[tuple[Message, Any]]:
-        """The messages of ``frames`` to deliver, with their tags ``(src, item, origin)``
-        (``item``, on the last only: what :meth:`handled` finishes); DecodeError."""
+    def accept(self, frames: list[Any], token: Any, limits: Limits,
+               lag: Any = None) -> Delivery | None:
+        """What ``frames`` deliver (None: nothing, a duplicate or after a gap, answered
+        here); DecodeError."""
         if len(frames) < 2:
             raise DecodeError("carriage", "a reliable message has a carriage frame and a "
                               "message")
-        messages = decode(frames[1:], limits)
-        base, runs = read_runs(frames[0], len(messages))
-        src, seq = messages[0][1].src, messages[0][1].seq
+        messages, envelope = decode_batch(frames[1:], limits)
+        count = len(messages)
+        base, runs = read_runs(frames[0], count)
+        src, seq = envelope.src, envelope.seq
         if lag is not None:  # may raise FallenBehindError: the service ends
-            lag.observe(messages[0][1].time)
+            lag.observe(envelope.time)
         arrivals = self.arrivals
-        verdict = arrivals.check(src, seq, len(messages), base)
+        verdict = arrivals.check(src, seq, count, base)
         if verdict == "gap":
             if arrivals.ask(src):
                 self.receiver.answer(token, HELLO, src, arrivals.expected[src])
-            return []
+            return None
         if verdict == "duplicate":
             finished = self.finishing.finished.get(src)
             if finished is not None:  # its acknowledgement may have been lost
                 self.receiver.answer(token, ACK, src, finished)
-            return []
+            return None
         self.last_src = src
-        observe = self.ledger.observe
-        for _message, envelope in messages:
-            observe(envelope.src, envelope.seq)
-        out: list[tuple[Message, Any]]
+        self.ledger.observe_many(src, seq, messages)  # in sequence: Arrivals saw to it
+        origins: Origin | list[Origin]
         if len(runs) == 1 and arrivals.fresh_run(runs[0]):  # the usual: all new
-            osrc, oseq, k, _n = runs[0]
-            out = [(message, (src, None, (osrc, oseq + i, k)))
-                   for i, (message, _envelope) in enumerate(messages)]
+            origins = (runs[0][0], runs[0][1], runs[0][2])
         else:
             fresh = arrivals.fresh
-            origins = [(osrc, oseq + i, k) for osrc, oseq, k, n in runs for i in range(n)]
-            out = [(message, (src, None, origin))
-                   for (message, _envelope), origin in zip(messages, origins, strict=True)
-                   if fresh(origin)]
-        item = self.finishing.add(token, src, seq + len(messages) - 1, done=not out)
-        if out:
-            message, (src, _, origin) = out[-1]
-            out[-1] = (message, (src, item, origin))
-        return out
+            kept = [(message, origin) for message, origin
+                    in zip(messages, origins_of(runs), strict=True) if fresh(origin)]
+            messages, origins = [m for m, _ in kept], [o for _, o in kept]
+        item = self.finishing.add(token, src, seq + count - 1, done=not messages)
+        return Delivery(messages, origins, item, src) if messages else None
+
+    def delivered_many(self, delivery: Delivery) -> None:
+        """The link hands the runtime all of ``delivery``'s messages, in order."""
+        self._delivered.append(delivery)
 
     def delivered(self, message: Message, tag: tuple[Any, ...]) -> None:
-        self._delivered.append((message, tag[2], tag[1]))
+        """The link hands the runtime ``message`` alone (a Start or Stop, or after a
+        fan-in that orders), with its tag from :meth:`Delivery.tags`."""
+        self._delivered.append(Delivery([message], [tag[2]], tag[1], tag[0]))
 
     def handling(self, message: Message) -> None:
         """The runtime is about to hand ``message`` to its operator."""
-        delivered, taken = self._delivered, self._taken
-        while delivered:
-            queued, origin, item = delivered.popleft()
-            if item is not None:
-                taken.append(item)
-            if queued is message:
-                self._current = message
+        at, index = self._at, self._index
+        while True:
+            if at is None:
+                if not self._delivered:
+                    return  # not one of ours (nothing to finish, no origin)
+                at, index = self._delivered.popleft(), 0
+            messages = at.messages
+            count = len(messages)
+            while index < count and messages[index] is not message:
+                index += 1  # dropped by the queue's policy: finished as it is
+            if index == count:  # passed all of it (the rest was dropped)
+                if at.item is not None:
+                    self._taken.append(at.item)
+                at = None
+                continue
+            if self.outputs:
+                origin = at.origin(index)
                 for output in self.outputs:
                     output.begin(origin)
-                return
+            index += 1
+            if index == count:  # its last: handled with this one
+                if at.item is not None:
+                    self._taken.append(at.item)
+                at = None
+            self._at, self._index, self._current = at, index, message
+            return
 
     def handled(self, message: Message) -> None:
         """The runtime is done with ``message`` (and with any its queue dropped before)."""
         if self._current is not message:
             self.handling(message)  # (a caller without a runtime: no handling() came)
         self._current = None
-        taken, self._taken = self._taken, []
+        taken = self._taken
         if taken:
+            self._taken = []
             self.finishing.handled(taken, tuple((w, w.produced()) for w in self.watermarks))
 
     def dropped(self, tag: tuple[Any, ...]) -> None:
@@ -313,3 +339,34 @@ class ReliableInput:
 
     def status(self) -> dict[str, Any]:
         return {**self.arrivals.status(), "unfinished": len(self.finishing)}
+
+
+class Delivery:
+    """What one reliable message delivers to the runtime: its fresh ``messages`` (one, or
+    a batch's Events), their ``origins`` and its :class:`Finishing` ``item`` (finished
+    once the last of them is handled), from sender ``src``.
+
+    ``origins`` is ``(osrc, oseq, k)`` when the messages' origins are one run (the i-th
+    is ``(osrc, oseq + i, k)``: the usual case, kept as one tuple), else a list, one each.
+    """
+
+    __slots__ = ("messages", "origins", "item", "src")
+
+    def __init__(self, messages: list[Message], origins: Origin | list[Origin],
+                 item: Finishing.Item | None, src: str) -> None:
+        self.messages, self.origins, self.item, self.src = messages, origins, item, src
+
+    def origin(self, index: int) -> Origin:
+        """The origin of ``messages[index]``."""
+        origins = self.origins
+        if isinstance(origins, tuple):
+            return (origins[0], origins[1] + index, origins[2])
+        return origins[index]
+
+    def tags(self) -> list[tuple[Message, Any]]:
+        """Each message with its tag ``(src, item, origin)`` (the item on the last only),
+        for a link that passes them on one by one (:meth:`ReliableInput.delivered`)."""
+        last = len(self.messages) - 1
+        return [(message, (self.src, self.item if index == last else None,
+                           self.origin(index)))
+                for index, message in enumerate(self.messages)]
