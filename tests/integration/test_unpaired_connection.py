@@ -23,7 +23,7 @@ import zmq
 
 from arroyo_core.link import ZmqPublisher
 from arroyo_core.message import Event, Start, Stop
-from arroyo_core.transports.zmq.connections import UNPAIRED_REASON
+from arroyo_core.transports.zmq.connections import SELF_REASON, UNPAIRED_REASON, ConnectionTracker
 from arroyo_core.wire import encode
 from services.processes import free_port
 from tests.support.waiting import wait_for
@@ -106,3 +106,20 @@ def test_an_output_connects_again_after_its_peer_was_of_the_wrong_type(zmq_socke
     finally:
         sender.abandon()  # a failed test must not wait for a peer at close
         sender.close()
+
+
+def test_a_connection_that_reaches_itself_is_closed_and_is_no_peer(zmq_socket):
+    """A DEALER pairs with a DEALER, so one that reached itself would take its own
+    messages for a peer's. libzmq's ``source;destination`` form makes that connection at
+    will: from a port to the same port, with nothing listening there."""
+    port = free_port()
+    tracker = ConnectionTracker("output test")
+    dealer = zmq_socket(zmq.DEALER)
+    tracker.start(dealer)
+    try:
+        dealer.connect(f"tcp://127.0.0.1:{port};127.0.0.1:{port}")
+        wait_for(lambda: tracker.stats()["connections"]["refused"].get(SELF_REASON, 0) >= 2,
+                 10, "the connection, and libzmq's next one, to be closed")
+        assert tracker.stats()["peers"]["connects"] == 0
+    finally:
+        tracker.stop(dealer)

@@ -74,6 +74,9 @@ AUTH_REASON = "client key refused by the allow-list"
 UNPAIRED_REASON = ("closed before its handshake completed: the peer's socket type does not "
                    "pair with ours (e.g. PULL to PULL), or the connection reached itself (TCP "
                    "connected a port to itself while nothing listened there yet)")
+# A socket type that pairs with itself (DEALER) would talk to itself: closed at once.
+SELF_REASON = ("connected to itself (TCP gave the connection the very port it connects to, "
+               "as nothing listened there yet); closed")
 _PROTOCOL_ERRORS = {value: name for name, value in vars(zmq).items()
                     if name.startswith("PROTOCOL_ERROR_") and isinstance(value, int)}
 
@@ -153,6 +156,7 @@ class ConnectionTracker:
         # Only the monitor thread reads and writes these:
         self._ours: int | None = None  # the connection this socket made (connect side)
         self._handshaken = False  # ... and whether its handshake succeeded
+        self._self: int | None = None  # ... if it reached itself, being closed
         self._failed: str | None = None  # why a handshake failed, until its disconnect
         self._logged: set[tuple[str, str]] = set()
         self._thread: threading.Thread | None = None
@@ -204,7 +208,11 @@ class ConnectionTracker:
                     self._dropped_at = None
             if event == zmq.EVENT_CONNECTED:
                 self._ours, self._handshaken = value, False
+                if addresses is not None and addresses[0] == addresses[1]:
+                    self._close_self(value, endpoint)
         elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            if self._ours is not None and self._ours == self._self:
+                return  # not a peer: it is being closed
             self._handshaken = self._ours is not None
             if self._handshaken:
                 with self._changed:
@@ -235,10 +243,24 @@ class ConnectionTracker:
         with self._changed:
             self.refused[reason] += 1
 
+    def _close_self(self, fd: int, endpoint: str) -> None:
+        """Shut down our connection ``fd``, which reached itself; libzmq connects again."""
+        self._self = fd
+        with self._changed:
+            self.refused[SELF_REASON] += 1
+        self._log_refusal(SELF_REASON, f"the connection to {endpoint}", endpoint)
+        try:
+            with pysocket.socket(fileno=os.dup(fd)) as sock:
+                sock.shutdown(pysocket.SHUT_RDWR)
+        except OSError:
+            pass  # closed meanwhile
+
     def _closed(self, fd: int, endpoint: str, failed: str | None) -> None:
         ours, handshaken = fd == self._ours, self._handshaken
         if ours:
             self._ours, self._handshaken = None, False
+        if fd == self._self:
+            self._self, failed = None, SELF_REASON  # counted and logged as it came
         with self._changed:
             if ours and not handshaken and failed is None:
                 failed = UNPAIRED_REASON
@@ -248,10 +270,11 @@ class ConnectionTracker:
                 # cleared by CONNECT_RETRIED if libzmq retries; a refused handshake is
                 # not retried by libzmq
                 self._dropped_at = time.monotonic()
-            elif ours and failed in (AUTH_REASON, UNPAIRED_REASON):
+            elif ours and failed in (AUTH_REASON, UNPAIRED_REASON, SELF_REASON):
                 self._refused_at = time.monotonic()
         if failed is not None:
-            self._log_failure(failed, endpoint, ours, _peer_label(addresses))
+            if failed != SELF_REASON:
+                self._log_failure(failed, endpoint, ours, _peer_label(addresses))
         else:
             self._peer_lost(endpoint)
 
