@@ -11,8 +11,9 @@ import pytest
 import zmq
 
 from arroyo_core.address import Address
-from arroyo_core.transports.zmq.connections import AUTH_REASON, ConnectionTracker
+from arroyo_core.transports.zmq.connections import ConnectionTracker
 from arroyo_core.transports.zmq.curve import CurveLink, generate_key_pair
+from arroyo_core.transports.zmq.reasons import AUTH_REASON
 from arroyo_core.transports.zmq.sockets import open_socket
 from services.processes import free_port
 from tests.support.waiting import wait_for

@@ -23,7 +23,8 @@ import zmq
 
 from arroyo_core.link import ZmqPublisher
 from arroyo_core.message import Event, Start, Stop
-from arroyo_core.transports.zmq.connections import SELF_REASON, UNPAIRED_REASON, ConnectionTracker
+from arroyo_core.transports.zmq.connections import ConnectionTracker
+from arroyo_core.transports.zmq.reasons import SELF_REASON, UNPAIRED_REASON
 from arroyo_core.wire import encode
 from services.processes import free_port
 from tests.support.waiting import wait_for

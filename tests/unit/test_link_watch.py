@@ -12,7 +12,8 @@ import zmq
 from arroyo_core.errors import ConfigError, FallenBehindError
 from arroyo_core.lag import LagWatch
 from arroyo_core.transports.zmq import connections
-from arroyo_core.transports.zmq.connections import AUTH_REASON, ConnectionTracker
+from arroyo_core.transports.zmq.connections import ConnectionTracker
+from arroyo_core.transports.zmq.reasons import AUTH_REASON
 
 ENDPOINT = "tcp://127.0.0.1:5555"
 

@@ -37,8 +37,9 @@ from ...address import Address
 from ...errors import ConfigError
 from ...transport import FrameReceiver, Frames, PeerSender, WaitLog
 from ...wire import DEFAULT_LIMITS
-from .connections import ConnectionTracker, no_peer_reason
+from .connections import ConnectionTracker
 from .curve import CurveLink
+from .reasons import no_peer_reason
 from .sockets import (
     HEARTBEAT_TIMEOUT_MS,
     NOBLOCK,

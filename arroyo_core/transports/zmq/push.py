@@ -12,9 +12,10 @@ from ...address import Address
 from ...budget import LinkBudget, frames_nbytes
 from ...errors import ConfigError
 from ...transport import Frames, FrameSender, WaitLog
-from .connections import ConnectionTracker, no_peer_reason
+from .connections import ConnectionTracker
 from .curve import CurveLink
 from .handoff import Handoff
+from .reasons import no_peer_reason
 from .sockets import (
     HEARTBEAT_TIMEOUT_MS,
     NOBLOCK,

@@ -14,8 +14,9 @@ from ...budget import LinkBudget, frames_nbytes
 from ...errors import ConfigError
 from ...transport import FrameReceiver, Frames, WaitLog
 from ...wire import DEFAULT_LIMITS
-from .connections import ConnectionTracker, no_peer_reason
+from .connections import ConnectionTracker
 from .curve import CurveLink
+from .reasons import no_peer_reason
 from .sockets import (
     HEARTBEAT_TIMEOUT_MS,
     POLL_MS,
