@@ -62,6 +62,19 @@ MAX_LOGGED = 1024  # (reason, host) pairs remembered as logged; counts are alway
 Addresses = tuple[object, object]  # (local, peer) address of one connection
 
 
+def _shut_down(fd: int, peer: object) -> bool:
+    """Shut down connection ``fd`` if it is still the one to ``peer`` (not a descriptor
+    reused since); libzmq then closes it as if the peer had."""
+    try:
+        with pysocket.socket(fileno=os.dup(fd)) as sock:
+            if sock.getpeername() == peer:
+                sock.shutdown(pysocket.SHUT_RDWR)
+                return True
+    except OSError:
+        pass  # closed meanwhile
+    return False
+
+
 def _peer_label(addresses: Addresses | None) -> str | None:
     """``host:port`` of a TCP connection's peer; None for other kinds or when unknown.
 
@@ -160,7 +173,7 @@ class ConnectionTracker:
             if event == zmq.EVENT_CONNECTED:
                 self._ours, self._handshaken = value, False
                 if addresses is not None and addresses[0] == addresses[1]:
-                    self._close_self(value, endpoint)
+                    self._close_self(value, addresses[1], endpoint)
         elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             if self._ours is not None and self._ours == self._self:
                 return  # not a peer: it is being closed
@@ -194,17 +207,13 @@ class ConnectionTracker:
         with self._changed:
             self.refused[reason] += 1
 
-    def _close_self(self, fd: int, endpoint: str) -> None:
+    def _close_self(self, fd: int, peer: object, endpoint: str) -> None:
         """Shut down our connection ``fd``, which reached itself; libzmq connects again."""
         self._self = fd
         with self._changed:
             self.refused[SELF_REASON] += 1
         self._log_refusal(SELF_REASON, f"the connection to {endpoint}", endpoint)
-        try:
-            with pysocket.socket(fileno=os.dup(fd)) as sock:
-                sock.shutdown(pysocket.SHUT_RDWR)
-        except OSError:
-            pass  # closed meanwhile
+        _shut_down(fd, peer)
 
     def _closed(self, fd: int, endpoint: str, failed: str | None) -> None:
         ours, handshaken = fd == self._ours, self._handshaken
@@ -313,18 +322,8 @@ class ConnectionTracker:
     def close_from(self, hosts: set[str]) -> int:
         """Shut down the open connections whose peer is one of ``hosts`` (IP addresses);
         libzmq then closes them as if the peer had. Returns how many."""
-        closed = 0
-        for fd, (_, peer) in self.connections().items():
-            if not (isinstance(peer, tuple) and peer[0] in hosts):
-                continue
-            try:
-                with pysocket.socket(fileno=os.dup(fd)) as sock:
-                    if sock.getpeername() == peer:  # still that connection, not a reused fd
-                        sock.shutdown(pysocket.SHUT_RDWR)
-                        closed += 1
-            except OSError:
-                pass  # closed meanwhile
-        return closed
+        return sum(_shut_down(fd, peer) for fd, (_, peer) in self.connections().items()
+                   if isinstance(peer, tuple) and peer[0] in hosts)
 
     def reconnect_dropped(self, socket: zmq.Socket, address: str) -> None:
         """Connect to ``address`` again if libzmq dropped our connection and will not retry.

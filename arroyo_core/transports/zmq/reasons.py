@@ -28,7 +28,8 @@ UNPAIRED_REASON = ("closed before its handshake completed: the peer's socket typ
 SELF_REASON = ("connected to itself (TCP gave the connection the very port it connects to, "
                "as nothing listened there yet); closed")
 PROTOCOL_ERRORS = {value: name for name, value in vars(zmq).items()
-                    if name.startswith("PROTOCOL_ERROR_") and isinstance(value, int)}
+                   if name.startswith("PROTOCOL_ERROR_") and isinstance(value, int)}
+
 
 def _unresolved(host: str) -> str | None:
     """Why host name ``host`` does not resolve, or None if it does (or is an address)."""
