@@ -33,6 +33,9 @@ CARRIAGE_VERSION = 1
 ACK, HELLO = "ack", "hello"  # what a receiver tells its sender
 MAX_ORIGINS = 1024  # origin sources a receiver remembers (a new one per source restart)
 ASK_AGAIN_S = 1.0  # a gap not filled after this long is asked for again
+# Acknowledgements are sent together, at most this late: each costs thread wake-ups at both
+# ends. A sender's window must hold what flows in a round trip of them (docs/reliability.md).
+ACK_DELAY_S = 0.01
 K_SHIFT = 16  # an origin's k: result index within its input, shifted per hop with several
 
 Origin = tuple[str, int, int]  # source's sender id, its sequence number, result index

@@ -26,6 +26,7 @@ from .ledger import InputLedger
 from .message import Message
 from .reliable import (
     ACK,
+    ACK_DELAY_S,
     HELLO,
     K_SHIFT,
     Arrivals,
@@ -43,9 +44,9 @@ from .watermark import Watermark
 from .wire import Limits
 
 WINDOW = 256  # messages a reliable sender holds by default (a batch is one; see docs)
-WINDOW_BYTES = 2**25  # ... and bytes, unless the link's max_bytes says less
+WINDOW_BYTES = 2**27  # ... and bytes, unless the link's max_bytes says less (docs)
 WAIT_S = 0.1  # how long a full window waits for acknowledgements at a time
-READ_S = 0.001  # flush() reads acknowledgements at most this often (they come every 2 ms)
+READ_S = ACK_DELAY_S  # flush() reads acknowledgements at most this often (as often as they come)
 
 log = logging.getLogger(__name__)
 

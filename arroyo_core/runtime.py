@@ -28,6 +28,7 @@ from .components import Listener, Operator, Publisher, as_operator
 from .memory import keep_freed_blocks
 from .message import Event, Message, Start, Stop
 from .queues import MessageQueue
+from .reliable import ACK_DELAY_S
 from .results import checked_publish, operator_results, read_only
 from .run_ledger import ACCOUNTED, MAX_RUNS, accounted, run_key
 from .status import OperatorStatus, ServiceStatus
@@ -36,7 +37,7 @@ from .timing import Histogram
 log = logging.getLogger(__name__)
 
 FINISH_IDLE_S = 1.0  # with finish_run, how long an idle input is waited on for a Stop
-POLL_S = 0.005  # how often an idle runtime with reliable outputs reads acknowledgements
+POLL_S = ACK_DELAY_S  # how often an idle runtime with reliable outputs reads acknowledgements
 _END = object()  # put by the receiving thread when its listener has returned
 # What a hook usually returns, known not to be awaitable without asking (inspect's check
 # costs more than forwarding a small event does)

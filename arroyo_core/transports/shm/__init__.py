@@ -16,7 +16,6 @@ on: one copy of the payload, at the first shm sender, and none after it.
     receivers  a sender's receivers and its messages in flight to them
     sender     ShmSender: PUSH (to one receiver) or PUB (to all)
     receiver   ShmReceiver
-    answers    a reliable receiver's acknowledgements and hellos, on their way back
     reliable   ReliableShmSender/ReliableShmReceiver: PUSH/PULL, payloads kept in slots
                until acknowledged (``reliable = true``)
 

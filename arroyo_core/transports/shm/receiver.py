@@ -17,8 +17,8 @@ from ...address import Address
 from ...errors import ConfigError, DecodeError
 from ...transport import FrameReceiver, Frames, WaitLog
 from ...wire import DEFAULT_LIMITS
+from ..answers import Answers
 from . import control
-from .answers import Answers
 from .attached import ATTACHED
 from .processes import host_key, this_process
 from .sockets import POLL_MS, open_socket, shown_address

@@ -25,7 +25,8 @@ import numpy as np
 from ...address import Address
 from ...errors import ConfigError
 from ...transport import AckedSender, Frames, WaitLog
-from .answers import Answers
+from ..answers import Answers
+from . import control
 from .attached import ATTACHED, SlotRef
 from .receiver import ShmReceiver
 from .receivers import Peer
@@ -192,12 +193,12 @@ class ReliableShmReceiver(ShmReceiver):
         super().__init__(address, link, pattern=pattern, **options)
 
     def open(self) -> None:
-        self.answers = Answers()
+        self.answers = Answers(lambda token, kind, src, seq: control.answer(kind, src, seq))
         super().open()
 
     def answer(self, token: Any, kind: str, src: str, seq: int) -> None:
         assert self.answers is not None, "answer() before open()"
-        self.answers.put(kind, src, seq)
+        self.answers.put(token, kind, src, seq)
 
     def status(self) -> dict[str, Any]:
         sent = self.answers.acks_sent if self.answers is not None else 0

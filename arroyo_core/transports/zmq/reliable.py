@@ -28,8 +28,10 @@ import zmq
 
 from ...address import Address
 from ...errors import ConfigError
+from ...reliable import ACK_DELAY_S
 from ...transport import AckedSender, FrameReceiver, Frames
 from ...wire import DEFAULT_LIMITS
+from ..answers import Answers
 from .connections import ConnectionTracker
 from .curve import CurveLink
 from .pool import recv_frames_nowait
@@ -43,15 +45,16 @@ from .sockets import (
     link_options,
     open_socket,
     received_frame,
+    recv_frames,
     send_frames,
 )
 
 log = logging.getLogger(__name__)
 
-ACK_DELAY_S = 0.002  # acknowledgements are sent together, at most this late
-# For this long after a message came, the receiving thread naps (ACK_DELAY_S at a time)
-# rather than sleeps: an acknowledgement is due soon, and a nap ends in time by itself,
-# where waking a sleeper costs the finishing thread a pipe write and a thread switch.
+# For this long after a message came, the receiving thread waits as a plain input does, in
+# a receive that times out (ACK_DELAY_S) to send the acknowledgements due, and is never
+# woken; once idle, it sleeps in poll and answer() wakes it through a pipe. A poll per
+# message, and a wake-up per acknowledgement, cost more than the rest of a hop.
 BUSY_S = 0.1
 KINDS = {b"ack": "ack", b"hello": "hello"}
 
@@ -59,6 +62,12 @@ KINDS = {b"ack": "ack", b"hello": "hello"}
 def answer_frames(kind: str, src: str, seq: int) -> list[bytes]:
     """An answer's frames (docs/protocol.md section 12.2)."""
     return [kind.encode(), src.encode(), b"%d" % seq]
+
+
+def _answer_frames(token: bytes | None, kind: str, src: str, seq: int) -> list[bytes]:
+    """An answer's frames, after the receiving ROUTER's routing id of its sender."""
+    frames = answer_frames(kind, src, seq)
+    return frames if token is None else [token, *frames]
 
 
 def read_answer(parts: list[bytes]) -> tuple[str, str, int] | None:
@@ -161,13 +170,12 @@ class ReliableSender(AckedSender):
         if not self.address.bind and self.tracker.connects != self._connects:
             self._connects = self.tracker.connects  # connected (again): send all again
             heard.append(("hello", "", 0))
-        if not socket.poll(int(timeout * 1000) if not heard else 0, zmq.POLLIN):
+        # Asking the socket (a getsockopt) costs less than a poll or a zmq.Again raised.
+        if not int(socket.get(zmq.EVENTS)) & zmq.POLLIN and (
+                heard or timeout <= 0 or not socket.poll(int(timeout * 1000), zmq.POLLIN)):
             return heard
-        while True:
-            try:
-                parts = socket.recv_multipart(NOBLOCK)
-            except zmq.Again:
-                return heard
+        while int(socket.get(zmq.EVENTS)) & zmq.POLLIN:
+            parts = [frame.bytes for frame in recv_frames_nowait(socket)]
             peer = parts.pop(0) if self.address.bind else None
             answer = read_answer(parts)
             if answer is None:
@@ -180,6 +188,7 @@ class ReliableSender(AckedSender):
                              self.link)
                 self.peer = peer
             heard.append(answer)
+        return heard
 
     def run_state(self, in_run: bool) -> None:
         self.tracker.run_state(in_run)
@@ -233,16 +242,8 @@ class ReliableReceiver(FrameReceiver):
                                             curve_allow)
         self.tracker = ConnectionTracker(link, 16 * int(max_message_bytes))
         self.socket: zmq.Socket | None = None
-        self._lock = threading.Lock()
-        self._acks: dict[tuple[Any, str], int] = {}  # under _lock: the newest per sender
-        self._hellos: list[tuple[Any, str, int]] = []  # under _lock
-        self._last_ack = 0.0
-        self._woken = False  # under _lock: the pipe was written to since the poll began
-        self._sleeping = False  # under _lock: the receiving thread is (about to be) in poll
-        self._napping = False  # under _lock: ... for ACK_DELAY_S at most
+        self.answers: Answers | None = None
         self._recent = 0.0  # when a message was last received
-        self._wake_r, self._wake_w = -1, -1
-        self.acks_sent = 0
 
     def open(self) -> None:
         kind = zmq.ROUTER if self.address.bind else zmq.DEALER
@@ -250,97 +251,41 @@ class ReliableReceiver(FrameReceiver):
                                   curve=self.curve, tracker=self.tracker)
         if self.address.bind:
             self.bound = bound_address(self.socket)
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self.answers = Answers(_answer_frames)
 
     def answer(self, token: Any, kind: str, src: str, seq: int) -> None:
-        with self._lock:
-            if kind == "ack":
-                timed = bool(self._acks) or self._napping
-                self._acks[(token, src)] = seq
-                if timed:  # the receiving thread's poll ends when they are due
-                    return
-            else:
-                self._hellos.append((token, src, seq))
-            # Only a receiving thread asleep in poll is woken: a write to the pipe costs
-            # the caller a thread switch (the GIL), and a busy one sends at its next turn.
-            if not self._sleeping or self._woken:
-                return
-            self._woken = True
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass  # the pipe is full (the receiver is awake anyway) or closed
-
-    def _flush(self, now: float) -> None:
-        """Send hellos at once and acknowledgements at most every ACK_DELAY_S."""
-        socket = self.socket
-        assert socket is not None
-        with self._lock:
-            hellos, self._hellos = self._hellos, []
-            acks = {}
-            if self._acks and now - self._last_ack >= ACK_DELAY_S:
-                acks, self._acks = self._acks, {}
-                self._last_ack = now
-        for kind, items in (("hello", hellos), ("ack", [(t, s, q) for (t, s), q
-                                                        in acks.items()])):
-            for token, src, seq in items:
-                parts = answer_frames(kind, src, seq)
-                if token is not None:
-                    parts.insert(0, token)
-                try:
-                    socket.send_multipart(parts, NOBLOCK)
-                    self.acks_sent += kind == "ack"
-                except zmq.ZMQError:
-                    pass  # gone, or cannot take it now: acks are cumulative, hellos repeat
+        assert self.answers is not None, "answer() before open()"
+        self.answers.put(token, kind, src, seq)
 
     def receive(self, stop: threading.Event) -> Iterator[tuple[Frames, Any]]:
-        socket = self.socket
-        assert socket is not None, "receive() before open()"
+        socket, answers = self.socket, self.answers
+        assert socket is not None and answers is not None, "receive() before open()"
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        poller.register(answers.wake_r, zmq.POLLIN)
+        socket.rcvtimeo = int(ACK_DELAY_S * 1000)
         bound, connects = self.address.bind, 0
         while not stop.is_set():
             if self.tracker.connects != connects:
                 connects = self.tracker.connects
                 if not bound and self.on_connect is not None:
                     self.on_connect()  # says hello
-            now = time.monotonic()
-            self._flush(now)
-            with self._lock:  # what answer() added from here on wakes us
-                self._sleeping = True
-                self._napping = now - self._recent < BUSY_S
-                wait = 0 if self._hellos else (
-                    int(ACK_DELAY_S * 1000) if self._napping else POLL_MS)
-                if self._acks:
-                    wait = min(wait, max(0, int((self._last_ack + ACK_DELAY_S - now) * 1000)
-                                         + 1))
-            ready = dict(poller.poll(wait))
-            with self._lock:
-                self._sleeping = self._napping = self._woken = False
-            if self._wake_r in ready:
-                try:
-                    os.read(self._wake_r, 4096)
-                except BlockingIOError:
-                    pass
-            if socket not in ready:
-                continue
-            for _ in range(64):  # then acknowledge what is finished, and read on
-                try:
+            if answers.pending():
+                answers.flush(socket)
+            try:
+                if time.monotonic() - self._recent < BUSY_S:
+                    frames = recv_frames(socket)  # times out when acknowledgements are due
+                else:
+                    ready = dict(poller.poll(answers.sleep_ms(POLL_MS)))
+                    answers.awake(ready)
+                    if socket not in ready:
+                        continue
                     frames = recv_frames_nowait(socket)
-                except zmq.Again:
-                    break
-                token = frames.pop(0).bytes if bound else None
-                self._recent = time.monotonic()
-                yield frames, token
-                if self._acks or self._hellos:
-                    self._flush(time.monotonic())
-                # Asking costs a third of a zmq.Again raised when nothing is left, the
-                # usual case when messages come slower than they are handled.
-                if not int(socket.get(zmq.EVENTS)) & zmq.POLLIN:
-                    break
+            except zmq.Again:
+                continue
+            token = frames.pop(0).bytes if bound else None
+            self._recent = time.monotonic()
+            yield frames, token
 
     def run_state(self, in_run: bool) -> None:
         self.tracker.run_state(in_run)
@@ -348,17 +293,16 @@ class ReliableReceiver(FrameReceiver):
     def close(self) -> None:
         if self.socket is None:
             return
-        if self._acks or self._hellos:
-            self._last_ack = 0.0
-            self._flush(time.monotonic())  # what is finished, said before going
+        if self.answers is not None:
+            self.answers.flush(self.socket, force=True)  # what is finished, said before going
         self.tracker.stop(self.socket)
         self.socket.close(linger=200)
         self.socket = None
         if self.curve is not None:
             self.curve.release()
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
+        if self.answers is not None:
+            self.answers.close()
 
     def status(self) -> dict[str, Any]:
         return {**self.tracker.stats(), "pattern": "pull", "reliable": True,
-                "acks_sent": self.acks_sent}
+                "acks_sent": self.answers.acks_sent if self.answers is not None else 0}

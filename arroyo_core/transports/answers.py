@@ -1,29 +1,34 @@
-"""What a reliable shm receiver tells its sender (acknowledgements and hellos,
-:mod:`.control`'s ``A`` messages), queued from any thread for the receiving thread, the
-only one that uses the control socket; a pipe wakes that thread while it sleeps in poll."""
+"""What a reliable receiver tells its sender (acknowledgements and hellos), queued from
+any thread for the receiving thread, the only one that uses the socket; a pipe wakes that
+thread while it sleeps in poll. Used by the zmq and shm transports alike; each says how an
+answer looks on its wire (``frames``)."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 
-from . import control
-
-ACK_DELAY_S = 0.002  # acknowledgements are sent together, at most this late
+from ..reliable import ACK_DELAY_S
 
 
 class Answers:
     """Answers waiting to be sent: the newest acknowledgement per sender (they are
-    cumulative) and every hello, in order."""
+    cumulative) and every hello, in order; ``token`` says which peer one goes to (a
+    ROUTER's routing id; None: the only one).
 
-    def __init__(self) -> None:
+    ``frames(token, kind, src, seq)`` makes an answer's frames.
+    """
+
+    def __init__(self, frames: Callable[[Any, str, str, int], list[bytes]]) -> None:
+        self.frames = frames
         self._lock = threading.Lock()
-        self._acks: dict[str, int] = {}  # under _lock
-        self._hellos: list[tuple[str, int]] = []  # under _lock
+        self._acks: dict[tuple[Any, str], int] = {}  # under _lock
+        self._hellos: list[tuple[Any, str, int]] = []  # under _lock
         self._last_ack = 0.0
         self._sleeping = False  # under _lock: the receiving thread is (about to be) in poll
         self._woken = False  # under _lock: the pipe was written to since the poll began
@@ -33,14 +38,18 @@ class Answers:
         self.acks_sent = 0
         self.closed = False  # under _lock: the pipe's descriptors are no longer ours
 
-    def put(self, kind: str, src: str, seq: int) -> None:
+    def put(self, token: Any, kind: str, src: str, seq: int) -> None:
         """Queue an answer (any thread)."""
         with self._lock:
             if kind == "ack":
-                self._acks[src] = seq
+                timed = bool(self._acks)
+                self._acks[(token, src)] = seq
+                if timed:  # the receiving thread's wait ends when they are due
+                    return
             else:
-                self._hellos.append((src, seq))
-            # Only a thread asleep in poll is woken: a busy one sends at its next turn.
+                self._hellos.append((token, src, seq))
+            # Only a thread asleep in poll is woken: a write to the pipe costs the caller a
+            # thread switch (the GIL), and a busy one sends at its next turn.
             if not self._sleeping or self._woken or self.closed:
                 return
             self._woken = True
@@ -78,15 +87,15 @@ class Answers:
         now = time.monotonic()
         with self._lock:
             hellos, self._hellos = self._hellos, []
-            acks: dict[str, int] = {}
+            acks: dict[tuple[Any, str], int] = {}
             if self._acks and (force or now - self._last_ack >= ACK_DELAY_S):
                 acks, self._acks = self._acks, {}
                 self._last_ack = now
-        said = [("hello", src, seq) for src, seq in hellos]
-        said += [("ack", src, seq) for src, seq in acks.items()]
-        for kind, src, seq in said:
+        said = [(token, "hello", src, seq) for token, src, seq in hellos]
+        said += [(token, "ack", src, seq) for (token, src), seq in acks.items()]
+        for token, kind, src, seq in said:
             try:
-                socket.send_multipart(control.answer(kind, src, seq), zmq.NOBLOCK)
+                socket.send_multipart(self.frames(token, kind, src, seq), zmq.NOBLOCK)
                 self.acks_sent += kind == "ack"
             except zmq.ZMQError:
                 pass  # no sender now: acknowledgements are cumulative, hellos repeat
