@@ -74,8 +74,9 @@ def read_runs(frame: Any, count: int) -> tuple[int, list[Run]]:
                           f"{CARRIAGE_VERSION}) or base/runs mistyped")
     covered = 0
     for run in runs:
-        if not (isinstance(run, list) and len(run) == 4 and isinstance(run[0], str)
-                and all(type(x) is int and x >= 0 for x in run[1:]) and run[3] > 0):
+        if not (type(run) is list and len(run) == 4 and type(run[0]) is str
+                and type(run[1]) is int and type(run[2]) is int and type(run[3]) is int
+                and run[1] >= 0 and run[2] >= 0 and run[3] > 0):
             raise DecodeError("carriage", "a reliable origin run is not [osrc, oseq, k, n]")
         covered += run[3]
     if covered != count:
@@ -276,7 +277,7 @@ class Finishing:
             items = self.items
             while items:
                 marks = items[0].marks
-                if marks is None or not all(out.settled() >= need for out, need in marks):
+                if marks is None or not _reached(marks):
                     break
                 item = items.popleft()
                 done[(item.token, item.src)] = item.last
@@ -289,3 +290,12 @@ class Finishing:
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+def _reached(marks: tuple[Mark, ...]) -> bool:
+    """Whether every output has settled up to its mark (a loop: called per message, where
+    ``all()`` over a generator cost twice as much)."""
+    for output, need in marks:
+        if output.settled() < need:
+            return False
+    return True

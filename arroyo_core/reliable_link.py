@@ -331,7 +331,9 @@ class ReliableInput:
         taken = self._taken
         if taken:
             self._taken = []
-            self.finishing.handled(taken, tuple((w, w.produced()) for w in self.watermarks))
+            watermarks = self.watermarks
+            self.finishing.handled(taken, tuple([(w, w.produced()) for w in watermarks])
+                                   if watermarks else ())
 
     def dropped(self, tag: tuple[Any, ...]) -> None:
         """Absorbed by the fan-in: finished as it is."""
