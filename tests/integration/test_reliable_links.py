@@ -7,6 +7,7 @@ The first receiver here is a raw DEALER socket speaking the protocol as the page
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import msgpack
@@ -102,6 +103,32 @@ def test_a_full_window_drops_the_newest_event_and_counts_it(zmq_socket):
         wait_for(lambda: _pump(sender, lambda: len(sender.reliable.window) == 2), 10, "acks")
         sender.publish(Event({"run": "r", "frame": 10}, {"image": np.zeros(8, np.uint16)}))
         assert sender.status().sent == 6  # room again
+    finally:
+        sender.abandon()
+        sender.close()
+
+
+def test_what_is_not_an_answer_is_counted_logged_once_and_ignored(zmq_socket, caplog):
+    sender = OutputLink("@tcp://127.0.0.1:*", reliable=True, batch=0)
+    sender.open()
+    try:
+        peer = zmq_socket(zmq.DEALER)
+        peer.rcvtimeo = 5000
+        peer.connect(sender.sender.bound.replace("0.0.0.0", "127.0.0.1"))
+        junk = [[b"nonsense"], [b"ack", b"src", b"12x"], [b"hello", b"", b"0", b"more"]]
+        for frames in junk * 5:
+            peer.send_multipart(frames)
+        peer.send_multipart([b"hello", b"", b"0"])  # read after the junk: same connection
+        with caplog.at_level(logging.WARNING):
+            wait_for(lambda: _pump(sender, lambda: sender.sender.peer is not None), 10,
+                     "hello")
+        assert sender.status().transport["not_answers"] == 15
+        logged = [r for r in caplog.records if "not an acknowledgement" in r.getMessage()]
+        assert len(logged) == 1, logged
+        for message in _events(3):  # the link carries on, to the peer that said hello
+            sender.publish(message)
+        sequence = [msgpack.unpackb(peer.recv_multipart()[1])["seq"] for _ in range(5)]
+        assert sequence == [0, 1, 2, 3, 4]
     finally:
         sender.abandon()
         sender.close()

@@ -128,6 +128,7 @@ class ReliableSender(AckedSender):
         self.peer: bytes | None = None  # a bound sender's receiver: the last to say hello
         self._connects = 0
         self.abandoned = False
+        self.not_answers = 0  # messages from a receiver that were not answers (ignored)
 
     def open(self) -> None:
         kind = zmq.ROUTER if self.address.bind else zmq.DEALER
@@ -179,8 +180,11 @@ class ReliableSender(AckedSender):
             peer = parts.pop(0) if self.address.bind else None
             answer = read_answer(parts)
             if answer is None:
-                log.warning("%s: ignored a message that is not an acknowledgement (%d parts)",
-                            self.link, len(parts))
+                self.not_answers += 1
+                if self.not_answers == 1:
+                    log.warning("%s: ignored a message that is not an acknowledgement or a "
+                                "hello (%d parts; counted as not_answers, logged once)",
+                                self.link, len(parts))
                 continue
             if answer[0] == "hello" and peer is not None:
                 if self.peer != peer:
@@ -208,7 +212,7 @@ class ReliableSender(AckedSender):
 
     def status(self) -> dict[str, Any]:
         return {**self.tracker.stats(), "pattern": self.pattern, "overflow": self.overflow,
-                "reliable": True}
+                "reliable": True, "not_answers": self.not_answers}
 
 
 class ReliableReceiver(FrameReceiver):
