@@ -113,6 +113,7 @@ class ConnectionTracker:
         self._changed = threading.Condition()  # guards all of the above and what follows
         self._lost_at: float | None = None  # when the link last lost its last peer
         self._in_run = False  # a run is open on the link (see run_state)
+        self._runs_ended = 0  # runs whose Stop passed on the link
         self._dropped_at: float | None = None  # a connection of ours ended and was not retried
         self._refused_at: float | None = None  # the server refused our key (not retried)
         # Keyed by descriptor, so never more entries than the process has descriptors.
@@ -262,9 +263,24 @@ class ConnectionTracker:
             self.disconnects += 1
             if self.count == 0:
                 self._lost_at = time.monotonic()
-            count = self.count
+            count, in_run, ended = self.count, self._in_run, self._runs_ended
             self._changed.notify_all()
-            mid_run = not self._changed.wait_for(lambda: not self._in_run, RUN_END_GRACE_S)
+        if not in_run:
+            self._log_lost(endpoint, count, mid_run=False)
+            return
+        # Its run's Stop may still be on its way to our reader: look again later, off this
+        # thread, which must go on taking events (a reconnect libzmq makes meanwhile).
+        timer = threading.Timer(RUN_END_GRACE_S, self._log_lost_after_grace,
+                                (endpoint, count, ended))
+        timer.daemon = True
+        timer.start()
+
+    def _log_lost_after_grace(self, endpoint: str, count: int, ended: int) -> None:
+        with self._changed:
+            mid_run = self._in_run and self._runs_ended == ended  # that run is still open
+        self._log_lost(endpoint, count, mid_run)
+
+    def _log_lost(self, endpoint: str, count: int, mid_run: bool) -> None:
         if mid_run:
             log.warning("%s: peer on %s disconnected mid-run (closed, crashed or silent past "
                         "the heartbeat timeout); %d peer(s) left", self.link, endpoint, count)
@@ -301,6 +317,8 @@ class ConnectionTracker:
         """A run started (True) or its Stop passed (False) on this link: a peer that
         leaves between runs ends normally, one that leaves mid-run is a loss to report."""
         with self._changed:
+            if self._in_run and not in_run:
+                self._runs_ended += 1
             self._in_run = in_run
             self._changed.notify_all()
 
@@ -329,9 +347,14 @@ class ConnectionTracker:
         """Connect to ``address`` again if libzmq dropped our connection and will not retry.
 
         Call from the thread that uses ``socket`` (ZeroMQ sockets are not thread-safe),
-        when it is idle: a dropped link is an idle one.
+        when it is idle: a dropped link is an idle one. Never while a peer is connected:
+        disconnecting cuts that connection, and discards what it delivered and was not
+        yet read.
         """
         with self._changed:
+            if self.count:  # connected (again, libzmq's doing): a disconnect would cut it
+                self._dropped_at = self._refused_at = None
+                return
             now, dropped_at, refused_at = time.monotonic(), self._dropped_at, self._refused_at
             ask_again = refused_at is not None and now - refused_at >= RETRY_REFUSED_S
             if ask_again:
