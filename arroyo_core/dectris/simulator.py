@@ -25,6 +25,7 @@ from .cbor import ROW_MAJOR, encode, encode_array
 from .compression import ALGORITHMS
 
 TIME_BASE = 100_000_000  # ticks per second of the rationals (real_time, start_time ...)
+SEND_WAIT_MS = 100  # how often a send that no receiver takes looks at its stop flag
 
 
 def simulated_image(seed: int, image_id: int, channel: int, shape: Iterable[int],
@@ -72,6 +73,7 @@ class DectrisSimulator:
         """Bind (or connect) the PUSH socket; return the endpoint it is bound to."""
         socket: zmq.Socket = zmq.Context.instance().socket(zmq.PUSH)
         socket.sndhwm = self.hwm
+        socket.sndtimeo = SEND_WAIT_MS
         socket.linger = 0
         if self.address.bind:
             socket.bind(self.address.text)
@@ -82,10 +84,19 @@ class DectrisSimulator:
         self.socket = socket
         return endpoint
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, stop: threading.Event | None = None) -> bool:
+        """Send one message, waiting while no receiver takes it; False if ``stop`` was
+        set first (a wait without end would keep a stopping detector from exiting)."""
         assert self.socket is not None, "open() first"
-        self.socket.send(data)
-        self.sent += 1
+        while True:
+            try:
+                self.socket.send(data)
+            except zmq.Again:
+                if stop is not None and stop.is_set():
+                    return False
+                continue
+            self.sent += 1
+            return True
 
     def series(self, stop: threading.Event | None = None,
                bad: Iterable[bytes] = ()) -> str:
@@ -96,7 +107,8 @@ class DectrisSimulator:
         uid = uuid.uuid4().hex.upper()
         armed = datetime.datetime.now(datetime.UTC)
         common = {"series_id": self.series_id, "series_unique_id": uid}
-        self.send(encode(self.start_message(common, armed)))
+        if not self.send(encode(self.start_message(common, armed)), stop):
+            return uid
         began = time.monotonic()
         for image in range(self.images):
             if self.rate:
@@ -107,11 +119,12 @@ class DectrisSimulator:
                     time.sleep(delay)
             if stop is not None and stop.is_set():
                 return uid
-            self.send(encode(self.image_message(common, armed, image)))
+            if not self.send(encode(self.image_message(common, armed, image)), stop):
+                return uid
             if image == 0:
                 for data in bad:
-                    self.send(data)
-        self.send(encode({"type": "end", **common}))
+                    self.send(data, stop)
+        self.send(encode({"type": "end", **common}), stop)
         return uid
 
     def start_message(self, common: dict[str, Any], armed: datetime.datetime) -> dict[str, Any]:

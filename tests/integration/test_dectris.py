@@ -168,3 +168,10 @@ def test_malformed_messages_are_counted_and_the_service_goes_on(listener, simula
     assert service.process.poll() is None
     logged = [line for line in service.lines if "rejected a malformed message" in line]
     assert len(logged) == 4, logged  # once per reason
+
+
+def test_a_detector_nobody_reads_from_ends_on_sigterm(simulators, ipc):
+    """Its sends wait for a receiver that never comes; SIGTERM must still end it."""
+    sim = simulators(ipc("nobody"), "--images", "50", "--rate", "0")
+    sim.signal()
+    assert sim.process.wait(5) == 0
