@@ -277,7 +277,7 @@ class ConnectionTracker:
 
     def _log_lost_after_grace(self, endpoint: str, count: int, ended: int) -> None:
         with self._changed:
-            mid_run = self._in_run and self._runs_ended == ended  # that run is still open
+            mid_run = self._runs_ended == ended  # the run open when it left has not ended
         self._log_lost(endpoint, count, mid_run)
 
     def _log_lost(self, endpoint: str, count: int, mid_run: bool) -> None:
