@@ -124,7 +124,10 @@ class StatsSink(Publisher):
             elif isinstance(message, Stop):
                 tally.finish(message)
                 self._open.pop(run_key(tally.run), None)
-                log.info("run summary: %s", _line(tally.status()))
+        # (logged outside the lock: a signal handler that reads stats() may run inside the
+        # log call, on this thread)
+        if isinstance(message, Stop):
+            log.info("run summary: %s", _line(tally.status()))
         if self.interval and time.monotonic() - self._last_log >= self.interval:
             self._last_log = time.monotonic()
             if self.current is not None:

@@ -74,6 +74,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
+_ECHO_LOCK = threading.Lock()  # one echoed line at a time: no service's line cut by another's
+
+
 class ServiceProcess:
     """One ``arroyo ROLE --name NAME ...`` child process (or any ``arroyo`` arguments, with
     :meth:`from_argv`) whose output is kept (last lines) and echoed if ``echo``.
@@ -132,7 +135,8 @@ class ServiceProcess:
                 self.ready_line = line
                 self._ready.set()
             if self._echo:
-                print(f"  [{self.name}] {line}", flush=True)
+                with _ECHO_LOCK:  # print writes the line and its end apart
+                    print(f"  [{self.name}] {line}", flush=True)
         self.process.stdout.close()  # the child has exited: do not keep its pipe open
 
     def wait_ready(self, timeout: float = 15.0) -> None:

@@ -34,6 +34,7 @@ log = logging.getLogger("arroyo.service")
 EXIT_CONFIG = 2  # misconfigured: supervisor should not keep restarting it
 EXIT_FAILED = 1
 EXIT_MARGIN_S = 3.0  # after drain_timeout, for closing and exiting; see the module docstring
+LAST_WORDS_S = 1.0  # how long an immediate exit waits for its ledger to be logged
 STARTED = time.monotonic()  # about when the process started (a little after, in fact)
 
 
@@ -77,12 +78,23 @@ def _log_ledger(name: str, runtime: Runtime, code: int) -> None:
 
 def _exit_now(name: str, runtime: Runtime, why: str, code: int) -> None:
     """End the process at once, from any thread, with the final ledger logged: what was
-    not yet sent is lost, and the ledger counts it."""
-    try:
+    not yet sent is lost, and the ledger counts it.
+
+    The last words are said by a thread of their own, waited for at most LAST_WORDS_S:
+    called from a signal handler, this runs inside whatever the main thread was doing,
+    which may hold a lock they need (the log's, a sink's), and nothing may keep the
+    process from ending.
+    """
+    def last_words() -> None:
         log.warning("%s: %s; exiting now, without waiting for what is still unsent", name,
                     why)
         _log_ledger(name, runtime, code)
         _say(f"EXIT {name} {code}")
+
+    try:
+        words = threading.Thread(target=last_words, name="arroyo-last-words", daemon=True)
+        words.start()
+        words.join(LAST_WORDS_S)
     finally:
         os._exit(code)
 

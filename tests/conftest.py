@@ -16,6 +16,30 @@ from tests.support.addresses import IpcDirectory
 pytest_plugins = ["tests.support.open_sockets", "pytester"]
 
 
+LEFT_OUT = pytest.StashKey[int]()  # how many slow tests a run left out
+
+
+@pytest.hookimpl(trylast=True)  # after -m has chosen
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A bare `pytest` leaves the slow tests out (kills under supervisord, soaks, benches:
+    about half of the suite's time), so that a newcomer's first run takes minutes.
+    `pytest -m slow` runs them, as does naming a test's file or directory; CI runs both."""
+    if config.args_source == pytest.Config.ArgsSource.ARGS or "slow" in config.option.markexpr:
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+        config.stash[LEFT_OUT] = len(slow)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    if config.stash.get(LEFT_OUT, 0):
+        terminalreporter.write_line(
+            f"{config.stash[LEFT_OUT]} slow tests left out of this run: "
+            "`python -m pytest -m slow` runs them")
+
+
 @pytest.fixture
 def ipc() -> Iterator[IpcDirectory]:
     """Fresh ``ipc://`` addresses, ``ipc()`` or ``ipc("name")``, in a short directory of

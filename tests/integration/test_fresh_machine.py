@@ -103,7 +103,6 @@ def test_base_image_is_stock_debian(stock_debian: str, container) -> None:
 
 @pytest.mark.integration
 @pytest.mark.container
-@pytest.mark.slow
 @pytest.mark.timeout(3000)
 @pytest.mark.parametrize("user", list(USERS))
 def test_readme_first_block_on_stock_debian(stock_debian: str, clean_clone: Path, container,

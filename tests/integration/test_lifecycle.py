@@ -71,6 +71,7 @@ def one_cycle(ipc: IpcDirectory, feeder: zmq.Socket, drain: zmq.Socket, cycle: i
     assert runtime.stats()["input"]["received"] == 3
 
 
+@pytest.mark.slow
 def test_hundred_runtime_cycles_leave_no_descriptors_or_threads(ipc, zmq_socket):
     # The test's sockets bind once; each cycle's sockets connect, so between cycles nothing
     # of the test's is reconnecting (which would hold descriptors for a moment).
