@@ -45,7 +45,8 @@ class Run:
             wait_for(lambda: any(line.startswith("READY chain") for line in self.lines), 30,
                      "the chain to be ready")
         except AssertionError as failure:
-            raise AssertionError(f"{failure}; `arroyo run` printed:\n{self.text()[-3000:]}") from None
+            printed = self.text()[-3000:]
+            raise AssertionError(f"{failure}; `arroyo run` printed:\n{printed}") from None
 
     def finish(self, timeout: float = 30) -> int:
         code = self.process.wait(timeout)
