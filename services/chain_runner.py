@@ -27,8 +27,9 @@ def run_chain(chain: Chain, ready_timeout: float = 30.0) -> int:
     process, which then sends every service SIGTERM at once: the source ends its run, the
     services after it pass the Stop on before they stop, so nothing in flight is lost.
     SIGHUP (a closed terminal) stops the chain the same way. Should this process be
-    killed outright (SIGKILL), the kernel sends each service SIGTERM (Linux's parent-death
-    signal), so no service outlives the ``arroyo run`` that started it.
+    killed outright (SIGKILL), the kernel sends each service SIGHUP (Linux's parent-death
+    signal), on which it stops as on SIGTERM, so no service outlives the ``arroyo run``
+    that started it.
     """
     stop = threading.Event()
 

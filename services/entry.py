@@ -22,6 +22,7 @@ def _stop_before_ready(signum: int, frame: Any) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _stop_before_ready)
+    signal.signal(signal.SIGHUP, _stop_before_ready)  # its parent died (services.processes)
     from .cli import main as cli
 
     cli()

@@ -18,12 +18,14 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has the kernel send the child SIGTERM when this process ends,
+    """A ``preexec_fn`` that has the kernel send the child SIGHUP when this process ends,
     however it ends (SIGKILL included); None where there is no ``prctl`` (not Linux).
 
-    SIGTERM, not SIGKILL: the service then stops as it always does, its run closed and
-    its ledger logged. A parent that died before the child set this is caught by its
-    parent pid having changed.
+    SIGHUP, not SIGKILL: the service then stops as it does on SIGTERM, its run closed and
+    its ledger logged. Not SIGTERM: the kernel sends the signal again each time the child
+    is handed to another of the dying parent's threads (twice or more), and a second
+    SIGTERM means "exit at once"; a service takes repeated SIGHUPs as one. A parent that
+    died before the child set this is caught by its parent pid having changed.
     """
     if not sys.platform.startswith("linux"):
         return None
@@ -33,9 +35,9 @@ def _die_with_parent() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def preexec() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGHUP, 0, 0, 0)
         if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGHUP)
 
     return preexec
 
@@ -86,7 +88,7 @@ class ServiceProcess:
     ``prefix`` goes before the command (e.g. ``ip netns exec NS``, which execs it, so
     signals still reach the service); ``own_session`` keeps a terminal's Ctrl-C from
     reaching the child, so that the parent decides how it stops; ``cwd`` is the directory
-    it starts in; ``die_with_parent`` has the child sent SIGTERM when this process ends,
+    it starts in; ``die_with_parent`` has the child sent SIGHUP when this process ends,
     even by SIGKILL (Linux), so a service never outlives what started it.
     """
 

@@ -196,6 +196,8 @@ def serve_runtime(name: str, runtime: Runtime, status_at: str | None = None,
             signalled.set()  # ends _stay_up; the run is over and its ledger logged
             return
         if signalled.is_set():
+            if signum == signal.SIGHUP:
+                return  # the kernel repeats a parent-death signal (services.processes)
             _exit_now(name, runtime, f"second {signame}", 128 + signum)
         log.info("%s received %s; draining and stopping (within %.1f s; a second signal "
                  "exits at once)", name, signame, runtime.drain_timeout + EXIT_MARGIN_S)
@@ -212,6 +214,7 @@ def serve_runtime(name: str, runtime: Runtime, status_at: str | None = None,
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)  # a closed terminal, or the parent gone
     print(" ".join([f"READY {name}", *bound_addresses(runtime, status)]), flush=True)
     log.info("%s ready", name)
     metrics = MetricsStarter(name, runtime, metrics_at) if metrics_at else None

@@ -21,7 +21,7 @@ import pytest
 
 from services.serve import EXIT_MARGIN_S
 from tests.support.chains import write
-from tests.support.ledgers import final_ledger, logged_ledger, status
+from tests.support.ledgers import final_ledger, logged_ledger, sink_frames, sink_runs, status
 from tests.support.supervisord import Supervisor
 from tests.support.waiting import exit_within, wait_for
 
@@ -126,6 +126,21 @@ def test_a_second_signal_exits_at_once_with_the_ledger(service, ipc):
     assert code == 128 + signal.SIGINT
     assert "second SIGINT" in source.output()
     assert final_ledger(source)["outputs"][0]["sent"] == 0
+
+
+def test_repeated_sighups_stop_it_once_as_sigterm_does(service, ipc):
+    """A service's parent-death signal (services.processes) is SIGHUP, which the kernel
+    sends more than once: the service stops once, as on SIGTERM, its run ended by a Stop."""
+    hop, stats = ipc(), ipc()
+    service("publisher", "--in", ">" + hop, "--sink", "stats", "--status", stats, name="sink")
+    source = service("listener", *SOURCE, "--out", "@" + hop, name="source")
+    wait_for(lambda: sink_frames(stats) > 10, 20, "frames at the sink")
+    source.signal(signal.SIGHUP)
+    source.signal(signal.SIGHUP)
+    assert exit_within(source, 10) == 0, source.output()
+    assert "received SIGHUP; draining" in source.output()
+    assert "second SIGHUP" not in source.output()
+    wait_for(lambda: sink_runs(stats)[-1]["complete"], 10, "the run's Stop at the sink")
 
 
 HELD_LOG = """
