@@ -109,6 +109,8 @@ class StatsSink(Publisher):
         self._lock = threading.Lock()  # stats() is read from the status thread
 
     def publish(self, message: Message) -> None:
+        summary = ""  # of the run a Stop ends, logged outside the lock: a signal handler
+        # that reads stats() may run inside the log call, on this thread
         with self._lock:
             run = message.meta.get("run")
             tally = None if isinstance(message, Start) else self._open.get(run_key(run))
@@ -124,10 +126,9 @@ class StatsSink(Publisher):
             elif isinstance(message, Stop):
                 tally.finish(message)
                 self._open.pop(run_key(tally.run), None)
-        # (logged outside the lock: a signal handler that reads stats() may run inside the
-        # log call, on this thread)
-        if isinstance(message, Stop):
-            log.info("run summary: %s", _line(tally.status()))
+                summary = _line(tally.status())
+        if summary:
+            log.info("run summary: %s", summary)
         if self.interval and time.monotonic() - self._last_log >= self.interval:
             self._last_log = time.monotonic()
             if self.current is not None:

@@ -26,10 +26,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     `pytest -m slow` runs them, as does naming a test's file or directory; CI runs both."""
     if config.args_source == pytest.Config.ArgsSource.ARGS or "slow" in config.option.markexpr:
         return
-    slow = [item for item in items if item.get_closest_marker("slow")]
+    slow, kept = [], []
+    for item in items:
+        (slow if item.get_closest_marker("slow") else kept).append(item)
     if slow:
         config.hook.pytest_deselected(items=slow)
-        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+        items[:] = kept
         config.stash[LEFT_OUT] = len(slow)
 
 
