@@ -60,7 +60,7 @@ def parse_bytes(value: Any, what: str = "size") -> int:
 
 def frames_nbytes(frames: Sequence[Any]) -> int:
     """Bytes a multipart message occupies in a ZeroMQ queue, overhead included."""
-    return sum(len(frame) for frame in frames) + OVERHEAD_BYTES * len(frames)
+    return sum(map(len, frames)) + OVERHEAD_BYTES * len(frames)
 
 
 class LinkBudget:

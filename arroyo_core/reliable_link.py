@@ -122,7 +122,7 @@ class ReliableOutput(Watermark):
         were noted) in the window and offer it; None, or why it was dropped."""
         window, runs = self.window, self.runs
         self.runs = []
-        n = sum(run[3] for run in runs)
+        n = runs[0][3] if len(runs) == 1 else sum([run[3] for run in runs])
         kept = self._room(frames, droppable and self.dropping)
         if kept is None:
             self.dropped += n

@@ -58,9 +58,6 @@ class Answers:
             except OSError:
                 pass  # the pipe is full: the receiver is awake anyway
 
-    def pending(self) -> bool:
-        return bool(self._acks or self._hellos)
-
     def sleep_ms(self, longest: int) -> int:
         """How long the receiving thread may sleep in poll; from now on, put() wakes it."""
         with self._lock:
@@ -83,8 +80,14 @@ class Answers:
                 pass
 
     def flush(self, socket: zmq.Socket, force: bool = False) -> None:
-        """Send the hellos now, and the acknowledgements if ACK_DELAY_S has passed."""
+        """Send the hellos now, and the acknowledgements if ACK_DELAY_S has passed.
+
+        Called by the receiving thread per message received; most calls find nothing due,
+        and learn it without the lock (what put() adds meanwhile goes at the next call)."""
         now = time.monotonic()
+        if not self._hellos and not (self._acks and (
+                force or now - self._last_ack >= ACK_DELAY_S)):
+            return
         with self._lock:
             hellos, self._hellos = self._hellos, []
             acks: dict[tuple[Any, str], int] = {}

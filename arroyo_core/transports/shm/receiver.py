@@ -114,7 +114,7 @@ class ShmReceiver(FrameReceiver):
                 except zmq.Again:
                     break
                 yield self._read(raw), None
-                if answers is not None and answers.pending():
+                if answers is not None:
                     answers.flush(socket)
 
     def _connections(self, monitor: zmq.Socket, hello: list[bytes]) -> None:

@@ -143,12 +143,16 @@ class ReliableSender(AckedSender):
             self.tracker.wait_for(self.expected_peers, self.peer_timeout,
                                   lambda: self.abandoned)
 
+    def keep(self, frames: Frames) -> Frames:
+        """The frames as received where they were (the window sends them from there)."""
+        for index in range(1, len(frames)):
+            if len(frames[index]) >= ZERO_COPY_BYTES:
+                frames[index] = received_frame(frames[index])
+        return frames
+
     def offer(self, frames: Frames, wait: bool) -> bool:
         socket = self.socket
         assert socket is not None, "offer() before open()"
-        for index in range(2, len(frames)):
-            if len(frames[index]) >= ZERO_COPY_BYTES:
-                frames[index] = received_frame(frames[index])
         flags = 0 if wait and not self.abandoned else NOBLOCK
         try:
             if self.address.bind:
@@ -274,8 +278,7 @@ class ReliableReceiver(FrameReceiver):
                 connects = self.tracker.connects
                 if not bound and self.on_connect is not None:
                     self.on_connect()  # says hello
-            if answers.pending():
-                answers.flush(socket)
+            answers.flush(socket)
             try:
                 if time.monotonic() - self._recent < BUSY_S:
                     frames = recv_frames(socket)  # times out when acknowledgements are due
