@@ -123,7 +123,9 @@ class ReliableOutput(Watermark):
         window, runs = self.window, self.runs
         self.runs = []
         n = runs[0][3] if len(runs) == 1 else sum([run[3] for run in runs])
-        kept = self._room(frames, droppable and self.dropping)
+        kept = None if window.full() else self.sender.keep(frames)  # (the usual: room)
+        if kept is None:
+            kept = self._room(frames, droppable and self.dropping)
         if kept is None:
             self.dropped += n
             return "window full" if droppable and self.dropping else \
@@ -180,7 +182,8 @@ class ReliableOutput(Watermark):
         if now - self._read >= READ_S:
             self._read = now
             self.take(0)
-        self.pump()
+        if self.window.unsent:
+            self.pump()
 
     def close(self, linger_s: float) -> None:
         """Wait (up to ``linger_s``) until everything sent is acknowledged."""

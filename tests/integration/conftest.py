@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from arroyo_core.link import ZmqPublisher
+from tests.support.arroyo_run import ChainRun
 from tests.support.chain_ends import Feeder
 from tests.support.in_process import Running
 from tests.support.receiver import Receiver
 from tests.support.requirements import skip_unless
 from tests.support.supervisord import Supervisor
+from tests.support.waiting import wait_or_kill
 
 
 @pytest.fixture
@@ -123,3 +125,20 @@ def runtimes() -> Iterator[Callable[..., Running]]:
     yield start
     for running in started:
         running.stop()
+
+
+@pytest.fixture
+def run_chain() -> Iterator[Callable[..., ChainRun]]:
+    """``run_chain(chain_file, env=None)`` starts a :class:`ChainRun`; those still running
+    when the test ends are terminated (killed after 30 s)."""
+    runs: list[ChainRun] = []
+
+    def start(chain_file: Path, env: dict[str, str] | None = None) -> ChainRun:
+        runs.append(ChainRun(chain_file, env))
+        return runs[-1]
+
+    yield start
+    for run in runs:
+        if run.process.poll() is None:
+            run.process.terminate()
+            wait_or_kill(run.process, 30)

@@ -8,65 +8,16 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from services.serve import EXIT_MARGIN_S
+from tests.support.arroyo_run import ChainRun
 from tests.support.chains import chain_toml, write
 from tests.support.ledgers import sink_frames, sink_runs
-from tests.support.waiting import wait_for, wait_or_kill
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-class Run:
-    """`python -m services run CHAIN` as a child process with its output collected."""
-
-    def __init__(self, chain_file) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "services", "run", str(chain_file)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_ready(self) -> None:
-        """Wait for the 'READY chain' line; on a timeout, show what the run printed."""
-        try:
-            wait_for(lambda: any(line.startswith("READY chain") for line in self.lines), 30,
-                     "the chain to be ready")
-        except AssertionError as failure:
-            printed = self.text()[-3000:]
-            raise AssertionError(f"{failure}; `arroyo run` printed:\n{printed}") from None
-
-    def finish(self, timeout: float = 30) -> int:
-        code = self.process.wait(timeout)
-        self.reader.join(5)
-        return code
-
-
-@pytest.fixture
-def run_chain():
-    runs: list[Run] = []
-
-    def start(chain_file) -> Run:
-        runs.append(Run(chain_file))
-        return runs[-1]
-
-    yield start
-    for run in runs:
-        if run.process.poll() is None:
-            run.process.terminate()
-            wait_or_kill(run.process, 20)
 
 
 def test_run_streams_and_ctrl_c_stops_every_service_without_loss(tmp_path, ipc, run_chain):
@@ -134,12 +85,6 @@ def test_run_starts_each_service_by_name_from_the_chain_file(tmp_path, ipc, run_
     assert run.finish() == 0, run.text()
 
 
-def service_pids(run: Run) -> dict[str, int]:
-    """Each service's pid, from `arroyo run`'s 'READY chain' line."""
-    line = next(line for line in run.lines if line.startswith("READY chain"))
-    return {name: int(pid) for name, pid in re.findall(r"(\w+) pid (\d+)", line)}
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -162,7 +107,7 @@ def port_free(port: int) -> bool:
     return True
 
 
-def ready_chain(tmp_path, ipc, run_chain, **options) -> tuple[Run, str, dict[str, str]]:
+def ready_chain(tmp_path, ipc, run_chain, **options) -> tuple[ChainRun, str, dict[str, str]]:
     text, stats = chain_toml(ipc, frames=1_000_000, rate=200, **options)
     run = run_chain(write(tmp_path / "chain.toml", text))
     run.wait_ready()
@@ -175,10 +120,9 @@ def test_sighup_stops_the_chain_like_sigterm(tmp_path, ipc, run_chain):
     run, _, stats = ready_chain(tmp_path, ipc, run_chain)
     wait_for(lambda: sink_runs(stats["sink"]) and sink_runs(stats["sink"])[-1]["frames"] > 50,
              20, "frames at the sink")
-    pids = service_pids(run)
+    pids = run.pids()
     run.process.send_signal(signal.SIGHUP)  # what a closed terminal sends
-    assert run.process.wait(30) == 0, run.text()[-3000:]
-    run.reader.join(5)
+    assert run.finish() == 0, run.text()[-3000:]
     assert "SIGHUP: stopping the chain" in run.text()
     assert "exit codes source 0, operator 0, sink 0" in run.text(), run.text()[-3000:]
     assert not any(alive(pid) for pid in pids.values())
@@ -186,7 +130,7 @@ def test_sighup_stops_the_chain_like_sigterm(tmp_path, ipc, run_chain):
 
 def test_services_do_not_outlive_a_killed_arroyo_run(tmp_path, ipc, run_chain):
     run, text, stats = ready_chain(tmp_path, ipc, run_chain, tcp_status=True)
-    pids = service_pids(run)
+    pids = run.pids()
     ports = [int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", text)]
     assert set(pids) == {"source", "operator", "sink"} and len(ports) == 5
     run.process.kill()
@@ -211,8 +155,7 @@ def test_a_clean_three_service_run_logs_no_warning(tmp_path, ipc, run_chain):
 
     wait_for(complete, 30, "the run to end at the sink")
     run.process.send_signal(signal.SIGINT)
-    assert run.process.wait(30) == 0, run.text()[-3000:]
-    run.reader.join(5)
+    assert run.finish() == 0, run.text()[-3000:]
     assert "disconnected between runs" in run.text()  # the source left after its Stop
     warnings = [line for line in run.lines if " WARNING " in line]
     assert not warnings, "\n".join(warnings)

@@ -6,10 +6,7 @@ against a receiver that shares no code with the ledgers (tests.support.kills).""
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -20,59 +17,11 @@ from tests.support.chains import pool_chain_toml, write
 from tests.support.kills import RawReceiver
 from tests.support.ledgers import sink_frames, status
 from tests.support.plugins import plugin_env
-from tests.support.waiting import wait_for, wait_or_kill
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 CREDIT = 4
-
-
-class Run:
-    """`python -m services run CHAIN` with the test plug-ins importable, output collected."""
-
-    def __init__(self, chain_file) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "services", "run", str(chain_file)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, **plugin_env()})
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    def pids(self) -> dict[str, int]:
-        """Each process's pid, from the line `arroyo run` says once all are READY."""
-        line = wait_for(lambda: next((x for x in self.lines if x.startswith("READY chain")),
-                                     None), 30, "READY chain")
-        return {name: int(pid) for name, pid in re.findall(r"(\S+) pid (\d+)", line)}
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        code = self.process.wait(30)
-        self.reader.join(5)
-        return code
-
-
-@pytest.fixture
-def run_chain():
-    runs: list[Run] = []
-
-    def start(chain_file) -> Run:
-        runs.append(Run(chain_file))
-        return runs[-1]
-
-    yield start
-    for run in runs:
-        if run.process.poll() is None:
-            run.process.terminate()
-            wait_or_kill(run.process, 30)
 
 
 def worker_status(stats: dict[str, str], k: int) -> dict:
@@ -91,7 +40,7 @@ def test_every_worker_sees_start_and_stop_and_the_sink_gets_one_run_in_order(tmp
         ipc, frames=frames, operator="arroyo_testplugins.operators:Busy",
         operator_options="ms = 2", sink="arroyo_testplugins.sinks:OrderSink", sink_options="",
         sink_in="order = true")
-    run = run_chain(write(tmp_path / "pool.toml", text))
+    run = run_chain(write(tmp_path / "pool.toml", text), plugin_env())
     run.pids()
     done = wait_for(lambda: [r for r in sink_order(stats)["runs"] if r["stopped"]], 60,
                     f"the run's Stop at the sink\n{run.text()[-3000:]}")
@@ -119,7 +68,7 @@ def test_every_worker_sees_start_and_stop_and_the_sink_gets_one_run_in_order(tmp
 def test_a_paused_worker_is_handed_no_more_than_its_credit(tmp_path, ipc, run_chain):
     frames, rate = 2400, 400.0
     text, stats = pool_chain_toml(ipc, frames=frames, rate=rate, worker_in=f"credit = {CREDIT}")
-    run = run_chain(write(tmp_path / "pool.toml", text))
+    run = run_chain(write(tmp_path / "pool.toml", text), plugin_env())
     pids = run.pids()
     wait_for(lambda: sink_frames(stats["sink"]) > 100, 30, "frames at the sink")
     paused = worker_status(stats, 1)["input"]
