@@ -26,6 +26,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,6 +34,15 @@ from chain_throughput import SIZES, _check, run_arroyo  # noqa: E402
 from shm_throughput import run as run_shm  # noqa: E402
 
 GOALS = {"1 KiB": 0.8, "64 KiB": None, "1 MiB": 0.95, "16 MiB": 0.95}
+
+
+def median_interval(values: list[float], resamples: int = 10_000) -> tuple[float, float]:
+    """A 95% percentile-bootstrap interval for the median of ``values``: how far the
+    machine's run-to-run spread leaves the median of a few pairs uncertain."""
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(values, (resamples, len(values))), axis=1)
+    low, high = np.percentile(medians, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def main() -> None:
@@ -78,9 +88,10 @@ def main() -> None:
                   f"{cpu[True][-1]:5.1f} CPU s", flush=True)
         plain, reliable_ = statistics.median(rates[False]), statistics.median(rates[True])
         pairs = [r / p for p, r in zip(rates[False], rates[True], strict=True)]
+        low, high = median_interval(pairs)
         print(f"  {name:>6} paired ratios (reliable / plain, in run order): "
-              f"{', '.join(f'{p:.2f}' for p in pairs)}; median {statistics.median(pairs):.2f}",
-              flush=True)
+              f"{', '.join(f'{p:.2f}' for p in pairs)}; median {statistics.median(pairs):.2f} "
+              f"(95% bootstrap interval {low:.2f}-{high:.2f})", flush=True)
         rows.append((name, count, plain, statistics.median(gbs[False]), reliable_,
                      statistics.median(gbs[True]), reliable_ / plain, min(pairs), max(pairs),
                      statistics.median(cpu[False]), statistics.median(cpu[True])))
