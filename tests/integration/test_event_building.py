@@ -137,13 +137,11 @@ def check_rows(table: np.ndarray, frames: int) -> set[int]:
 
 @pytest.mark.slow
 def test_three_streams_are_built_into_events_checked_part_by_part_through_a_pool(
-        tmp_path, ipc, receiver, monkeypatch):
-    from tests.integration.test_pools import Run
-
+        tmp_path, ipc, receiver, run_chain):
     frames = 400
     text, stats, out = chain(ipc, frames=frames, rate=200.0, name="ev")
     sink = receiver(f">tcp://127.0.0.1:{out}")
-    run = Run(write(tmp_path / "events.toml", text))
+    run = run_chain(write(tmp_path / "events.toml", text), plugin_env())
     events, stop = results(sink)
     final = events[-1]
     assert final.meta["final"] and not any(e.meta["final"] for e in events[:-1])
