@@ -122,10 +122,8 @@ class ReliableOutput(Watermark):
         were noted) in the window and offer it; None, or why it was dropped."""
         window, runs = self.window, self.runs
         self.runs = []
-        n = runs[0][3] if len(runs) == 1 else sum([run[3] for run in runs])
-        kept = None if window.full() else self.sender.keep(frames)  # (the usual: room)
-        if kept is None:
-            kept = self._room(frames, droppable and self.dropping)
+        n = sum(run[3] for run in runs)
+        kept = self._room(frames, droppable and self.dropping)
         if kept is None:
             self.dropped += n
             return "window full" if droppable and self.dropping else \
@@ -136,19 +134,23 @@ class ReliableOutput(Watermark):
 
     def _room(self, frames: list[Any], dropping: bool) -> list[Any] | None:
         """``frames`` as the window keeps them (:meth:`AckedSender.keep`) once it has room
-        for them, waiting unless ``dropping``; None if it has none (dropped)."""
-        waited = time.monotonic()
+        for them, waiting unless ``dropping``; None if it has none (dropped). The clock
+        is read only once it waits: the window has room for almost every message."""
+        waited = None
         while True:
             kept = None if self.window.full() else self.sender.keep(frames)
             if kept is not None or dropping or self.sender.abandoned:
                 return kept
-            self.pump()
-            self.take(WAIT_S)
-            if time.monotonic() - waited > 5.0:
+            now = time.monotonic()
+            if waited is None:
+                waited = now
+            elif now - waited > 5.0:
                 log.info("%s: window full (%d messages, %d bytes) for 5 s: waiting for "
                          "the receiver to acknowledge", self.link.ledger.link,
                          len(self.window), self.window.nbytes)
-                waited = time.monotonic()
+                waited = now
+            self.pump()
+            self.take(WAIT_S)
 
     def pump(self) -> None:
         """Offer what is not yet sent, in order, as long as the receiver takes it."""
@@ -182,8 +184,7 @@ class ReliableOutput(Watermark):
         if now - self._read >= READ_S:
             self._read = now
             self.take(0)
-        if self.window.unsent:
-            self.pump()
+        self.pump()
 
     def close(self, linger_s: float) -> None:
         """Wait (up to ``linger_s``) until everything sent is acknowledged."""

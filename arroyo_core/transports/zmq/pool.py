@@ -44,12 +44,11 @@ from .sockets import (
     HEARTBEAT_TIMEOUT_MS,
     NOBLOCK,
     POLL_MS,
-    ZERO_COPY_BYTES,
     bound_address,
     link_options,
     open_socket,
-    received_frame,
     recv_frames,
+    reuse_received,
     send_frames,
 )
 
@@ -116,9 +115,7 @@ class DispatchSender(PeerSender):
     def send_to(self, peer: bytes, frames: Frames) -> bool:
         socket = self.socket
         assert socket is not None, "send_to() before open()"
-        for index in range(1, len(frames)):
-            if len(frames[index]) >= ZERO_COPY_BYTES:
-                frames[index] = received_frame(frames[index])
+        reuse_received(frames)
         waiting = WaitLog()
         while True:
             try:

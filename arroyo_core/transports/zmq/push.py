@@ -20,11 +20,10 @@ from .sockets import (
     HEARTBEAT_TIMEOUT_MS,
     NOBLOCK,
     POLL_MS,
-    ZERO_COPY_BYTES,
     bound_address,
     link_options,
     open_socket,
-    received_frame,
+    reuse_received,
     send_frames,
 )
 
@@ -122,9 +121,7 @@ class PushSender(FrameSender):
         self.socket.getsockopt(zmq.EVENTS)
 
     def send(self, frames: Frames, droppable: bool) -> str | None:
-        for index in range(1, len(frames)):
-            if len(frames[index]) >= ZERO_COPY_BYTES:
-                frames[index] = received_frame(frames[index])
+        reuse_received(frames)
         if self.budget is not None:
             hwm = self.budget.observe(frames_nbytes(frames))
             if hwm is not None:

@@ -40,12 +40,11 @@ from .sockets import (
     NOBLOCK,
     POLL_MS,
     SNDMORE,
-    ZERO_COPY_BYTES,
     bound_address,
     link_options,
     open_socket,
-    received_frame,
     recv_frames,
+    reuse_received,
     send_frames,
 )
 
@@ -145,9 +144,7 @@ class ReliableSender(AckedSender):
 
     def keep(self, frames: Frames) -> Frames:
         """The frames as received where they were (the window sends them from there)."""
-        for index in range(1, len(frames)):
-            if len(frames[index]) >= ZERO_COPY_BYTES:
-                frames[index] = received_frame(frames[index])
+        reuse_received(frames)
         return frames
 
     def offer(self, frames: Frames, wait: bool) -> bool:
