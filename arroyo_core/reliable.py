@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -40,6 +40,10 @@ K_SHIFT = 16  # an origin's k: result index within its input, shifted per hop wi
 
 Origin = tuple[str, int, int]  # source's sender id, its sequence number, result index
 Run = list[Any]  # [osrc, oseq, k, n]: n messages with origins (osrc, oseq + i, k)
+# One message in a send window: its first sequence number, how many numbers it takes (a
+# batch: one per Event), its frames (without the carriage, made at each send with the
+# window's base then), its origin runs and its size. A tuple: one is made per message sent.
+Entry = tuple[int, int, list[Any], list[Run], int]  # (seq, n, frames, runs, nbytes)
 
 
 def carriage(base: int, runs: list[Run]) -> bytes:
@@ -95,18 +99,6 @@ def add_origin(runs: list[Run], origin: Origin) -> None:
     runs.append([origin[0], origin[1], origin[2], 1])
 
 
-class Entry:
-    """One message in a send window: its first sequence number, how many numbers it
-    takes (a batch: one per Event), its frames (without the carriage, made at each send
-    with the window's base then), its origin runs and its size."""
-
-    __slots__ = ("seq", "n", "frames", "runs", "nbytes")
-
-    def __init__(self, seq: int, n: int, frames: list[Any], runs: list[Run],
-                 nbytes: int) -> None:
-        self.seq, self.n, self.frames, self.runs, self.nbytes = seq, n, frames, runs, nbytes
-
-
 class SendWindow:
     """What a reliable sender sent and was not yet told is finished, in order.
 
@@ -119,7 +111,7 @@ class SendWindow:
         self.max_messages = max(1, int(max_messages))
         self.max_bytes = max(1, int(max_bytes))
         self.entries: deque[Entry] = deque()
-        self.unsent: deque[Entry] = deque()
+        self.unsent: deque[Entry] = deque()  # (the same tuples)
         self.nbytes = 0
         self.base = 0  # the first sequence number not yet acknowledged
         self.resends = 0  # hellos that made the window go again
@@ -129,32 +121,33 @@ class SendWindow:
         return len(self.entries)
 
     def full(self) -> bool:
-        return bool(self.entries) and (len(self.entries) >= self.max_messages
-                                       or self.nbytes >= self.max_bytes)
+        entries = self.entries
+        return bool(entries) and (len(entries) >= self.max_messages
+                                  or self.nbytes >= self.max_bytes)
 
     def put(self, entry: Entry) -> None:
         if not self.entries:
-            self.base = entry.seq
+            self.base = entry[0]
         self.entries.append(entry)
         self.unsent.append(entry)
-        self.nbytes += entry.nbytes
+        self.nbytes += entry[4]
 
     def ack(self, last: int) -> int:
         """Forget every message numbered up to ``last``; return how many went."""
-        entries, gone = self.entries, 0
-        while entries and entries[0].seq + entries[0].n - 1 <= last:
+        entries, unsent, gone = self.entries, self.unsent, 0
+        while entries and entries[0][0] + entries[0][1] - 1 <= last:
             entry = entries.popleft()
-            self.nbytes -= entry.nbytes
+            self.nbytes -= entry[4]
             gone += 1
-            if self.unsent and self.unsent[0] is entry:
-                self.unsent.popleft()
+            if unsent and unsent[0] is entry:
+                unsent.popleft()
         if gone:
-            self.base = entries[0].seq if entries else last + 1
+            self.base = entries[0][0] if entries else last + 1
         return gone
 
     def resend_from(self, seq: int) -> None:
         """Offer again everything from ``seq`` on (the receiver has what comes before)."""
-        again = deque(entry for entry in self.entries if entry.seq + entry.n > seq)
+        again = deque(entry for entry in self.entries if entry[0] + entry[1] > seq)
         self.resent += max(0, len(again) - len(self.unsent))
         self.resends += 1
         self.unsent = again
@@ -236,6 +229,9 @@ class Arrivals:
 
 
 Mark = tuple[Any, int]  # (an output with settled(), the count it must reach)
+# A received message until it is finished: [marks, token, src, last]. ``marks`` is None
+# until it is handled (() once it needs nothing more). A list: one is made per message.
+Item = list[Any]
 
 
 class Finishing:
@@ -243,59 +239,61 @@ class Finishing:
     acknowledged to their sender through ``acknowledge(token, src, last_seq)``,
     cumulatively (the newest finished of each sender)."""
 
-    class Item:
-        __slots__ = ("token", "src", "last", "marks")
-
-        def __init__(self, token: Any, src: str, last: int, marks: tuple[Mark, ...] | None):
-            self.token, self.src, self.last, self.marks = token, src, last, marks
-
     def __init__(self, acknowledge: Callable[[Any, str, int], None]) -> None:
         self.acknowledge = acknowledge
-        self.items: deque[Finishing.Item] = deque()
+        self.items: deque[Item] = deque()
         self.finished: dict[str, int] = {}  # per sender: the last finished
         self.lock = threading.Lock()
 
-    def add(self, token: Any, src: str, last: int, done: bool) -> Finishing.Item:
+    def add(self, token: Any, src: str, last: int, done: bool) -> Item:
         """A received message (``done``: nothing of it is delivered, it is finished once
         what came before it is)."""
-        item = Finishing.Item(token, src, last, () if done else None)
-        with self.lock:
-            self.items.append(item)
+        item = [() if done else None, token, src, last]
+        self.items.append(item)  # (a deque's append needs no lock; advance pops the left)
         if done:
             self.advance()
         return item
 
-    def handled(self, items: list[Finishing.Item], marks: tuple[Mark, ...]) -> None:
-        """These were handled; they are finished once each output reached its mark."""
+    def handled(self, items: list[Item], marks: tuple[Mark, ...]) -> None:
+        """These were handled (in order); they are finished once each output reached its
+        mark, and what came before them is finished."""
         for item in items:
-            item.marks = marks
-        self.advance()
+            item[0] = marks
+        try:
+            oldest = self.items[0]
+        except IndexError:
+            return  # (finished meanwhile, by another thread's advance)
+        if oldest is items[0]:  # else an older one waits, and its finishing advances
+            self.advance()
 
     def advance(self) -> None:
+        """Acknowledge what is finished, in order (any thread: a message handled, or an
+        output's acknowledgement). Each output's count is read once per call: one that
+        grows meanwhile calls again."""
         done: dict[tuple[Any, str], int] = {}
+        settled: dict[Any, int] = {}
+        items = self.items
         with self.lock:  # (acknowledged inside: from two threads, in order all the same)
-            items = self.items
             while items:
-                marks = items[0].marks
-                if marks is None or not _reached(marks):
+                marks = items[0][0]
+                if marks is None or not _reached(marks, settled):
                     break
-                item = items.popleft()
-                done[(item.token, item.src)] = item.last
-                self.finished[item.src] = item.last
+                _, token, src, last = items.popleft()
+                done[(token, src)] = self.finished[src] = last
             for (token, src), last in done.items():
                 self.acknowledge(token, src, last)
-
-    def pending(self) -> Iterator[Finishing.Item]:
-        return iter(list(self.items))
 
     def __len__(self) -> int:
         return len(self.items)
 
 
-def _reached(marks: tuple[Mark, ...]) -> bool:
-    """Whether every output has settled up to its mark (a loop: called per message, where
-    ``all()`` over a generator cost twice as much)."""
+def _reached(marks: tuple[Mark, ...], settled: dict[Any, int]) -> bool:
+    """Whether every output has settled up to its mark; ``settled``: the outputs' counts
+    read so far (a loop: called per message, where ``all()`` cost twice as much)."""
     for output, need in marks:
-        if output.settled() < need:
+        count = settled.get(output)
+        if count is None:
+            count = settled[output] = output.settled()
+        if count < need:
             return False
     return True

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from operator import methodcaller
 from typing import Any
 
 from .batch import decode_batch
@@ -30,8 +31,8 @@ from .reliable import (
     HELLO,
     K_SHIFT,
     Arrivals,
-    Entry,
     Finishing,
+    Item,
     Origin,
     Run,
     SendWindow,
@@ -49,6 +50,7 @@ WAIT_S = 0.1  # how long a full window waits for acknowledgements at a time
 READ_S = ACK_DELAY_S  # flush() reads acknowledgements at most this often (as often as they come)
 
 log = logging.getLogger(__name__)
+_produced = methodcaller("produced")  # (a watermark's count now, without a Python loop)
 
 
 class ReliableOutput(Watermark):
@@ -79,6 +81,7 @@ class ReliableOutput(Watermark):
         self.origin: Origin | None = None  # of the input being handled (None: we are first)
         self.k = 0  # results of that input so far
         self.runs: list[Run] = []  # origins of the Events in the link's pending batch
+        self.noted = 0  # ... and how many those are
         self.dropped = 0  # sequence numbers that never went out (overflow, shutdown)
         self.acks = 0
         self._read = 0.0  # when flush() last read the receiver's answers
@@ -93,6 +96,7 @@ class ReliableOutput(Watermark):
         """The link took a message, to be numbered ``seq``: note its origin (ours, if we
         are first; else the input's, with the index of this result of it)."""
         origin, runs = self.origin, self.runs
+        self.noted += 1
         if origin is None:
             osrc, oseq, k = self.link.src, seq, 0
         else:
@@ -120,45 +124,44 @@ class ReliableOutput(Watermark):
     def send(self, frames: list[Any], droppable: bool) -> str | None:
         """Put the message the link numbered next (the one or the batch whose origins
         were noted) in the window and offer it; None, or why it was dropped."""
-        window, runs = self.window, self.runs
-        self.runs = []
-        n = sum(run[3] for run in runs)
-        kept = self._room(frames, droppable and self.dropping)
+        window, runs, n = self.window, self.runs, self.noted
+        self.runs, self.noted = [], 0
+        kept = None if window.full() else self.sender.keep(frames)
+        if kept is None:
+            kept = self._wait_for_room(frames, droppable and self.dropping)
         if kept is None:
             self.dropped += n
             return "window full" if droppable and self.dropping else \
                 "no receiver acknowledged it before shutdown"
-        window.put(Entry(self.link.seq, n, kept, runs, frames_nbytes(kept)))
+        window.put((self.link.seq, n, kept, runs, frames_nbytes(kept)))
         self.pump()
         return None
 
-    def _room(self, frames: list[Any], dropping: bool) -> list[Any] | None:
-        """``frames`` as the window keeps them (:meth:`AckedSender.keep`) once it has room
-        for them, waiting unless ``dropping``; None if it has none (dropped). The clock
-        is read only once it waits: the window has room for almost every message."""
-        waited = None
-        while True:
+    def _wait_for_room(self, frames: list[Any], dropping: bool) -> list[Any] | None:
+        """``frames`` as the window keeps them (:meth:`AckedSender.keep`) once the window
+        has room for them, waiting for acknowledgements unless ``dropping``; None if it has
+        none (dropped)."""
+        waited = time.monotonic()
+        while not (dropping or self.sender.abandoned):
+            self.pump()
+            self.take(WAIT_S)
             kept = None if self.window.full() else self.sender.keep(frames)
-            if kept is not None or dropping or self.sender.abandoned:
+            if kept is not None:
                 return kept
-            now = time.monotonic()
-            if waited is None:
-                waited = now
-            elif now - waited > 5.0:
+            if time.monotonic() - waited > 5.0:
                 log.info("%s: window full (%d messages, %d bytes) for 5 s: waiting for "
                          "the receiver to acknowledge", self.link.ledger.link,
                          len(self.window), self.window.nbytes)
-                waited = now
-            self.pump()
-            self.take(WAIT_S)
+                waited = time.monotonic()
+        return None
 
     def pump(self) -> None:
         """Offer what is not yet sent, in order, as long as the receiver takes it."""
         window, offer = self.window, self.sender.offer
         unsent = window.unsent
         while unsent:
-            entry = unsent[0]
-            if not offer([carriage(window.base, entry.runs), *entry.frames], False):
+            _, _, frames, runs, _ = unsent[0]
+            if not offer([carriage(window.base, runs), *frames], False):
                 return
             unsent.popleft()
 
@@ -184,7 +187,8 @@ class ReliableOutput(Watermark):
         if now - self._read >= READ_S:
             self._read = now
             self.take(0)
-        self.pump()
+        if self.window.unsent:
+            self.pump()
 
     def close(self, linger_s: float) -> None:
         """Wait (up to ``linger_s``) until everything sent is acknowledged."""
@@ -233,7 +237,7 @@ class ReliableInput:
         self._delivered: deque[Delivery] = deque()
         self._at: Delivery | None = None
         self._index = 0  # of the next message of _at
-        self._taken: list[Finishing.Item] = []  # items finished by the message handled
+        self._taken: list[Item] = []  # items finished by the message handled
         self._current: Message | None = None
         receiver.on_connect = self.hello
 
@@ -336,8 +340,8 @@ class ReliableInput:
         if taken:
             self._taken = []
             watermarks = self.watermarks
-            self.finishing.handled(taken, tuple([(w, w.produced()) for w in watermarks])
-                                   if watermarks else ())
+            marks = tuple(zip(watermarks, map(_produced, watermarks), strict=True))
+            self.finishing.handled(taken, marks)
 
     def dropped(self, tag: tuple[Any, ...]) -> None:
         """Absorbed by the fan-in: finished as it is."""
@@ -360,7 +364,7 @@ class Delivery:
     __slots__ = ("messages", "origins", "item", "src")
 
     def __init__(self, messages: list[Message], origins: Origin | list[Origin],
-                 item: Finishing.Item | None, src: str) -> None:
+                 item: Item | None, src: str) -> None:
         self.messages, self.origins, self.item, self.src = messages, origins, item, src
 
     def origin(self, index: int) -> Origin:

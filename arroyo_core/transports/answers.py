@@ -5,6 +5,7 @@ answer looks on its wire (``frames``)."""
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import zmq
 
 from ..reliable import ACK_DELAY_S
+from .zmq.sockets import NOBLOCK, send_frames
 
 
 class Answers:
@@ -21,7 +23,10 @@ class Answers:
     cumulative) and every hello, in order; ``token`` says which peer one goes to (a
     ROUTER's routing id; None: the only one).
 
-    ``frames(token, kind, src, seq)`` makes an answer's frames.
+    ``frames(token, kind, src, seq)`` makes an answer's frames. ``due``: from when (on
+    the monotonic clock) :meth:`flush` has something to send; the receiving thread looks
+    at it after every message, without the lock (what put() adds meanwhile goes at the
+    next look).
     """
 
     def __init__(self, frames: Callable[[Any, str, str, int], list[bytes]]) -> None:
@@ -30,6 +35,7 @@ class Answers:
         self._acks: dict[tuple[Any, str], int] = {}  # under _lock
         self._hellos: list[tuple[Any, str, int]] = []  # under _lock
         self._last_ack = 0.0
+        self.due = math.inf  # under _lock (read without)
         self._sleeping = False  # under _lock: the receiving thread is (about to be) in poll
         self._woken = False  # under _lock: the pipe was written to since the poll began
         self.wake_r, self.wake_w = os.pipe()
@@ -46,8 +52,10 @@ class Answers:
                 self._acks[(token, src)] = seq
                 if timed:  # the receiving thread's wait ends when they are due
                     return
+                self.due = min(self.due, self._last_ack + ACK_DELAY_S)
             else:
                 self._hellos.append((token, src, seq))
+                self.due = 0.0
             # Only a thread asleep in poll is woken: a write to the pipe costs the caller a
             # thread switch (the GIL), and a busy one sends at its next turn.
             if not self._sleeping or self._woken or self.closed:
@@ -80,25 +88,21 @@ class Answers:
                 pass
 
     def flush(self, socket: zmq.Socket, force: bool = False) -> None:
-        """Send the hellos now, and the acknowledgements if ACK_DELAY_S has passed.
-
-        Called by the receiving thread per message received; most calls find nothing due,
-        and learn it without the lock (what put() adds meanwhile goes at the next call)."""
+        """Send the hellos now, and the acknowledgements if ACK_DELAY_S has passed (the
+        receiving thread calls it once ``due``; ``force``: all, now)."""
         now = time.monotonic()
-        if not self._hellos and not (self._acks and (
-                force or now - self._last_ack >= ACK_DELAY_S)):
-            return
         with self._lock:
             hellos, self._hellos = self._hellos, []
             acks: dict[tuple[Any, str], int] = {}
             if self._acks and (force or now - self._last_ack >= ACK_DELAY_S):
                 acks, self._acks = self._acks, {}
                 self._last_ack = now
+            self.due = self._last_ack + ACK_DELAY_S if self._acks else math.inf
         said = [(token, "hello", src, seq) for token, src, seq in hellos]
         said += [(token, "ack", src, seq) for (token, src), seq in acks.items()]
         for token, kind, src, seq in said:
             try:
-                socket.send_multipart(self.frames(token, kind, src, seq), zmq.NOBLOCK)
+                send_frames(socket, self.frames(token, kind, src, seq), NOBLOCK)
                 self.acks_sent += kind == "ack"
             except zmq.ZMQError:
                 pass  # no sender now: acknowledgements are cumulative, hellos repeat

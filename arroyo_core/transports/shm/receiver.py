@@ -114,7 +114,7 @@ class ShmReceiver(FrameReceiver):
                 except zmq.Again:
                     break
                 yield self._read(raw), None
-                if answers is not None:
+                if answers is not None and time.monotonic() >= answers.due:
                     answers.flush(socket)
 
     def _connections(self, monitor: zmq.Socket, hello: list[bytes]) -> None:

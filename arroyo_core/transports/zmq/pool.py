@@ -44,6 +44,7 @@ from .sockets import (
     HEARTBEAT_TIMEOUT_MS,
     NOBLOCK,
     POLL_MS,
+    SNDMORE,
     bound_address,
     link_options,
     open_socket,
@@ -120,7 +121,7 @@ class DispatchSender(PeerSender):
         while True:
             try:
                 # the identity frame first: only it can fail, and then nothing was sent
-                socket.send(peer, NOBLOCK | zmq.SNDMORE)
+                socket.send(peer, NOBLOCK | SNDMORE)
                 send_frames(socket, frames)
                 return True
             except zmq.ZMQError as exc:

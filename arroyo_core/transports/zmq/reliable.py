@@ -43,6 +43,7 @@ from .sockets import (
     bound_address,
     link_options,
     open_socket,
+    readable,
     recv_frames,
     reuse_received,
     send_frames,
@@ -172,11 +173,10 @@ class ReliableSender(AckedSender):
         if not self.address.bind and self.tracker.connects != self._connects:
             self._connects = self.tracker.connects  # connected (again): send all again
             heard.append(("hello", "", 0))
-        # Asking the socket (a getsockopt) costs less than a poll or a zmq.Again raised.
-        if not int(socket.get(zmq.EVENTS)) & zmq.POLLIN and (
+        if not readable(socket) and (
                 heard or timeout <= 0 or not socket.poll(int(timeout * 1000), zmq.POLLIN)):
             return heard
-        while int(socket.get(zmq.EVENTS)) & zmq.POLLIN:
+        while readable(socket):
             parts = [frame.bytes for frame in recv_frames_nowait(socket)]
             peer = parts.pop(0) if self.address.bind else None
             answer = read_answer(parts)
@@ -275,9 +275,11 @@ class ReliableReceiver(FrameReceiver):
                 connects = self.tracker.connects
                 if not bound and self.on_connect is not None:
                     self.on_connect()  # says hello
-            answers.flush(socket)
+            now = time.monotonic()
+            if now >= answers.due:
+                answers.flush(socket)
             try:
-                if time.monotonic() - self._recent < BUSY_S:
+                if now - self._recent < BUSY_S:
                     frames = recv_frames(socket)  # times out when acknowledgements are due
                 else:
                     ready = dict(poller.poll(answers.sleep_ms(POLL_MS)))
@@ -288,7 +290,7 @@ class ReliableReceiver(FrameReceiver):
             except zmq.Again:
                 continue
             token = frames.pop(0).bytes if bound else None
-            self._recent = time.monotonic()
+            self._recent = now  # (read before the receive: close enough for BUSY_S)
             yield frames, token
 
     def run_state(self, in_run: bool) -> None:

@@ -25,8 +25,10 @@ HEARTBEAT_TIMEOUT_MS = 60_000
 # second at a peer that is down costs nothing measurable.
 RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 250
-# Plain ints: or-ing pyzmq's Flag enums builds an enum member, a microsecond per frame.
+# Plain ints: or-ing or and-ing pyzmq's Flag enums (an int with one of them too) builds an
+# enum member in Python code, a microsecond each time.
 NOBLOCK, SNDMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE)
+EVENTS, POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 ZERO_COPY_BYTES = zmq.COPY_THRESHOLD  # pyzmq copies smaller frames anyway
 
 
@@ -42,6 +44,12 @@ def send_frames(socket: zmq.Socket, frames: list[Any], flags: int = 0) -> None:
     for frame in frames[:-1]:
         send(frame, flags | SNDMORE, copy=False)
     send(frames[-1], flags, copy=False)
+
+
+def readable(socket: zmq.Socket) -> bool:
+    """Whether a message waits on ``socket`` (a getsockopt: less than a poll or a zmq.Again
+    raised)."""
+    return bool(int(socket.get(EVENTS)) & POLLIN)
 
 
 def reuse_received(frames: list[Any]) -> None:
