@@ -156,15 +156,12 @@ class ReliableOutput(Watermark):
         return None
 
     def pump(self) -> None:
-        """Offer what is not yet sent, in order, as long as the receiver takes it: waiting
-        for room in the transport as a plain send does (a poll interval at most), unless
-        the link drops when full. (An offer refused at once was tried again only at the
-        next message or flush: a raised zmq.Again each time, and the receiver idle.)"""
-        window, offer, wait = self.window, self.sender.offer, not self.dropping
+        """Offer what is not yet sent, in order, as long as the receiver takes it."""
+        window, offer = self.window, self.sender.offer
         unsent = window.unsent
         while unsent:
             _, _, frames, runs, _ = unsent[0]
-            if not offer([carriage(window.base, runs), *frames], wait):
+            if not offer([carriage(window.base, runs), *frames], False):
                 return
             unsent.popleft()
 
