@@ -81,7 +81,6 @@ class ReliableOutput(Watermark):
         self.origin: Origin | None = None  # of the input being handled (None: we are first)
         self.k = 0  # results of that input so far
         self.runs: list[Run] = []  # origins of the Events in the link's pending batch
-        self.noted = 0  # ... and how many those are
         self.dropped = 0  # sequence numbers that never went out (overflow, shutdown)
         self.acks = 0
         self._read = 0.0  # when flush() last read the receiver's answers
@@ -96,7 +95,6 @@ class ReliableOutput(Watermark):
         """The link took a message, to be numbered ``seq``: note its origin (ours, if we
         are first; else the input's, with the index of this result of it)."""
         origin, runs = self.origin, self.runs
-        self.noted += 1
         if origin is None:
             osrc, oseq, k = self.link.src, seq, 0
         else:
@@ -124,11 +122,10 @@ class ReliableOutput(Watermark):
     def send(self, frames: list[Any], droppable: bool) -> str | None:
         """Put the message the link numbered next (the one or the batch whose origins
         were noted) in the window and offer it; None, or why it was dropped."""
-        window, runs, n = self.window, self.runs, self.noted
-        self.runs, self.noted = [], 0
-        kept = None if window.full() else self.sender.keep(frames)
-        if kept is None:
-            kept = self._wait_for_room(frames, droppable and self.dropping)
+        window, runs = self.window, self.runs
+        self.runs = []
+        n = sum(run[3] for run in runs)
+        kept = self._room(frames, droppable and self.dropping)
         if kept is None:
             self.dropped += n
             return "window full" if droppable and self.dropping else \
@@ -137,23 +134,25 @@ class ReliableOutput(Watermark):
         self.pump()
         return None
 
-    def _wait_for_room(self, frames: list[Any], dropping: bool) -> list[Any] | None:
-        """``frames`` as the window keeps them (:meth:`AckedSender.keep`) once the window
-        has room for them, waiting for acknowledgements unless ``dropping``; None if it has
-        none (dropped)."""
-        waited = time.monotonic()
-        while not (dropping or self.sender.abandoned):
-            self.pump()
-            self.take(WAIT_S)
+    def _room(self, frames: list[Any], dropping: bool) -> list[Any] | None:
+        """``frames`` as the window keeps them (:meth:`AckedSender.keep`) once it has room
+        for them, waiting unless ``dropping``; None if it has none (dropped). The clock
+        is read only once it waits: the window has room for almost every message."""
+        waited = None
+        while True:
             kept = None if self.window.full() else self.sender.keep(frames)
-            if kept is not None:
+            if kept is not None or dropping or self.sender.abandoned:
                 return kept
-            if time.monotonic() - waited > 5.0:
+            now = time.monotonic()
+            if waited is None:
+                waited = now
+            elif now - waited > 5.0:
                 log.info("%s: window full (%d messages, %d bytes) for 5 s: waiting for "
                          "the receiver to acknowledge", self.link.ledger.link,
                          len(self.window), self.window.nbytes)
-                waited = time.monotonic()
-        return None
+                waited = now
+            self.pump()
+            self.take(WAIT_S)
 
     def pump(self) -> None:
         """Offer what is not yet sent, in order, as long as the receiver takes it."""
@@ -187,8 +186,7 @@ class ReliableOutput(Watermark):
         if now - self._read >= READ_S:
             self._read = now
             self.take(0)
-        if self.window.unsent:
-            self.pump()
+        self.pump()
 
     def close(self, linger_s: float) -> None:
         """Wait (up to ``linger_s``) until everything sent is acknowledged."""
