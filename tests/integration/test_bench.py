@@ -139,12 +139,17 @@ in = ">tcp://{{operator}}:{hop2}"
 def test_bench_finds_a_rate_below_what_a_slow_operator_can_do(tmp_path, pattern, sign):
     chain = user_chain(tmp_path, pattern)
     start = "100" if pattern == "pub" else "15"  # pub: a first step at twice the limit
+    tolerance = 0.05
     done = bench(str(chain), "--start-rate", start, "--seconds", "1", "--precision", "0.25",
-                 "--repeats", "1", "--json", "bench.json", cwd=tmp_path)
+                 "--tolerance", str(tolerance), "--repeats", "1", "--json", "bench.json",
+                 cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((tmp_path / "bench.json").read_text())
     limit = 1 / 0.02  # frames/s the operator can do at most
-    assert report["sustained"]["rate"] <= limit
+    # a step passes when frames arrive at (1 - tolerance) of its target, so a chain that
+    # does ``limit`` can pass a target up to limit / (1 - tolerance): the search's 52.5
+    # (15 doubled twice, then halfway back from 60) sits on that edge and goes either way
+    assert report["sustained"]["rate"] <= limit / (1 - tolerance)
     # achieved is a slope through a 1 s step's few polled samples of the sink: some noise
     assert report["sustained"]["achieved"] <= limit * 1.15
     assert report["lowest_failed"]["rate"] <= 2 * limit
