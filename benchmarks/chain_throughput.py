@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -205,34 +206,38 @@ def _free_address() -> str:
     return f"tcp://127.0.0.1:{free_port()}"
 
 
-def run_arroyo(shape: tuple[int, ...], count: int, reliable: bool = False) -> dict[str, Any]:
+def run_arroyo(shape: tuple[int, ...], count: int, reliable: bool = False,
+               started: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     """One measured run of the Arroyo chain (``reliable``: every link reliable, as
-    benchmarks/reliable_throughput.py compares)."""
+    benchmarks/reliable_throughput.py compares); ``started(name, pid)`` is told of each
+    service as it starts (benchmarks/thread_cpu.py watches them)."""
     hop1, hop2 = _free_address(), _free_address()
     env = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    service = [sys.executable, "-m", "services"]
     quiet = ["--log-level", "warning"]
     into = ["--in-option", "reliable=true"] if reliable else []
     out = ["--out-option", "reliable=true"] if reliable else []
-    children = []
+    children: list[Child] = []
+
+    def start(role: str, name: str, *options: str) -> Child:
+        child = Child([sys.executable, "-m", "services", role, "--name", name, *options,
+                       *quiet], env)
+        children.append(child)
+        if started is not None:
+            started(name, child.process.pid)
+        return child
+
     try:
-        sink = Child([*service, "publisher", "--name", "sink", "--in", ">" + hop2,
-                      "--sink", "chain_throughput:TimingSink", *into, *quiet], env)
-        children.append(sink)
+        sink = start("publisher", "sink", "--in", ">" + hop2,
+                     "--sink", "chain_throughput:TimingSink", *into)
         sink.wait_for("READY", 30)
-        operator = Child([*service, "operator", "--name", "operator", "--in", ">" + hop1,
-                          "--out", "@" + hop2, *into, *out, *quiet], env)
-        children.append(operator)
-        operator.wait_for("READY", 30)
+        start("operator", "operator", "--in", ">" + hop1, "--out", "@" + hop2, *into,
+              *out).wait_for("READY", 30)
         # Two runs, the first measured: the source is still sending while the first run's
         # Stop reaches the sink, so how a source that exits hands over its last messages
         # (a separate matter, see transports/zmq/handoff.py) does not enter the figures.
-        source = Child([*service, "listener", "--name", "source", "--source", "simulated",
-                        "-o", f"shape={list(shape)}", "-o", "dtype=uint16", "-o", "runs=2",
-                        "-o", f"frames={count}", "-o", "rate=0", "--out", "@" + hop1, *out,
-                        *quiet],
-                       env)
-        children.append(source)
+        start("listener", "source", "--source", "simulated", "-o", f"shape={list(shape)}",
+              "-o", "dtype=uint16", "-o", "runs=2", "-o", f"frames={count}", "-o", "rate=0",
+              "--out", "@" + hop1, *out)
         return json.loads(sink.wait_for("RESULT", RUN_TIMEOUT))
     finally:
         _stop(children)

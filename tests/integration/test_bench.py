@@ -147,8 +147,8 @@ def test_bench_finds_a_rate_below_what_a_slow_operator_can_do(tmp_path, pattern,
     report = json.loads((tmp_path / "bench.json").read_text())
     limit = 1 / 0.02  # frames/s the operator can do at most
     # a step passes when frames arrive at (1 - tolerance) of its target, so a chain that
-    # does ``limit`` can pass a target up to limit / (1 - tolerance): the search's 52.5
-    # (15 doubled twice, then halfway back from 60) sits on that edge and goes either way
+    # does ``limit`` can pass a target up to limit / (1 - tolerance): the search's steps
+    # from 15 (30, 60, then 45 and 52.5) put 52.5 on that edge, and it goes either way
     assert report["sustained"]["rate"] <= limit / (1 - tolerance)
     # achieved is a slope through a 1 s step's few polled samples of the sink: some noise
     assert report["sustained"]["achieved"] <= limit * 1.15
