@@ -115,8 +115,6 @@ class OutputLink(Publisher):
                 return
             if batch:
                 self.flush()  # in order: what was held back goes first
-        if reliable is not None:
-            reliable.note(self.seq)
         self._send(message)
 
     def _send(self, message: Message) -> None:

@@ -10,7 +10,8 @@ counting them, messages it had already finished: every message carries its *orig
 identity its source gave the message it was made from, so a message that a restarted stage
 made again is known as the same. :class:`Finishing` says when a received message is done:
 handled by the runtime and, on a stage with reliable outputs, what it produced acknowledged
-downstream; acknowledgements are cumulative, per sender.
+downstream; acknowledgements are cumulative, per sender. A :class:`Delivery` is what one
+received message hands the runtime.
 
 The link glue (sockets' threads, the runtime's hooks) is :mod:`.reliable_link`.
 """
@@ -73,7 +74,7 @@ def read_runs(frame: Any, count: int) -> tuple[int, list[Run]]:
         raise DecodeError("carriage", f"reliable carriage frame is not [v, base, runs] "
                           f"({type(exc).__name__})") from None
     if version != CARRIAGE_VERSION or type(base) is not int or base < 0 \
-            or not isinstance(runs, list):
+            or type(runs) is not list:
         raise DecodeError("carriage", f"reliable carriage version {version!r} (expected "
                           f"{CARRIAGE_VERSION}) or base/runs mistyped")
     covered = 0
@@ -113,6 +114,7 @@ class SendWindow:
         self.entries: deque[Entry] = deque()
         self.unsent: deque[Entry] = deque()  # (the same tuples)
         self.nbytes = 0
+        self.room = True  # not full(): kept as it changes, read per message sent
         self.base = 0  # the first sequence number not yet acknowledged
         self.resends = 0  # hellos that made the window go again
         self.resent = 0  # messages offered again
@@ -121,9 +123,12 @@ class SendWindow:
         return len(self.entries)
 
     def full(self) -> bool:
+        return not self.room
+
+    def _measure(self) -> None:
         entries = self.entries
-        return bool(entries) and (len(entries) >= self.max_messages
-                                  or self.nbytes >= self.max_bytes)
+        self.room = not entries or (len(entries) < self.max_messages
+                                    and self.nbytes < self.max_bytes)
 
     def put(self, entry: Entry) -> None:
         if not self.entries:
@@ -131,6 +136,7 @@ class SendWindow:
         self.entries.append(entry)
         self.unsent.append(entry)
         self.nbytes += entry[4]
+        self._measure()
 
     def ack(self, last: int) -> int:
         """Forget every message numbered up to ``last``; return how many went."""
@@ -143,6 +149,7 @@ class SendWindow:
                 unsent.popleft()
         if gone:
             self.base = entries[0][0] if entries else last + 1
+            self._measure()
         return gone
 
     def resend_from(self, seq: int) -> None:
@@ -169,6 +176,33 @@ class Arrivals:
         self.resent_duplicates = 0  # messages received again (a resend of what was had)
         self.out_of_order = 0  # messages after a gap, refused until the gap is resent
         self.duplicates = 0  # messages made again from an origin already had (dropped)
+
+    def arrive(self, frame: Any, src: str, seq: int, count: int,
+               ) -> str | Origin | list[Origin | None]:
+        """A received message of sender ``src`` numbered ``seq`` on (``count`` numbers: a
+        batch's Events), ``frame`` its carriage, in one step (it is taken per message
+        received): ``gap`` or ``duplicate`` as :meth:`check` says, else the origins of its
+        messages: ``(osrc, oseq, k)`` when they are one run all newer than any had from
+        that source (the usual case; the i-th is ``(osrc, oseq + i, k)``), else a list,
+        None for each had before (counted). DecodeError for a malformed carriage."""
+        base, runs = read_runs(frame, count)
+        expected = self.expected
+        if expected.get(src) == seq and base <= seq:  # the next one (check's "new")
+            expected[src] = seq + count
+            if self._asked:
+                self._asked.pop(src, None)
+        else:
+            verdict = self.check(src, seq, count, base)
+            if verdict != "new":
+                return verdict
+        if len(runs) == 1:
+            osrc, oseq, k, n = runs[0]
+            seen = self.seen.get(osrc) or self._seen(osrc)
+            if (oseq, k) > seen.high:  # all new: noted at once
+                seen.add_run(oseq, k, n)
+                return osrc, oseq, k
+        fresh = self.fresh
+        return [origin if fresh(origin) else None for origin in origins_of(runs)]
 
     def check(self, src: str, seq: int, n: int, base: int) -> str:
         """``new``, ``duplicate`` (received before) or ``gap`` (ask for a resend: the
@@ -205,16 +239,6 @@ class Arrivals:
         self.duplicates += 1
         return False
 
-    def fresh_run(self, run: Run) -> bool:
-        """True if every origin of ``run`` is newer than any had from its source (so
-        fresh: the usual case, noted at once); False: ask :meth:`fresh` one by one."""
-        osrc, oseq, k, n = run
-        seen = self._seen(osrc)
-        if (oseq, k) <= seen.high:
-            return False
-        seen.add_run(oseq, k, n)
-        return True
-
     def _seen(self, osrc: str) -> SeenOrigins:
         seen = self.seen.get(osrc)
         if seen is None:
@@ -236,11 +260,12 @@ Item = list[Any]
 
 class Finishing:
     """Received messages in arrival order until each is finished; finished ones are
-    acknowledged to their sender through ``acknowledge(token, src, last_seq)``,
-    cumulatively (the newest finished of each sender)."""
+    acknowledged to their sender through ``answer(token, ACK, src, last_seq)`` (a
+    receiver's :meth:`~arroyo_core.transport.FrameReceiver.answer`), cumulatively (the
+    newest finished of each sender)."""
 
-    def __init__(self, acknowledge: Callable[[Any, str, int], None]) -> None:
-        self.acknowledge = acknowledge
+    def __init__(self, answer: Callable[[Any, str, str, int], None]) -> None:
+        self.answer = answer
         self.items: deque[Item] = deque()
         self.finished: dict[str, int] = {}  # per sender: the last finished
         self.lock = threading.Lock()
@@ -276,12 +301,12 @@ class Finishing:
         with self.lock:  # (acknowledged inside: from two threads, in order all the same)
             while items:
                 marks = items[0][0]
-                if marks is None or not _reached(marks, settled):
+                if marks is None or marks and not _reached(marks, settled):
                     break
                 _, token, src, last = items.popleft()
                 done[(token, src)] = self.finished[src] = last
             for (token, src), last in done.items():
-                self.acknowledge(token, src, last)
+                self.answer(token, ACK, src, last)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -297,3 +322,34 @@ def _reached(marks: tuple[Mark, ...], settled: dict[Any, int]) -> bool:
         if count < need:
             return False
     return True
+
+
+class Delivery:
+    """What one reliable message delivers to the runtime: its fresh ``messages`` (one, or
+    a batch's Events), their ``origins`` and its :class:`Finishing` ``item`` (finished
+    once the last of them is handled), from sender ``src``.
+
+    ``origins`` is ``(osrc, oseq, k)`` when the messages' origins are one run (the i-th
+    is ``(osrc, oseq + i, k)``: the usual case, kept as one tuple), else a list, one each.
+    """
+
+    __slots__ = ("messages", "origins", "item", "src")
+
+    def __init__(self, messages: list[Any], origins: Origin | list[Origin],
+                 item: Item | None, src: str) -> None:
+        self.messages, self.origins, self.item, self.src = messages, origins, item, src
+
+    def origin(self, index: int) -> Origin:
+        """The origin of ``messages[index]``."""
+        origins = self.origins
+        if isinstance(origins, tuple):
+            return (origins[0], origins[1] + index, origins[2])
+        return origins[index]
+
+    def tags(self) -> list[tuple[Any, Any]]:
+        """Each message with its tag ``(src, item, origin)`` (the item on the last only),
+        for a link that passes them on one by one (:meth:`ReliableInput.delivered`)."""
+        last = len(self.messages) - 1
+        return [(message, (self.src, self.item if index == last else None,
+                           self.origin(index)))
+                for index, message in enumerate(self.messages)]

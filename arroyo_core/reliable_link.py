@@ -20,6 +20,8 @@ from collections import deque
 from operator import methodcaller
 from typing import Any
 
+import msgpack
+
 from .batch import decode_batch
 from .budget import frames_nbytes, parse_bytes
 from .errors import ConfigError, DecodeError
@@ -28,19 +30,18 @@ from .message import Message
 from .reliable import (
     ACK,
     ACK_DELAY_S,
+    CARRIAGE_VERSION,
     HELLO,
     K_SHIFT,
     Arrivals,
+    Delivery,
     Finishing,
     Item,
     Origin,
     Run,
     SendWindow,
-    carriage,
-    origins_of,
-    read_runs,
 )
-from .transport import AckedSender, FrameReceiver, FrameSender
+from .transport import AckedSender, FrameReceiver, FrameSender, WaitLog
 from .watermark import Watermark
 from .wire import Limits
 
@@ -78,28 +79,33 @@ class ReliableOutput(Watermark):
             window_bytes = parse_bytes(limit, "max_bytes") if limit else WINDOW_BYTES
         self.window = SendWindow(int(window), parse_bytes(window_bytes, "window_bytes"))
         self.dropping = getattr(sender, "overflow", "block") == "drop-newest"
-        self.origin: Origin | None = None  # of the input being handled (None: we are first)
-        self.k = 0  # results of that input so far
+        # What follows is made from a message of this origin (None: we are first), and
+        # how many results of it came so far: set by the input that handles it
+        # (ReliableInput.handling).
+        self.origin: Origin | None = None
+        self.k = 0
         self.runs: list[Run] = []  # origins of the Events in the link's pending batch
         self.dropped = 0  # sequence numbers that never went out (overflow, shutdown)
         self.acks = 0
         self._read = 0.0  # when flush() last read the receiver's answers
+        self._pack = msgpack.Packer(use_bin_type=True).pack  # (runs: str and int only)
 
     # --- origins ----------------------------------------------------------------------
 
-    def begin(self, origin: Origin | None) -> None:
-        """What follows is made from a message of this origin (the runtime handles it)."""
-        self.origin, self.k = origin, 0
+    def origin_of(self, seq: int) -> Origin:
+        """The origin of the message the link numbers ``seq``: ours, if we are first; else
+        the input's, with the index of this result of it."""
+        origin = self.origin
+        if origin is None:
+            return self.link.src, seq, 0
+        self.k += 1
+        return origin[0], origin[1], (origin[2] << K_SHIFT) + self.k - 1
 
     def note(self, seq: int) -> None:
-        """The link took a message, to be numbered ``seq``: note its origin (ours, if we
-        are first; else the input's, with the index of this result of it)."""
-        origin, runs = self.origin, self.runs
-        if origin is None:
-            osrc, oseq, k = self.link.src, seq, 0
-        else:
-            osrc, oseq, k = origin[0], origin[1], (origin[2] << K_SHIFT) + self.k
-            self.k += 1
+        """The link took an Event into its batch, to be numbered ``seq``: note its origin
+        (a message sent alone is noted by :meth:`send`)."""
+        osrc, oseq, k = self.origin_of(seq)
+        runs = self.runs
         if runs:  # (add_origin, inline: once per Event)
             last = runs[-1]
             if last[0] == osrc and last[2] == k and last[1] + last[3] == oseq:
@@ -112,7 +118,7 @@ class ReliableOutput(Watermark):
     def produced(self) -> int:
         """Sequence numbers handed to the link so far (batched ones too), and dropped."""
         batch = self.link._batch
-        return self.link.seq + (len(batch) if batch else 0) + self.dropped
+        return self.link.seq + (len(batch.events) if batch is not None else 0) + self.dropped
 
     def settled(self) -> int:
         """Sequence numbers acknowledged (or dropped): :meth:`produced` once all are."""
@@ -120,55 +126,76 @@ class ReliableOutput(Watermark):
         return (window.base if window.entries else self.link.seq) + self.dropped
 
     def send(self, frames: list[Any], droppable: bool) -> str | None:
-        """Put the message the link numbered next (the one or the batch whose origins
-        were noted) in the window and offer it; None, or why it was dropped."""
+        """Put the message the link numbered next (one, or a batch whose Events'
+        origins were noted) in the window and offer it; None, or why it was dropped."""
         window, runs = self.window, self.runs
-        self.runs = []
-        n = sum(run[3] for run in runs)
-        kept = self._room(frames, droppable and self.dropping)
+        if runs:
+            self.runs = []
+            n = runs[0][3] if len(runs) == 1 else sum(run[3] for run in runs)
+        else:
+            runs, n = [[*self.origin_of(self.link.seq), 1]], 1
+        # The window has room for almost every message: only then is _room's loop needed.
+        kept = self.sender.keep(frames) if window.room else None
         if kept is None:
-            self.dropped += n
-            return "window full" if droppable and self.dropping else \
-                "no receiver acknowledged it before shutdown"
+            kept = self._room(frames, droppable and self.dropping)
+            if kept is None:
+                self.dropped += n
+                return "window full" if droppable and self.dropping else \
+                    "no receiver acknowledged it before shutdown"
         window.put((self.link.seq, n, kept, runs, frames_nbytes(kept)))
         self.pump()
+        if window.unsent and not self.dropping:
+            self._drain()
         return None
 
     def _room(self, frames: list[Any], dropping: bool) -> list[Any] | None:
         """``frames`` as the window keeps them (:meth:`AckedSender.keep`) once it has room
-        for them, waiting unless ``dropping``; None if it has none (dropped). The clock
-        is read only once it waits: the window has room for almost every message."""
-        waited = None
+        for them, waiting unless ``dropping``; None if it has none (dropped)."""
+        waiting = WaitLog()
         while True:
-            kept = None if self.window.full() else self.sender.keep(frames)
+            kept = self.sender.keep(frames) if self.window.room else None
             if kept is not None or dropping or self.sender.abandoned:
                 return kept
-            now = time.monotonic()
-            if waited is None:
-                waited = now
-            elif now - waited > 5.0:
-                log.info("%s: window full (%d messages, %d bytes) for 5 s: waiting for "
-                         "the receiver to acknowledge", self.link.ledger.link,
-                         len(self.window), self.window.nbytes)
-                waited = now
+            self._log_wait(waiting, "its window is full")
             self.pump()
-            self.take(WAIT_S)
+            self.take(WAIT_S, room=bool(self.window.unsent))
+
+    def _drain(self) -> None:
+        """Wait until the receiver has taken what waits, as a plain link's send waits for
+        room in its receiver's queue, reading what the receiver says meanwhile (so
+        acknowledgements go on upstream). A stage that ran on instead, into its window,
+        would find its input queue empty and wake for every message; held back, it finds
+        the queue full and works through it (docs/reliability.md section 6)."""
+        waiting = WaitLog()
+        while self.window.unsent and not self.sender.abandoned:
+            self._log_wait(waiting, "the receiver's queue is full")
+            self.take(WAIT_S, room=True)
+            self.pump()
+
+    def _log_wait(self, waiting: WaitLog, why: str) -> None:
+        if waiting.due():
+            log.info("%s: waiting %.0f s: %s (%d messages, %d bytes held)",
+                     self.link.ledger.link, waiting.waited, why, len(self.window),
+                     self.window.nbytes)
 
     def pump(self) -> None:
-        """Offer what is not yet sent, in order, as long as the receiver takes it."""
-        window, offer = self.window, self.sender.offer
+        """Offer what is not yet sent, in order, as long as the receiver takes it (each
+        with its carriage, :func:`~arroyo_core.reliable.carriage`, packed here by this
+        output's own packer: the sending thread's, called per message)."""
+        window, offer, pack = self.window, self.sender.offer, self._pack
         unsent = window.unsent
         while unsent:
             _, _, frames, runs, _ = unsent[0]
-            if not offer([carriage(window.base, runs), *frames], False):
+            if not offer([pack([CARRIAGE_VERSION, window.base, runs]), *frames], False):
                 return
             unsent.popleft()
 
-    def take(self, timeout: float) -> None:
-        """Read what the receiver said (waiting up to ``timeout``) and act on it."""
+    def take(self, timeout: float, room: bool = False) -> None:
+        """Read what the receiver said (waiting up to ``timeout``, or, with ``room``, until
+        it has room for a message) and act on it."""
         window, src = self.window, self.link.src
         settled = False
-        for kind, sender, seq in self.sender.replies(timeout):
+        for kind, sender, seq in self.sender.replies(timeout, room):
             if kind == ACK:
                 if sender == src and window.ack(seq):
                     settled = True
@@ -186,7 +213,8 @@ class ReliableOutput(Watermark):
         if now - self._read >= READ_S:
             self._read = now
             self.take(0)
-        self.pump()
+        if self.window.unsent:
+            self.pump()
 
     def close(self, linger_s: float) -> None:
         """Wait (up to ``linger_s``) until everything sent is acknowledged."""
@@ -226,7 +254,8 @@ class ReliableInput:
         self.receiver = receiver
         self.ledger = ledger
         self.arrivals = Arrivals()
-        self.finishing = Finishing(lambda token, src, seq: receiver.answer(token, ACK, src, seq))
+        self.finishing = Finishing(receiver.answer)
+        self._items = self.finishing.items  # (accept appends to it: a call each costs more)
         self.outputs: list[ReliableOutput] = []  # they note the origins of what they send
         self.watermarks: list[Watermark] = []  # what finishing a message waits on
         self.last_src = ""
@@ -262,34 +291,37 @@ class ReliableInput:
             raise DecodeError("carriage", "a reliable message has a carriage frame and a "
                               "message")
         messages, envelope = decode_batch(frames[1:], limits)
-        count = len(messages)
-        base, runs = read_runs(frames[0], count)
-        src, seq = envelope.src, envelope.seq
+        src, seq, count = envelope.src, envelope.seq, len(messages)
+        origins = self.arrivals.arrive(frames[0], src, seq, count)
         if lag is not None:  # may raise FallenBehindError: the service ends
             lag.observe(envelope.time)
-        arrivals = self.arrivals
-        verdict = arrivals.check(src, seq, count, base)
-        if verdict == "gap":
-            if arrivals.ask(src):
-                self.receiver.answer(token, HELLO, src, arrivals.expected[src])
-            return None
-        if verdict == "duplicate":
-            finished = self.finishing.finished.get(src)
-            if finished is not None:  # its acknowledgement may have been lost
-                self.receiver.answer(token, ACK, src, finished)
+        if isinstance(origins, str):
+            self._answer_refused(origins, token, src)
             return None
         self.last_src = src
         self.ledger.observe_many(src, seq, messages)  # in sequence: Arrivals saw to it
-        origins: Origin | list[Origin]
-        if len(runs) == 1 and arrivals.fresh_run(runs[0]):  # the usual: all new
-            origins = (runs[0][0], runs[0][1], runs[0][2])
-        else:
-            fresh = arrivals.fresh
-            kept = [(message, origin) for message, origin
-                    in zip(messages, origins_of(runs), strict=True) if fresh(origin)]
-            messages, origins = [m for m, _ in kept], [o for _, o in kept]
-        item = self.finishing.add(token, src, seq + count - 1, done=not messages)
-        return Delivery(messages, origins, item, src) if messages else None
+        fresh: Origin | list[Origin] = origins  # type: ignore[assignment]
+        if isinstance(origins, list):  # some had before: those are dropped
+            messages = [m for m, origin in zip(messages, origins, strict=True) if origin]
+            fresh = [origin for origin in origins if origin is not None]
+            if not messages:
+                self.finishing.add(token, src, seq + count - 1, done=True)
+                return None
+        item = [None, token, src, seq + count - 1]  # (Finishing.add's, without the call)
+        self._items.append(item)
+        return Delivery(messages, fresh, item, src)
+
+    def _answer_refused(self, verdict: str, token: Any, src: str) -> None:
+        """Answer a message not taken: ask for the gap's resend, or acknowledge again what
+        was finished (its acknowledgement may have been lost)."""
+        arrivals = self.arrivals
+        if verdict == "gap":
+            if arrivals.ask(src):
+                self.receiver.answer(token, HELLO, src, arrivals.expected[src])
+            return
+        finished = self.finishing.finished.get(src)
+        if finished is not None:
+            self.receiver.answer(token, ACK, src, finished)
 
     def delivered_many(self, delivery: Delivery) -> None:
         """The link hands the runtime all of ``delivery``'s messages, in order."""
@@ -317,10 +349,12 @@ class ReliableInput:
                     self._taken.append(at.item)
                 at = None
                 continue
-            if self.outputs:
-                origin = at.origin(index)
+            if self.outputs:  # (Delivery.origin, inline: once per message)
+                origins = at.origins
+                origin = (origins[0], origins[1] + index, origins[2]) \
+                    if isinstance(origins, tuple) else origins[index]
                 for output in self.outputs:
-                    output.begin(origin)
+                    output.origin, output.k = origin, 0
             index += 1
             if index == count:  # its last: handled with this one
                 if at.item is not None:
@@ -348,34 +382,3 @@ class ReliableInput:
 
     def status(self) -> dict[str, Any]:
         return {**self.arrivals.status(), "unfinished": len(self.finishing)}
-
-
-class Delivery:
-    """What one reliable message delivers to the runtime: its fresh ``messages`` (one, or
-    a batch's Events), their ``origins`` and its :class:`Finishing` ``item`` (finished
-    once the last of them is handled), from sender ``src``.
-
-    ``origins`` is ``(osrc, oseq, k)`` when the messages' origins are one run (the i-th
-    is ``(osrc, oseq + i, k)``: the usual case, kept as one tuple), else a list, one each.
-    """
-
-    __slots__ = ("messages", "origins", "item", "src")
-
-    def __init__(self, messages: list[Message], origins: Origin | list[Origin],
-                 item: Item | None, src: str) -> None:
-        self.messages, self.origins, self.item, self.src = messages, origins, item, src
-
-    def origin(self, index: int) -> Origin:
-        """The origin of ``messages[index]``."""
-        origins = self.origins
-        if isinstance(origins, tuple):
-            return (origins[0], origins[1] + index, origins[2])
-        return origins[index]
-
-    def tags(self) -> list[tuple[Message, Any]]:
-        """Each message with its tag ``(src, item, origin)`` (the item on the last only),
-        for a link that passes them on one by one (:meth:`ReliableInput.delivered`)."""
-        last = len(self.messages) - 1
-        return [(message, (self.src, self.item if index == last else None,
-                           self.origin(index)))
-                for index, message in enumerate(self.messages)]

@@ -149,8 +149,10 @@ class AckedSender(FrameSender):
         interval if ``wait``); False if not sent (no receiver, or its queue is full)."""
 
     @abstractmethod
-    def replies(self, timeout: float) -> list[tuple[str, str, int]]:
-        """What the receiver said since the last call, waiting up to ``timeout`` s."""
+    def replies(self, timeout: float, room: bool = False) -> list[tuple[str, str, int]]:
+        """What the receiver said since the last call, waiting up to ``timeout`` s for it
+        to say something or, with ``room``, for room for another message (what it says
+        may be nothing then)."""
 
     def keep(self, frames: Frames) -> Frames | None:
         """The frames the link's window is to hold for this message until it is

@@ -120,7 +120,7 @@ class Output:
 
 def test_finishing_acknowledges_in_order_once_downstream_has_acknowledged():
     acked: list = []
-    finishing = Finishing(lambda token, src, seq: acked.append((token, src, seq)))
+    finishing = Finishing(lambda token, kind, src, seq: acked.append((token, src, seq)))
     out = Output()
     first = finishing.add("t", "a", 0, done=False)
     second = finishing.add("t", "a", 3, done=False)

@@ -30,12 +30,19 @@ class Receiver:
 
 
 class Output:
-    """An output that records the origin it is told before each message is handled."""
+    """An output that records the origin it is told before each message is handled (as
+    :meth:`ReliableOutput.begin` takes it: its ``origin``, its result count ``k``)."""
 
     def __init__(self) -> None:
         self.origins: list[Any] = []
+        self.k = 0
 
-    def begin(self, origin: Any) -> None:
+    @property
+    def origin(self) -> Any:
+        return self.origins[-1]
+
+    @origin.setter
+    def origin(self, origin: Any) -> None:
         self.origins.append(origin)
 
 

@@ -153,7 +153,8 @@ class ReliableShmSender(ShmSender, AckedSender):
                 return SlotRef(pool.name, hit[0], int(pool.gens[hit[0]]), hit[1], nbytes)
         return ATTACHED.locate(buffer)
 
-    def replies(self, timeout: float) -> list[tuple[str, str, int]]:
+    def replies(self, timeout: float, room: bool = False) -> list[tuple[str, str, int]]:
+        # (Room comes as control messages too: a receiver done with a message says so.)
         with self._lock:
             answers = self.receivers.answers
             assert answers is not None

@@ -28,7 +28,7 @@ RECONNECT_IVL_MAX_MS = 250
 # Plain ints: or-ing or and-ing pyzmq's Flag enums (an int with one of them too) builds an
 # enum member in Python code, a microsecond each time.
 NOBLOCK, SNDMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE)
-EVENTS, POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+EVENTS, POLLIN, POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)
 ZERO_COPY_BYTES = zmq.COPY_THRESHOLD  # pyzmq copies smaller frames anyway
 
 
