@@ -132,3 +132,56 @@ def test_what_is_not_an_answer_is_counted_logged_once_and_ignored(zmq_socket, ca
     finally:
         sender.abandon()
         sender.close()
+
+
+@pytest.mark.parametrize("overflow", ["block", "drop-newest"])
+def test_a_full_receiver_queue_holds_a_blocking_sender_back_as_a_plain_one(zmq_socket,
+                                                                           overflow):
+    """With ``block``, publish waits until the receiver takes the message (a stage held
+    back finds its own input queue full), hearing acknowledgements meanwhile; with
+    ``drop-newest`` (a detector) it goes on into the window."""
+    sender = OutputLink("@tcp://127.0.0.1:*", reliable=True, batch=0, hwm=2,
+                        overflow=overflow)
+    sender.open()
+    count, frame = 40, np.zeros(2**19, np.uint16)  # 1 MiB each: a few fill the kernel's buffers
+    published = threading.Event()
+
+    def publish_all() -> None:
+        for i in range(count):
+            sender.publish(Event({"run": "r", "frame": i}, {"image": frame}))
+        published.set()
+
+    publisher = threading.Thread(target=publish_all, daemon=True)
+    try:
+        peer = zmq_socket(zmq.DEALER)
+        peer.rcvtimeo = 5000
+        peer.setsockopt(zmq.RCVHWM, 2)
+        peer.connect(sender.sender.bound.replace("0.0.0.0", "127.0.0.1"))
+        peer.send_multipart([b"hello", b"", b"0"])
+        wait_for(lambda: _pump(sender, lambda: sender.sender.peer is not None), 10, "hello")
+        publisher.start()
+        if overflow == "drop-newest":
+            assert published.wait(10), "a drop-newest sender waited for the receiver"
+            assert sender.reliable.window.unsent  # in the window, not sent yet
+            taken = []
+            while len(taken) < count:
+                sender.flush()  # (what a runtime does when its queue is empty)
+                if peer.poll(100):
+                    taken.append(peer.recv_multipart())
+            return
+        assert not published.wait(1.0), "the sender ran on into a full queue"
+        assert sender.reliable.window.unsent
+        for seq in range(count):
+            frames = peer.recv_multipart()
+            assert msgpack.unpackb(frames[1])["seq"] == seq
+            if seq == 4:  # acknowledged while the sender waits: it hears it
+                peer.send_multipart([b"ack", sender.src.encode(), b"4"])
+                wait_for(lambda: sender.reliable.acks == 1, 10, "the acknowledgement read")
+                assert not published.is_set()
+        assert published.wait(10)
+        assert not sender.reliable.window.unsent and len(sender.reliable.window) == count - 5
+    finally:
+        sender.abandon()
+        if publisher.is_alive():
+            publisher.join(timeout=10)
+        sender.close()

@@ -31,7 +31,8 @@ class Receiver:
 
 class Output:
     """An output that records the origin it is told before each message is handled (as
-    :meth:`ReliableOutput.begin` takes it: its ``origin``, its result count ``k``)."""
+    :meth:`ReliableInput.handling` sets them on a ReliableOutput: its ``origin``, its result
+    count ``k``)."""
 
     def __init__(self) -> None:
         self.origins: list[Any] = []
