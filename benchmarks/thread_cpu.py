@@ -8,8 +8,11 @@ thread, over the same stretch of every run, CPU time says which thread of which 
 does more: ``main`` (a service's processing thread: the runtime and its output links),
 ``other`` (its other Python threads: an input's receiving thread, a source's) and ``io``
 (ZeroMQ's I/O thread: the copies through the kernel). From /proc, in clock ticks.
+``--switches`` counts each thread's voluntary context switches (its sleeps) per 100
+messages instead: how often a thread waits and is woken.
 
-Run ``python benchmarks/thread_cpu.py [--pairs 6] [--size '1 MiB'] [--begin 1 --end 3]``.
+Run ``python benchmarks/thread_cpu.py [--pairs 6] [--size '1 MiB'] [--begin 1 --end 3]
+[--switches]``.
 """
 
 from __future__ import annotations
@@ -30,25 +33,32 @@ GROUPS = ("main", "other", "io")
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
-def thread_times(pid: int) -> dict[int, tuple[str, float]]:
-    """Each thread of ``pid``: its group and its CPU seconds so far (user and system)."""
+def thread_times(pid: int, switches: bool = False) -> dict[int, tuple[str, float]]:
+    """Each thread of ``pid``: its group and its CPU seconds so far (user and system), or
+    with ``switches`` its voluntary context switches so far."""
     times = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text() if switches else ""
         except OSError:  # (ended meanwhile)
             continue
         name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:]
-        user, system = fields.split()[11:13]
         group = "main" if int(tid) == pid else "io" if name.startswith("ZMQbg/IO") else "other"
-        times[int(tid)] = (group, (int(user) + int(system)) * TICK_S)
+        if switches:
+            value = float(status.split("voluntary_ctxt_switches:")[1].split()[0])
+        else:
+            user, system = fields.split()[11:13]
+            value = (int(user) + int(system)) * TICK_S
+        times[int(tid)] = (group, value)
     return times
 
 
 def measured_run(shape: tuple[int, ...], count: int, reliable: bool, begin: float,
-                 end: float) -> tuple[float, dict[str, dict[str, float]]]:
+                 end: float, switches: bool = False) -> tuple[float, dict[str, dict[str, float]]]:
     """One run: the sink's rate, and per service and thread group the CPU us per message
-    between ``begin`` and ``end`` s after the source started."""
+    (``switches``: voluntary context switches per 100 messages) between ``begin`` and
+    ``end`` s after the source started."""
     pids: dict[str, int] = {}
     readings: list[dict[str, dict[int, tuple[str, float]]]] = []
     source_started = threading.Event()
@@ -63,7 +73,8 @@ def measured_run(shape: tuple[int, ...], count: int, reliable: bool, begin: floa
         began = time.monotonic()
         for at in (begin, end):
             time.sleep(max(0.0, began + at - time.monotonic()))
-            readings.append({name: thread_times(pid) for name, pid in pids.items()})
+            readings.append({name: thread_times(pid, switches)
+                             for name, pid in pids.items()})
 
     reader = threading.Thread(target=read_twice, daemon=True)
     reader.start()
@@ -71,12 +82,12 @@ def measured_run(shape: tuple[int, ...], count: int, reliable: bool, begin: floa
     reader.join(timeout=end + 5)
     if len(readings) < 2:
         raise RuntimeError(f"the run ended before {end} s; use a larger --count or --end")
-    messages = rate * (end - begin)
+    messages = rate * (end - begin) / (100 if switches else 1e6)
     cpu = {name: dict.fromkeys(GROUPS, 0.0) for name in SERVICES}
     for name in SERVICES:
         first, last = readings[0][name], readings[1][name]
-        for tid, (group, seconds) in last.items():
-            cpu[name][group] += (seconds - first.get(tid, (group, 0.0))[1]) * 1e6 / messages
+        for tid, (group, value) in last.items():
+            cpu[name][group] += (value - first.get(tid, (group, 0.0))[1]) / messages
     return rate, cpu
 
 
@@ -87,18 +98,23 @@ def main() -> None:
     parser.add_argument("--count", type=int, help="messages per run [the size's full count]")
     parser.add_argument("--begin", type=float, default=1.0, help="stretch start, s [1]")
     parser.add_argument("--end", type=float, default=3.0, help="stretch end, s [3]")
+    parser.add_argument("--switches", action="store_true",
+                        help="voluntary context switches per 100 messages instead of CPU")
     args = parser.parse_args()
+    unit = (f"voluntary context switches per 100 {args.size} messages" if args.switches
+            else f"CPU us per {args.size} message")
     _, shape, full, _ = next(s for s in SIZES if s[0] == args.size)
     runs: dict[bool, list[tuple[float, dict[str, dict[str, float]]]]] = {False: [], True: []}
-    print(f"CPU us per {args.size} message, {args.begin}-{args.end} s into each run")
+    print(f"{unit}, {args.begin}-{args.end} s into each run")
     for pair in range(args.pairs):
         for reliable in ((False, True) if pair % 2 == 0 else (True, False)):
-            rate, cpu = measured_run(shape, args.count or full, reliable, args.begin, args.end)
+            rate, cpu = measured_run(shape, args.count or full, reliable, args.begin, args.end,
+                                     args.switches)
             runs[reliable].append((rate, cpu))
             print(f"  {'reliable' if reliable else 'plain   '} {rate:7.0f} msg/s  " + "  ".join(
                 f"{name} " + "/".join(f"{cpu[name][g]:.0f}" for g in GROUPS)
                 for name in SERVICES), flush=True)
-    print("\nmedians (main / other / io threads; us per message):\n")
+    print(f"\nmedians (main / other / io threads; {unit}):\n")
     print("| service | plain | reliable |\n|---|---:|---:|")
     for name in SERVICES:
         cells = ["/".join(f"{statistics.median(cpu[name][g] for _, cpu in runs[mode]):.0f}"
