@@ -79,6 +79,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 _ECHO_LOCK = threading.Lock()  # one echoed line at a time: no service's line cut by another's
 
 
+def echo_line(text: str) -> None:
+    """Write ``text`` and its line end to stdout in one write: print writes them apart,
+    and unbuffered (PYTHONUNBUFFERED) that is two system calls, between which a line on
+    stderr, sharing the reader's pipe, lands mid-line."""
+    with _ECHO_LOCK:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
 class ServiceProcess:
     """One ``arroyo ROLE --name NAME ...`` child process (or any ``arroyo`` arguments, with
     :meth:`from_argv`) whose output is kept (last lines) and echoed if ``echo``.
@@ -137,8 +146,7 @@ class ServiceProcess:
                 self.ready_line = line
                 self._ready.set()
             if self._echo:
-                with _ECHO_LOCK:  # print writes the line and its end apart
-                    print(f"  [{self.name}] {line}", flush=True)
+                echo_line(f"  [{self.name}] {line}")
         self.process.stdout.close()  # the child has exited: do not keep its pipe open
 
     def wait_ready(self, timeout: float = 15.0) -> None:

@@ -100,10 +100,12 @@ def _exit_now(name: str, runtime: Runtime, why: str, code: int) -> None:
 
 
 def _say(line: str) -> None:
-    """Print a line for whatever watches this process; a reader that has gone (its pipe
-    is closed, e.g. `arroyo run` was killed) must not stop the service from stopping."""
+    """Print a line for whatever watches this process, in one write (so a log line on
+    stderr, sharing its pipe, cannot land mid-line); a reader that has gone (its pipe is
+    closed, e.g. `arroyo run` was killed) must not stop the service from stopping."""
     try:
-        print(line, flush=True)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
     except OSError:
         pass
 
@@ -215,7 +217,7 @@ def serve_runtime(name: str, runtime: Runtime, status_at: str | None = None,
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_signal)  # a closed terminal, or the parent gone
-    print(" ".join([f"READY {name}", *bound_addresses(runtime, status)]), flush=True)
+    _say(" ".join([f"READY {name}", *bound_addresses(runtime, status)]))
     log.info("%s ready", name)
     metrics = MetricsStarter(name, runtime, metrics_at) if metrics_at else None
     code = EXIT_FAILED  # unless run() returns
