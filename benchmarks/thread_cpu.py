@@ -95,7 +95,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=6, help="plain/reliable pairs [6]")
     parser.add_argument("--size", default="1 MiB", help="one of: " + ", ".join(s[0] for s in SIZES))
-    parser.add_argument("--count", type=int, help="messages per run [the size's full count]")
+    parser.add_argument("--count", type=int,
+                        help="messages per run [twice the size's full count: the run must "
+                        "outlast --end]")
     parser.add_argument("--begin", type=float, default=1.0, help="stretch start, s [1]")
     parser.add_argument("--end", type=float, default=3.0, help="stretch end, s [3]")
     parser.add_argument("--switches", action="store_true",
@@ -108,7 +110,7 @@ def main() -> None:
     print(f"{unit}, {args.begin}-{args.end} s into each run")
     for pair in range(args.pairs):
         for reliable in ((False, True) if pair % 2 == 0 else (True, False)):
-            rate, cpu = measured_run(shape, args.count or full, reliable, args.begin, args.end,
+            rate, cpu = measured_run(shape, args.count or 2 * full, reliable, args.begin, args.end,
                                      args.switches)
             runs[reliable].append((rate, cpu))
             print(f"  {'reliable' if reliable else 'plain   '} {rate:7.0f} msg/s  " + "  ".join(

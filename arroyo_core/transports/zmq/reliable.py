@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import zmq
+from zmq import zmq_poll
 
 from ...address import Address
 from ...errors import ConfigError
@@ -42,7 +43,6 @@ from .sockets import (
     POLL_MS,
     POLLIN,
     POLLOUT,
-    SNDMORE,
     bound_address,
     link_options,
     open_socket,
@@ -128,6 +128,8 @@ class ReliableSender(AckedSender):
                                             curve_allow)
         self.tracker = ConnectionTracker(link)
         self.socket: zmq.Socket | None = None
+        self._poll_answers: list[tuple[zmq.Socket, int]] = []  # zmq_poll's items
+        self._poll_room: list[tuple[zmq.Socket, int]] = []
         self.peer: bytes | None = None  # a bound sender's receiver: the last to say hello
         self.full = False  # the last offer found the receiver's queue full
         self._connects = 0
@@ -139,6 +141,8 @@ class ReliableSender(AckedSender):
         self.socket = open_socket(kind, self.address, self.options, "reliable output",
                                   curve=self.curve, tracker=self.tracker)
         self.socket.sndtimeo = POLL_MS
+        self._poll_answers = [(self.socket, POLLIN)]
+        self._poll_room = [(self.socket, POLLIN | POLLOUT)]
         if self.address.bind:
             self.bound = bound_address(self.socket)
 
@@ -166,7 +170,7 @@ class ReliableSender(AckedSender):
             if self.address.bind:
                 if self.peer is None:
                     return False
-                socket.send(self.peer, flags | SNDMORE)  # only this can fail
+                frames = [self.peer, *frames]  # (the first frame is the only one that fails)
             send_frames(socket, frames, flags)
             self.full = False
             return True
@@ -185,11 +189,20 @@ class ReliableSender(AckedSender):
         if not self.address.bind and self.tracker.connects != self._connects:
             self._connects = self.tracker.connects  # connected (again): send all again
             heard.append(("hello", "", 0))
-        # (Room only for a receiver we send to: a bound ROUTER has room for any peer.)
-        events = POLLIN | POLLOUT if room and (self.peer or not self.address.bind) else POLLIN
-        if not readable(socket) and (
-                heard or timeout <= 0 or not socket.poll(int(timeout * 1000), events)):
-            return heard
+        if heard or timeout <= 0:
+            if not readable(socket):
+                return heard
+        else:
+            # (Room only for a receiver we send to: a bound ROUTER has room for any peer.
+            # zmq_poll on items kept: Socket.poll makes a Poller each call, twice the cost.)
+            items = self._poll_room if room and (self.peer or not self.address.bind) \
+                else self._poll_answers
+            ready = zmq_poll(items, int(timeout * 1000))
+            events = ready[0][1] if ready else 0
+            if events & POLLOUT:
+                self.full = False  # (the next offer need not look first)
+            if not events & POLLIN:
+                return heard
         while readable(socket):
             parts = [frame.bytes for frame in recv_frames_nowait(socket)]
             peer = parts.pop(0) if self.address.bind else None

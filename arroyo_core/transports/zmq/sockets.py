@@ -32,6 +32,11 @@ EVENTS, POLLIN, POLLOUT = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.POLLOUT)
 ZERO_COPY_BYTES = zmq.COPY_THRESHOLD  # pyzmq copies smaller frames anyway
 
 
+# pyzmq's send itself, below the Python layer that adds DRAFT sockets' routing_id and group
+# (unused here): 0.5 us a frame against 1.3 us.
+_send = zmq.backend.Socket.send
+
+
 def send_frames(socket: zmq.Socket, frames: list[Any], flags: int = 0) -> None:
     """``send_multipart(frames, flags, copy=False)`` at a quarter of its cost for small
     messages (it type-checks every part and or-s enum flags per part).
@@ -40,10 +45,10 @@ def send_frames(socket: zmq.Socket, frames: list[Any], flags: int = 0) -> None:
     failed after the first had gone would leave a half-sent message on the socket. Only
     the first part can raise zmq.Again; ZeroMQ then has sent nothing.
     """
-    send = socket.send
+    more = flags | SNDMORE
     for frame in frames[:-1]:
-        send(frame, flags | SNDMORE, copy=False)
-    send(frames[-1], flags, copy=False)
+        _send(socket, frame, more, False)
+    _send(socket, frames[-1], flags, False)
 
 
 def readable(socket: zmq.Socket) -> bool:
