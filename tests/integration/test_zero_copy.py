@@ -15,6 +15,7 @@ from arroyo_core.link import ZmqListener, ZmqPublisher
 from arroyo_core.message import Event, Start, Stop
 from arroyo_core.operators import PassThrough
 from arroyo_core.runtime import Runtime
+from arroyo_core.transports.zmq import sockets
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -58,24 +59,24 @@ class Recorder(PassThrough):
         return event
 
 
-class SpySocket:
-    """Stands in for a publisher's socket and keeps the frames it is handed to send."""
+class SentFrames:
+    """Stands in for pyzmq's send in zmq/sockets.py and keeps, per message, the frames one
+    socket was handed to send (parts join until one without SNDMORE) and their ``copy``."""
 
-    def __init__(self, socket: zmq.Socket) -> None:
-        self.socket = socket
-        self.sent: list[tuple[list[Any], dict[str, Any]]] = []
+    def __init__(self, send: Any, socket: zmq.Socket) -> None:
+        self.send, self.socket = send, socket
+        self.sent: list[tuple[list[Any], bool]] = []
+        self._more = False
 
-    def send_multipart(self, frames: list[Any], **kwargs: Any) -> Any:
-        self.sent.append((list(frames), kwargs))
-        return self.socket.send_multipart(frames, **kwargs)
-
-    def send(self, frame: Any, flags: int = 0, **kwargs: Any) -> Any:
-        """Part by part (as zmq_link.send_frames sends): parts join until one without SNDMORE."""
+    def __call__(self, socket: zmq.Socket, frame: Any, flags: int = 0, copy: bool = True,
+                 *rest: Any) -> Any:
+        if socket is not self.socket:
+            return self.send(socket, frame, flags, copy, *rest)
         if not self._more:  # kept before sending: the test reads it once the sink has it
-            self.sent.append(([], kwargs))
+            self.sent.append(([], copy))
         self.sent[-1][0].append(frame)
         try:
-            result = self.socket.send(frame, flags, **kwargs)
+            result = self.send(socket, frame, flags, copy, *rest)
         except zmq.Again:  # nothing was sent
             self.sent[-1][0].pop()
             if not self.sent[-1][0]:
@@ -83,11 +84,6 @@ class SpySocket:
             raise
         self._more = bool(flags & zmq.SNDMORE)
         return result
-
-    _more = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.socket, name)
 
 
 class InProcessHop:
@@ -154,30 +150,28 @@ def test_process_receives_views_on_the_received_frames(hop):
         assert same_memory(value, owner), name
 
 
-def test_pass_through_hands_the_received_frames_to_send_multipart(hop):
+def test_pass_through_hands_the_received_frames_to_send(hop, monkeypatch):
     recorder = Recorder()
     chain = hop(recorder)
-    spy = chain.output.sender.socket = SpySocket(chain.output.sender.socket)
-    try:
-        image = np.random.default_rng(0).integers(0, 2**16, (512, 1024), dtype="<u2")
-        raw = bytes(range(256)) * 1024  # 256 KiB of raw bytes
-        chain.sender.publish(Start({"run": "z"}))
-        chain.sender.publish(Event({"frame": 0}, {"image": image, "raw": raw}))
-        start = chain.sink.recv_multipart(copy=False)
-        event = chain.sink.recv_multipart(copy=False)
-        assert len(start) == 1 and len(event) == 3
-        assert frame_bytes(event[1]).tobytes() == image.tobytes()
-        assert frame_bytes(event[2]).tobytes() == raw
+    spy = SentFrames(sockets._send, chain.output.sender.socket)
+    monkeypatch.setattr(sockets, "_send", spy)
+    image = np.random.default_rng(0).integers(0, 2**16, (512, 1024), dtype="<u2")
+    raw = bytes(range(256)) * 1024  # 256 KiB of raw bytes
+    chain.sender.publish(Start({"run": "z"}))
+    chain.sender.publish(Event({"frame": 0}, {"image": image, "raw": raw}))
+    start = chain.sink.recv_multipart(copy=False)
+    event = chain.sink.recv_multipart(copy=False)
+    assert len(start) == 1 and len(event) == 3
+    assert frame_bytes(event[1]).tobytes() == image.tobytes()
+    assert frame_bytes(event[2]).tobytes() == raw
 
-        received = recorder.events[0].payload
-        sent_frames, options = spy.sent[1]
-        assert options.get("copy") is False  # pyzmq keeps a reference, not a copy
-        for index, name in ((1, "image"), (2, "raw")):
-            frame_in = buffer_owner(received[name])
-            assert isinstance(frame_in, zmq.Frame), name
-            assert same_memory(sent_frames[index], frame_in), name
-    finally:
-        chain.output.sender.socket = spy.socket  # closed by the runtime, not through the spy
+    received = recorder.events[0].payload
+    sent_frames, copy = spy.sent[1]
+    assert copy is False  # pyzmq keeps a reference, not a copy
+    for index, name in ((1, "image"), (2, "raw")):
+        frame_in = buffer_owner(received[name])
+        assert isinstance(frame_in, zmq.Frame), name
+        assert same_memory(sent_frames[index], frame_in), name
 
 
 def test_forwarding_16_mib_allocates_far_less_than_16_mib(hop):
