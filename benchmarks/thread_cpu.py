@@ -82,12 +82,13 @@ def measured_run(shape: tuple[int, ...], count: int, reliable: bool, begin: floa
     reader.join(timeout=end + 5)
     if len(readings) < 2:
         raise RuntimeError(f"the run ended before {end} s; use a larger --count or --end")
-    messages = rate * (end - begin) / (100 if switches else 1e6)
+    # the divisor: switches per 100 messages, or CPU seconds as us per message
+    units = rate * (end - begin) / (100 if switches else 1e6)
     cpu = {name: dict.fromkeys(GROUPS, 0.0) for name in SERVICES}
     for name in SERVICES:
         first, last = readings[0][name], readings[1][name]
         for tid, (group, value) in last.items():
-            cpu[name][group] += (value - first.get(tid, (group, 0.0))[1]) / messages
+            cpu[name][group] += (value - first.get(tid, (group, 0.0))[1]) / units
     return rate, cpu
 
 

@@ -82,7 +82,8 @@ _ECHO_LOCK = threading.Lock()  # one echoed line at a time: no service's line cu
 def echo_line(text: str) -> None:
     """Write ``text`` and its line end to stdout in one write: print writes them apart,
     and unbuffered (PYTHONUNBUFFERED) that is two system calls, between which a line on
-    stderr, sharing the reader's pipe, lands mid-line."""
+    stderr, sharing the reader's pipe, lands mid-line. For a service's own lines
+    (``READY``, ``EXIT``) and for those ``arroyo run`` echoes of its services."""
     with _ECHO_LOCK:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()

@@ -27,6 +27,7 @@ from arroyo_core.config import ServiceConfig
 from arroyo_core.errors import ConfigError
 from arroyo_core.runtime import Runtime
 from arroyo_core.service import build_runtime
+from services.processes import echo_line
 from services.status_server import StatusServer, status_address
 
 log = logging.getLogger("arroyo.service")
@@ -100,12 +101,11 @@ def _exit_now(name: str, runtime: Runtime, why: str, code: int) -> None:
 
 
 def _say(line: str) -> None:
-    """Print a line for whatever watches this process, in one write (so a log line on
-    stderr, sharing its pipe, cannot land mid-line); a reader that has gone (its pipe is
-    closed, e.g. `arroyo run` was killed) must not stop the service from stopping."""
+    """Print a line for whatever watches this process (in one write: a log line on stderr,
+    sharing its pipe, cannot land mid-line); a reader that has gone (its pipe is closed,
+    e.g. `arroyo run` was killed) must not stop the service from stopping."""
     try:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        echo_line(line)
     except OSError:
         pass
 
