@@ -220,7 +220,7 @@ class DispatchLink(OutputLink):
         if message.kind != "event":  # each worker's copy of a Start or Stop is its own
             origin = (*origin[:2], worker.number)
         if self.keeps:
-            frames.insert(0, carriage(worker.seq - len(worker.held), [[*origin, 1]]))
+            frames[0] = carriage(worker.seq - len(worker.held), [[*origin, 1]], frames[0])
         if not self.peer_sender.send_to(worker.peer, frames):
             self._dead(worker)
             return False

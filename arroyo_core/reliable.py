@@ -30,7 +30,7 @@ from .errors import DecodeError
 from .metadata import packer
 from .origins import SeenOrigins
 
-CARRIAGE_VERSION = 1
+CARRIAGE_VERSION = 2  # 1 sent the header as a frame of its own
 ACK, HELLO = "ack", "hello"  # what a receiver tells its sender
 MAX_ORIGINS = 1024  # origin sources a receiver remembers (a new one per source restart)
 ASK_AGAIN_S = 1.0  # a gap not filled after this long is asked for again
@@ -42,52 +42,53 @@ K_SHIFT = 16  # an origin's k: result index within its input, shifted per hop wi
 Origin = tuple[str, int, int]  # source's sender id, its sequence number, result index
 Run = list[Any]  # [osrc, oseq, k, n]: n messages with origins (osrc, oseq + i, k)
 # One message in a send window: its first sequence number, how many numbers it takes (a
-# batch: one per Event), its frames (without the carriage, made at each send with the
-# window's base then), its origin runs and its size. A tuple: one is made per message sent.
+# batch: one per Event), its frames (the header goes inside the carriage, made at each send
+# with the window's base then), its origin runs and its size. A tuple: one is made per message sent.
 Entry = tuple[int, int, list[Any], list[Run], int]  # (seq, n, frames, runs, nbytes)
 
 
-def carriage(base: int, runs: list[Run]) -> bytes:
-    """The reliable carriage frame: ``[version, base, runs]`` in msgpack."""
-    return packer().pack([CARRIAGE_VERSION, base, runs])
+def carriage(base: int, runs: list[Run], header: Any) -> bytes:
+    """The reliable carriage frame: ``[version, base, runs, header]`` in msgpack, the
+    message's header frame inside it (one frame fewer per message than beside it)."""
+    return packer().pack([CARRIAGE_VERSION, base, runs, header])
 
 
-def read_carriage(frame: Any, count: int) -> tuple[int, list[Origin]]:
-    """``(base, origins)`` of a carriage frame whose message holds ``count`` messages
-    (a batch's Events); DecodeError (reason ``carriage``) for anything else."""
-    base, runs = read_runs(frame, count)
-    return base, origins_of(runs)
-
-
-def origins_of(runs: list[Run]) -> list[Origin]:
-    """The origins ``runs`` stand for, one by one."""
-    return [(osrc, oseq + i, k) for osrc, oseq, k, n in runs for i in range(n)]
-
-
-def read_runs(frame: Any, count: int) -> tuple[int, list[Run]]:
-    """``(base, runs)`` of a carriage frame, as :func:`read_carriage`, the origins left
-    in their runs (the runs cover exactly ``count`` messages)."""
+def read_carriage(frame: Any) -> tuple[int, list[Run], bytes]:
+    """``(base, runs, header)`` of a carriage frame; DecodeError (reason ``carriage``) for
+    anything else. Whether the runs cover the header's messages, :func:`covers` says."""
     try:
-        version, base, runs = msgpack.unpackb(frame, use_list=True, raw=False,
-                                              strict_map_key=True)
+        carried = msgpack.unpackb(frame, use_list=True, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise DecodeError("carriage", f"reliable carriage frame is not [v, base, runs] "
+        raise DecodeError("carriage", f"reliable carriage frame is not msgpack "
                           f"({type(exc).__name__})") from None
-    if version != CARRIAGE_VERSION or type(base) is not int or base < 0 \
-            or type(runs) is not list:
-        raise DecodeError("carriage", f"reliable carriage version {version!r} (expected "
-                          f"{CARRIAGE_VERSION}) or base/runs mistyped")
-    covered = 0
+    version = carried[0] if type(carried) is list and carried else None
+    if type(version) is not int or version != CARRIAGE_VERSION:
+        raise DecodeError("carriage", f"reliable carriage version {version!r}, not "
+                          f"{CARRIAGE_VERSION} (a sender of another Arroyo release?)")
+    if len(carried) != 4:
+        raise DecodeError("carriage", "reliable carriage frame is not [v, base, runs, header]")
+    _, base, runs, header = carried
+    if type(base) is not int or base < 0 or type(runs) is not list or type(header) is not bytes:
+        raise DecodeError("carriage", "reliable carriage base, runs or header mistyped")
     for run in runs:
         if not (type(run) is list and len(run) == 4 and type(run[0]) is str
                 and type(run[1]) is int and type(run[2]) is int and type(run[3]) is int
                 and run[1] >= 0 and run[2] >= 0 and run[3] > 0):
             raise DecodeError("carriage", "a reliable origin run is not [osrc, oseq, k, n]")
-        covered += run[3]
+    return base, runs, header
+
+
+def covers(runs: list[Run], count: int) -> None:
+    """DecodeError (reason ``carriage``) unless ``runs`` cover exactly ``count`` messages."""
+    covered = runs[0][3] if len(runs) == 1 else sum(run[3] for run in runs)
     if covered != count:
         raise DecodeError("carriage", f"origin runs cover {covered} messages, the "
                           f"message holds {count}")
-    return base, runs
+
+
+def origins_of(runs: list[Run]) -> list[Origin]:
+    """The origins ``runs`` stand for, one by one."""
+    return [(osrc, oseq + i, k) for osrc, oseq, k, n in runs for i in range(n)]
 
 
 def add_origin(runs: list[Run], origin: Origin) -> None:
@@ -177,15 +178,16 @@ class Arrivals:
         self.out_of_order = 0  # messages after a gap, refused until the gap is resent
         self.duplicates = 0  # messages made again from an origin already had (dropped)
 
-    def arrive(self, frame: Any, src: str, seq: int, count: int,
+    def arrive(self, base: int, runs: list[Run], src: str, seq: int, count: int,
                ) -> str | Origin | list[Origin | None]:
         """A received message of sender ``src`` numbered ``seq`` on (``count`` numbers: a
-        batch's Events), ``frame`` its carriage, in one step (it is taken per message
-        received): ``gap`` or ``duplicate`` as :meth:`check` says, else the origins of its
-        messages: ``(osrc, oseq, k)`` when they are one run all newer than any had from
-        that source (the usual case; the i-th is ``(osrc, oseq + i, k)``), else a list,
-        None for each had before (counted). DecodeError for a malformed carriage."""
-        base, runs = read_runs(frame, count)
+        batch's Events), ``base`` and ``runs`` from its carriage, in one step (it is taken
+        per message received): ``gap`` or ``duplicate`` as :meth:`check` says, else the
+        origins of its messages: ``(osrc, oseq, k)`` when they are one run all newer than
+        any had from that source (the usual case; the i-th is ``(osrc, oseq + i, k)``),
+        else a list, None for each had before (counted). DecodeError if the runs do not
+        cover the message."""
+        covers(runs, count)
         expected = self.expected
         if expected.get(src) == seq and base <= seq:  # the next one (check's "new")
             expected[src] = seq + count

@@ -24,7 +24,7 @@ import msgpack
 
 from .batch import decode_batch
 from .budget import frames_nbytes, parse_bytes
-from .errors import ConfigError, DecodeError
+from .errors import ConfigError
 from .ledger import InputLedger
 from .message import Message
 from .reliable import (
@@ -40,6 +40,7 @@ from .reliable import (
     Origin,
     Run,
     SendWindow,
+    read_carriage,
 )
 from .transport import AckedSender, FrameReceiver, FrameSender, WaitLog
 from .watermark import Watermark
@@ -88,7 +89,7 @@ class ReliableOutput(Watermark):
         self.dropped = 0  # sequence numbers that never went out (overflow, shutdown)
         self.acks = 0
         self._read = 0.0  # when flush() last read the receiver's answers
-        self._pack = msgpack.Packer(use_bin_type=True).pack  # (runs: str and int only)
+        self._pack = msgpack.Packer(use_bin_type=True).pack  # (str, int and the header)
 
     # --- origins ----------------------------------------------------------------------
 
@@ -180,13 +181,14 @@ class ReliableOutput(Watermark):
 
     def pump(self) -> None:
         """Offer what is not yet sent, in order, as long as the receiver takes it (each
-        with its carriage, :func:`~arroyo_core.reliable.carriage`, packed here by this
-        output's own packer: the sending thread's, called per message)."""
+        header inside its carriage, :func:`~arroyo_core.reliable.carriage`, packed here by
+        this output's own packer: the sending thread's, called per message)."""
         window, offer, pack = self.window, self.sender.offer, self._pack
         unsent = window.unsent
         while unsent:
             _, _, frames, runs, _ = unsent[0]
-            if not offer([pack([CARRIAGE_VERSION, window.base, runs]), *frames], False):
+            if not offer([pack([CARRIAGE_VERSION, window.base, runs, frames[0]]), *frames[1:]],
+                         False):
                 return
             unsent.popleft()
 
@@ -287,12 +289,10 @@ class ReliableInput:
                lag: Any = None) -> Delivery | None:
         """What ``frames`` deliver (None: nothing, a duplicate or after a gap, answered
         here); DecodeError."""
-        if len(frames) < 2:
-            raise DecodeError("carriage", "a reliable message has a carriage frame and a "
-                              "message")
-        messages, envelope = decode_batch(frames[1:], limits)
+        base, runs, header = read_carriage(frames[0])
+        messages, envelope = decode_batch([header, *frames[1:]], limits)
         src, seq, count = envelope.src, envelope.seq, len(messages)
-        origins = self.arrivals.arrive(frames[0], src, seq, count)
+        origins = self.arrivals.arrive(base, runs, src, seq, count)
         if lag is not None:  # may raise FallenBehindError: the service ends
             lag.observe(envelope.time)
         if isinstance(origins, str):

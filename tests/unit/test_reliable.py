@@ -14,29 +14,43 @@ from arroyo_core.reliable import (
     SendWindow,
     add_origin,
     carriage,
+    covers,
+    origins_of,
     read_carriage,
 )
 
 
-def test_carriage_round_trip_expands_origin_runs():
+def test_carriage_round_trip_carries_the_header_and_the_origin_runs():
     runs: list = []
     for origin in [("s", 4, 0), ("s", 5, 0), ("s", 6, 0), ("t", 0, 1), ("s", 7, 0)]:
         add_origin(runs, origin)
     assert runs == [["s", 4, 0, 3], ["t", 0, 1, 1], ["s", 7, 0, 1]]
-    base, origins = read_carriage(carriage(9, runs), 5)
-    assert base == 9
-    assert origins == [("s", 4, 0), ("s", 5, 0), ("s", 6, 0), ("t", 0, 1), ("s", 7, 0)]
+    base, read_runs, header = read_carriage(carriage(9, runs, b"\x80header"))
+    assert base == 9 and read_runs == runs and header == b"\x80header"
+    covers(runs, 5)
+    assert origins_of(runs) == [("s", 4, 0), ("s", 5, 0), ("s", 6, 0), ("t", 0, 1), ("s", 7, 0)]
 
 
 @pytest.mark.parametrize("frame", [
-    b"\xc1", msgpack.packb([2, 0, [["s", 0, 0, 1]]]), msgpack.packb([1, -1, []]),
-    msgpack.packb([1, 0, [["s", 0, 0]]]), msgpack.packb([1, 0, [["s", 0, 0, 0]]]),
-    msgpack.packb([1, 0, [["s", 0, 0, 2]]]), msgpack.packb({"v": 1}),
-    msgpack.packb([1, 0, [[b"s", 0, 0, 1]]], use_bin_type=True),
+    b"\xc1", msgpack.packb([1, 0, [["s", 0, 0, 1]]]),  # version 1: the header beside it
+    msgpack.packb([3, 0, [["s", 0, 0, 1]], b"h"]), msgpack.packb([2.0, 0, [], b"h"]),
+    msgpack.packb([2, -1, [], b"h"]), msgpack.packb([2, 0, [["s", 0, 0]], b"h"]),
+    msgpack.packb([2, 0, [["s", 0, 0, 0]], b"h"]), msgpack.packb({"v": 2}),
+    msgpack.packb([2, 0, [["s", 0, 0, 1]], "h"]),  # the header as str, not bin
+    msgpack.packb([2, 0, [["s", 0, 0, 1]]]), msgpack.packb([2, 0, [["s", 0, 0, 1]], b"h", 0]),
+    msgpack.packb([2, 0, [[b"s", 0, 0, 1]], b"h"], use_bin_type=True), msgpack.packb([]),
 ])
 def test_a_bad_carriage_is_rejected_with_its_reason(frame):
     with pytest.raises(DecodeError) as caught:
-        read_carriage(frame, 1)
+        read_carriage(frame)
+    assert caught.value.reason == "carriage"
+
+
+@pytest.mark.parametrize("runs, count", [([["s", 0, 0, 2]], 1), ([], 1),
+                                         ([["s", 0, 0, 1], ["t", 0, 0, 1]], 3)])
+def test_runs_that_do_not_cover_the_message_are_rejected(runs, count):
+    with pytest.raises(DecodeError) as caught:
+        covers(runs, count)
     assert caught.value.reason == "carriage"
 
 

@@ -49,11 +49,13 @@ class Output:
 
 def batch_frames(src: str, seq: int, frames: list[int], runs: list[list[Any]],
                  base: int = 0) -> list[Any]:
-    """A reliable message: the carriage, then a batch of one Event per frame number."""
+    """A reliable message: a batch of one Event per frame number, its header inside the
+    carriage."""
     batch = EventBatch()
     for frame in frames:
         assert batch.add(Event({"frame": frame}, {"x": np.full(4, frame, np.uint16)}))
-    return [carriage(base, runs), *batch.frames(src=src, seq=seq)]
+    header, *payload = batch.frames(src=src, seq=seq)
+    return [carriage(base, runs, header), *payload]
 
 
 def make_input() -> tuple[ReliableInput, Receiver, Output]:
@@ -128,9 +130,8 @@ def test_a_batch_again_is_a_duplicate_and_origins_had_are_dropped_counted():
 def test_a_message_passed_on_alone_has_its_origin_and_item_in_its_tag():
     reliable, receiver, output = make_input()
     start = Start({"run": 1})
-    delivery = reliable.accept([carriage(0, [["o", 0, 0, 1]]), *encode(start, src="a",
-                                                                       seq=0)],
-                               "t", DEFAULT_LIMITS)
+    (header,) = encode(start, src="a", seq=0)
+    delivery = reliable.accept([carriage(0, [["o", 0, 0, 1]], header)], "t", DEFAULT_LIMITS)
     assert delivery is not None
     [(message, tag)] = delivery.tags()
     assert message.kind == "start" and tag[0] == "a" and tag[2] == ("o", 0, 0)

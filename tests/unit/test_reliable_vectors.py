@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from arroyo_core.batch import decode_batch
 from arroyo_core.reliable import carriage, read_carriage
 from arroyo_core.transports.zmq.reliable import answer_frames, read_answer
+from arroyo_core.wire import DEFAULT_LIMITS
 from tests.unit.test_protocol_vectors import parse_vectors
 
 PROTOCOL = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -22,9 +24,14 @@ def test_the_section_holds_its_three_vectors():
 
 
 def test_the_carriage_frame_is_what_the_reference_writes_and_reads():
-    (frame,) = section_12()["carriage"]
-    assert carriage(2, [["det-1", 4, 0, 2]]) == frame
-    assert read_carriage(frame, 2) == (2, [("det-1", 4, 0), ("det-1", 5, 0)])
+    """Section 9's batch, sent reliably: its header inside the carriage, its data after."""
+    batch = parse_vectors(PROTOCOL.read_text(encoding="utf-8").split("## 9. ")[1]
+                          .split("## 10. ")[0])["batch"]
+    frame, data = section_12()["carriage"]
+    assert carriage(2, [["det-1", 4, 0, 2]], batch[0]) == frame and data == batch[1]
+    assert read_carriage(frame) == (2, [["det-1", 4, 0, 2]], batch[0])
+    messages, envelope = decode_batch([batch[0], data], DEFAULT_LIMITS)
+    assert (envelope.src, envelope.seq, len(messages)) == ("det-1", 4, 2)
 
 
 def test_the_answers_are_what_the_receiver_sends_and_the_sender_reads():

@@ -13,8 +13,8 @@ Receiver to sender, each a kind frame then a msgpack body:
 Sender to receiver: a msgpack ``[id, refs]`` frame, the message's header frame, then the
 payload buffers sent inline. ``refs`` has one entry per payload buffer: ``None`` for the
 next inline frame, or ``[pool, slot, generation, offset, length]`` for bytes in a pool
-(:class:`~.attached.SlotRef`). On a reliable link the message's first frame is the
-reliable carriage frame and its header the next, inline. Everything read from the
+(:class:`~.attached.SlotRef`). On a reliable link the header frame's place is taken by
+the reliable carriage frame, which holds the header. Everything read from the
 network is checked here and never unpickled.
 """
 

@@ -118,9 +118,9 @@ class ReliableShmSender(ShmSender, AckedSender):
                 peer = self._room()
             if peer is None:
                 return False
-            refs: list[SlotRef | None] = [None]  # the message's header, inline
+            refs: list[SlotRef | None] = []  # (the carriage, with the header, goes inline)
             forwarded, slot = [], -1
-            for buffer in frames[2:]:
+            for buffer in frames[1:]:
                 ref = self._locate(buffer)
                 refs.append(ref)
                 if ref is None:
