@@ -42,8 +42,9 @@ K_SHIFT = 16  # an origin's k: result index within its input, shifted per hop wi
 Origin = tuple[str, int, int]  # source's sender id, its sequence number, result index
 Run = list[Any]  # [osrc, oseq, k, n]: n messages with origins (osrc, oseq + i, k)
 # One message in a send window: its first sequence number, how many numbers it takes (a
-# batch: one per Event), its frames (the header goes inside the carriage, made at each send
-# with the window's base then), its origin runs and its size. A tuple: one is made per message sent.
+# batch: one per Event), its frames (the header goes inside the carriage, made at each
+# send with the window's base then), its origin runs and its size. A tuple: one is made
+# per message sent.
 Entry = tuple[int, int, list[Any], list[Run], int]  # (seq, n, frames, runs, nbytes)
 
 

@@ -24,7 +24,7 @@ import msgpack
 
 from .batch import decode_batch
 from .budget import frames_nbytes, parse_bytes
-from .errors import ConfigError
+from .errors import ConfigError, DecodeError
 from .ledger import InputLedger
 from .message import Message
 from .reliable import (
@@ -289,6 +289,8 @@ class ReliableInput:
                lag: Any = None) -> Delivery | None:
         """What ``frames`` deliver (None: nothing, a duplicate or after a gap, answered
         here); DecodeError."""
+        if not frames:
+            raise DecodeError("carriage", "a reliable message has no frames")
         base, runs, header = read_carriage(frames[0])
         messages, envelope = decode_batch([header, *frames[1:]], limits)
         src, seq, count = envelope.src, envelope.seq, len(messages)

@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 from arroyo_core.batch import EventBatch
+from arroyo_core.errors import DecodeError
 from arroyo_core.ledger import InputLedger
 from arroyo_core.message import Event, Start
 from arroyo_core.reliable import ACK, carriage
@@ -138,3 +140,10 @@ def test_a_message_passed_on_alone_has_its_origin_and_item_in_its_tag():
     reliable.delivered(message, tag)
     handle_all(reliable, [message])
     assert output.origins == [("o", 0, 0)] and receiver.answers == [("t", ACK, "a", 0)]
+
+
+def test_a_message_of_no_frames_is_a_decode_error_not_a_crash():
+    reliable, receiver, _ = make_input()
+    with pytest.raises(DecodeError) as caught:
+        reliable.accept([], "t", DEFAULT_LIMITS)
+    assert caught.value.reason == "carriage" and receiver.answers == []
