@@ -128,6 +128,8 @@ def test_a_restarted_bridge_starts_a_new_run(sims, listen) -> None:
     ends the run when train ids go back (Stop, ``restarted``) and starts another."""
     sim = sims()
     running = listen(f"tcp://127.0.0.1:{sim.port}", idle_timeout=30.0)
+    # (on a timeout: whether the listener asked the new bridge, and what the bridge said)
+    running.sink.context = lambda: f"{running.listener.status()}\n{sim.output()}"
     running.sink.wait("event", 3)
     sim.stop()
     sim.start()  # on the same port: train ids from 10000000000 again
