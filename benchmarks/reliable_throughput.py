@@ -9,12 +9,9 @@ gives the CPU time the three processes used per run (start-up included, the same
 modes), which a busy machine moves much less than it moves rates.
 
 Run ``python benchmarks/reliable_throughput.py [--quick] [--sizes '1 KiB,1 MiB']
-[--scheme shm] [--malloc-tuned]``. ``--scheme shm`` runs both hops on ``shm://`` instead
+[--scheme shm]``. ``--scheme shm`` runs both hops on ``shm://`` instead
 (benchmarks/shm_throughput.py's chain: the window keeps each payload in the sender's slots
-until acknowledged). ``--malloc-tuned`` runs both chains with glibc's heap kept (no trim, no
-mmap per large block): at 1 MiB most of the run-to-run spread here came from page faults
-when glibc gives freed 1 MiB buffers back to the kernel and takes them again, which the
-two modes' different buffering patterns hit differently (docs/reliability.md section 6).
+until acknowledged).
 """
 
 from __future__ import annotations
@@ -53,17 +50,12 @@ def main() -> None:
                         help="comma-separated subset of: " + ", ".join(s[0] for s in SIZES))
     parser.add_argument("--scheme", choices=("tcp", "shm"), default="tcp",
                         help="the hops' transport [tcp]")
-    parser.add_argument("--malloc-tuned", action="store_true",
-                        help="both modes with glibc's heap kept (MALLOC_* variables)")
     args = parser.parse_args()
-    if args.malloc_tuned:  # inherited by the services this starts
-        os.environ.update(MALLOC_TRIM_THRESHOLD_=str(2**29), MALLOC_MMAP_THRESHOLD_=str(2**27),
-                          MALLOC_TOP_PAD_=str(2**26))
     repeats = args.repeats or (3 if args.quick else 5)
     wanted = {s.strip() for s in args.sizes.split(",")}
     print(f"reliable vs plain {args.scheme} links, one operator hop, {repeats} alternating "
           f"repeats, pyzmq {zmq.__version__} / libzmq {zmq.zmq_version()}, {os.cpu_count()} "
-          f"cores{', glibc heap kept' if args.malloc_tuned else ''}", flush=True)
+          "cores", flush=True)
     rows = []
     for name, shape, full, quick in SIZES:
         if name not in wanted:
