@@ -9,10 +9,11 @@ does more: ``main`` (a service's processing thread: the runtime and its output l
 ``other`` (its other Python threads: an input's receiving thread, a source's) and ``io``
 (ZeroMQ's I/O thread: the copies through the kernel). From /proc, in clock ticks.
 ``--switches`` counts each thread's voluntary context switches (its sleeps) per 100
-messages instead: how often a thread waits and is woken.
+messages instead: how often a thread waits and is woken; ``--faults`` its minor page
+faults per message: fresh memory faulted in, about 3.5 us a page here (arroyo_core/memory.py).
 
 Run ``python benchmarks/thread_cpu.py [--pairs 6] [--size '1 MiB'] [--begin 1 --end 3]
-[--switches]``.
+[--switches | --faults]``.
 """
 
 from __future__ import annotations
@@ -33,20 +34,23 @@ GROUPS = ("main", "other", "io")
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
-def thread_times(pid: int, switches: bool = False) -> dict[int, tuple[str, float]]:
+def thread_times(pid: int, measure: str = "cpu") -> dict[int, tuple[str, float]]:
     """Each thread of ``pid``: its group and its CPU seconds so far (user and system), or
-    with ``switches`` its voluntary context switches so far."""
+    its voluntary context switches (``switches``) or minor page faults (``faults``) so far."""
     times = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-            status = Path(f"/proc/{pid}/task/{tid}/status").read_text() if switches else ""
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text() \
+                if measure == "switches" else ""
         except OSError:  # (ended meanwhile)
             continue
         name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:]
         group = "main" if int(tid) == pid else "io" if name.startswith("ZMQbg/IO") else "other"
-        if switches:
+        if measure == "switches":
             value = float(status.split("voluntary_ctxt_switches:")[1].split()[0])
+        elif measure == "faults":
+            value = float(fields.split()[7])
         else:
             user, system = fields.split()[11:13]
             value = (int(user) + int(system)) * TICK_S
@@ -55,10 +59,10 @@ def thread_times(pid: int, switches: bool = False) -> dict[int, tuple[str, float
 
 
 def measured_run(shape: tuple[int, ...], count: int, reliable: bool, begin: float,
-                 end: float, switches: bool = False) -> tuple[float, dict[str, dict[str, float]]]:
+                 end: float, measure: str = "cpu") -> tuple[float, dict[str, dict[str, float]]]:
     """One run: the sink's rate, and per service and thread group the CPU us per message
-    (``switches``: voluntary context switches per 100 messages) between ``begin`` and
-    ``end`` s after the source started."""
+    (``switches``: voluntary context switches per 100 messages; ``faults``: minor page
+    faults per message) between ``begin`` and ``end`` s after the source started."""
     pids: dict[str, int] = {}
     readings: list[dict[str, dict[int, tuple[str, float]]]] = []
     source_started = threading.Event()
@@ -73,7 +77,7 @@ def measured_run(shape: tuple[int, ...], count: int, reliable: bool, begin: floa
         began = time.monotonic()
         for at in (begin, end):
             time.sleep(max(0.0, began + at - time.monotonic()))
-            readings.append({name: thread_times(pid, switches)
+            readings.append({name: thread_times(pid, measure)
                              for name, pid in pids.items()})
 
     reader = threading.Thread(target=read_twice, daemon=True)
@@ -82,8 +86,8 @@ def measured_run(shape: tuple[int, ...], count: int, reliable: bool, begin: floa
     reader.join(timeout=end + 5)
     if len(readings) < 2:
         raise RuntimeError(f"the run ended before {end} s; use a larger --count or --end")
-    # the divisor: switches per 100 messages, or CPU seconds as us per message
-    units = rate * (end - begin) / (100 if switches else 1e6)
+    # the divisor: switches per 100 messages, faults per message, CPU seconds as us each
+    units = rate * (end - begin) / {"switches": 100, "faults": 1, "cpu": 1e6}[measure]
     cpu = {name: dict.fromkeys(GROUPS, 0.0) for name in SERVICES}
     for name in SERVICES:
         first, last = readings[0][name], readings[1][name]
@@ -101,26 +105,32 @@ def main() -> None:
                         "outlast --end]")
     parser.add_argument("--begin", type=float, default=1.0, help="stretch start, s [1]")
     parser.add_argument("--end", type=float, default=3.0, help="stretch end, s [3]")
-    parser.add_argument("--switches", action="store_true",
-                        help="voluntary context switches per 100 messages instead of CPU")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--switches", action="store_const", dest="measure", const="switches",
+                      help="voluntary context switches per 100 messages instead of CPU")
+    what.add_argument("--faults", action="store_const", dest="measure", const="faults",
+                      help="minor page faults per message instead of CPU")
+    parser.set_defaults(measure="cpu")
     args = parser.parse_args()
-    unit = (f"voluntary context switches per 100 {args.size} messages" if args.switches
-            else f"CPU us per {args.size} message")
+    unit = {"switches": f"voluntary context switches per 100 {args.size} messages",
+            "faults": f"minor page faults per {args.size} message",
+            "cpu": f"CPU us per {args.size} message"}[args.measure]
     _, shape, full, _ = next(s for s in SIZES if s[0] == args.size)
     runs: dict[bool, list[tuple[float, dict[str, dict[str, float]]]]] = {False: [], True: []}
+    digits = 1 if args.measure == "faults" else 0
     print(f"{unit}, {args.begin}-{args.end} s into each run")
     for pair in range(args.pairs):
         for reliable in ((False, True) if pair % 2 == 0 else (True, False)):
             rate, cpu = measured_run(shape, args.count or 2 * full, reliable, args.begin, args.end,
-                                     args.switches)
+                                     args.measure)
             runs[reliable].append((rate, cpu))
             print(f"  {'reliable' if reliable else 'plain   '} {rate:7.0f} msg/s  " + "  ".join(
-                f"{name} " + "/".join(f"{cpu[name][g]:.0f}" for g in GROUPS)
+                f"{name} " + "/".join(f"{cpu[name][g]:.{digits}f}" for g in GROUPS)
                 for name in SERVICES), flush=True)
     print(f"\nmedians (main / other / io threads; {unit}):\n")
     print("| service | plain | reliable |\n|---|---:|---:|")
     for name in SERVICES:
-        cells = ["/".join(f"{statistics.median(cpu[name][g] for _, cpu in runs[mode]):.0f}"
+        cells = ["/".join(f"{statistics.median(cpu[name][g] for _, cpu in runs[mode]):.{digits}f}"
                           for g in GROUPS) for mode in (False, True)]
         print(f"| {name} | {cells[0]} | {cells[1]} |")
     rates = [statistics.median(rate for rate, _ in runs[mode]) for mode in (False, True)]
