@@ -12,7 +12,9 @@ more than a millisecond for an 8 MB frame, and half the CPU pika spends on sendi
 message. Raising malloc's thresholds, and its top pad to a whole thread heap (glibc keeps
 an empty heap while its pad would not fit in the one before it), keeps those blocks for
 reuse: the process keeps the memory of its busiest moment, which its memory budget bounds
-anyway. Every runtime does it when it opens; the pvapy, pika and DECTRIS adapters do it
+anyway, and each arena maps up to one heap (64 MiB) more than it uses, untouched (no
+resident memory; on a host with strict overcommit, ``vm.overcommit_memory = 2``, it
+counts). Every runtime does it when it opens; the pvapy, pika and DECTRIS adapters do it
 too, for use without a runtime.
 """
 
