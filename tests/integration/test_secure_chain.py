@@ -152,8 +152,10 @@ def test_default_chain_under_supervisord_gives_an_outsider_nothing(tmp_path, out
 
 def test_a_link_across_hosts_refuses_and_counts_every_rogue(tmp_path, outside, rogues):
     chain, ports = default_chain(tmp_path, source_host=outside.here)
-    run = subprocess.Popen([sys.executable, "-m", "services", "run", str(chain)],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "run.log"  # a file: a pipe nobody reads while we wait fills, and then
+    with log.open("w") as into:  # `arroyo run`, and each service's logging, would block
+        run = subprocess.Popen([sys.executable, "-m", "services", "run", str(chain)],
+                               stdout=into, stderr=subprocess.STDOUT)
     rogues.append(run)
     rogues.append(outside.rogue(list(ports.values()), seconds=8))
     sink_status = f"tcp://127.0.0.1:{ports[6002]}"
@@ -163,7 +165,8 @@ def test_a_link_across_hosts_refuses_and_counts_every_rogue(tmp_path, outside, r
     operator = status(f"tcp://127.0.0.1:{ports[6001]}")
     sink = status(sink_status)
     run.terminate()
-    output, _ = run.communicate(timeout=60)
+    run.wait(timeout=60)
+    output = log.read_text()
     assert (got["received"], got["answers"], got["handshakes"]) == (0, 0, 0), got
     assert_delivered_and_clean(sink, [operator, sink])
     source = logged_ledger("\n".join(line for line in output.splitlines()
