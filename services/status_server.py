@@ -59,7 +59,8 @@ class StatusServer:
         self.name = name
         self._closing = threading.Event()
         self.refused = 0  # requests not understood, dropped unanswered
-        self.tracker = ConnectionTracker(f"[{name}] status")
+        # (a poller connects for each request: its comings and goings are not news)
+        self.tracker = ConnectionTracker(f"[{name}] status", peers_log_level=logging.DEBUG)
         self._socket = open_socket(zmq.ROUTER, self.endpoint,
                                    {zmq.LINGER: 0, zmq.MAXMSGSIZE: MAX_REQUEST_BYTES},
                                    "status", tracker=self.tracker)

@@ -75,3 +75,15 @@ def test_answers_status_only(server, rogue, caplog):
     counts = answer["status_socket"]
     assert counts["requests_refused"] == 1
     assert counts["peers"]["disconnects"] + sum(counts["connections"]["refused"].values()) >= 5
+
+
+def test_pollers_coming_and_going_are_not_logged(server, caplog):
+    """A dashboard asks every second: a line per connection would flood the service's log
+    (and once filled a pipe nobody read, blocking the service's logging)."""
+    caplog.set_level(logging.INFO)
+    for _ in range(5):
+        assert query_status(server.bound)["frames"] == 7
+    wait_for(lambda: server.tracker.disconnects >= 5, 10, "the pollers' connections to close")
+    assert server.tracker.connects >= 5  # seen, counted ...
+    peers = [r for r in caplog.records if "peer" in r.getMessage() and r.levelno >= logging.INFO]
+    assert peers == [], [r.getMessage() for r in peers]  # ... and not logged

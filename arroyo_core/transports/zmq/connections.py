@@ -99,11 +99,16 @@ class ConnectionTracker:
     max_frame_bytes
         The socket's ``MAXMSGSIZE`` if it has one, named in the log line of a dropped
         connection because an oversized frame is its most common cause.
+    peers_log_level
+        Of the lines saying a peer came or left (a status endpoint's pollers come and go
+        with every request: DEBUG). Refusals and mid-run losses are warnings whatever it is.
     """
 
-    def __init__(self, link: str, max_frame_bytes: int | None = None) -> None:
+    def __init__(self, link: str, max_frame_bytes: int | None = None,
+                 peers_log_level: int = logging.INFO) -> None:
         self.link = link
         self.max_frame_bytes = max_frame_bytes
+        self.peers_log_level = peers_log_level
         self.count = 0  # peers connected now (handshake done, not yet disconnected)
         self.connects = 0  # handshakes that succeeded, first ones included
         self.disconnects = 0  # peers lost (failed handshakes are not peers)
@@ -252,10 +257,11 @@ class ConnectionTracker:
             self._changed.notify_all()
         if again:
             after = f" after {down_s:.1f} s without peers" if down_s is not None else ""
-            log.info("%s: peer connected again on %s%s; %d peer(s) now", self.link, endpoint,
-                     after, count)
+            log.log(self.peers_log_level, "%s: peer connected again on %s%s; %d peer(s) now",
+                    self.link, endpoint, after, count)
         else:
-            log.info("%s: peer connected on %s; %d peer(s) now", self.link, endpoint, count)
+            log.log(self.peers_log_level, "%s: peer connected on %s; %d peer(s) now",
+                    self.link, endpoint, count)
 
     def _peer_lost(self, endpoint: str) -> None:
         with self._changed:
@@ -285,8 +291,8 @@ class ConnectionTracker:
             log.warning("%s: peer on %s disconnected mid-run (closed, crashed or silent past "
                         "the heartbeat timeout); %d peer(s) left", self.link, endpoint, count)
         else:
-            log.info("%s: peer on %s disconnected between runs; %d peer(s) left", self.link,
-                     endpoint, count)
+            log.log(self.peers_log_level, "%s: peer on %s disconnected between runs; %d "
+                    "peer(s) left", self.link, endpoint, count)
 
     def _log_failure(self, reason: str, endpoint: str, ours: bool | None,
                      peer: str | None) -> None:
