@@ -86,7 +86,9 @@ def test_bench_of_a_tiny_chain_finds_a_rate_and_its_json_agrees_with_the_sink(tm
             assert lost == 0 and step["achieved"] >= 0.95 * step["target"]
             assert step["gb_per_s"] == pytest.approx(step["achieved"] * 2048 / 1e9, rel=0.01)
         assert set(step["cpu"]) == {"source", "operator", "sink"}
-        assert all(0 < cpu < 250 for cpu in step["cpu"].values())
+        # (CPU time comes in 10 ms ticks: a service that used less in a 0.6 s step reads 0)
+        assert all(0 <= cpu < 250 for cpu in step["cpu"].values())
+    assert any(cpu > 0 for step in steps for cpu in step["cpu"].values())
     # the table, a row per step, and the verdict
     assert re.search(r"^\s+STEP\s+TARGET/s\s+ACHIEVED/s\s+GB/s\s+LOST", done.stdout, re.M)
     assert len(re.findall(r"^\s+\d+\s+[\d,.]+\s+[\d,.]+\s+", done.stdout, re.M)) == len(steps)
