@@ -6,7 +6,6 @@ listener and operator services, with the ledger exact."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ from arroyo_core import Event, Start, Stop, ZMQListener, ZMQPublisher
 from services.processes import ServiceProcess, free_port
 from tests.support.ledgers import final_ledger, logged_ledger, status
 from tests.support.plugins import plugin_env
-from tests.support.waiting import wait_for, wait_or_kill
+from tests.support.waiting import wait_for
 
 pytest.importorskip("arroyopy")  # the [arroyopy] extra (in dev): arroyopy 0.2.2 from PyPI
 pytestmark = pytest.mark.integration
@@ -118,7 +117,8 @@ def _arroyo(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=60, env={**os.environ, **plugin_env()})
 
 
-def test_a_two_block_pipeline_file_validates_lists_and_runs(tmp_path, ipc, receiver):
+def test_a_two_block_pipeline_file_validates_lists_and_runs(tmp_path, ipc, receiver,
+                                                             run_chain):
     frames = 40
     path, hop2, stats = _pipeline(tmp_path, ipc, frames)
     checked = _arroyo("validate", path)
@@ -129,32 +129,22 @@ def test_a_two_block_pipeline_file_validates_lists_and_runs(tmp_path, ipc, recei
     assert "1. make" in listed.stdout and "2. scale" in listed.stdout
 
     out = receiver(f">tcp://127.0.0.1:{hop2}")
-    log = tmp_path / "run.log"  # a file: a pipe nobody reads while we wait could fill
-    with log.open("w") as into:
-        run = subprocess.Popen([sys.executable, "-m", "services", "run", path], stdout=into,
-                               stderr=subprocess.STDOUT, env={**os.environ, **plugin_env()})
-    try:
-        got = out.take(frames + 2, timeout=40)
-        assert [m.kind for m in got] == ["start"] + ["event"] * frames + ["stop"]
-        for frame, event in enumerate(got[1:-1]):
-            assert event.metadata["frame"] == frame and event.metadata["factor"] == 0.5
-            assert np.array_equal(event.payload["image"], np.full((4, 4), frame, "<f4"))
-        # (counted once every publisher has it; the far end may be first)
-        wait_for(lambda: status(stats["scale"])["operator"]["processed"] == frames + 2, 10,
-                 "the Stop counted")
-        ledger = status(stats["scale"])
-        assert ledger["input"]["received"] == frames + 2
-        assert ledger["operator"]["events_in"] == ledger["operator"]["events_out"] == frames
-        assert ledger["operator"]["errors"] == {}
-        assert ledger["outputs"][0]["sent"] == ledger["outputs"][1]["sent"] == frames + 2
-        run.send_signal(signal.SIGINT)
-        run.wait(timeout=40)
-    finally:
-        if run.poll() is None:
-            run.terminate()
-            wait_or_kill(run, 20)
-    output = log.read_text()
-    assert run.returncode == 0, output[-3000:]
+    run = run_chain(path, plugin_env())  # (the fixture ends it if an assertion fails)
+    got = out.take(frames + 2, timeout=40)
+    assert [m.kind for m in got] == ["start"] + ["event"] * frames + ["stop"]
+    for frame, event in enumerate(got[1:-1]):
+        assert event.metadata["frame"] == frame and event.metadata["factor"] == 0.5
+        assert np.array_equal(event.payload["image"], np.full((4, 4), frame, "<f4"))
+    # (counted once every publisher has it; the far end may be first)
+    wait_for(lambda: status(stats["scale"])["operator"]["processed"] == frames + 2, 10,
+             "the Stop counted")
+    ledger = status(stats["scale"])
+    assert ledger["input"]["received"] == frames + 2
+    assert ledger["operator"]["events_in"] == ledger["operator"]["events_out"] == frames
+    assert ledger["operator"]["errors"] == {}
+    assert ledger["outputs"][0]["sent"] == ledger["outputs"][1]["sent"] == frames + 2
+    assert run.stop(40) == 0, run.text()[-3000:]
+    output = run.text()
     assert "exit codes make 0, scale 0" in output
     assert output.count("printed event") == frames  # the arroyopy publisher got each one
     assert "ScaleOperator stopped (factor 0.5)" in output  # its async stop() ran

@@ -150,13 +150,10 @@ def test_default_chain_under_supervisord_gives_an_outsider_nothing(tmp_path, out
         supervisor.stop()
 
 
-def test_a_link_across_hosts_refuses_and_counts_every_rogue(tmp_path, outside, rogues):
+def test_a_link_across_hosts_refuses_and_counts_every_rogue(tmp_path, outside, rogues,
+                                                            run_chain):
     chain, ports = default_chain(tmp_path, source_host=outside.here)
-    log = tmp_path / "run.log"  # a file: a pipe nobody reads while we wait fills, and then
-    with log.open("w") as into:  # `arroyo run`, and each service's logging, would block
-        run = subprocess.Popen([sys.executable, "-m", "services", "run", str(chain)],
-                               stdout=into, stderr=subprocess.STDOUT)
-    rogues.append(run)
+    run = run_chain(chain)  # (its output read as it comes: a full pipe would block it)
     rogues.append(outside.rogue(list(ports.values()), seconds=8))
     sink_status = f"tcp://127.0.0.1:{ports[6002]}"
     wait_for(lambda: _answers(sink_status) and (sink_runs(sink_status) or [{}])[-1].get(
@@ -164,9 +161,9 @@ def test_a_link_across_hosts_refuses_and_counts_every_rogue(tmp_path, outside, r
     got = finished(rogues[-1])
     operator = status(f"tcp://127.0.0.1:{ports[6001]}")
     sink = status(sink_status)
-    run.terminate()
-    run.wait(timeout=60)
-    output = log.read_text()
+    run.process.terminate()
+    run.finish(60)
+    output = run.text()
     assert (got["received"], got["answers"], got["handshakes"]) == (0, 0, 0), got
     assert_delivered_and_clean(sink, [operator, sink])
     source = logged_ledger("\n".join(line for line in output.splitlines()

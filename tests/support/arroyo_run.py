@@ -55,7 +55,7 @@ class ChainRun:
         self.reader.join(5)
         return code
 
-    def stop(self) -> int:
+    def stop(self, timeout: float = 30) -> int:
         """Ctrl-C, as a terminal sends it; the exit code."""
         self.process.send_signal(signal.SIGINT)
-        return self.finish()
+        return self.finish(timeout)
