@@ -32,6 +32,11 @@ from chain_throughput import SIZES, run_arroyo  # noqa: E402
 SERVICES = ("source", "operator", "sink")
 GROUPS = ("main", "other", "io")
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+# What can be counted per thread: the unit of the count it is reported in (a value per how
+# many of the counted), its name, and the digits it is printed with.
+MEASURES = {"cpu": (1e6, "CPU us per {} message", 0),
+            "switches": (100, "voluntary context switches per 100 {} messages", 0),
+            "faults": (1, "minor page faults per {} message", 1)}
 
 
 def thread_times(pid: int, measure: str = "cpu") -> dict[int, tuple[str, float]]:
@@ -87,7 +92,7 @@ def measured_run(shape: tuple[int, ...], count: int, reliable: bool, begin: floa
     if len(readings) < 2:
         raise RuntimeError(f"the run ended before {end} s; use a larger --count or --end")
     # the divisor: switches per 100 messages, faults per message, CPU seconds as us each
-    units = rate * (end - begin) / {"switches": 100, "faults": 1, "cpu": 1e6}[measure]
+    units = rate * (end - begin) / MEASURES[measure][0]
     cpu = {name: dict.fromkeys(GROUPS, 0.0) for name in SERVICES}
     for name in SERVICES:
         first, last = readings[0][name], readings[1][name]
@@ -112,12 +117,10 @@ def main() -> None:
                       help="minor page faults per message instead of CPU")
     parser.set_defaults(measure="cpu")
     args = parser.parse_args()
-    unit = {"switches": f"voluntary context switches per 100 {args.size} messages",
-            "faults": f"minor page faults per {args.size} message",
-            "cpu": f"CPU us per {args.size} message"}[args.measure]
+    _, unit, digits = MEASURES[args.measure]
+    unit = unit.format(args.size)
     _, shape, full, _ = next(s for s in SIZES if s[0] == args.size)
     runs: dict[bool, list[tuple[float, dict[str, dict[str, float]]]]] = {False: [], True: []}
-    digits = 1 if args.measure == "faults" else 0
     print(f"{unit}, {args.begin}-{args.end} s into each run")
     for pair in range(args.pairs):
         for reliable in ((False, True) if pair % 2 == 0 else (True, False)):

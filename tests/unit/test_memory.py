@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+
 # Two rounds of 160 blocks of 1 MiB, each written to and freed, from one thread (as libzmq's
 # I/O thread allocates a buffer per received message): the minor page faults of the second
 # round, and the pages it writes. 160 MiB is more than two of a thread arena's 64 MiB heaps.
@@ -47,13 +49,11 @@ def second_round_faults(setting: str) -> tuple[int, int]:
     return faults, pages
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_a_thread_reuses_what_it_freed() -> None:
     faults, pages = second_round_faults("keep")
     assert faults < pages // 50, f"{faults} of {pages} pages faulted in again"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_without_it_the_pages_fault_in_again() -> None:
     """The control: glibc's defaults give the memory back, so the test above can fail."""
     faults, pages = second_round_faults("default")
