@@ -304,11 +304,12 @@ class InputLink(Listener):
             try:
                 if isinstance(frames, DecodeError):
                     raise frames  # received, but the transport could not unpack it
-                ledger.bytes += wire_bytes(frames)
+                nbytes = wire_bytes(frames)
+                ledger.bytes += nbytes
                 if reliable is None:
                     messages, envelope = decode_batch(frames, limits)
                     delivery = None
-                elif (delivery := reliable.accept(frames, token, limits, lag)) is None:
+                elif (delivery := reliable.accept(frames, token, limits, lag, nbytes)) is None:
                     continue  # nothing new: a duplicate, or after a gap (answered)
             except DecodeError as exc:
                 ledger.reject(exc.reason, str(exc))

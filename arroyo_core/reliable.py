@@ -37,6 +37,10 @@ ASK_AGAIN_S = 1.0  # a gap not filled after this long is asked for again
 # Acknowledgements are sent together, at most this late: each costs thread wake-ups at both
 # ends. A sender's window must hold what flows in a round trip of them (docs/reliability.md).
 ACK_DELAY_S = 0.01
+# ... or as soon as they finish this many bytes: a window of large messages drains in a few
+# of them, and must not wait ACK_DELAY_S per hop for room (and a sender looks for them as
+# often, :meth:`~arroyo_core.reliable_link.ReliableOutput.send`).
+ACK_BYTES = 2**23
 K_SHIFT = 16  # an origin's k: result index within its input, shifted per hop with several
 
 Origin = tuple[str, int, int]  # source's sender id, its sequence number, result index
@@ -256,27 +260,27 @@ class Arrivals:
 
 
 Mark = tuple[Any, int]  # (an output with settled(), the count it must reach)
-# A received message until it is finished: [marks, token, src, last]. ``marks`` is None
-# until it is handled (() once it needs nothing more). A list: one is made per message.
+# A received message until it is finished: [marks, token, src, last, nbytes]. ``marks`` is
+# None until it is handled (() once it needs nothing more). A list: one is made per message.
 Item = list[Any]
 
 
 class Finishing:
     """Received messages in arrival order until each is finished; finished ones are
-    acknowledged to their sender through ``answer(token, ACK, src, last_seq)`` (a
+    acknowledged to their sender through ``answer(token, ACK, src, last_seq, nbytes)`` (a
     receiver's :meth:`~arroyo_core.transport.FrameReceiver.answer`), cumulatively (the
-    newest finished of each sender)."""
+    newest finished of each sender, and the bytes of what it newly finished)."""
 
-    def __init__(self, answer: Callable[[Any, str, str, int], None]) -> None:
+    def __init__(self, answer: Callable[[Any, str, str, int, int], None]) -> None:
         self.answer = answer
         self.items: deque[Item] = deque()
         self.finished: dict[str, int] = {}  # per sender: the last finished
         self.lock = threading.Lock()
 
-    def add(self, token: Any, src: str, last: int, done: bool) -> Item:
-        """A received message (``done``: nothing of it is delivered, it is finished once
-        what came before it is)."""
-        item = [() if done else None, token, src, last]
+    def add(self, token: Any, src: str, last: int, done: bool, nbytes: int = 0) -> Item:
+        """A received message of ``nbytes`` (``done``: nothing of it is delivered, it is
+        finished once what came before it is)."""
+        item = [() if done else None, token, src, last, nbytes]
         self.items.append(item)  # (a deque's append needs no lock; advance pops the left)
         if done:
             self.advance()
@@ -298,7 +302,7 @@ class Finishing:
         """Acknowledge what is finished, in order (any thread: a message handled, or an
         output's acknowledgement). Each output's count is read once per call: one that
         grows meanwhile calls again."""
-        done: dict[tuple[Any, str], int] = {}
+        done: dict[tuple[Any, str], list[int]] = {}  # [last, nbytes]
         settled: dict[Any, int] = {}
         items = self.items
         with self.lock:  # (acknowledged inside: from two threads, in order all the same)
@@ -306,10 +310,16 @@ class Finishing:
                 marks = items[0][0]
                 if marks is None or marks and not _reached(marks, settled):
                     break
-                _, token, src, last = items.popleft()
-                done[(token, src)] = self.finished[src] = last
-            for (token, src), last in done.items():
-                self.answer(token, ACK, src, last)
+                _, token, src, last, nbytes = items.popleft()
+                self.finished[src] = last
+                said = done.get((token, src))
+                if said is None:
+                    done[(token, src)] = [last, nbytes]
+                else:
+                    said[0] = last
+                    said[1] += nbytes
+            for (token, src), (last, nbytes) in done.items():
+                self.answer(token, ACK, src, last, nbytes)
 
     def __len__(self) -> int:
         return len(self.items)

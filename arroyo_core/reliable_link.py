@@ -29,6 +29,7 @@ from .ledger import InputLedger
 from .message import Message
 from .reliable import (
     ACK,
+    ACK_BYTES,
     ACK_DELAY_S,
     CARRIAGE_VERSION,
     HELLO,
@@ -88,7 +89,8 @@ class ReliableOutput(Watermark):
         self.runs: list[Run] = []  # origins of the Events in the link's pending batch
         self.dropped = 0  # sequence numbers that never went out (overflow, shutdown)
         self.acks = 0
-        self._read = 0.0  # when flush() last read the receiver's answers
+        self._read = 0.0  # when the receiver's answers were last read
+        self._unread = 0  # bytes sent since
         self._pack = msgpack.Packer(use_bin_type=True).pack  # (str, int and the header)
 
     # --- origins ----------------------------------------------------------------------
@@ -143,10 +145,14 @@ class ReliableOutput(Watermark):
                 self.dropped += n
                 return "window full" if droppable and self.dropping else \
                     "no receiver acknowledged it before shutdown"
-        window.put((self.link.seq, n, kept, runs, frames_nbytes(kept)))
+        nbytes = frames_nbytes(kept)
+        window.put((self.link.seq, n, kept, runs, nbytes))
         self.pump()
         if window.unsent and not self.dropping:
             self._drain()
+        self._unread += nbytes
+        if self._unread >= ACK_BYTES:  # acknowledgements come about as often
+            self.hear()
         return None
 
     def _room(self, frames: list[Any], dropping: bool) -> list[Any] | None:
@@ -211,12 +217,15 @@ class ReliableOutput(Watermark):
         """Send what waits; read what the receiver said, at most every READ_S (a runtime
         flushes each time its queue runs empty, which a fast operator's does at almost
         every message: a poll each time cost more than the rest of the bookkeeping)."""
-        now = time.monotonic()
-        if now - self._read >= READ_S:
-            self._read = now
-            self.take(0)
+        if time.monotonic() - self._read >= READ_S:
+            self.hear()
         if self.window.unsent:
             self.pump()
+
+    def hear(self) -> None:
+        """Read what the receiver said, now."""
+        self._read, self._unread = time.monotonic(), 0
+        self.take(0)
 
     def close(self, linger_s: float) -> None:
         """Wait (up to ``linger_s``) until everything sent is acknowledged."""
@@ -285,10 +294,10 @@ class ReliableInput:
         expected = self.arrivals.expected.get(src, 0) if src else 0
         self.receiver.answer(None, HELLO, src, expected)
 
-    def accept(self, frames: list[Any], token: Any, limits: Limits,
-               lag: Any = None) -> Delivery | None:
-        """What ``frames`` deliver (None: nothing, a duplicate or after a gap, answered
-        here); DecodeError."""
+    def accept(self, frames: list[Any], token: Any, limits: Limits, lag: Any = None,
+               nbytes: int = 0) -> Delivery | None:
+        """What ``frames`` (of ``nbytes``) deliver (None: nothing, a duplicate or after a
+        gap, answered here); DecodeError."""
         if not frames:
             raise DecodeError("carriage", "a reliable message has no frames")
         base, runs, header = read_carriage(frames[0])
@@ -307,9 +316,9 @@ class ReliableInput:
             messages = [m for m, origin in zip(messages, origins, strict=True) if origin]
             fresh = [origin for origin in origins if origin is not None]
             if not messages:
-                self.finishing.add(token, src, seq + count - 1, done=True)
+                self.finishing.add(token, src, seq + count - 1, True, nbytes)
                 return None
-        item = [None, token, src, seq + count - 1]  # (Finishing.add's, without the call)
+        item = [None, token, src, seq + count - 1, nbytes]  # (Finishing.add's, no call)
         self._items.append(item)
         return Delivery(messages, fresh, item, src)
 

@@ -200,10 +200,12 @@ class FrameReceiver(ABC):
     def acknowledge(self, tokens: list[Any]) -> None:
         """The link is done with these messages (handled, or rejected): forget them."""
 
-    def answer(self, token: Any, kind: str, src: str, seq: int) -> None:
+    def answer(self, token: Any, kind: str, src: str, seq: int, nbytes: int = 0) -> None:
         """For reliable links: tell the sender of the message ``token`` came with
         ``(kind, src, seq)`` (:class:`AckedSender`); acknowledgements may be sent
-        together a few ms later, hellos go at once. Safe to call from any thread."""
+        together a few ms later (at once when they cover ``nbytes`` enough: see
+        :data:`~arroyo_core.reliable.ACK_BYTES`), hellos go at once. Safe to call from
+        any thread."""
         raise ConfigError(f"{type(self).__name__} cannot carry a reliable link")
 
     def run_state(self, in_run: bool) -> None:

@@ -14,14 +14,15 @@ from typing import Any
 
 import zmq
 
-from ..reliable import ACK_DELAY_S
+from ..reliable import ACK_BYTES, ACK_DELAY_S
 from .zmq.sockets import NOBLOCK, send_frames
 
 
 class Answers:
     """Answers waiting to be sent: the newest acknowledgement per sender (they are
     cumulative) and every hello, in order; ``token`` says which peer one goes to (a
-    ROUTER's routing id; None: the only one).
+    ROUTER's routing id; None: the only one). Acknowledgements go ACK_DELAY_S after the
+    last ones, or at once when they cover ACK_BYTES.
 
     ``frames(token, kind, src, seq)`` makes an answer's frames. ``due``: from when (on
     the monotonic clock) :meth:`flush` has something to send; the receiving thread looks
@@ -35,6 +36,7 @@ class Answers:
         self._acks: dict[tuple[Any, str], int] = {}  # under _lock
         self._hellos: list[tuple[Any, str, int]] = []  # under _lock
         self._last_ack = 0.0
+        self._owed_bytes = 0  # under _lock: what the acknowledgements waiting cover
         self.due = math.inf  # under _lock (read without)
         self._sleeping = False  # under _lock: the receiving thread is (about to be) in poll
         self._woken = False  # under _lock: the pipe was written to since the poll began
@@ -44,15 +46,20 @@ class Answers:
         self.acks_sent = 0
         self.closed = False  # under _lock: the pipe's descriptors are no longer ours
 
-    def put(self, token: Any, kind: str, src: str, seq: int) -> None:
-        """Queue an answer (any thread)."""
+    def put(self, token: Any, kind: str, src: str, seq: int, nbytes: int = 0) -> None:
+        """Queue an answer (any thread); ``nbytes``: what an acknowledgement newly
+        covers."""
         with self._lock:
             if kind == "ack":
                 timed = bool(self._acks)
                 self._acks[(token, src)] = seq
-                if timed:  # the receiving thread's wait ends when they are due
+                self._owed_bytes += nbytes
+                if self._owed_bytes >= ACK_BYTES:
+                    self.due = 0.0
+                elif timed:  # the receiving thread's wait ends when they are due
                     return
-                self.due = min(self.due, self._last_ack + ACK_DELAY_S)
+                else:
+                    self.due = min(self.due, self._last_ack + ACK_DELAY_S)
             else:
                 self._hellos.append((token, src, seq))
                 self.due = 0.0
@@ -70,7 +77,7 @@ class Answers:
         """How long the receiving thread may sleep in poll; from now on, put() wakes it."""
         with self._lock:
             self._sleeping = True
-            if self._hellos:
+            if self._hellos or self._owed_bytes >= ACK_BYTES:
                 return 0
             if self._acks:
                 due = self._last_ack + ACK_DELAY_S - time.monotonic()
@@ -94,9 +101,10 @@ class Answers:
         with self._lock:
             hellos, self._hellos = self._hellos, []
             acks: dict[tuple[Any, str], int] = {}
-            if self._acks and (force or now - self._last_ack >= ACK_DELAY_S):
+            if self._acks and (force or now - self._last_ack >= ACK_DELAY_S
+                               or self._owed_bytes >= ACK_BYTES):
                 acks, self._acks = self._acks, {}
-                self._last_ack = now
+                self._last_ack, self._owed_bytes = now, 0
             self.due = self._last_ack + ACK_DELAY_S if self._acks else math.inf
         said = [(token, "hello", src, seq) for token, src, seq in hellos]
         said += [(token, "ack", src, seq) for (token, src), seq in acks.items()]

@@ -1,17 +1,19 @@
 """What a reliable receiver tells its sender (arroyo_core.transports.answers), over a real
 ZeroMQ socket pair: acknowledgements are cumulative and go at most every ACK_DELAY_S, hellos
-go at once, and ``due`` says when the receiving thread has something to send. The clock is
+go at once, as do acknowledgements that cover ACK_BYTES, and ``due`` says when the
+receiving thread has something to send. The clock is
 a stand-in the test moves, so a loaded machine cannot make it flaky."""
 
 from __future__ import annotations
 
 import math
+import select
 from collections.abc import Iterator
 
 import pytest
 import zmq
 
-from arroyo_core.reliable import ACK_DELAY_S
+from arroyo_core.reliable import ACK_BYTES, ACK_DELAY_S
 from arroyo_core.transports import answers as answers_module
 from arroyo_core.transports.answers import Answers
 
@@ -90,3 +92,44 @@ def test_a_hello_is_due_at_once_and_an_acknowledgement_waiting_stays_due(pair, c
     answers.flush(receiving_end, force=True)
     assert said(sending_end) == [[b"ack", b"a", b"2"]] and answers.due == math.inf
     answers.close()
+
+
+def test_acknowledgements_that_cover_ack_bytes_go_at_once(pair, clock):
+    """Large messages: a window of them drains in a few acknowledgements, which must not
+    each wait ACK_DELAY_S at every hop."""
+    receiving_end, sending_end = pair
+    answers = Answers(frames)
+    answers.put(None, "ack", "a", 1, ACK_BYTES // 2)
+    answers.flush(receiving_end)
+    assert said(sending_end) == [[b"ack", b"a", b"1"]]  # the first: nothing sent before
+    answers.put(None, "ack", "a", 2, ACK_BYTES // 2)
+    assert answers.due == clock.now + ACK_DELAY_S  # not yet ACK_BYTES since the last
+    answers.put(None, "ack", "b", 7, ACK_BYTES // 2)  # (over all senders)
+    assert answers.due == 0.0
+    answers.flush(receiving_end)
+    assert said(sending_end) == [[b"ack", b"a", b"2"], [b"ack", b"b", b"7"]]
+    answers.put(None, "ack", "a", 3, ACK_BYTES - 1)  # counted afresh since then
+    answers.flush(receiving_end)
+    assert said(sending_end) == []
+    answers.close()
+
+
+def test_a_sleeping_receiver_is_woken_when_acknowledgements_cover_ack_bytes(pair, clock):
+    receiving_end, _ = pair
+    answers = Answers(frames)
+    answers.put(None, "ack", "a", 1)
+    answers.flush(receiving_end, force=True)
+    assert answers.sleep_ms(1000) == 1000  # nothing owed: the thread sleeps in poll
+    answers.put(None, "ack", "a", 2, ACK_BYTES // 2)
+    assert readable(answers.wake_r)  # woken to wait for the delay instead
+    answers.awake({answers.wake_r: zmq.POLLIN})
+    assert 0 < answers.sleep_ms(1000) < 1000
+    answers.put(None, "ack", "a", 3, ACK_BYTES // 2)
+    assert readable(answers.wake_r)  # woken again: they cover ACK_BYTES now
+    answers.awake({answers.wake_r: zmq.POLLIN})
+    assert answers.sleep_ms(1000) == 0
+    answers.close()
+
+
+def readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])

@@ -134,7 +134,7 @@ class Output:
 
 def test_finishing_acknowledges_in_order_once_downstream_has_acknowledged():
     acked: list = []
-    finishing = Finishing(lambda token, kind, src, seq: acked.append((token, src, seq)))
+    finishing = Finishing(lambda token, kind, src, seq, nbytes: acked.append((token, src, seq)))
     out = Output()
     first = finishing.add("t", "a", 0, done=False)
     second = finishing.add("t", "a", 3, done=False)
@@ -151,3 +151,17 @@ def test_finishing_acknowledges_in_order_once_downstream_has_acknowledged():
     finishing.advance()
     assert acked[-1] == ("t", "a", 4) and len(finishing) == 0  # cumulative: one for both
     assert finishing.finished == {"a": 4}
+
+
+def test_an_acknowledgement_says_how_many_bytes_it_newly_finishes():
+    """The receiver's answers go at once once they cover ACK_BYTES (transports/answers.py):
+    each acknowledgement carries the bytes of the messages it finishes, per sender."""
+    acked: list = []
+    finishing = Finishing(lambda token, kind, src, seq, nbytes: acked.append((src, seq, nbytes)))
+    items = [finishing.add("t", src, seq, False, nbytes)
+             for src, seq, nbytes in (("a", 0, 100), ("b", 0, 20), ("a", 1, 300))]
+    finishing.handled(items[:2], ())
+    assert acked == [("a", 0, 100), ("b", 0, 20)]
+    finishing.add("t", "b", 1, True, 5)  # waits for the one before it
+    finishing.handled(items[2:], ())
+    assert acked[2:] == [("a", 1, 300), ("b", 1, 5)]

@@ -27,7 +27,7 @@ class Receiver:
     def __init__(self) -> None:
         self.answers: list[tuple[Any, str, str, int]] = []
 
-    def answer(self, token: Any, kind: str, src: str, seq: int) -> None:
+    def answer(self, token: Any, kind: str, src: str, seq: int, nbytes: int = 0) -> None:
         self.answers.append((token, kind, src, seq))
 
 

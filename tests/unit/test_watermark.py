@@ -74,7 +74,7 @@ def test_an_idle_input_flushes_only_while_acknowledgements_wait():
 
 def test_a_message_is_acknowledged_once_the_writer_flushed_what_it_made():
     acks: list[tuple[str, int]] = []
-    finishing = Finishing(lambda token, kind, src, seq: acks.append((src, seq)))
+    finishing = Finishing(lambda token, kind, src, seq, nbytes: acks.append((src, seq)))
     writer = Writer(flush_frames=2)
     writer.watermark.on_settled = finishing.advance
     first = finishing.add(None, "s", 0, done=False)

@@ -197,9 +197,9 @@ class ReliableShmReceiver(ShmReceiver):
         self.answers = Answers(lambda token, kind, src, seq: control.answer(kind, src, seq))
         super().open()
 
-    def answer(self, token: Any, kind: str, src: str, seq: int) -> None:
+    def answer(self, token: Any, kind: str, src: str, seq: int, nbytes: int = 0) -> None:
         assert self.answers is not None, "answer() before open()"
-        self.answers.put(token, kind, src, seq)
+        self.answers.put(token, kind, src, seq, nbytes)
 
     def status(self) -> dict[str, Any]:
         sent = self.answers.acks_sent if self.answers is not None else 0

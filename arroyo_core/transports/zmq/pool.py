@@ -262,7 +262,7 @@ class WorkerReceiver(FrameReceiver):
         except (BlockingIOError, OSError):
             pass  # the pipe is full (the receiver is awake anyway) or closed
 
-    def answer(self, token: Any, kind: str, src: str, seq: int) -> None:
+    def answer(self, token: Any, kind: str, src: str, seq: int, nbytes: int = 0) -> None:
         """A reliable worker (docs/protocol.md section 12): an acknowledgement up to
         ``seq`` gives back a credit for each message it finishes; a hello is not needed
         (a worker's stream is never sent again: a dead worker's messages go to others)."""

@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 # woken; once idle, it sleeps in poll and answer() wakes it through a pipe. A poll per
 # message, and a wake-up per acknowledgement, cost more than the rest of a hop.
 BUSY_S = 0.1
+# ... unless the messages are this large: few come, and each finished soon makes an
+# acknowledgement due (ACK_BYTES), which must not wait for the next message to come.
+WAKEFUL_BYTES = 2**20
 KINDS = {b"ack": "ack", b"hello": "hello"}
 
 
@@ -285,9 +288,9 @@ class ReliableReceiver(FrameReceiver):
             self.bound = bound_address(self.socket)
         self.answers = Answers(_answer_frames)
 
-    def answer(self, token: Any, kind: str, src: str, seq: int) -> None:
+    def answer(self, token: Any, kind: str, src: str, seq: int, nbytes: int = 0) -> None:
         assert self.answers is not None, "answer() before open()"
-        self.answers.put(token, kind, src, seq)
+        self.answers.put(token, kind, src, seq, nbytes)
 
     def receive(self, stop: threading.Event) -> Iterator[tuple[Frames, Any]]:
         socket, answers = self.socket, self.answers
@@ -296,7 +299,7 @@ class ReliableReceiver(FrameReceiver):
         poller.register(socket, zmq.POLLIN)
         poller.register(answers.wake_r, zmq.POLLIN)
         socket.rcvtimeo = int(ACK_DELAY_S * 1000)
-        bound, connects = self.address.bind, 0
+        bound, connects, large = self.address.bind, 0, False
         while not stop.is_set():
             if self.tracker.connects != connects:
                 connects = self.tracker.connects
@@ -306,7 +309,7 @@ class ReliableReceiver(FrameReceiver):
             if now >= answers.due:
                 answers.flush(socket)
             try:
-                if now - self._recent < BUSY_S:
+                if now - self._recent < BUSY_S and not large:
                     frames = recv_frames(socket)  # times out when acknowledgements are due
                 else:
                     ready = dict(poller.poll(answers.sleep_ms(POLL_MS)))
@@ -318,6 +321,7 @@ class ReliableReceiver(FrameReceiver):
                 continue
             token = frames.pop(0).bytes if bound else None
             self._recent = now  # (read before the receive: close enough for BUSY_S)
+            large = len(frames[-1]) >= WAKEFUL_BYTES
             yield frames, token
 
     def run_state(self, in_run: bool) -> None:
