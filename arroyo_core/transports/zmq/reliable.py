@@ -59,9 +59,6 @@ log = logging.getLogger(__name__)
 # woken; once idle, it sleeps in poll and answer() wakes it through a pipe. A poll per
 # message, and a wake-up per acknowledgement, cost more than the rest of a hop.
 BUSY_S = 0.1
-# ... unless the messages are this large: few come, and each finished soon makes an
-# acknowledgement due (ACK_BYTES), which must not wait for the next message to come.
-WAKEFUL_BYTES = 2**20
 KINDS = {b"ack": "ack", b"hello": "hello"}
 
 
@@ -299,7 +296,7 @@ class ReliableReceiver(FrameReceiver):
         poller.register(socket, zmq.POLLIN)
         poller.register(answers.wake_r, zmq.POLLIN)
         socket.rcvtimeo = int(ACK_DELAY_S * 1000)
-        bound, connects, large = self.address.bind, 0, False
+        bound, connects = self.address.bind, 0
         while not stop.is_set():
             if self.tracker.connects != connects:
                 connects = self.tracker.connects
@@ -309,7 +306,7 @@ class ReliableReceiver(FrameReceiver):
             if now >= answers.due:
                 answers.flush(socket)
             try:
-                if now - self._recent < BUSY_S and not large:
+                if now - self._recent < BUSY_S:
                     frames = recv_frames(socket)  # times out when acknowledgements are due
                 else:
                     ready = dict(poller.poll(answers.sleep_ms(POLL_MS)))
@@ -321,7 +318,6 @@ class ReliableReceiver(FrameReceiver):
                 continue
             token = frames.pop(0).bytes if bound else None
             self._recent = now  # (read before the receive: close enough for BUSY_S)
-            large = len(frames[-1]) >= WAKEFUL_BYTES
             yield frames, token
 
     def run_state(self, in_run: bool) -> None:
