@@ -17,6 +17,8 @@ import zmq
 
 from arroyo_core.link import InputLink, OutputLink
 from arroyo_core.message import Event, Message, Start, Stop
+from arroyo_core.reliable import ACK_BYTES
+from arroyo_core.transports.zmq.sockets import readable
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -189,4 +191,27 @@ def test_a_full_receiver_queue_holds_a_blocking_sender_back_as_a_plain_one(zmq_s
         sender.abandon()
         if publisher.is_alive():
             publisher.join(timeout=10)
+        sender.close()
+
+
+def test_a_sender_of_large_messages_hears_acknowledgements_as_it_sends(zmq_socket):
+    """Every ACK_BYTES sent, a sender reads what its receiver said, not only when its
+    stage's queue runs empty (flush): a window of 16 MiB messages drains as they go."""
+    sender = OutputLink("@tcp://127.0.0.1:*", reliable=True, batch=0)
+    sender.open()
+    try:
+        peer = _raw_receiver(sender.sender.bound.replace("0.0.0.0", "127.0.0.1"), zmq_socket)
+        wait_for(lambda: _pump(sender, lambda: sender.sender.peer is not None), 10, "hello")
+        image = np.zeros(ACK_BYTES // 2, np.uint16)  # ACK_BYTES a message
+        sender.publish(Start({"run": "r"}))
+        sender.publish(Event({"run": "r", "frame": 0}, {"image": image}))
+        assert [_header(peer.recv_multipart())["seq"] for _ in range(2)] == [0, 1]
+        peer.send_multipart([b"ack", sender.src.encode(), b"1"])  # finished both
+        wait_for(lambda: readable(sender.sender.socket), 10, "the acknowledgement")
+        sender.publish(Event({"run": "r", "frame": 1}, {"image": image}))  # no flush()
+        window = sender.reliable.window
+        assert (len(window), window.base) == (1, 2)  # only the newest is held
+        peer.close(linger=0)
+    finally:
+        sender.abandon()
         sender.close()
