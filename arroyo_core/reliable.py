@@ -37,10 +37,10 @@ ASK_AGAIN_S = 1.0  # a gap not filled after this long is asked for again
 # Acknowledgements are sent together, at most this late: each costs thread wake-ups at both
 # ends. A sender's window must hold what flows in a round trip of them (docs/reliability.md).
 ACK_DELAY_S = 0.01
-# ... or as soon as they finish this many bytes: a window of large messages drains in a few
-# of them, and must not wait ACK_DELAY_S per hop for room (and a sender looks for them as
-# often, :meth:`~arroyo_core.reliable_link.ReliableOutput.send`).
-ACK_BYTES = 2**23
+# ... or as soon as they finish this many bytes, an eighth of the default window: a window
+# of large messages drains in a few of them, and must not wait ACK_DELAY_S per hop for room
+# (a sender looks for them as often, :meth:`~arroyo_core.reliable_link.ReliableOutput.send`).
+ACK_BYTES = 2**24
 K_SHIFT = 16  # an origin's k: result index within its input, shifted per hop with several
 
 Origin = tuple[str, int, int]  # source's sender id, its sequence number, result index
