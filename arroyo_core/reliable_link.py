@@ -152,7 +152,7 @@ class ReliableOutput(Watermark):
             self._drain()
         self._unread += nbytes
         if self._unread >= ACK_BYTES:  # acknowledgements come about as often
-            self.hear()
+            self.take(0)
         return None
 
     def _room(self, frames: list[Any], dropping: bool) -> list[Any] | None:
@@ -201,6 +201,7 @@ class ReliableOutput(Watermark):
     def take(self, timeout: float, room: bool = False) -> None:
         """Read what the receiver said (waiting up to ``timeout``, or, with ``room``, until
         it has room for a message) and act on it."""
+        self._read, self._unread = time.monotonic(), 0
         window, src = self.window, self.link.src
         settled = False
         for kind, sender, seq in self.sender.replies(timeout, room):
@@ -218,14 +219,9 @@ class ReliableOutput(Watermark):
         flushes each time its queue runs empty, which a fast operator's does at almost
         every message: a poll each time cost more than the rest of the bookkeeping)."""
         if time.monotonic() - self._read >= READ_S:
-            self.hear()
+            self.take(0)
         if self.window.unsent:
             self.pump()
-
-    def hear(self) -> None:
-        """Read what the receiver said, now."""
-        self._read, self._unread = time.monotonic(), 0
-        self.take(0)
 
     def close(self, linger_s: float) -> None:
         """Wait (up to ``linger_s``) until everything sent is acknowledged."""

@@ -165,3 +165,6 @@ def test_an_acknowledgement_says_how_many_bytes_it_newly_finishes():
     finishing.add("t", "b", 1, True, 5)  # waits for the one before it
     finishing.handled(items[2:], ())
     assert acked[2:] == [("a", 1, 300), ("b", 1, 5)]
+    together = [finishing.add("t", "a", seq, False, 10) for seq in (2, 3)]
+    finishing.handled(together, ())
+    assert acked[4:] == [("a", 3, 20)]  # one acknowledgement for both: their bytes summed
