@@ -64,7 +64,8 @@ def _result(first: float | None, last: float | None, count: int, nbytes: int) ->
 
 
 class TimingSink(Publisher):
-    """Arroyo's sink for this benchmark: times events and prints ``RESULT {json}`` at Stop."""
+    """Arroyo's sink for this benchmark: times each run's events and prints ``RESULT {json}``
+    at its Stop."""
 
     def __init__(self) -> None:
         self.first: float | None = None
@@ -82,7 +83,7 @@ class TimingSink(Publisher):
         elif isinstance(message, Stop) and self.count:
             print("RESULT " + json.dumps(_result(self.first, self.last, self.count,
                                                  self.nbytes)), flush=True)
-            self.count = 0  # only the first run is measured (see run_arroyo)
+            self.first, self.count = None, 0
 
 
 # ---------------------------------------------------------------- bare pyzmq processes
@@ -167,15 +168,17 @@ class Child:
         for line in self.process.stdout:
             self.lines.append(line.rstrip("\n"))
 
-    def wait_for(self, prefix: str, timeout: float) -> str:
-        """Return what follows ``prefix`` on the first line that starts with it."""
+    def wait_for(self, prefix: str, timeout: float, nth: int = 1) -> str:
+        """Return what follows ``prefix`` on the ``nth`` line that starts with it."""
         deadline = time.monotonic() + timeout
         seen = 0
         while True:
             for line in self.lines[seen:]:
-                if line.startswith(prefix):
-                    return line[len(prefix):].strip()
                 seen += 1
+                if line.startswith(prefix):
+                    nth -= 1
+                    if nth == 0:
+                        return line[len(prefix):].strip()
             if self.process.poll() is not None and not self._reader.is_alive():
                 break
             if time.monotonic() > deadline:
@@ -207,10 +210,13 @@ def _free_address() -> str:
 
 
 def run_arroyo(shape: tuple[int, ...], count: int, reliable: bool = False,
-               started: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+               started: Callable[[str, int], None] | None = None,
+               warmup_runs: int = 0) -> dict[str, Any]:
     """One measured run of the Arroyo chain (``reliable``: every link reliable, as
     benchmarks/reliable_throughput.py compares); ``started(name, pid)`` is told of each
-    service as it starts (benchmarks/thread_cpu.py watches them)."""
+    service as it starts (benchmarks/thread_cpu.py watches them). ``warmup_runs`` runs go
+    through the chain first, unmeasured, as through services that stay up between runs;
+    the first run's result is then kept under ``"first_run"``."""
     hop1, hop2 = _free_address(), _free_address()
     env = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     quiet = ["--log-level", "warning"]
@@ -232,13 +238,17 @@ def run_arroyo(shape: tuple[int, ...], count: int, reliable: bool = False,
         sink.wait_for("READY", 30)
         start("operator", "operator", "--in", ">" + hop1, "--out", "@" + hop2, *into,
               *out).wait_for("READY", 30)
-        # Two runs, the first measured: the source is still sending while the first run's
+        # One run more than measured: the source is still sending while the measured run's
         # Stop reaches the sink, so how a source that exits hands over its last messages
         # (a separate matter, see transports/zmq/handoff.py) does not enter the figures.
         start("listener", "source", "--source", "simulated", "-o", f"shape={list(shape)}",
-              "-o", "dtype=uint16", "-o", "runs=2", "-o", f"frames={count}", "-o", "rate=0",
-              "--out", "@" + hop1, *out)
-        return json.loads(sink.wait_for("RESULT", RUN_TIMEOUT))
+              "-o", "dtype=uint16", "-o", f"runs={warmup_runs + 2}", "-o", f"frames={count}",
+              "-o", "rate=0", "--out", "@" + hop1, *out)
+        result = json.loads(sink.wait_for("RESULT", RUN_TIMEOUT * (warmup_runs + 1),
+                                          nth=warmup_runs + 1))
+        if warmup_runs:
+            result["first_run"] = json.loads(sink.wait_for("RESULT", 0))
+        return result
     finally:
         _stop(children)
 
