@@ -13,11 +13,11 @@ Runs against whichever checkout is first on PYTHONPATH (its code and its
 deploy/supervisor/supervisord.conf), e.g. to compare with another branch:
 
     python benchmarks/kill_resume.py [--repeat 1] [--patterns push pub]
-    python benchmarks/kill_resume.py --reliable --patterns push --frames 40000 --rate 4000
+    python benchmarks/kill_resume.py --reliable --frames 40000 --rate 4000
 
 ``--reliable`` puts ``reliable = true`` in the chain file (docs/reliability.md section 6)
 and has the source stamp each frame's crc32, which the receiver checks: the loss and the
-duplicates must then be 0.
+duplicates must then be 0. PUB/SUB links are not reliable, so it runs PUSH only.
     cd ../main && PYTHONPATH=$PWD python /path/to/this/benchmarks/kill_resume.py
 """
 
@@ -45,12 +45,17 @@ QUICK_S = 1.5  # a kill this soon after its instance started is a "quick" one
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--patterns", nargs="+", default=["push", "pub"],
-                        choices=["push", "pub"])
+    parser.add_argument("--patterns", nargs="+", choices=["push", "pub"],
+                        help="[push pub; with --reliable, push]")
     parser.add_argument("--frames", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=500.0, help="frames per second")
     parser.add_argument("--reliable", action="store_true", help="a reliable chain")
     args = parser.parse_args()
+    if args.patterns is None:
+        args.patterns = ["push"] if args.reliable else ["push", "pub"]
+    elif args.reliable and "pub" in args.patterns:
+        parser.error("--reliable: PUB/SUB links cannot be reliable (docs/reliability.md "
+                     "section 6); use --patterns push")
     root = Path(services.__file__).resolve().parents[1]
     print(f"code and supervisord.conf from {root}")
     for pattern in args.patterns:
