@@ -244,13 +244,19 @@ def run_arroyo(shape: tuple[int, ...], count: int, reliable: bool = False,
         start("listener", "source", "--source", "simulated", "-o", f"shape={list(shape)}",
               "-o", "dtype=uint16", "-o", f"runs={warmup_runs + 2}", "-o", f"frames={count}",
               "-o", "rate=0", "--out", "@" + hop1, *out)
-        result = json.loads(sink.wait_for("RESULT", RUN_TIMEOUT * (warmup_runs + 1),
-                                          nth=warmup_runs + 1))
-        if warmup_runs:
-            result["first_run"] = json.loads(sink.wait_for("RESULT", 0))
-        return result
+        return measured_result(sink, warmup_runs)
     finally:
         _stop(children)
+
+
+def measured_result(sink: Child, warmup_runs: int) -> dict[str, Any]:
+    """The TimingSink's RESULT of the run after ``warmup_runs``, with the first run's under
+    ``"first_run"`` if that was not it."""
+    result = json.loads(sink.wait_for("RESULT", RUN_TIMEOUT * (warmup_runs + 1),
+                                      nth=warmup_runs + 1))
+    if warmup_runs:
+        result["first_run"] = json.loads(sink.wait_for("RESULT", 0))
+    return result
 
 
 def run_bare(shape: tuple[int, ...], count: int) -> dict[str, Any]:

@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--scheme", choices=("tcp", "shm"), default="tcp",
                         help="the hops' transport [tcp]")
     parser.add_argument("--warmup-runs", type=int, default=1,
-                        help="unmeasured runs through each chain first [1; tcp only]")
+                        help="unmeasured runs through each chain first [1]")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 5)
     wanted = {s.strip() for s in args.sizes.split(",")}
@@ -85,7 +85,8 @@ def main() -> None:
                 before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 result = (run_arroyo(shape, count, reliable, warmup_runs=args.warmup_runs)
                           if args.scheme == "tcp"
-                          else run_shm("shm", 2, shape, "uint16", count, reliable))
+                          else run_shm("shm", 2, shape, "uint16", count, reliable,
+                                       args.warmup_runs))
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 cpu[reliable].append(after.ru_utime + after.ru_stime - before.ru_utime
                                      - before.ru_stime)

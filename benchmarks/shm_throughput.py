@@ -20,7 +20,6 @@ Run ``python benchmarks/shm_throughput.py [--quick] [--repeats N]``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chain_throughput import RUN_TIMEOUT, Child, _stop
+from chain_throughput import Child, _stop, measured_result
 
 HERE = Path(__file__).resolve().parent
 SHM = Path("/dev/shm")
@@ -51,9 +50,11 @@ def _address(scheme: str) -> tuple[str, str]:
 
 
 def run(scheme: str, hops: int, shape: tuple[int, ...], dtype: str, frames: int,
-        reliable: bool = False) -> dict[str, Any]:
+        reliable: bool = False, warmup_runs: int = 0) -> dict[str, Any]:
     """One run of the chain on ``scheme``; the sink's RESULT, checked for zero loss
-    (``reliable``: every link reliable, as benchmarks/reliable_throughput.py compares)."""
+    (``reliable``: every link reliable, and ``warmup_runs`` runs before the measured one,
+    as benchmarks/reliable_throughput.py compares; the first run's result is then kept
+    under ``"first_run"``)."""
     env = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     service = [sys.executable, "-m", "services"]
     into = ["--in-option", "reliable=true"] if reliable else []
@@ -71,20 +72,22 @@ def run(scheme: str, hops: int, shape: tuple[int, ...], dtype: str, frames: int,
                               "--out", links[1][0], *into, *out, *quiet], env)
             children.append(operator)
             operator.wait_for("READY", 30)
-        # Two runs, the first measured, as in chain_throughput.py.
+        # One run more than measured, as in chain_throughput.py.
         source = Child([*service, "listener", "--name", "source", "--source", "simulated",
-                        "-o", f"shape={list(shape)}", "-o", f"dtype={dtype}", "-o", "runs=2",
+                        "-o", f"shape={list(shape)}", "-o", f"dtype={dtype}",
+                        "-o", f"runs={warmup_runs + 2}",
                         "-o", f"frames={frames}", "-o", "rate=0", "--out", links[0][0],
                         *out, *quiet], env)
         children.append(source)
-        result = json.loads(sink.wait_for("RESULT", RUN_TIMEOUT))
+        result = measured_result(sink, warmup_runs)
     finally:
         _stop(children)
     if result["count"] != frames:
         raise RuntimeError(f"{scheme}: the sink got {result['count']} of {frames} frames")
-    # The measured run's own loss report, logged before its RESULT (the second run is
-    # cut short by the stop).
-    lines = sink.lines[:next(i for i, line in enumerate(sink.lines) if line.startswith("RESULT"))]
+    # The measured run's own loss report, logged before its RESULT and after the one
+    # before (the run after it is cut short by the stop).
+    ends = [i for i, line in enumerate(sink.lines) if line.startswith("RESULT")]
+    lines = sink.lines[ends[warmup_runs - 1] if warmup_runs else 0:ends[warmup_runs]]
     lost = [line for line in lines if "run_ledger" in line and "frames lost" in line]
     if lost:
         raise RuntimeError(f"{scheme}: the sink reports losses: {lost}")
