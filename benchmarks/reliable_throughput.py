@@ -95,6 +95,7 @@ def main() -> None:
                 rates[reliable].append(result["msgs_per_s"])
                 gbs[reliable].append(result["gb_per_s"])
                 if "first_run" in result:
+                    _check(result["first_run"], count, "reliable" if reliable else "plain")
                     first_runs[reliable].append(result["first_run"]["msgs_per_s"])
             print(f"  {name:>6} #{repeat + 1}: plain {rates[False][-1]:9.0f} msg/s "
                   f"{cpu[False][-1]:5.1f} CPU s   reliable {rates[True][-1]:9.0f} msg/s "

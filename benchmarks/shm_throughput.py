@@ -84,10 +84,10 @@ def run(scheme: str, hops: int, shape: tuple[int, ...], dtype: str, frames: int,
         _stop(children)
     if result["count"] != frames:
         raise RuntimeError(f"{scheme}: the sink got {result['count']} of {frames} frames")
-    # The measured run's own loss report, logged before its RESULT and after the one
-    # before (the run after it is cut short by the stop).
+    # The loss reports of the runs up to the measured one, logged before its RESULT (the
+    # run after it is cut short by the stop).
     ends = [i for i, line in enumerate(sink.lines) if line.startswith("RESULT")]
-    lines = sink.lines[ends[warmup_runs - 1] if warmup_runs else 0:ends[warmup_runs]]
+    lines = sink.lines[:ends[warmup_runs]]
     lost = [line for line in lines if "run_ledger" in line and "frames lost" in line]
     if lost:
         raise RuntimeError(f"{scheme}: the sink reports losses: {lost}")
