@@ -151,6 +151,9 @@ def _dtype_problem(dtype: np.dtype) -> str | None:
         return f"dtype {dtype} cannot be sent (allowed kinds: biufcmMSU)"
     if dtype.kind in "SUmM" and not _DTYPE_STR.match(dtype.str):
         return f"dtype {dtype.str} has no wire form (size over 6 digits?)"
+    if dtype.kind == "M" and np.datetime_data(dtype)[0] == "generic":
+        # a count of no unit since 1970: numpy cannot even print one that is not NaT
+        return f"dtype {dtype.str} is a datetime64 without a unit"
     return None
 
 
@@ -170,8 +173,9 @@ def _parse_dtype(text: Any) -> np.dtype | None:
         dtype = np.dtype(text)
     except TypeError as exc:
         raise DecodeError("dtype", f"dtype {text!r}: {exc}") from None
-    if dtype.itemsize == 0 or dtype.kind not in ALLOWED_KINDS:
-        raise DecodeError("dtype", f"dtype {text!r} is not allowed")
+    problem = _dtype_problem(dtype)
+    if problem is not None:
+        raise DecodeError("dtype", problem)
     if dtype.str != text:
         # Only numpy's own spelling: '|u2' would mean the receiver's native byte order.
         raise DecodeError("dtype", f"dtype {text!r} is not canonical (numpy writes {dtype.str!r})")

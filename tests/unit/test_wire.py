@@ -18,7 +18,8 @@ ORDERED = [f"{order}{kind}{size}" for order in "<>"
            for kind, sizes in (("i", (2, 4, 8)), ("u", (2, 4, 8)), ("f", (2, 4, 8)), ("c", (8, 16)))
            for size in sizes]
 TIMES = [f"{order}{kind}8{unit}" for order in "<>" for kind in "mM"
-         for unit in ("", "[Y]", "[D]", "[s]", "[ms]", "[ns]", "[as]", "[25s]")]
+         for unit in ("", "[Y]", "[D]", "[s]", "[ms]", "[ns]", "[as]", "[25s]")
+         if unit or kind == "m"]  # a datetime needs a unit (docs/protocol.md section 4)
 DTYPES = ["|b1", "|i1", "|u1", "|S1", "|S7", "<U1", ">U3", *ORDERED, *TIMES]
 
 
@@ -132,9 +133,10 @@ def test_zmq_frames_decode_to_read_only_views():
     {"o": np.array([1, "x"], dtype=object)},
     {"v": np.zeros(2, dtype=[("a", "<i4")])},
     {"zero-unit": np.zeros(2, dtype="M8[0s]")},
+    {"no-unit": np.zeros(2, dtype="M8")},
     {"long": np.zeros(1, dtype="S1000000")},
     {3: np.zeros(2)},
-], ids=["object", "void", "M8[0s]", "S1000000", "int-name"])
+], ids=["object", "void", "M8[0s]", "M8", "S1000000", "int-name"])
 def test_encode_refuses_what_cannot_be_decoded(payload):
     with pytest.raises(EncodeError):
         encode(Event({}, payload), src="s", seq=0)
@@ -277,7 +279,7 @@ CASES = {
     "dtype": [frames(header(arrays=[["a", text, [1]]]), b"\x00" * 8) for text in (
         "|O8", "|V8", "<O", "O", "object", "|S0", "<U0", "<u3", "<c4", "<i16", "|u2", "<u1",
         "<b1", "<S8", "=u2", "<M8[1s]", "<M8[0s]", "<M8[02s]", "<M8[s", "<M8[xyz]",
-        "<M8[99999999999s]", "<u8 ", "u8", "<u2,<u2", "", 8, None, ["<u8"], b"<u8",
+        "<M8[99999999999s]", "<M8", ">M8", "<u8 ", "u8", "<u2,<u2", "", 8, None, ["<u8"], b"<u8",
     )],
     "shape": [
         frames(header(arrays=[["a", "|u1", [-1]]]), b""),
